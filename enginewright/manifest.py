@@ -1,0 +1,60 @@
+"""Write and verify a bundle's manifest.json (schema: enginewright.schemas.Manifest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from enginewright.errors import EnginewrightError
+from enginewright.hashing import list_files, sha256_file
+from enginewright.schemas import MANIFEST_SCHEMA_VERSION, Manifest, ManifestFile
+
+MANIFEST_NAME = "manifest.json"
+
+
+def file_entries(bundle_dir: Path) -> list[ManifestFile]:
+    return [
+        ManifestFile(path=p.relative_to(bundle_dir).as_posix(), size=p.stat().st_size, sha256=sha256_file(p))
+        for p in list_files(bundle_dir)
+        if p.name not in (MANIFEST_NAME, MANIFEST_NAME + ".partial")
+    ]
+
+
+def write_manifest(bundle_dir: Path, fields: dict[str, Any]) -> Manifest:
+    manifest: Manifest = {"schema_version": MANIFEST_SCHEMA_VERSION, **fields, "files": file_entries(bundle_dir)}  # type: ignore[typeddict-item]
+    tmp = bundle_dir / (MANIFEST_NAME + ".partial")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.replace(bundle_dir / MANIFEST_NAME)
+    return manifest
+
+
+def safe_relative_path(path: str) -> PurePosixPath:
+    """A manifest path must stay inside the bundle: relative, no '..', no backslashes."""
+    candidate = PurePosixPath(path)
+    if not path or candidate.is_absolute() or ".." in candidate.parts or "\\" in path:
+        raise EnginewrightError(f"manifest path {path!r} escapes the bundle directory; refusing it")
+    return candidate
+
+
+def verify_bundle(bundle_dir: Path) -> Manifest:
+    """Every listed file present with its size and sha256, and no unlisted file. Raises on the first problem."""
+    manifest_file = bundle_dir / MANIFEST_NAME
+    if not manifest_file.is_file():
+        raise EnginewrightError(f"{bundle_dir} has no {MANIFEST_NAME}; not a bundle or an incomplete download")
+    manifest: Manifest = json.loads(manifest_file.read_text())
+    listed = set()
+    for entry in manifest["files"]:
+        rel = safe_relative_path(entry["path"])
+        listed.add(rel.as_posix())
+        path = bundle_dir / rel
+        if not path.is_file():
+            raise EnginewrightError(f"bundle file {rel} is missing from {bundle_dir}")
+        if path.stat().st_size != entry["size"]:
+            raise EnginewrightError(f"bundle file {rel} has {path.stat().st_size} bytes, manifest says {entry['size']}")
+        if sha256_file(path) != entry["sha256"]:
+            raise EnginewrightError(f"bundle file {rel} does not match its sha256 in the manifest")
+    extra = {p.relative_to(bundle_dir).as_posix() for p in list_files(bundle_dir)} - listed - {MANIFEST_NAME}
+    if extra:
+        raise EnginewrightError(f"bundle has files not in its manifest: {sorted(extra)[:5]}")
+    return manifest

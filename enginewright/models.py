@@ -1,0 +1,26 @@
+"""Loading a checkpoint for calibration and evaluation: one place that picks device and dtype."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def pick_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(path: Path, dtype: str, trust_remote_code: bool = False) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, dtype), use_safetensors=None, trust_remote_code=trust_remote_code
+    )
+    return model.to(pick_device()).eval()
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

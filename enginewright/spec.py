@@ -1,0 +1,212 @@
+"""The build spec: what to build, validated at the edge. YAML files and CLI flags both end up here.
+
+Every field carries its description, which is also the CLI's `--help` text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from enginewright.errors import InputError
+from enginewright.settings import Settings
+
+QuantFormat = Literal["fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "fp8_pcpt"]
+EvalTask = Literal["mmlu", "arc_easy", "arc_challenge", "hellaswag"]
+DType = Literal["bfloat16", "float16", "float32"]
+
+
+class StrictModel(BaseModel):
+    """A typo in a spec is an error, not a silently ignored key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(StrictModel):
+    model: str = Field(description="Hugging Face repo id (org/name) or a local checkpoint directory.")
+    revision: str | None = Field(
+        default=None,
+        description="Hub branch, tag or commit to build. Resolved to an immutable commit sha. "
+        "Local directories are identified by their content hash instead.",
+    )
+    trust_remote_code: bool = Field(
+        default=False, description="Allow a checkpoint whose config asks for custom Python code (auto_map)."
+    )
+    allow_pickle_weights: bool = Field(
+        default=False, description="Allow pickle (.bin/.pt) weights when no safetensors are present."
+    )
+
+
+class QuantizationSpec(StrictModel):
+    format: QuantFormat = Field(
+        default="fp8",
+        description="ModelOpt recipe: fp8 (FP8_DEFAULT), int8_sq (INT8 SmoothQuant), int4_awq (W4A16 AWQ), "
+        "w4a8_awq (W4A8 AWQ), int8_wo (INT8 weight-only), fp8_pcpt (FP8 per-channel weights, per-token acts).",
+    )
+    kv_cache: bool = Field(default=False, description="Also quantize the KV cache to FP8.")
+    awq_block_size: int | None = Field(
+        default=None,
+        ge=16,
+        description="Block size of INT4 weights for the AWQ formats. Unset: the largest of 128/64/32/16 "
+        "that divides every quantized layer's input dimension.",
+    )
+
+
+class CalibrationSpec(StrictModel):
+    source: str = Field(
+        description="Calibration text: a local .txt/.jsonl file, a directory of them, or a Hugging Face "
+        "dataset id."
+    )
+    num_samples: int = Field(default=32, ge=1, description="Number of calibration sequences.")
+    seq_len: int = Field(default=256, ge=8, description="Tokens per calibration sequence.")
+    seed: int = Field(default=0, description="Seed of the deterministic sampling of sequences.")
+    batch_size: int = Field(default=8, ge=1, description="Sequences per forward pass during calibration.")
+    text_field: str = Field(default="text", description="Field holding the text in JSONL rows or dataset rows.")
+    split: str = Field(default="train", description="Split of a Hugging Face dataset source.")
+
+
+class EvaluationSpec(StrictModel):
+    tasks: list[EvalTask] = Field(
+        default=["arc_easy", "arc_challenge", "hellaswag"],
+        min_length=1,
+        description="lm-eval tasks, run with their stock definitions against local data copies.",
+    )
+    limit: int | None = Field(
+        default=100,
+        ge=1,
+        description="Documents per lm-eval task (for mmlu: per subject, 57 subjects). Unset: all.",
+    )
+    num_fewshot: int = Field(default=0, ge=0, description="Few-shot examples per prompt.")
+    batch_size: int = Field(default=8, ge=1, description="lm-eval batch size.")
+    data_dir: Path = Field(
+        description="Offline evaluation data: <task>/<split>.jsonl files in the Hugging Face schemas "
+        "(mmlu/{dev,test}, arc_easy|arc_challenge/{train,validation,test}, hellaswag/validation)."
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, tasks: list[str]) -> list[str]:
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks must not repeat, got {tasks}")
+        return tasks
+
+
+class RuntimeSpec(StrictModel):
+    """TensorRT-LLM LLM-API options written to the bundle's llm_api.yaml (PyTorch backend)."""
+
+    max_batch_size: int = Field(default=64, ge=1, description="Largest batch the runtime schedules.")
+    max_num_tokens: int = Field(default=8192, ge=1, description="Largest number of tokens in one batch.")
+    max_seq_len: int | None = Field(default=None, ge=1, description="Longest sequence; unset: the model's.")
+    tensor_parallel_size: int = Field(default=1, ge=1, description="Tensor-parallel GPUs.")
+    pipeline_parallel_size: int = Field(default=1, ge=1, description="Pipeline-parallel GPUs.")
+    kv_cache_free_gpu_memory_fraction: float = Field(
+        default=0.9, gt=0, le=1, description="Fraction of free GPU memory given to the paged KV cache."
+    )
+    tokens_per_block: int = Field(default=32, ge=2, description="Tokens per paged KV-cache block (power of 2).")
+    kv_cache_host_bytes: int = Field(default=0, ge=0, description="Host memory for KV-cache offload; 0: off.")
+    enable_block_reuse: bool = Field(default=True, description="Reuse KV blocks across shared prefixes.")
+    cuda_graphs: bool = Field(default=True, description="Capture CUDA graphs for decoding.")
+    scheduler_policy: Literal["GUARANTEED_NO_EVICT", "MAX_UTILIZATION"] = Field(
+        default="GUARANTEED_NO_EVICT", description="Capacity scheduler policy."
+    )
+
+    @field_validator("tokens_per_block")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"tokens_per_block must be a power of two, got {value}")
+        return value
+
+
+class RegistrySpec(StrictModel):
+    model_name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Registered model name in MLflow. Each build is a version of it.",
+    )
+
+
+class BuildSpec(StrictModel):
+    source: SourceSpec
+    quantization: QuantizationSpec = QuantizationSpec()
+    calibration: CalibrationSpec
+    evaluation: EvaluationSpec
+    runtime: RuntimeSpec = RuntimeSpec()
+    registry: RegistrySpec
+    dtype: DType = Field(default="bfloat16", description="dtype the checkpoint is loaded in and exported as.")
+
+
+def embedded_defaults(settings: Settings) -> dict[str, Any]:
+    """The spec a bare `enginewright build` runs: SmolLM2-135M-Instruct, fp8, the shared offline data."""
+    return {
+        "source": {"model": str(settings.default_model_dir)},
+        "calibration": {"source": str(settings.shared_data_dir / "calib" / "wikitext2_train.txt")},
+        "evaluation": {"data_dir": str(settings.shared_data_dir / "eval")},
+    }
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def default_model_name(model: str) -> str:
+    """`HuggingFaceTB/SmolLM2-135M-Instruct` or `/x/SmolLM2-135M-Instruct/` → `SmolLM2-135M-Instruct`."""
+    return Path(model.rstrip("/")).name or "model"
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Paths written in a spec file are relative to that file, as in any config that names files."""
+    raw = deep_merge({}, raw)
+    for section, key in (("source", "model"), ("calibration", "source"), ("evaluation", "data_dir")):
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and value.startswith(("./", "../")):
+            raw[section][key] = str((base_dir / value).resolve())
+    return raw
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"spec file {str(path)!r} does not exist; pass a YAML build spec (see specs/)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"spec file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, dict):
+        raise InputError(f"spec file {str(path)!r} must hold a mapping of sections, got {type(raw).__name__}")
+    return _resolve_relative_paths(raw, path.parent)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per pydantic error, joined: `quantization.format: Input should be 'fp8', ... (got 'fp9')`."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+        parts.append(f"{loc}: {err['msg']}{got}")
+    return "invalid build spec: " + "; ".join(parts)
+
+
+def build_spec(
+    settings: Settings, spec_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> BuildSpec:
+    """Embedded defaults ← spec file ← CLI overrides, validated once."""
+    raw = embedded_defaults(settings)
+    if spec_file is not None:
+        raw = deep_merge(raw, read_spec_file(spec_file))
+    raw = deep_merge(raw, overrides or {})
+    raw.setdefault("registry", {})
+    if isinstance(raw["registry"], dict) and "model_name" not in raw["registry"]:
+        model = raw.get("source", {}).get("model", "") if isinstance(raw.get("source"), dict) else ""
+        raw["registry"]["model_name"] = default_model_name(str(model))
+    try:
+        return BuildSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(exc)) from None

@@ -1,0 +1,165 @@
+"""`build_engine`: checkpoint → calibration → ModelOpt → bundle → lm-eval → MLflow, one Prefect flow.
+
+Every step is cached under the build key (or a narrower key for steps that do not depend on the recipe),
+so a second identical run recomputes nothing and registers no second version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.settings import (
+    PREFECT_RESULTS_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT, temporary_settings,
+)
+
+from enginewright.build_key import compute_build_key
+from enginewright.caching import incarnation
+from enginewright.environment import environment_fingerprint, key_tool_versions
+from enginewright.hashing import sha256_json
+from enginewright.settings import Settings
+from enginewright.spec import BuildSpec
+from tasks.bundle import bundle_task
+from tasks.calibration import calibration_task, fingerprint_calibration_task
+from tasks.eval_data import eval_data_task
+from tasks.evaluate import EvalResult, baseline_task, candidate_task
+from tasks.export import export_task, exported_quant_algo
+from tasks.model_card import accuracy_rows, render_model_card
+from tasks.quantize import quantize_task
+from tasks.register import RegisteredVersion, RegistrationRequest, register_task
+from tasks.runtime_config import runtime_config_task
+from tasks.sources import resolve_task
+from tasks.trtllm_build import engine_status_of, trtllm_build_task
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    build_key: str
+    registered: RegisteredVersion
+    baseline: EvalResult
+    candidate: EvalResult
+    engine: dict[str, str]
+    registered_now: bool  # False when this run found the version already registered (or cached)
+
+    def accuracy_table(self) -> list[dict[str, Any]]:
+        return accuracy_rows(self.baseline, self.candidate)
+
+
+# No log_prints: dill (under datasets) captures stdout to read dis.dis output, which a patched print breaks.
+@flow(name="build_engine")
+def build_engine(spec: BuildSpec) -> BuildOutcome:
+    settings = Settings()
+    source = resolve_task(spec.source)
+    calibration_fingerprint = fingerprint_calibration_task(spec.calibration)
+    eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
+
+    key = compute_build_key(source.identity, spec, calibration_fingerprint, key_tool_versions())
+    digest = key.digest
+    work = settings.builds_dir / key.short
+    bundle_dir = work / "bundle"
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    cache_key = f"{digest}.{incarnation(work)}"
+    get_run_logger().info("build key %s (work dir %s)", digest, work)
+
+    calib = calibration_task(cache_key, spec.calibration, source.path, work / "calibration.safetensors")
+    state = quantize_task(cache_key, source.path, calib, spec.quantization, spec.dtype, spec.calibration.batch_size,
+                          work / "quantized.mto.pth")
+    checkpoint_dir = export_task(cache_key, source.path, state, spec.dtype, bundle_dir / "checkpoint")
+    runtime_config_task(cache_key, spec.runtime, spec.quantization.kv_cache, bundle_dir / "llm_api.yaml")
+    engine = engine_status_of(trtllm_build_task(cache_key, return_state=True))
+
+    # The baseline depends only on the source and the evaluation, so every recipe of a revision shares it.
+    eval_key = sha256_json([spec.evaluation.model_dump(exclude={"data_dir", "batch_size"}), eval_data.fingerprint,
+                            spec.dtype, key_tool_versions()])
+    baseline_key = sha256_json([source.identity, eval_key])
+    baseline_dir = settings.home / "baselines" / baseline_key[:16]
+    baseline = baseline_task(f"{baseline_key}.{incarnation(baseline_dir)}", source.path, spec.dtype, spec.evaluation,
+                             eval_data, settings.home / "eval-data", baseline_dir / "samples.jsonl")
+    candidate = candidate_task(f"{sha256_json([digest, eval_key])}.{incarnation(work)}", source.path, state, spec.dtype, spec.evaluation,
+                               eval_data, settings.home / "eval-data", work / "evaluation" / "candidate-samples.jsonl")
+
+    quant = exported_quant_algo(checkpoint_dir)
+    source_doc = {"kind": source.kind, "model": source.model, "repo_id": source.repo_id, "revision": source.revision}
+    quantization_doc = {
+        "format": spec.quantization.format, "kv_cache": spec.quantization.kv_cache, "recipe": state.recipe,
+        "awq_block_size": state.awq_block_size, "quant_algo": quant.get("quant_algo"),
+        "kv_cache_quant_algo": quant.get("kv_cache_quant_algo"),
+    }
+    calibration_doc = {
+        "num_samples": calib.num_samples, "seq_len": calib.seq_len, "seed": spec.calibration.seed,
+        "source_fingerprint": calibration_fingerprint, "tokens_sha256": calib.sha256,
+    }
+    card = render_model_card(spec.registry.model_name, digest, source_doc, quantization_doc, calibration_doc,
+                             baseline, candidate, engine, spec.evaluation.model_dump(mode="json"))
+    manifest = bundle_task(cache_key, bundle_dir, card, {
+        "bundle_id": digest, "build_key": {"digest": digest, "parts": key.parts}, "source": source_doc,
+        "quantization": quantization_doc, "calibration": calibration_doc, "environment": environment_fingerprint(),
+        "engine": engine,
+    })
+
+    request = RegistrationRequest(
+        model_name=spec.registry.model_name,
+        build_key=digest,
+        bundle_dir=bundle_dir,
+        evidence_files=[baseline.samples_path, candidate.samples_path],
+        params=run_params(spec),
+        metrics=run_metrics(baseline, candidate),
+        tags=lineage_tags(digest, source_doc, quantization_doc, calibration_doc, manifest["environment"], engine),
+        description=card,
+    )
+    register_state = register_task(f"{digest}-{sha256_json(settings.tracking_uri)[:12]}", request,
+                                   settings.tracking_uri, settings.artifact_root, return_state=True)
+    registered: RegisteredVersion = register_state.result()
+    return BuildOutcome(build_key=digest, registered=registered, baseline=baseline, candidate=candidate,
+                        engine=engine, registered_now=registered.created and not register_state.is_cached())
+
+
+def run_params(spec: BuildSpec) -> dict[str, str]:
+    return {
+        "source.model": spec.source.model, "source.revision": str(spec.source.revision),
+        "quantization.format": spec.quantization.format, "quantization.kv_cache": str(spec.quantization.kv_cache),
+        "calibration.num_samples": str(spec.calibration.num_samples),
+        "calibration.seq_len": str(spec.calibration.seq_len), "calibration.seed": str(spec.calibration.seed),
+        "evaluation.tasks": ",".join(spec.evaluation.tasks), "evaluation.limit": str(spec.evaluation.limit),
+        "evaluation.num_fewshot": str(spec.evaluation.num_fewshot), "dtype": spec.dtype,
+    }
+
+
+def run_metrics(baseline: EvalResult, candidate: EvalResult) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for result in (baseline, candidate):
+        for task_name, values in result.metrics.items():
+            for metric, value in values.items():
+                metrics[f"{result.label}.{task_name}.{metric}"] = float(value)
+        metrics[f"{result.label}.docs_per_second"] = result.docs_per_second
+    for row in accuracy_rows(baseline, candidate):
+        metrics[f"delta_points.{row['task']}"] = row["delta_points"]
+    return metrics
+
+
+def lineage_tags(
+    digest: str, source: dict[str, Any], quantization: dict[str, Any], calibration: dict[str, Any],
+    environment: dict[str, str], engine: dict[str, str],
+) -> dict[str, str]:
+    return {
+        "build_key": digest,
+        "source.model": str(source["model"]), "source.kind": str(source["kind"]),
+        "source.repo_id": str(source["repo_id"]), "source.revision": str(source["revision"]),
+        "quantization.format": str(quantization["format"]), "quantization.quant_algo": str(quantization["quant_algo"]),
+        "quantization.kv_cache": str(quantization["kv_cache_quant_algo"]),
+        "calibration.fingerprint": str(calibration["source_fingerprint"]),
+        "calibration.tokens_sha256": str(calibration["tokens_sha256"]),
+        "tools.modelopt": environment["nvidia-modelopt"], "tools.transformers": environment["transformers"],
+        "tools.torch": environment["torch"], "tools.tensorrt_llm": environment["tensorrt-llm"],
+        "tools.lm_eval": environment["lm-eval"], "gpu.arch": environment["gpu_sm"],
+        "engine.status": engine["status"],
+    }
+
+
+def run_build(spec: BuildSpec, settings: Settings) -> BuildOutcome:
+    """Run the flow with its task results (the cache) kept under the work directory."""
+    settings.results_dir.mkdir(parents=True, exist_ok=True)
+    updates = {PREFECT_RESULTS_LOCAL_STORAGE_PATH: settings.results_dir, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
+    with temporary_settings(updates=updates):
+        return build_engine(spec)

@@ -1,0 +1,26 @@
+"""Finish the bundle: MODEL_CARD.md, then manifest.json over every file (checksums, build key, environment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from enginewright.caching import keyed_by
+from enginewright.manifest import MANIFEST_NAME, write_manifest
+from enginewright.schemas import Manifest
+
+CARD_NAME = "MODEL_CARD.md"
+
+
+def finish_bundle(bundle_dir: Path, card: str, manifest_fields: dict[str, Any]) -> Manifest:
+    """The manifest is written last and atomically: a bundle with a manifest is complete."""
+    (bundle_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    (bundle_dir / CARD_NAME).write_text(card)
+    return write_manifest(bundle_dir, manifest_fields)
+
+
+@task(name="bundle", cache_key_fn=keyed_by("bundle"), persist_result=True)
+def bundle_task(cache_key: str, bundle_dir: Path, card: str, manifest_fields: dict[str, Any]) -> Manifest:
+    return finish_bundle(bundle_dir, card, manifest_fields)

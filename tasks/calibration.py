@@ -1,0 +1,176 @@
+"""Calibration data: deterministic sampling of N sequences × L tokens, saved with their sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import task
+
+from enginewright.errors import CalibrationError
+from enginewright.caching import keyed_by
+from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
+from enginewright.spec import CalibrationSpec
+
+TEXT_SUFFIXES = (".txt", ".jsonl")
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    path: Path  # safetensors file holding `input_ids` [num_samples, seq_len]
+    sha256: str  # of the token ids (int64, little endian, row-major)
+    num_samples: int
+    seq_len: int
+
+
+def calibration_files(spec: CalibrationSpec) -> list[Path] | None:
+    """Local files of the source, or None for a Hugging Face dataset id."""
+    path = Path(spec.source).expanduser()
+    if path.is_file():
+        if path.suffix not in TEXT_SUFFIXES:
+            raise CalibrationError(
+                f"calibration.source {spec.source!r} has suffix {path.suffix!r}; accepted: {', '.join(TEXT_SUFFIXES)}"
+            )
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+        if not files:
+            raise CalibrationError(f"calibration.source {spec.source!r} holds no .txt or .jsonl files")
+        return files
+    if spec.source.startswith(("/", "./", "../", "~")) or spec.source.count("/") != 1:
+        raise CalibrationError(
+            f"calibration.source {spec.source!r} does not exist; pass a .txt/.jsonl file, a directory of them, "
+            "or a Hugging Face dataset id (org/name)"
+        )
+    return None
+
+
+def source_fingerprint(spec: CalibrationSpec) -> str:
+    """What the build key records about the calibration text itself (contents, not paths)."""
+    files = calibration_files(spec)
+    if files is None:
+        return sha256_json({"hf_dataset": spec.source, "split": spec.split, "field": spec.text_field})
+    return sha256_json([sha256_file(f) for f in files])
+
+
+def iter_documents(spec: CalibrationSpec) -> Iterator[str]:
+    files = calibration_files(spec)
+    if files is None:
+        yield from _hub_documents(spec)
+        return
+    for file in files:
+        if file.suffix == ".txt":
+            # Paragraphs (blank-line separated) are the documents of plain text corpora like WikiText.
+            yield from (p.strip() for p in file.read_text(encoding="utf-8").split("\n\n") if p.strip())
+        else:
+            for line_no, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if spec.text_field not in row:
+                    raise CalibrationError(
+                        f"{file}:{line_no} has no field {spec.text_field!r}; set calibration.text_field "
+                        f"to one of {sorted(row)}"
+                    )
+                yield str(row[spec.text_field])
+
+
+def _hub_documents(spec: CalibrationSpec) -> Iterator[str]:
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(spec.source, split=spec.split)
+    except Exception as exc:  # datasets raises many types for a missing/offline dataset
+        raise CalibrationError(f"calibration.source {spec.source!r}: {str(exc).splitlines()[0]}") from None
+    if spec.text_field not in rows.column_names:
+        raise CalibrationError(
+            f"dataset {spec.source!r} has no column {spec.text_field!r}; columns: {rows.column_names}"
+        )
+    yield from (str(text) for text in rows[spec.text_field] if text)
+
+
+def token_stream(spec: CalibrationSpec, tokenizer, stop_after: int | None = None) -> list[int]:
+    """Documents tokenized and joined with EOS. Stops early once `stop_after` tokens are collected."""
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for document in iter_documents(spec):
+        ids.extend(tokenizer(document, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+        if stop_after is not None and len(ids) >= stop_after:
+            break
+    return ids
+
+
+def check_enough_text(spec: CalibrationSpec, tokenizer) -> None:
+    needed = spec.num_samples * spec.seq_len
+    have = len(token_stream(spec, tokenizer, stop_after=needed))
+    if have < needed:
+        raise CalibrationError(
+            f"calibration.source {spec.source!r} gives {have // spec.seq_len} sequences of {spec.seq_len} tokens, "
+            f"fewer than calibration.num_samples={spec.num_samples}; lower num_samples or seq_len "
+            f"(at most {have} tokens in all), or add text"
+        )
+
+
+def sample_windows(ids: list[int], spec: CalibrationSpec) -> torch.Tensor:
+    """N non-overlapping windows of L tokens, chosen by a seeded permutation, in stream order."""
+    windows = len(ids) // spec.seq_len
+    if windows < spec.num_samples:
+        raise CalibrationError(
+            f"calibration.source {spec.source!r} gives {windows} sequences of {spec.seq_len} tokens, fewer than "
+            f"calibration.num_samples={spec.num_samples}; lower num_samples or seq_len, or add text"
+        )
+    generator = torch.Generator().manual_seed(spec.seed)
+    chosen = torch.randperm(windows, generator=generator)[: spec.num_samples].sort().values
+    stream = torch.tensor(ids[: windows * spec.seq_len], dtype=torch.int64).view(windows, spec.seq_len)
+    return stream[chosen].contiguous()
+
+
+def token_ids_sha256(input_ids: torch.Tensor) -> str:
+    return hashlib.sha256(input_ids.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()
+
+
+def build_calibration_set(spec: CalibrationSpec, tokenizer_dir: Path, out_file: Path) -> CalibrationSet:
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    input_ids = sample_windows(token_stream(spec, tokenizer), spec)
+    digest = token_ids_sha256(input_ids)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_suffix(".partial")
+    save_file({"input_ids": input_ids}, str(tmp), metadata={"sha256": digest})
+    tmp.replace(out_file)
+    return CalibrationSet(path=out_file, sha256=digest, num_samples=spec.num_samples, seq_len=spec.seq_len)
+
+
+def load_calibration_ids(calib: CalibrationSet) -> torch.Tensor:
+    """The saved token ids, refusing a file whose contents no longer match their recorded sha256."""
+    from safetensors.torch import load_file
+
+    input_ids = load_file(str(calib.path))["input_ids"]
+    if token_ids_sha256(input_ids) != calib.sha256:
+        raise CalibrationError(f"calibration tokens {calib.path} changed since they were sampled; delete the build dir")
+    return input_ids
+
+
+def _fingerprint_cache_key(_context: Any, parameters: dict[str, Any]) -> str | None:
+    spec: CalibrationSpec = parameters["spec"]
+    path = Path(spec.source).expanduser()
+    return f"calib-fingerprint-{sha256_json([spec.model_dump(), stat_fingerprint(path)])}" if path.exists() else None
+
+
+fingerprint_calibration_task = task(
+    name="calibration-fingerprint", cache_key_fn=_fingerprint_cache_key, persist_result=True
+)(source_fingerprint)
+
+
+@task(name="calibration-data", cache_key_fn=keyed_by("calibration"), persist_result=True)
+def calibration_task(cache_key: str, spec: CalibrationSpec, tokenizer_dir: Path, out_file: Path) -> CalibrationSet:
+    return build_calibration_set(spec, tokenizer_dir, out_file)

@@ -1,0 +1,132 @@
+"""Offline evaluation data: check the local copies, fingerprint them, and point lm-eval's stock tasks at them.
+
+lm-eval's stock task definitions (prompts, preprocessing, metrics) are kept; only where the data comes
+from is overridden (`dataset_path: json` + `data_files`). MMLU's 57 per-subject tasks need per-subject
+files, which `materialize_mmlu` writes once into a cache directory named by the data fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from enginewright.errors import EvalDataError
+from enginewright.hashing import sha256_file, sha256_json
+
+# Which local files each task reads: <data_dir>/<folder>/<split>.jsonl
+TASK_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "arc_easy": ("arc_easy", ("train", "validation", "test")),
+    "arc_challenge": ("arc_challenge", ("train", "validation", "test")),
+    "hellaswag": ("hellaswag", ("validation",)),
+    "mmlu": ("mmlu", ("dev", "test")),
+}
+
+
+@dataclass(frozen=True)
+class EvalData:
+    data_dir: Path
+    fingerprint: str  # sha256 over the contents of every file used
+    files: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> split -> absolute path
+
+
+def required_files(data_dir: Path, task: str) -> dict[str, Path]:
+    folder, splits = TASK_FILES[task]
+    return {split: data_dir / folder / f"{split}.jsonl" for split in splits}
+
+
+def check_eval_data(data_dir: Path, tasks: list[str], num_fewshot: int) -> EvalData:
+    if not data_dir.is_dir():
+        raise EvalDataError(f"evaluation.data_dir {str(data_dir)!r} is not a directory")
+    files: dict[str, dict[str, str]] = {}
+    for task in tasks:
+        needed = required_files(data_dir, task)
+        if task == "hellaswag" and (data_dir / "hellaswag" / "train.jsonl").is_file():
+            needed["train"] = data_dir / "hellaswag" / "train.jsonl"
+        for split, path in needed.items():
+            if not path.is_file():
+                raise EvalDataError(
+                    f"evaluation.data_dir {str(data_dir)!r} lacks {path.relative_to(data_dir)} needed by task "
+                    f"{task!r}; it needs {', '.join(str(p.relative_to(data_dir)) for p in needed.values())}"
+                )
+        if task == "hellaswag" and num_fewshot > 0 and "train" not in needed:
+            raise EvalDataError(
+                f"evaluation.num_fewshot={num_fewshot} needs hellaswag/train.jsonl in {str(data_dir)!r}, which "
+                "has only the validation split; use num_fewshot 0 for hellaswag"
+            )
+        files[task] = {split: str(path.resolve()) for split, path in needed.items()}
+    fingerprint = sha256_json({t: {s: sha256_file(Path(p)) for s, p in sp.items()} for t, sp in sorted(files.items())})
+    return EvalData(data_dir=data_dir.resolve(), fingerprint=fingerprint, files=files)
+
+
+def mmlu_subjects(test_file: Path) -> list[str]:
+    with test_file.open(encoding="utf-8") as handle:
+        return sorted({json.loads(line)["subject"] for line in handle if line.strip()})
+
+
+def materialize_mmlu(data: EvalData, cache_dir: Path) -> Path:
+    """Per-subject copies `<cache>/<fingerprint>/mmlu/<subject>/{dev,test}.jsonl`, written once."""
+    root = cache_dir / data.fingerprint[:16] / "mmlu"
+    if (root / ".complete").is_file():
+        return root
+    rows: dict[str, dict[str, list[str]]] = {}
+    for split, path in data.files["mmlu"].items():
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    rows.setdefault(json.loads(line)["subject"], {}).setdefault(split, []).append(line)
+    for subject, splits in rows.items():
+        (root / subject).mkdir(parents=True, exist_ok=True)
+        for split, lines in splits.items():
+            (root / subject / f"{split}.jsonl").write_text("".join(lines), encoding="utf-8")
+    (root / ".complete").write_text("")
+    return root
+
+
+def _override(task: str, data_files: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {"task": task, "dataset_path": "json", "dataset_name": None,
+            "dataset_kwargs": {"data_files": data_files}, **extra}
+
+
+EVAL_GROUP = "enginewright"
+
+
+def lm_eval_task_configs(data: EvalData, tasks: list[str], cache_dir: Path) -> list[dict[str, Any]]:
+    """`lm_eval.simple_evaluate(tasks=...)` argument: stock tasks, local data.
+
+    The overrides sit inside a group: lm-eval 0.4.13 merges a group member's dict into the registered
+    task's YAML, whereas a top-level dict is taken as a whole new task without the stock prompts.
+    """
+    configs: list[dict[str, Any]] = []
+    for task in tasks:
+        files = data.files[task]
+        if task == "mmlu":
+            root = materialize_mmlu(data, cache_dir)
+            for subject in mmlu_subjects(Path(files["test"])):
+                subject_files = {s: str(root / subject / f"{s}.jsonl") for s in ("dev", "test")}
+                configs.append(_override(f"mmlu_{subject}", subject_files))
+        elif task == "hellaswag" and "train" not in files:
+            configs.append(_override(task, files, training_split=None))
+        else:
+            configs.append(_override(task, files))
+    return [{"group": EVAL_GROUP, "task": configs}]
+
+
+def task_family(lm_eval_task: str) -> str:
+    """`mmlu_nutrition` → `mmlu`; other names are their own family."""
+    return "mmlu" if lm_eval_task.startswith("mmlu_") else lm_eval_task
+
+
+def _eval_data_cache_key(_context: Any, parameters: dict[str, Any]) -> str | None:
+    data_dir = Path(parameters["data_dir"])
+    if not data_dir.is_dir():
+        return None
+    files = [p for t in parameters["tasks"] for p in required_files(data_dir, t).values() if p.is_file()]
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return f"eval-data-{sha256_json([stats, list(parameters['tasks']), parameters['num_fewshot']])}"
+
+
+eval_data_task = task(name="eval-data", cache_key_fn=_eval_data_cache_key, persist_result=True)(check_eval_data)

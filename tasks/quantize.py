@@ -1,0 +1,127 @@
+"""Quantize with NVIDIA Model Optimizer: `mtq.quantize` with our own forward loop, state kept with `mto.save`.
+
+The calibrated state is saved so that a failed export, or an evaluation in another process, never
+recalibrates: `restore_quantized` rebuilds the fake-quantized model from it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import task
+from tqdm import tqdm
+
+from enginewright.caching import keyed_by
+from enginewright.errors import InputError
+from enginewright.hashing import sha256_file
+from enginewright.models import load_model
+from enginewright.spec import QuantizationSpec
+from tasks.calibration import CalibrationSet, load_calibration_ids
+
+# Our format names → ModelOpt's preset configs (modelopt.torch.quantization.config).
+RECIPES: dict[str, str] = {
+    "fp8": "FP8_DEFAULT_CFG",
+    "int8_sq": "INT8_SMOOTHQUANT_CFG",
+    "int4_awq": "INT4_AWQ_CFG",
+    "w4a8_awq": "W4A8_AWQ_BETA_CFG",
+    "int8_wo": "INT8_WEIGHT_ONLY_CFG",
+    "fp8_pcpt": "FP8_PER_CHANNEL_PER_TOKEN_CFG",
+}
+AWQ_FORMATS = ("int4_awq", "w4a8_awq")
+AWQ_BLOCK_CANDIDATES = (128, 64, 32, 16)
+
+
+@dataclass(frozen=True)
+class QuantizedState:
+    path: Path  # mto.save file: the calibrated ModelOpt state and weights
+    sha256: str
+    recipe: str  # ModelOpt preset name
+    awq_block_size: int | None
+
+
+def quantized_in_features(model: torch.nn.Module) -> set[int]:
+    """Input dimensions of the Linear layers ModelOpt's presets quantize (lm_head is excluded by them)."""
+    return {m.in_features for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in name}
+
+
+def choose_awq_block_size(in_features: set[int], requested: int | None) -> int:
+    if requested is not None:
+        bad = sorted(d for d in in_features if d % requested)
+        if bad:
+            raise InputError(
+                f"quantization.awq_block_size={requested} does not divide the model's layer widths {bad}; "
+                f"use one of {[b for b in AWQ_BLOCK_CANDIDATES if not any(d % b for d in in_features)]}"
+            )
+        return requested
+    for block in AWQ_BLOCK_CANDIDATES:
+        if all(d % block == 0 for d in in_features):
+            return block
+    raise InputError(f"no AWQ block size in {AWQ_BLOCK_CANDIDATES} divides the layer widths {sorted(in_features)}")
+
+
+def quant_config(spec: QuantizationSpec, awq_block_size: int | None) -> dict[str, Any]:
+    """A private copy of the ModelOpt preset, with the block size and KV-cache entries applied."""
+    import modelopt.torch.quantization as mtq
+
+    config = copy.deepcopy(getattr(mtq, RECIPES[spec.format]))
+    if awq_block_size is not None:
+        for entry in config["quant_cfg"]:
+            cfgs = entry.get("cfg")
+            for cfg in cfgs if isinstance(cfgs, list) else [cfgs]:
+                if isinstance(cfg, dict) and isinstance(cfg.get("block_sizes"), dict) and -1 in cfg["block_sizes"]:
+                    cfg["block_sizes"][-1] = awq_block_size
+    if spec.kv_cache:
+        config["quant_cfg"] = list(config["quant_cfg"]) + list(mtq.FP8_KV_CFG["quant_cfg"])
+    return config
+
+
+def forward_loop_over(input_ids: torch.Tensor, batch_size: int):
+    """ModelOpt calls this with the model to collect activation statistics. Shows progress."""
+
+    def forward_loop(model: torch.nn.Module) -> None:
+        device = next(model.parameters()).device
+        batches = input_ids.split(batch_size)
+        with torch.no_grad():
+            for batch in tqdm(batches, desc="calibrating", unit="batch", leave=False):
+                model(input_ids=batch.to(device))
+
+    return forward_loop
+
+
+def calibrate_and_quantize(
+    checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int, out_file: Path
+) -> QuantizedState:
+    import modelopt.torch.opt as mto
+    import modelopt.torch.quantization as mtq
+
+    model = load_model(checkpoint, dtype)
+    block = choose_awq_block_size(quantized_in_features(model), spec.awq_block_size) if spec.format in AWQ_FORMATS else None
+    input_ids = load_calibration_ids(calib)
+    mtq.quantize(model, quant_config(spec, block), forward_loop=forward_loop_over(input_ids, batch_size))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_suffix(".partial")
+    mto.save(model, tmp)
+    tmp.replace(out_file)
+    return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=RECIPES[spec.format], awq_block_size=block)
+
+
+def restore_quantized(checkpoint: Path, state: QuantizedState, dtype: str) -> torch.nn.Module:
+    """A fresh model with the calibrated quantizers of `state` (fake-quantized, on the current device)."""
+    import modelopt.torch.opt as mto
+
+    if sha256_file(state.path) != state.sha256:
+        raise InputError(f"quantized state {state.path} changed since it was saved; delete the build dir")
+    model = load_model(checkpoint, dtype)
+    return mto.restore(model, state.path).eval()
+
+
+@task(name="quantize", cache_key_fn=keyed_by("quantize"), persist_result=True)
+def quantize_task(
+    cache_key: str, checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int,
+    out_file: Path,
+) -> QuantizedState:
+    return calibrate_and_quantize(checkpoint, calib, spec, dtype, batch_size, out_file)

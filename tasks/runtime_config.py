@@ -1,0 +1,50 @@
+"""The bundle's `llm_api.yaml`: TensorRT-LLM LLM-API options for the PyTorch backend.
+
+Keys follow `tensorrt_llm.llmapi` (LlmArgs, KvCacheConfig, CudaGraphConfig, SchedulerConfig) so that
+`trtllm-serve checkpoint/ --config llm_api.yaml` and `LLM(model=..., **yaml)` both accept the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import task
+
+from enginewright.caching import keyed_by
+from enginewright.spec import RuntimeSpec
+
+
+def llm_api_options(spec: RuntimeSpec, kv_cache_fp8: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "backend": "pytorch",
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "pipeline_parallel_size": spec.pipeline_parallel_size,
+        "max_batch_size": spec.max_batch_size,
+        "max_num_tokens": spec.max_num_tokens,
+        "kv_cache_config": {
+            "free_gpu_memory_fraction": spec.kv_cache_free_gpu_memory_fraction,
+            "enable_block_reuse": spec.enable_block_reuse,
+            "tokens_per_block": spec.tokens_per_block,
+            "host_cache_size": spec.kv_cache_host_bytes,
+            **({"dtype": "fp8"} if kv_cache_fp8 else {}),
+        },
+        "scheduler_config": {"capacity_scheduler_policy": spec.scheduler_policy},
+        "trust_remote_code": False,
+    }
+    if spec.max_seq_len is not None:
+        options["max_seq_len"] = spec.max_seq_len
+    if spec.cuda_graphs:
+        options["cuda_graph_config"] = {"max_batch_size": spec.max_batch_size, "enable_padding": True}
+    return options
+
+
+def write_llm_api_yaml(spec: RuntimeSpec, kv_cache_fp8: bool, out_file: Path) -> Path:
+    out_file.write_text(yaml.safe_dump(llm_api_options(spec, kv_cache_fp8), sort_keys=False))
+    return out_file
+
+
+@task(name="llm-api-config", cache_key_fn=keyed_by("llm-api-config"), persist_result=True)
+def runtime_config_task(cache_key: str, spec: RuntimeSpec, kv_cache_fp8: bool, out_file: Path) -> Path:
+    return write_llm_api_yaml(spec, kv_cache_fp8, out_file)

@@ -1,0 +1,33 @@
+"""A tiny randomly initialised Llama with SmolLM2's real tokenizer, for fast tests of every step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from enginewright.gguf_import import smollm2_gguf_path
+
+
+def save_smollm2_tokenizer(out_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out_dir)
+
+
+def make_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True, architectures=["LlamaForCausalLM"],
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
