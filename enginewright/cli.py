@@ -115,7 +115,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from flows.build import run_build
 
-    outcome = run_build(spec, settings)
+    outcome = run_build(spec, settings).result()
     print_summary(outcome, settings)
     return 0
 

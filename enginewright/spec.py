@@ -81,6 +81,11 @@ class EvaluationSpec(StrictModel):
     )
     num_fewshot: int = Field(default=0, ge=0, description="Few-shot examples per prompt.")
     batch_size: int = Field(default=8, ge=1, description="lm-eval batch size.")
+    fold_weights: bool = Field(
+        default=True,
+        description="Evaluate the candidate with its weight quantizers folded into the weights "
+        "(mtq.fold_weight): the same numbers, without fake-quantizing every weight on every forward pass.",
+    )
     data_dir: Path = Field(
         description="Offline evaluation data: <task>/<split>.jsonl files in the Hugging Face schemas "
         "(mmlu/{dev,test}, arc_easy|arc_challenge/{train,validation,test}, hellaswag/validation)."

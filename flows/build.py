@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
 from prefect.settings import (
     PREFECT_RESULTS_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT, temporary_settings,
 )
@@ -112,7 +112,7 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
                                    settings.tracking_uri, settings.artifact_root, return_state=True)
     registered: RegisteredVersion = register_state.result()
     return BuildOutcome(build_key=digest, registered=registered, baseline=baseline, candidate=candidate,
-                        engine=engine, registered_now=registered.created and not register_state.is_cached())
+                        engine=engine, registered_now=registered.created and register_state.name != "Cached")
 
 
 def run_params(spec: BuildSpec) -> dict[str, str]:
@@ -157,9 +157,12 @@ def lineage_tags(
     }
 
 
-def run_build(spec: BuildSpec, settings: Settings) -> BuildOutcome:
-    """Run the flow with its task results (the cache) kept under the work directory."""
+def run_build(spec: BuildSpec, settings: Settings) -> State:
+    """Run the flow with its task results (the cache) kept under the work directory.
+
+    Returns the flow run's final state; `.result()` gives the BuildOutcome or raises the step's error.
+    """
     settings.results_dir.mkdir(parents=True, exist_ok=True)
     updates = {PREFECT_RESULTS_LOCAL_STORAGE_PATH: settings.results_dir, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
     with temporary_settings(updates=updates):
-        return build_engine(spec)
+        return build_engine(spec, return_state=True)

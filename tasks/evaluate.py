@@ -103,7 +103,20 @@ def evaluate_candidate(
     cache_dir: Path, samples_file: Path,
 ) -> EvalResult:
     model = restore_quantized(checkpoint, state, dtype)
+    if spec.fold_weights:
+        fold_weights(model)
     return run_lm_eval(model, load_tokenizer(checkpoint), spec, data, cache_dir, samples_file, "candidate")
+
+
+def fold_weights(model: torch.nn.Module) -> None:
+    """Store each quantized weight as its quantize-dequantize result once and turn the weight quantizers off.
+
+    Activation quantizers stay on, so the forward pass computes what the fake-quantized model computes.
+    """
+    import modelopt.torch.quantization as mtq
+
+    with torch.no_grad():
+        mtq.fold_weight(model)
 
 
 @task(name="evaluate-baseline", cache_key_fn=keyed_by("evaluate-baseline"), persist_result=True)

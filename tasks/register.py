@@ -20,7 +20,7 @@ BUNDLE_ARTIFACT_PATH = "bundle"
 @dataclass(frozen=True)
 class RegisteredVersion:
     name: str
-    version: str
+    version: str  # MLflow returns ints from some stores and strings from others; always a string here
     run_id: str
     source: str  # artifact URI of the bundle
     created: bool  # False when a version with this build key already existed
@@ -57,7 +57,7 @@ def register_bundle(request: RegistrationRequest, tracking_uri: str, artifact_ro
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     existing = find_version(client, request.model_name, request.build_key)
     if existing is not None:
-        return RegisteredVersion(request.model_name, existing.version, existing.run_id, existing.source, created=False)
+        return RegisteredVersion(request.model_name, str(existing.version), existing.run_id, existing.source, created=False)
 
     run = client.create_run(experiment_id(client, artifact_root), run_name=f"build-{request.build_key[:12]}",
                             tags={**request.tags, "mlflow.note.content": request.description})
@@ -85,7 +85,7 @@ def register_bundle(request: RegistrationRequest, tracking_uri: str, artifact_ro
     version = client.create_model_version(
         request.model_name, source=source, run_id=run_id, tags=request.tags, description=request.description
     )
-    return RegisteredVersion(request.model_name, version.version, run_id, source, created=True)
+    return RegisteredVersion(request.model_name, str(version.version), run_id, source, created=True)
 
 
 @task(name="register", cache_key_fn=keyed_by("register"), persist_result=True,

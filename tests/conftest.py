@@ -1,0 +1,52 @@
+"""Shared fixtures: offline Hugging Face settings, SmolLM2's tokenizer, a tiny random Llama, the shared data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the Hugging Face Hub; caches and Prefect's ephemeral database live in throwaway directories.
+_SCRATCH = Path(tempfile.mkdtemp(prefix="enginewright-tests-"))
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(_SCRATCH / "hf"),
+                  PREFECT_HOME=str(_SCRATCH / "prefect"),
+                  PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
+                  MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
+
+from enginewright.settings import Settings  # noqa: E402
+from tests.tiny_model import make_tiny_llama, save_smollm2_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    data = Settings().shared_data_dir
+    assert (data / "eval").is_dir() and (data / "calib").is_dir(), f"shared data missing at {data}"
+    return data
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tokenizer")
+    save_smollm2_tokenizer(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", tokenizer_dir)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A private ENGINEWRIGHT_HOME (work dirs, Prefect results, the SQLite MLflow store) per test."""
+    monkeypatch.setenv("ENGINEWRIGHT_HOME", str(tmp_path / "home"))
+    return Settings()
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,79 @@
+"""The whole build flow on a tiny random Llama: Prefect's ephemeral API, a SQLite MLflow store, real ModelOpt
+quantization, real lm-eval runs on the shared data. Nothing is a double except that no GPU is present, so the
+TensorRT-LLM step ends Skipped (asserted below)."""
+
+from pathlib import Path
+
+import pytest
+from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
+
+from enginewright.manifest import verify_bundle
+from enginewright.settings import Settings
+from enginewright.spec import build_spec
+from flows.build import run_build
+
+pytestmark = pytest.mark.e2e
+
+
+def task_run_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+
+def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
+    tiny_model: Path, shared_data: Path, settings: Settings, tmp_path: Path
+) -> None:
+    spec = build_spec(settings, None, {
+        "source": {"model": str(tiny_model)},
+        "calibration": {"source": str(shared_data / "calib" / "tiny_shakespeare.txt"), "num_samples": 4, "seq_len": 32},
+        "evaluation": {"tasks": ["arc_easy", "hellaswag"], "limit": 4},
+        "quantization": {"format": "int8_sq"},
+        "registry": {"model_name": "tiny-llama"},
+    })
+
+    first_state = run_build(spec, settings)
+    first = first_state.result()
+    states = task_run_states(first_state.state_details.flow_run_id)
+    assert states["tensorrt-llm-build"] == "Skipped"
+    assert first.engine == {"status": "skipped", "reason": "no CUDA GPU on this worker"}
+    assert first.registered_now and first.registered.version == "1"
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    version = client.get_model_version("tiny-llama", "1")
+    assert version.tags["build_key"] == first.build_key
+    assert version.tags["quantization.format"] == "int8_sq"
+    assert version.tags["quantization.quant_algo"] == "W8A8_SQ_PER_CHANNEL"
+    assert version.tags["engine.status"] == "skipped"
+    assert version.tags["source.kind"] == "local" and len(version.tags["source.revision"]) == 64
+    assert version.description.startswith("# tiny-llama — int8_sq bundle")
+
+    run = client.get_run(first.registered.run_id)
+    assert run.data.params["quantization.format"] == "int8_sq"
+    assert run.data.metrics["baseline.arc_easy.n"] == 4
+    assert 0 <= run.data.metrics["candidate.hellaswag.acc_norm"] <= 1
+    evidence = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert evidence == {"evaluation/samples.jsonl", "evaluation/candidate-samples.jsonl"}
+
+    # The bundle downloaded back from the registry verifies against its manifest.
+    downloaded = Path(download_artifacts(artifact_uri=client.get_model_version_download_uri("tiny-llama", "1"),
+                                         dst_path=str(tmp_path / "pulled"), tracking_uri=settings.tracking_uri))
+    manifest = verify_bundle(downloaded)
+    paths = {f["path"] for f in manifest["files"]}
+    assert {"llm_api.yaml", "MODEL_CARD.md", "checkpoint/config.json", "checkpoint/hf_quant_config.json"} <= paths
+    assert manifest["build_key"]["digest"] == first.build_key == manifest["bundle_id"]
+    assert manifest["engine"]["status"] == "skipped"
+    assert not (downloaded / "engine").exists()  # nothing pretends an engine exists
+
+    second_state = run_build(spec, settings)
+    second = second_state.result()
+    states = task_run_states(second_state.state_details.flow_run_id)
+    assert set(states.values()) == {"Cached"}, states
+    assert len(states) == 12
+    assert second.build_key == first.build_key and not second.registered_now
+    assert [str(v.version) for v in client.search_model_versions("name = 'tiny-llama'")] == ["1"]
+    assert len(client.search_runs([run.info.experiment_id])) == 1

@@ -1,0 +1,93 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from enginewright.errors import InputError
+from enginewright.spec import CalibrationSpec, QuantizationSpec
+from tasks.calibration import build_calibration_set
+from tasks.export import export_checkpoint, exported_quant_algo
+from tasks.quantize import (
+    RECIPES, calibrate_and_quantize, choose_awq_block_size, quant_config, restore_quantized,
+)
+
+# What ModelOpt writes into hf_quant_config.json for each of our formats (TensorRT-LLM reads it).
+EXPECTED_ALGO = {
+    "fp8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "w4a8_awq": "W4A8_AWQ",
+    "int8_wo": "W8A16", "fp8_pcpt": "FP8_PER_CHANNEL_PER_TOKEN",
+}
+
+
+@pytest.fixture(scope="module")
+def calib(shared_data: Path, tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    spec = CalibrationSpec(source=str(shared_data / "calib" / "wikitext2_train.txt"), num_samples=4, seq_len=32)
+    return build_calibration_set(spec, tokenizer_dir, tmp_path_factory.mktemp("calib") / "c.safetensors")
+
+
+def test_every_format_has_a_modelopt_preset() -> None:
+    assert set(RECIPES) == set(EXPECTED_ALGO)
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPECTED_ALGO))
+def test_quantize_then_export_each_format(fmt: str, tiny_model: Path, calib, tmp_path: Path) -> None:
+    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format=fmt), "bfloat16", 2,
+                                   tmp_path / "q.pth")
+    out = export_checkpoint(tiny_model, state, "bfloat16", tmp_path / "checkpoint")
+    quant = exported_quant_algo(out)
+    assert quant["quant_algo"] == EXPECTED_ALGO[fmt]
+    if fmt in ("int4_awq", "w4a8_awq"):
+        assert quant["group_size"] == 64 == state.awq_block_size  # tiny model widths 64/128: 128 does not divide 64
+    assert (out / "tokenizer.json").is_file() and list(out.glob("*.safetensors"))
+    assert not (tmp_path / "checkpoint.partial").exists()
+
+
+def test_kv_cache_quantization_is_exported(tiny_model: Path, calib, tmp_path: Path) -> None:
+    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format="fp8", kv_cache=True), "bfloat16", 2,
+                                   tmp_path / "q.pth")
+    out = export_checkpoint(tiny_model, state, "bfloat16", tmp_path / "checkpoint")
+    assert exported_quant_algo(out)["kv_cache_quant_algo"] == "FP8"
+
+
+def test_restored_state_reproduces_the_calibrated_model(tiny_model: Path, calib, tmp_path: Path) -> None:
+    """A failed export or a later evaluation never recalibrates: the saved state gives the same outputs."""
+    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format="int8_sq"), "bfloat16", 2,
+                                   tmp_path / "q.pth")
+    ids = torch.arange(1, 33).view(1, 32)
+    with torch.no_grad():
+        first = restore_quantized(tiny_model, state, "bfloat16")(input_ids=ids).logits
+        second = restore_quantized(tiny_model, state, "bfloat16")(input_ids=ids).logits
+    assert torch.equal(first, second)
+
+
+def test_awq_block_size_is_chosen_to_divide_the_widths() -> None:
+    assert choose_awq_block_size({576, 1536}, None) == 64  # SmolLM2-135M
+    assert choose_awq_block_size({4096, 14336}, None) == 128  # Llama-3-8B
+    with pytest.raises(InputError, match=r"awq_block_size=128 does not divide the model's layer widths \[576\]; use one of \[64, 32, 16\]"):
+        choose_awq_block_size({576, 1536}, 128)
+
+
+def test_quant_config_is_a_private_copy() -> None:
+    import modelopt.torch.quantization as mtq
+
+    before = json.dumps(mtq.INT4_AWQ_CFG, default=str)
+    config = quant_config(QuantizationSpec(format="int4_awq", kv_cache=True), 64)
+    assert json.dumps(mtq.INT4_AWQ_CFG, default=str) == before
+    weight = next(e for e in config["quant_cfg"] if e["quantizer_name"] == "*weight_quantizer")
+    assert weight["cfg"]["block_sizes"][-1] == 64
+    assert any("bmm_quantizer" in e["quantizer_name"] for e in config["quant_cfg"])
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPECTED_ALGO))
+def test_folded_weights_give_the_same_logits(fmt: str, tiny_model: Path, calib, tmp_path: Path) -> None:
+    """`evaluation.fold_weights` is a speed-up only: folded and fake-quantized models agree exactly."""
+    from tasks.evaluate import fold_weights
+
+    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format=fmt), "bfloat16", 2, tmp_path / "q.pth")
+    ids = torch.randint(0, 1000, (2, 24), generator=torch.Generator().manual_seed(0))
+    fake_quant = restore_quantized(tiny_model, state, "bfloat16")
+    folded = restore_quantized(tiny_model, state, "bfloat16")
+    fold_weights(folded)
+    assert any(not m.weight_quantizer.is_enabled for m in folded.modules() if hasattr(m, "weight_quantizer"))
+    with torch.no_grad():
+        assert torch.equal(fake_quant(input_ids=ids).logits, folded(input_ids=ids).logits)
