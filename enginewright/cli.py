@@ -11,7 +11,12 @@ from typing import Any
 from enginewright.errors import EnginewrightError, InputError
 from enginewright.settings import Settings
 from enginewright.spec import (
-    BuildSpec, CalibrationSpec, EvaluationSpec, QuantizationSpec, RegistrySpec, SourceSpec,
+    BuildSpec,
+    CalibrationSpec,
+    EvaluationSpec,
+    QuantizationSpec,
+    RegistrySpec,
+    SourceSpec,
 )
 
 # Flag → (spec section, field, model holding the description, parse)
@@ -105,6 +110,10 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = build_spec(settings, args.spec, overrides_from_args(args))
     _check_default_model(spec, settings)
+    if uses_only_local_inputs(spec):
+        # Nothing this build reads is on the Hub: never try to reach it (libraries read these at import).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from tasks.preflight import check_inputs
 
     check_inputs(spec)
@@ -118,6 +127,10 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     outcome = run_build(spec, settings).result()
     print_summary(outcome, settings)
     return 0
+
+
+def uses_only_local_inputs(spec: BuildSpec) -> bool:
+    return Path(spec.source.model).expanduser().is_dir() and Path(spec.calibration.source).expanduser().exists()
 
 
 def _check_default_model(spec: BuildSpec, settings: Settings) -> None:

@@ -75,7 +75,7 @@ class EvaluationSpec(StrictModel):
         description="lm-eval tasks, run with their stock definitions against local data copies.",
     )
     limit: int | None = Field(
-        default=100,
+        default=250,
         ge=1,
         description="Documents per lm-eval task (for mmlu: per subject, 57 subjects). Unset: all.",
     )

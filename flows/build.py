@@ -11,7 +11,9 @@ from typing import Any
 
 from prefect import State, flow, get_run_logger
 from prefect.settings import (
-    PREFECT_RESULTS_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT, temporary_settings,
+    PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+    PREFECT_RESULTS_PERSIST_BY_DEFAULT,
+    temporary_settings,
 )
 
 from enginewright.build_key import compute_build_key

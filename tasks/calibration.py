@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from prefect import task
 
-from enginewright.errors import CalibrationError
 from enginewright.caching import keyed_by
+from enginewright.errors import CalibrationError
 from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
 from enginewright.spec import CalibrationSpec
 

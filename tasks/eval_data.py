@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import task as prefect_task
 
 from enginewright.errors import EvalDataError
 from enginewright.hashing import sha256_file, sha256_json
@@ -46,7 +46,7 @@ def check_eval_data(data_dir: Path, tasks: list[str], num_fewshot: int) -> EvalD
         needed = required_files(data_dir, task)
         if task == "hellaswag" and (data_dir / "hellaswag" / "train.jsonl").is_file():
             needed["train"] = data_dir / "hellaswag" / "train.jsonl"
-        for split, path in needed.items():
+        for path in needed.values():
             if not path.is_file():
                 raise EvalDataError(
                     f"evaluation.data_dir {str(data_dir)!r} lacks {path.relative_to(data_dir)} needed by task "
@@ -129,4 +129,4 @@ def _eval_data_cache_key(_context: Any, parameters: dict[str, Any]) -> str | Non
     return f"eval-data-{sha256_json([stats, list(parameters['tasks']), parameters['num_fewshot']])}"
 
 
-eval_data_task = task(name="eval-data", cache_key_fn=_eval_data_cache_key, persist_result=True)(check_eval_data)
+eval_data_task = prefect_task(name="eval-data", cache_key_fn=_eval_data_cache_key, persist_result=True)(check_eval_data)

@@ -10,8 +10,8 @@ from typing import Any
 
 from prefect import task
 
-from enginewright.errors import CheckpointError
 from enginewright.caching import retry_unless_input_error
+from enginewright.errors import CheckpointError
 from enginewright.hashing import sha256_json, sha256_tree, stat_fingerprint
 from enginewright.spec import SourceSpec
 

@@ -7,7 +7,11 @@ from transformers import AutoTokenizer
 from enginewright.errors import CalibrationError
 from enginewright.spec import CalibrationSpec
 from tasks.calibration import (
-    build_calibration_set, check_enough_text, load_calibration_ids, source_fingerprint, token_ids_sha256,
+    build_calibration_set,
+    check_enough_text,
+    load_calibration_ids,
+    source_fingerprint,
+    token_ids_sha256,
 )
 
 

@@ -9,7 +9,11 @@ from enginewright.spec import CalibrationSpec, QuantizationSpec
 from tasks.calibration import build_calibration_set
 from tasks.export import export_checkpoint, exported_quant_algo
 from tasks.quantize import (
-    RECIPES, calibrate_and_quantize, choose_awq_block_size, quant_config, restore_quantized,
+    RECIPES,
+    calibrate_and_quantize,
+    choose_awq_block_size,
+    quant_config,
+    restore_quantized,
 )
 
 # What ModelOpt writes into hf_quant_config.json for each of our formats (TensorRT-LLM reads it).

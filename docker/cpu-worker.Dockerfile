@@ -1,0 +1,11 @@
+# CPU worker for the `cpu` pool (watchers, small builds). CPU torch wheel, installed before the rest.
+FROM python:3.11-slim
+WORKDIR /opt/enginewright
+COPY pyproject.toml README.md ./
+COPY enginewright ./enginewright
+COPY flows ./flows
+COPY tasks ./tasks
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
+ && pip install --no-cache-dir -e .
+ENV PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
+CMD ["prefect", "worker", "start", "--pool", "cpu"]
