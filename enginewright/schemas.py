@@ -31,3 +31,44 @@ class Manifest(TypedDict):
     environment: dict[str, str]  # python, platform, torch, transformers, modelopt, lm_eval, cuda, gpu, ...
     engine: dict[str, str]  # status of the TensorRT-LLM engine lane: "skipped" + reason, or what was built
     files: list[ManifestFile]  # every file of the bundle except manifest.json itself
+
+
+GATE_REPORT_SCHEMA_VERSION = 1
+Verdict = str  # "pass" | "fail" | "inconclusive"
+
+
+class GateTaskResult(TypedDict):
+    task: str  # mmlu | arc_easy | arc_challenge | hellaswag (MMLU's 57 subjects pooled)
+    metric: str  # acc or acc_norm: per-document 0/1 correctness compared
+    n: int  # documents joined by (lm-eval task, doc_id) with equal doc and prompt hashes
+    baseline: float  # accuracy, fraction
+    candidate: float
+    difference_points: float  # 100 × (candidate - baseline)
+    ci_low_points: float  # paired-bootstrap interval of the difference, points
+    ci_high_points: float
+    only_baseline_right: int  # discordant pairs
+    only_candidate_right: int
+    mcnemar_p: float  # exact two-sided McNemar test (no difference at all)
+    recovery: float | None  # candidate / baseline; None when the baseline scores 0
+    allowed_drop_points: float  # the threshold: the stricter of max_drop_points and (1 - min_recovery) × baseline
+    verdict: Verdict  # pass: interval above -allowed; fail: interval below; inconclusive: straddles it
+    samples_to_decide: int | None  # inconclusive only: rough number of documents that would decide it
+
+
+class SmokeResult(TypedDict):
+    verdict: Verdict  # pass | fail | not-informative (the baseline itself is degenerate)
+    prompts: list[str]
+    baseline: list[str]  # greedy continuations
+    candidate: list[str]
+    degenerate: list[bool]  # candidate continuation empty or repetitive, per prompt
+    reason: str
+
+
+class GateReport(TypedDict):
+    schema_version: int  # GATE_REPORT_SCHEMA_VERSION
+    overall: Verdict  # fail if any task fails, else inconclusive if any is, else pass
+    confidence: float
+    bootstrap_iterations: int
+    seed: int
+    tasks: list[GateTaskResult]
+    message: str  # one line naming the deciding task, its drop and threshold

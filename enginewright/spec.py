@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from enginewright.errors import InputError
 from enginewright.settings import Settings
@@ -126,6 +126,67 @@ class RuntimeSpec(StrictModel):
         return value
 
 
+DEFAULT_SMOKE_PROMPTS = [
+    "The capital of France is",
+    "Water boils at a temperature of",
+    "Write one sentence about the ocean:",
+    "The three primary colors are",
+]
+
+
+class TaskCriteria(StrictModel):
+    max_drop_points: float | None = Field(
+        default=None, ge=0, description="Largest accepted accuracy drop, in points (1.0 = one percentage point)."
+    )
+    min_recovery: float | None = Field(
+        default=None, gt=0, le=1, description="Smallest accepted candidate/baseline accuracy ratio (0.99 = 99%)."
+    )
+    metric: Literal["acc", "acc_norm"] | None = Field(
+        default=None, description="Metric compared; unset: acc_norm for ARC and HellaSwag, acc for MMLU."
+    )
+
+
+class GateSpec(StrictModel):
+    """The accuracy gate: a paired comparison of candidate and baseline on the same documents."""
+
+    max_drop_points: float | None = Field(
+        default=1.0, ge=0, description="Largest accepted accuracy drop per task, in points. Unset: not checked."
+    )
+    min_recovery: float | None = Field(
+        default=None, gt=0, le=1, description="Smallest accepted candidate/baseline accuracy ratio per task."
+    )
+    tasks: dict[EvalTask, TaskCriteria] = Field(
+        default_factory=dict, description="Per-task overrides of max_drop_points, min_recovery and metric."
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence of the bootstrap interval.")
+    bootstrap_iterations: int = Field(default=10_000, ge=100, description="Paired-bootstrap resamples.")
+    seed: int = Field(default=0, description="Seed of the bootstrap resampling.")
+    smoke: bool = Field(
+        default=True,
+        description="Before the long evaluation, generate greedily on a few prompts; an empty or repetitive "
+        "candidate (where the baseline is not) fails at once.",
+    )
+    smoke_prompts: list[str] = Field(default=DEFAULT_SMOKE_PROMPTS, min_length=1, description="Smoke-check prompts.")
+    smoke_max_new_tokens: int = Field(default=24, ge=4, description="Tokens generated per smoke-check prompt.")
+
+    @model_validator(mode="after")
+    def _some_criterion(self) -> GateSpec:
+        if self.max_drop_points is None and self.min_recovery is None:
+            missing = [t for t in ("mmlu", "arc_easy", "arc_challenge", "hellaswag") if t not in self.tasks]
+            if missing:
+                raise ValueError("set gate.max_drop_points or gate.min_recovery (or both per task in gate.tasks)")
+        return self
+
+    def criteria_for(self, task: str) -> tuple[float | None, float | None]:
+        """(max_drop_points, min_recovery) for `task`: its override where given, else the defaults."""
+        override = self.tasks.get(task)  # type: ignore[call-overload]
+        if override is None:
+            return self.max_drop_points, self.min_recovery
+        fields = override.model_fields_set
+        return (override.max_drop_points if "max_drop_points" in fields else self.max_drop_points,
+                override.min_recovery if "min_recovery" in fields else self.min_recovery)
+
+
 class RegistrySpec(StrictModel):
     model_name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
@@ -139,6 +200,7 @@ class BuildSpec(StrictModel):
     calibration: CalibrationSpec
     evaluation: EvaluationSpec
     runtime: RuntimeSpec = RuntimeSpec()
+    gate: GateSpec = GateSpec()
     registry: RegistrySpec
     dtype: DType = Field(default="bfloat16", description="dtype the checkpoint is loaded in and exported as.")
 

@@ -1,4 +1,4 @@
-"""`build_engine`: checkpoint → calibration → ModelOpt → bundle → lm-eval → MLflow, one Prefect flow.
+"""`build_engine`: checkpoint → calibration → ModelOpt → bundle → lm-eval → gate → MLflow, one Prefect flow.
 
 Every step is cached under the build key (or a narrower key for steps that do not depend on the recipe),
 so a second identical run recomputes nothing and registers no second version.
@@ -20,17 +20,20 @@ from enginewright.build_key import compute_build_key
 from enginewright.caching import incarnation
 from enginewright.environment import environment_fingerprint, key_tool_versions
 from enginewright.hashing import sha256_json
+from enginewright.schemas import GateReport
 from enginewright.settings import Settings
 from enginewright.spec import BuildSpec
 from tasks.bundle import bundle_task
 from tasks.calibration import calibration_task, fingerprint_calibration_task
 from tasks.eval_data import eval_data_task
-from tasks.evaluate import EvalResult, baseline_task, candidate_task
+from tasks.evaluate import EvalResult, baseline_key, baseline_task, candidate_task, lm_eval_version
 from tasks.export import export_task, exported_quant_algo
+from tasks.gate import GateFailed, gate_markdown, gate_task
 from tasks.model_card import accuracy_rows, render_model_card
 from tasks.quantize import quantize_task
-from tasks.register import RegisteredVersion, RegistrationRequest, register_task
+from tasks.register import RegisteredVersion, RunRecord, log_run_task, register_task
 from tasks.runtime_config import runtime_config_task
+from tasks.smoke import smoke_task
 from tasks.sources import resolve_task
 from tasks.trtllm_build import engine_status_of, trtllm_build_task
 
@@ -41,6 +44,7 @@ class BuildOutcome:
     registered: RegisteredVersion
     baseline: EvalResult
     candidate: EvalResult
+    gate: GateReport
     engine: dict[str, str]
     registered_now: bool  # False when this run found the version already registered (or cached)
 
@@ -52,6 +56,7 @@ class BuildOutcome:
 @flow(name="build_engine")
 def build_engine(spec: BuildSpec) -> BuildOutcome:
     settings = Settings()
+    logger = get_run_logger()
     source = resolve_task(spec.source)
     calibration_fingerprint = fingerprint_calibration_task(spec.calibration)
     eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
@@ -62,7 +67,7 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
     bundle_dir = work / "bundle"
     bundle_dir.mkdir(parents=True, exist_ok=True)
     cache_key = f"{digest}.{incarnation(work)}"
-    get_run_logger().info("build key %s (work dir %s)", digest, work)
+    logger.info("build key %s (work dir %s)", digest, work)
 
     calib = calibration_task(cache_key, spec.calibration, source.path, work / "calibration.safetensors")
     state = quantize_task(cache_key, source.path, calib, spec.quantization, spec.dtype, spec.calibration.batch_size,
@@ -71,15 +76,27 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
     runtime_config_task(cache_key, spec.runtime, spec.quantization.kv_cache, bundle_dir / "llm_api.yaml")
     engine = engine_status_of(trtllm_build_task(cache_key, return_state=True))
 
-    # The baseline depends only on the source and the evaluation, so every recipe of a revision shares it.
-    eval_key = sha256_json([spec.evaluation.model_dump(exclude={"data_dir", "batch_size"}), eval_data.fingerprint,
-                            spec.dtype, key_tool_versions()])
-    baseline_key = sha256_json([source.identity, eval_key])
-    baseline_dir = settings.home / "baselines" / baseline_key[:16]
-    baseline = baseline_task(f"{baseline_key}.{incarnation(baseline_dir)}", source.path, spec.dtype, spec.evaluation,
-                             eval_data, settings.home / "eval-data", baseline_dir / "samples.jsonl")
-    candidate = candidate_task(f"{sha256_json([digest, eval_key])}.{incarnation(work)}", source.path, state, spec.dtype, spec.evaluation,
-                               eval_data, settings.home / "eval-data", work / "evaluation" / "candidate-samples.jsonl")
+    if spec.gate.smoke:
+        smoke = smoke_task(cache_key, source.path, state, spec.dtype, spec.gate.smoke_prompts,
+                           spec.gate.smoke_max_new_tokens)
+        logger.info("smoke check: %s (%s)", smoke["verdict"], smoke["reason"])
+        if smoke["verdict"] == "fail":
+            raise GateFailed(f"smoke check failed before evaluation: {smoke['reason']}")
+
+    eval_settings = spec.evaluation.model_dump(mode="json", exclude={"data_dir", "batch_size"})
+    eval_key = sha256_json([eval_settings, eval_data.fingerprint, spec.dtype, lm_eval_version(), key_tool_versions()])
+    baseline_keys = [baseline_key(source.identity, t, eval_data, spec.evaluation, spec.dtype)
+                     for t in spec.evaluation.tasks]
+    baseline = baseline_task(f"{sha256_json(baseline_keys)}.{incarnation(work)}", source.path, source.identity,
+                             spec.dtype, spec.evaluation, eval_data, settings.home / "eval-data",
+                             settings.home / "baselines", work / "evaluation" / "baseline-samples.jsonl")
+    candidate = candidate_task(f"{sha256_json([digest, eval_key])}.{incarnation(work)}", source.path, state,
+                               spec.dtype, spec.evaluation, eval_data, settings.home / "eval-data",
+                               work / "evaluation" / "candidate-samples.jsonl")
+    gate_key = sha256_json([baseline_keys, eval_key, spec.gate.model_dump(mode="json")])
+    gate = gate_task(f"{gate_key}.{digest}.{incarnation(work)}", baseline.samples_path, candidate.samples_path,
+                     list(spec.evaluation.tasks), spec.gate, work / "gate")
+    logger.info(gate["message"])
 
     quant = exported_quant_algo(checkpoint_dir)
     source_doc = {"kind": source.kind, "model": source.model, "repo_id": source.repo_id, "revision": source.revision}
@@ -93,27 +110,35 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
         "source_fingerprint": calibration_fingerprint, "tokens_sha256": calib.sha256,
     }
     card = render_model_card(spec.registry.model_name, digest, source_doc, quantization_doc, calibration_doc,
-                             baseline, candidate, engine, spec.evaluation.model_dump(mode="json"))
-    manifest = bundle_task(cache_key, bundle_dir, card, {
+                             baseline, candidate, engine, spec.evaluation.model_dump(mode="json"), gate_markdown(gate))
+    # The card (and so the manifest) reflects the evaluation and gate; the build key names the bytes that serve.
+    bundle_key = f"{cache_key}.{sha256_json(card)[:16]}"
+    manifest = bundle_task(bundle_key, bundle_dir, card, {
         "bundle_id": digest, "build_key": {"digest": digest, "parts": key.parts}, "source": source_doc,
         "quantization": quantization_doc, "calibration": calibration_doc, "environment": environment_fingerprint(),
         "engine": engine,
     })
 
-    request = RegistrationRequest(
+    record = RunRecord(
         model_name=spec.registry.model_name,
         build_key=digest,
         bundle_dir=bundle_dir,
-        evidence_files=[baseline.samples_path, candidate.samples_path],
+        evidence={"evaluation": [baseline.samples_path, candidate.samples_path],
+                  "gate": [work / "gate" / "gate_report.json", work / "gate" / "gate_plot.png"]},
         params=run_params(spec),
-        metrics=run_metrics(baseline, candidate),
-        tags=lineage_tags(digest, source_doc, quantization_doc, calibration_doc, manifest["environment"], engine),
+        metrics=run_metrics(baseline, candidate, gate),
+        tags=lineage_tags(digest, source_doc, quantization_doc, calibration_doc, manifest["environment"], engine)
+        | gate_tags(gate),
         description=card,
     )
-    register_state = register_task(f"{digest}-{sha256_json(settings.tracking_uri)[:12]}", request,
-                                   settings.tracking_uri, settings.artifact_root, return_state=True)
+    store_key = f"{bundle_key}.{sha256_json(settings.tracking_uri)[:12]}"
+    run = log_run_task(store_key, record, settings.tracking_uri, settings.artifact_root)
+    if gate["overall"] == "fail":
+        raise GateFailed(f"{gate['message']} (evidence kept in MLflow run {run.run_id}; no version registered)")
+    register_state = register_task(store_key, record, run, gate["overall"] == "pass", settings.tracking_uri,
+                                   return_state=True)
     registered: RegisteredVersion = register_state.result()
-    return BuildOutcome(build_key=digest, registered=registered, baseline=baseline, candidate=candidate,
+    return BuildOutcome(build_key=digest, registered=registered, baseline=baseline, candidate=candidate, gate=gate,
                         engine=engine, registered_now=registered.created and register_state.name != "Cached")
 
 
@@ -125,19 +150,33 @@ def run_params(spec: BuildSpec) -> dict[str, str]:
         "calibration.seq_len": str(spec.calibration.seq_len), "calibration.seed": str(spec.calibration.seed),
         "evaluation.tasks": ",".join(spec.evaluation.tasks), "evaluation.limit": str(spec.evaluation.limit),
         "evaluation.num_fewshot": str(spec.evaluation.num_fewshot), "dtype": spec.dtype,
+        "gate.max_drop_points": str(spec.gate.max_drop_points), "gate.min_recovery": str(spec.gate.min_recovery),
     }
 
 
-def run_metrics(baseline: EvalResult, candidate: EvalResult) -> dict[str, float]:
+def run_metrics(baseline: EvalResult, candidate: EvalResult, gate: GateReport) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for result in (baseline, candidate):
         for task_name, values in result.metrics.items():
             for metric, value in values.items():
                 metrics[f"{result.label}.{task_name}.{metric}"] = float(value)
-        metrics[f"{result.label}.docs_per_second"] = result.docs_per_second
-    for row in accuracy_rows(baseline, candidate):
-        metrics[f"delta_points.{row['task']}"] = row["delta_points"]
+        if result.docs_evaluated:
+            metrics[f"{result.label}.docs_per_second"] = result.docs_per_second
+    for row in gate["tasks"]:
+        for field in ("difference_points", "ci_low_points", "ci_high_points", "mcnemar_p", "allowed_drop_points"):
+            metrics[f"gate.{row['task']}.{field}"] = float(row[field])  # type: ignore[literal-required]
+        if row["recovery"] is not None:
+            metrics[f"gate.{row['task']}.recovery"] = float(row["recovery"])
     return metrics
+
+
+def gate_tags(gate: GateReport) -> dict[str, str]:
+    tags = {"gate.verdict": gate["overall"]}
+    for row in gate["tasks"]:
+        tags[f"gate.{row['task']}.verdict"] = row["verdict"]
+        tags[f"gate.{row['task']}.difference_points"] = f"{row['difference_points']:+.2f}"
+        tags[f"gate.{row['task']}.ci_points"] = f"[{row['ci_low_points']:+.2f}, {row['ci_high_points']:+.2f}]"
+    return tags
 
 
 def lineage_tags(

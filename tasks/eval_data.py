@@ -31,6 +31,7 @@ class EvalData:
     data_dir: Path
     fingerprint: str  # sha256 over the contents of every file used
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> split -> absolute path
+    task_fingerprints: dict[str, str] = field(default_factory=dict)  # task -> sha256 over its files' contents
 
 
 def required_files(data_dir: Path, task: str) -> dict[str, Path]:
@@ -58,8 +59,9 @@ def check_eval_data(data_dir: Path, tasks: list[str], num_fewshot: int) -> EvalD
                 "has only the validation split; use num_fewshot 0 for hellaswag"
             )
         files[task] = {split: str(path.resolve()) for split, path in needed.items()}
-    fingerprint = sha256_json({t: {s: sha256_file(Path(p)) for s, p in sp.items()} for t, sp in sorted(files.items())})
-    return EvalData(data_dir=data_dir.resolve(), fingerprint=fingerprint, files=files)
+    per_task = {t: sha256_json({s: sha256_file(Path(p)) for s, p in sp.items()}) for t, sp in sorted(files.items())}
+    return EvalData(data_dir=data_dir.resolve(), fingerprint=sha256_json(per_task), files=files,
+                    task_fingerprints=per_task)
 
 
 def mmlu_subjects(test_file: Path) -> list[str]:

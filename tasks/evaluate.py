@@ -6,6 +6,7 @@ same checkpoint (restored from the calibrated state), evaluated on the same docu
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import torch
 from prefect import task
 
 from enginewright.caching import keyed_by
+from enginewright.hashing import sha256_json
 from enginewright.models import load_model, load_tokenizer
 from enginewright.spec import EvaluationSpec
 from tasks.eval_data import EvalData, lm_eval_task_configs, task_family
@@ -30,12 +32,12 @@ class EvalResult:
     metrics: dict[str, dict[str, float]]  # task family -> {"acc", "acc_norm", "n"}
     samples_path: Path  # JSONL of per-sample records
     lm_eval_version: str
-    seconds: float
+    seconds: float  # time spent evaluating in this run (0 when every task came from the baseline store)
+    docs_evaluated: int  # documents evaluated in this run
 
     @property
     def docs_per_second(self) -> float:
-        total = sum(m["n"] for m in self.metrics.values())
-        return total / self.seconds if self.seconds else 0.0
+        return self.docs_evaluated / self.seconds if self.seconds else 0.0
 
 
 def sample_records(samples: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -61,41 +63,74 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return metrics
 
 
+@functools.cache
+def task_manager():
+    """lm-eval's task index takes 6–7 s to build; one per process is enough."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
 def run_lm_eval(
-    model: torch.nn.Module, tokenizer, spec: EvaluationSpec, data: EvalData, cache_dir: Path,
-    samples_file: Path, label: str,
-) -> EvalResult:
+    model: torch.nn.Module, tokenizer, spec: EvaluationSpec, tasks: list[str], data: EvalData, cache_dir: Path
+) -> tuple[list[dict[str, Any]], float]:
+    """Per-sample records of `tasks`, and the seconds the evaluation took."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     started = time.perf_counter()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
     output = lm_eval.simple_evaluate(
         model=lm,
-        tasks=lm_eval_task_configs(data, list(spec.tasks), cache_dir),
+        tasks=lm_eval_task_configs(data, tasks, cache_dir),
         num_fewshot=spec.num_fewshot,
         limit=spec.limit,
         log_samples=True,
-        task_manager=TaskManager(),
-        bootstrap_iters=0,  # our gate does its own paired statistics
+        task_manager=task_manager(),
+        bootstrap_iters=0,  # the gate does its own paired statistics
         random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
     )
-    seconds = time.perf_counter() - started
-    records = sample_records(output["samples"])
-    samples_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = samples_file.with_suffix(".partial")
+    return sample_records(output["samples"]), time.perf_counter() - started
+
+
+def write_records(records: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(samples_file)
-    return EvalResult(label=label, metrics=summarize(records), samples_path=samples_file,
-                      lm_eval_version=lm_eval.__version__, seconds=seconds)
+    tmp.replace(path)
+
+
+def lm_eval_version() -> str:
+    from importlib.metadata import version
+
+    return version("lm-eval")
+
+
+def baseline_key(source_identity: str, task_name: str, data: EvalData, spec: EvaluationSpec, dtype: str) -> str:
+    """What a baseline result depends on; every later build of the same revision reuses it."""
+    return sha256_json([source_identity, task_name, data.task_fingerprints[task_name], lm_eval_version(),
+                        spec.num_fewshot, spec.limit, dtype])
 
 
 def evaluate_baseline(
-    checkpoint: Path, dtype: str, spec: EvaluationSpec, data: EvalData, cache_dir: Path, samples_file: Path
+    checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData, cache_dir: Path,
+    store_dir: Path, samples_file: Path,
 ) -> EvalResult:
-    model = load_model(checkpoint, dtype)
-    return run_lm_eval(model, load_tokenizer(checkpoint), spec, data, cache_dir, samples_file, "baseline")
+    """Baseline records per task from the store; the missing tasks evaluated together in one lm-eval run."""
+    stored = {t: store_dir / baseline_key(source_identity, t, data, spec, dtype)[:32] / "samples.jsonl"
+              for t in spec.tasks}
+    missing = [t for t, path in stored.items() if not path.is_file()]
+    seconds, evaluated = 0.0, 0
+    if missing:
+        model = load_model(checkpoint, dtype)
+        records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, missing, data, cache_dir)
+        evaluated = len(records)
+        for task_name in missing:
+            write_records([r for r in records if r["task"] == task_name], stored[task_name])
+    merged = [json.loads(line) for t in spec.tasks for line in stored[t].read_text().splitlines() if line]
+    write_records(merged, samples_file)
+    return EvalResult(label="baseline", metrics=summarize(merged), samples_path=samples_file,
+                      lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=evaluated)
 
 
 def evaluate_candidate(
@@ -105,7 +140,10 @@ def evaluate_candidate(
     model = restore_quantized(checkpoint, state, dtype)
     if spec.fold_weights:
         fold_weights(model)
-    return run_lm_eval(model, load_tokenizer(checkpoint), spec, data, cache_dir, samples_file, "candidate")
+    records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
+    write_records(records, samples_file)
+    return EvalResult(label="candidate", metrics=summarize(records), samples_path=samples_file,
+                      lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=len(records))
 
 
 def fold_weights(model: torch.nn.Module) -> None:
@@ -121,10 +159,10 @@ def fold_weights(model: torch.nn.Module) -> None:
 
 @task(name="evaluate-baseline", cache_key_fn=keyed_by("evaluate-baseline"), persist_result=True)
 def baseline_task(
-    cache_key: str, checkpoint: Path, dtype: str, spec: EvaluationSpec, data: EvalData, cache_dir: Path,
-    samples_file: Path,
+    cache_key: str, checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData,
+    cache_dir: Path, store_dir: Path, samples_file: Path,
 ) -> EvalResult:
-    return evaluate_baseline(checkpoint, dtype, spec, data, cache_dir, samples_file)
+    return evaluate_baseline(checkpoint, source_identity, dtype, spec, data, cache_dir, store_dir, samples_file)
 
 
 @task(name="evaluate-candidate", cache_key_fn=keyed_by("evaluate-candidate"), persist_result=True)

@@ -24,7 +24,7 @@ def accuracy_rows(baseline: EvalResult, candidate: EvalResult) -> list[dict[str,
 def render_model_card(
     model_name: str, build_key: str, source: dict[str, Any], quantization: dict[str, Any],
     calibration: dict[str, Any], baseline: EvalResult, candidate: EvalResult, engine: dict[str, str],
-    evaluation: dict[str, Any],
+    evaluation: dict[str, Any], gate_markdown: str,
 ) -> str:
     table = "\n".join(
         f"| {r['task']} | {r['metric']} | {r['n']} | {r['baseline']:.4f} | {r['candidate']:.4f} | {r['delta_points']:+.2f} |"
@@ -53,8 +53,7 @@ The candidate is ModelOpt's simulated quantization of the same checkpoint, on th
 |---|---|---|---|---|---|
 {table}
 
-No accuracy gate is applied to this bundle: the differences above are reported, not judged.
-
+{gate_markdown.replace("## ", "### ")}
 ## Use
 `trtllm-serve checkpoint/ --config llm_api.yaml` (TensorRT-LLM PyTorch backend). `manifest.json` lists
 every file with its size and sha256; verify before serving.

@@ -33,6 +33,8 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
         "calibration": {"source": str(shared_data / "calib" / "tiny_shakespeare.txt"), "num_samples": 4, "seq_len": 32},
         "evaluation": {"tasks": ["arc_easy", "hellaswag"], "limit": 4},
         "quantization": {"format": "int8_sq"},
+        # A random model's accuracy is noise; a wide threshold lets this test be about the plumbing.
+        "gate": {"max_drop_points": 100},
         "registry": {"model_name": "tiny-llama"},
     })
 
@@ -42,6 +44,8 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert states["tensorrt-llm-build"] == "Skipped"
     assert first.engine == {"status": "skipped", "reason": "no CUDA GPU on this worker"}
     assert first.registered_now and first.registered.version == "1"
+    assert first.gate["overall"] == "pass" and first.registered.aliases == ["candidate"]
+    assert states["smoke-check"] == "Completed" and states["gate"] == "Completed"
 
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     version = client.get_model_version("tiny-llama", "1")
@@ -51,13 +55,20 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert version.tags["engine.status"] == "skipped"
     assert version.tags["source.kind"] == "local" and len(version.tags["source.revision"]) == 64
     assert version.description.startswith("# tiny-llama — int8_sq bundle")
+    assert "\n### Accuracy gate: **pass**" in version.description
+    assert version.tags["gate.verdict"] == "pass" and version.tags["gate.hellaswag.verdict"] == "pass"
+    assert client.get_model_version_by_alias("tiny-llama", "candidate").version in ("1", 1)
 
     run = client.get_run(first.registered.run_id)
     assert run.data.params["quantization.format"] == "int8_sq"
     assert run.data.metrics["baseline.arc_easy.n"] == 4
     assert 0 <= run.data.metrics["candidate.hellaswag.acc_norm"] <= 1
     evidence = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert evidence == {"evaluation/samples.jsonl", "evaluation/candidate-samples.jsonl"}
+    assert evidence == {"evaluation/baseline-samples.jsonl", "evaluation/candidate-samples.jsonl"}
+    gate_files = {a.path for a in client.list_artifacts(run.info.run_id, "gate")}
+    assert gate_files == {"gate/gate_report.json", "gate/gate_plot.png"}
+    assert run.data.tags["gate.verdict"] == "pass"
+    assert "gate.arc_easy.ci_low_points" in run.data.metrics
 
     # The bundle downloaded back from the registry verifies against its manifest.
     downloaded = Path(download_artifacts(artifact_uri=client.get_model_version_download_uri("tiny-llama", "1"),
@@ -73,7 +84,7 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     second = second_state.result()
     states = task_run_states(second_state.state_details.flow_run_id)
     assert set(states.values()) == {"Cached"}, states
-    assert len(states) == 12
+    assert len(states) == 15
     assert second.build_key == first.build_key and not second.registered_now
     assert [str(v.version) for v in client.search_model_versions("name = 'tiny-llama'")] == ["1"]
     assert len(client.search_runs([run.info.experiment_id])) == 1
