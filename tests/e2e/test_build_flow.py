@@ -88,3 +88,38 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert second.build_key == first.build_key and not second.registered_now
     assert [str(v.version) for v in client.search_model_versions("name = 'tiny-llama'")] == ["1"]
     assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_pull_verifies_and_refuses_a_corrupted_bundle(
+    tiny_model: Path, shared_data: Path, settings: Settings, tmp_path: Path, capsys
+) -> None:
+    from enginewright.cli import main
+
+    spec = build_spec(settings, None, {
+        "source": {"model": str(tiny_model)},
+        "calibration": {"source": str(shared_data / "calib" / "tiny_shakespeare.txt"), "num_samples": 2, "seq_len": 16},
+        "evaluation": {"tasks": ["arc_easy"], "limit": 2},
+        "gate": {"max_drop_points": 100, "smoke": False},
+        "registry": {"model_name": "tiny-pull"},
+    })
+    run_build(spec, settings).result()
+
+    assert main(["pull", "models:/tiny-pull@candidate", str(tmp_path / "good")]) == 0
+    assert "files verified" in capsys.readouterr().out
+    verify_bundle(tmp_path / "good")
+
+    # Damage the stored copy (the local artifact store is a directory): pull must refuse and leave nothing.
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    stored = Path(client.get_model_version("tiny-pull", "1").source.removeprefix("file://"))
+    with (stored / "llm_api.yaml").open("a") as handle:
+        handle.write("# tampered\n")
+    assert main(["pull", "models:/tiny-pull/1", str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("enginewright: error: models:/tiny-pull/1 (version 1) failed verification: "
+                          "bundle file llm_api.yaml has ")
+    assert not (tmp_path / "bad").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".bad")] == []
+
+    assert main(["pull", "models:/tiny-pull@nope", str(tmp_path / "x")]) == 2
+    assert main(["pull", "tiny-pull", str(tmp_path / "x")]) == 2
+    assert "is not models:/<name>@<alias>" in capsys.readouterr().err

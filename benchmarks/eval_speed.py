@@ -1,0 +1,74 @@
+"""Candidate evaluation speed vs baseline, with and without folding the weight quantizers (`mtq.fold_weight`).
+
+For each format, in one process and on the same documents: the bf16 baseline, the candidate as ModelOpt
+fake-quantizes it (weights quantized on every forward pass), and the candidate with folded weights.
+Prints docs/s and the candidate/baseline ratios, plus whether folded and unfolded gave the same answers.
+
+    .venv/bin/python benchmarks/eval_speed.py --quant fp8,int8_sq,int4_awq,w4a8_awq --limit 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def main() -> None:
+    from enginewright.models import load_model, load_tokenizer, pick_device
+    from enginewright.settings import Settings
+    from enginewright.spec import build_spec
+    from tasks.calibration import build_calibration_set
+    from tasks.eval_data import check_eval_data
+    from tasks.evaluate import fold_weights, run_lm_eval
+    from tasks.quantize import calibrate_and_quantize, restore_quantized
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(Settings().default_model_dir))
+    parser.add_argument("--quant", default="fp8,int8_sq,int4_awq,w4a8_awq")
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--tasks", default="arc_easy,hellaswag")
+    args = parser.parse_args()
+
+    settings = Settings()
+    spec = build_spec(settings, None, {"source": {"model": args.model},
+                                       "evaluation": {"limit": args.limit, "tasks": args.tasks.split(",")}})
+    work = Path(tempfile.mkdtemp(prefix="enginewright-eval-speed-"))
+    checkpoint = Path(args.model)
+    data = check_eval_data(spec.evaluation.data_dir, list(spec.evaluation.tasks), 0)
+    calib = build_calibration_set(spec.calibration, checkpoint, work / "calib.safetensors")
+    tokenizer = load_tokenizer(checkpoint)
+
+    def docs_per_second(model) -> tuple[float, list]:
+        records, seconds = run_lm_eval(model, tokenizer, spec.evaluation, list(spec.evaluation.tasks), data, work)
+        return len(records) / seconds, records
+
+    run_lm_eval(load_model(checkpoint, spec.dtype), tokenizer, spec.evaluation, list(spec.evaluation.tasks), data,
+                work)  # warm-up: task index, datasets cache
+    baseline, _ = docs_per_second(load_model(checkpoint, spec.dtype))
+    rows = []
+    for fmt in args.quant.split(","):
+        qspec = spec.quantization.model_copy(update={"format": fmt})
+        state = calibrate_and_quantize(checkpoint, calib, qspec, spec.dtype, spec.calibration.batch_size,
+                                       work / f"{fmt}.pth")
+        unfolded, records_unfolded = docs_per_second(restore_quantized(checkpoint, state, spec.dtype))
+        model = restore_quantized(checkpoint, state, spec.dtype)
+        fold_weights(model)
+        folded, records_folded = docs_per_second(model)
+        same = [r["acc_norm"] for r in records_unfolded] == [r["acc_norm"] for r in records_folded]
+        rows.append((fmt, unfolded, folded, same))
+
+    print(f"\nmodel {args.model} on {pick_device()}, tasks {args.tasks}, limit {args.limit}, "
+          f"batch {spec.evaluation.batch_size}, {spec.dtype}; baseline {baseline:.2f} docs/s\n")
+    print("| format | fake-quant docs/s | ratio to baseline | folded docs/s | ratio to baseline | same answers |")
+    print("|---|---|---|---|---|---|")
+    for fmt, unfolded, folded, same in rows:
+        print(f"| {fmt} | {unfolded:.2f} | {unfolded / baseline:.2f} | {folded:.2f} | {folded / baseline:.2f} | {same} |")
+
+
+if __name__ == "__main__":
+    main()
