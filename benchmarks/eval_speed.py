@@ -4,7 +4,7 @@ For each format, in one process and on the same documents: the bf16 baseline, th
 fake-quantizes it (weights quantized on every forward pass), and the candidate with folded weights.
 Prints docs/s and the candidate/baseline ratios, plus whether folded and unfolded gave the same answers.
 
-    .venv/bin/python benchmarks/eval_speed.py --quant fp8,int8_sq,int4_awq,w4a8_awq --limit 50
+    .venv/bin/python benchmarks/eval_speed.py --quant fp8,int8_sq,int4_awq,w4a8_awq --limit 30
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(Settings().default_model_dir))
     parser.add_argument("--quant", default="fp8,int8_sq,int4_awq,w4a8_awq")
-    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--limit", type=int, default=30)
     parser.add_argument("--tasks", default="arc_easy,hellaswag")
     args = parser.parse_args()
 

@@ -29,7 +29,7 @@ from tasks.eval_data import eval_data_task
 from tasks.evaluate import EvalResult, baseline_key, baseline_task, candidate_task, lm_eval_version
 from tasks.export import export_task, exported_quant_algo
 from tasks.gate import GateFailed, gate_markdown, gate_task
-from tasks.model_card import accuracy_rows, render_model_card
+from tasks.model_card import render_model_card
 from tasks.quantize import quantize_task
 from tasks.register import RegisteredVersion, RunRecord, log_run_task, register_task
 from tasks.runtime_config import runtime_config_task
@@ -47,9 +47,6 @@ class BuildOutcome:
     gate: GateReport
     engine: dict[str, str]
     registered_now: bool  # False when this run found the version already registered (or cached)
-
-    def accuracy_table(self) -> list[dict[str, Any]]:
-        return accuracy_rows(self.baseline, self.candidate)
 
 
 # No log_prints: dill (under datasets) captures stdout to read dis.dis output, which a patched print breaks.
@@ -77,7 +74,8 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
     engine = engine_status_of(trtllm_build_task(cache_key, return_state=True))
 
     if spec.gate.smoke:
-        smoke = smoke_task(cache_key, source.path, state, spec.dtype, spec.gate.smoke_prompts,
+        smoke_key = sha256_json([spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens])
+        smoke = smoke_task(f"{cache_key}.{smoke_key[:16]}", source.path, state, spec.dtype, spec.gate.smoke_prompts,
                            spec.gate.smoke_max_new_tokens)
         logger.info("smoke check: %s (%s)", smoke["verdict"], smoke["reason"])
         if smoke["verdict"] == "fail":
@@ -110,7 +108,7 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
         "source_fingerprint": calibration_fingerprint, "tokens_sha256": calib.sha256,
     }
     card = render_model_card(spec.registry.model_name, digest, source_doc, quantization_doc, calibration_doc,
-                             baseline, candidate, engine, spec.evaluation.model_dump(mode="json"), gate_markdown(gate))
+                             baseline, engine, spec.evaluation.model_dump(mode="json"), gate_markdown(gate))
     # The card (and so the manifest) reflects the evaluation and gate; the build key names the bytes that serve.
     bundle_key = f"{cache_key}.{sha256_json(card)[:16]}"
     manifest = bundle_task(bundle_key, bundle_dir, card, {

@@ -25,6 +25,9 @@ TASK_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "mmlu": ("mmlu", ("dev", "test")),
 }
 
+# lm-eval's conventional metric per task: length-normalised accuracy for ARC and HellaSwag, accuracy for MMLU.
+PRIMARY_METRIC = {"arc_easy": "acc_norm", "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "mmlu": "acc"}
+
 
 @dataclass(frozen=True)
 class EvalData:

@@ -19,7 +19,7 @@ from enginewright.errors import EnginewrightError
 from enginewright.paired_stats import PairedComparison, compare_paired, samples_to_decide
 from enginewright.schemas import GATE_REPORT_SCHEMA_VERSION, GateReport, GateTaskResult
 from enginewright.spec import GateSpec
-from tasks.model_card import PRIMARY_METRIC
+from tasks.eval_data import PRIMARY_METRIC
 
 
 class GateFailed(EnginewrightError):

@@ -1,4 +1,4 @@
-"""MODEL_CARD.md: lineage, recipe, calibration fingerprint and the accuracy table, for people and for MLflow."""
+"""MODEL_CARD.md: lineage, recipe, calibration fingerprint and the gate table, for people and for MLflow."""
 
 from __future__ import annotations
 
@@ -6,30 +6,12 @@ from typing import Any
 
 from tasks.evaluate import EvalResult
 
-# lm-eval's conventional metric per task: length-normalised accuracy for ARC and HellaSwag, accuracy for MMLU.
-PRIMARY_METRIC = {"arc_easy": "acc_norm", "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "mmlu": "acc"}
-
-
-def accuracy_rows(baseline: EvalResult, candidate: EvalResult) -> list[dict[str, Any]]:
-    rows = []
-    for task_name in sorted(baseline.metrics):
-        metric = PRIMARY_METRIC.get(task_name, "acc")
-        base = baseline.metrics[task_name][metric]
-        cand = candidate.metrics[task_name][metric]
-        rows.append({"task": task_name, "metric": metric, "n": int(baseline.metrics[task_name]["n"]),
-                     "baseline": base, "candidate": cand, "delta_points": 100 * (cand - base)})
-    return rows
-
 
 def render_model_card(
     model_name: str, build_key: str, source: dict[str, Any], quantization: dict[str, Any],
-    calibration: dict[str, Any], baseline: EvalResult, candidate: EvalResult, engine: dict[str, str],
+    calibration: dict[str, Any], baseline: EvalResult, engine: dict[str, str],
     evaluation: dict[str, Any], gate_markdown: str,
 ) -> str:
-    table = "\n".join(
-        f"| {r['task']} | {r['metric']} | {r['n']} | {r['baseline']:.4f} | {r['candidate']:.4f} | {r['delta_points']:+.2f} |"
-        for r in accuracy_rows(baseline, candidate)
-    )
     engine_line = (
         f"skipped — {engine['reason']}" if engine.get("status") == "skipped" else engine.get("status", "unknown")
     )
@@ -48,10 +30,6 @@ Build key `{build_key}`.
 ## Accuracy (lm-evaluation-harness {baseline.lm_eval_version}, stock tasks on local data copies)
 Limit {evaluation['limit'] or 'none'} documents per task (MMLU: per subject), {evaluation['num_fewshot']}-shot.
 The candidate is ModelOpt's simulated quantization of the same checkpoint, on the same documents.
-
-| task | metric | n | baseline | candidate | Δ points |
-|---|---|---|---|---|---|
-{table}
 
 {gate_markdown.replace("## ", "### ")}
 ## Use
