@@ -24,8 +24,8 @@ def main() -> None:
     from enginewright.spec import build_spec
     from tasks.calibration import build_calibration_set
     from tasks.eval_data import check_eval_data
-    from tasks.evaluate import fold_weights, run_lm_eval
-    from tasks.quantize import calibrate_and_quantize, restore_quantized
+    from tasks.evaluate import load_candidate, run_lm_eval
+    from tasks.quantize import calibrate_and_quantize
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(Settings().default_model_dir))
@@ -55,10 +55,8 @@ def main() -> None:
         qspec = spec.quantization.model_copy(update={"format": fmt})
         state = calibrate_and_quantize(checkpoint, calib, qspec, spec.dtype, spec.calibration.batch_size,
                                        work / f"{fmt}.pth")
-        unfolded, records_unfolded = docs_per_second(restore_quantized(checkpoint, state, spec.dtype))
-        model = restore_quantized(checkpoint, state, spec.dtype)
-        fold_weights(model)
-        folded, records_folded = docs_per_second(model)
+        unfolded, records_unfolded = docs_per_second(load_candidate(checkpoint, state, spec.dtype, fold=False))
+        folded, records_folded = docs_per_second(load_candidate(checkpoint, state, spec.dtype, fold=True))
         same = [r["acc_norm"] for r in records_unfolded] == [r["acc_norm"] for r in records_folded]
         rows.append((fmt, unfolded, folded, same))
 

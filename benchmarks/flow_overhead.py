@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from enginewright.cli import prepare_environment
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+prepare_environment()  # the CLI's Prefect/MLflow settings
 
 
 def plain_steps(spec, settings) -> dict[str, float]:

@@ -107,25 +107,25 @@ def token_stream(spec: CalibrationSpec, tokenizer, stop_after: int | None = None
     return ids
 
 
-def check_enough_text(spec: CalibrationSpec, tokenizer) -> None:
-    needed = spec.num_samples * spec.seq_len
-    have = len(token_stream(spec, tokenizer, stop_after=needed))
-    if have < needed:
+def require_enough_tokens(spec: CalibrationSpec, tokens: int) -> None:
+    if tokens // spec.seq_len < spec.num_samples:
         raise CalibrationError(
-            f"calibration.source {spec.source!r} gives {have // spec.seq_len} sequences of {spec.seq_len} tokens, "
+            f"calibration.source {spec.source!r} gives {tokens // spec.seq_len} sequences of {spec.seq_len} tokens, "
             f"fewer than calibration.num_samples={spec.num_samples}; lower num_samples or seq_len "
-            f"(at most {have} tokens in all), or add text"
+            f"(at most {tokens} tokens in all), or add text"
         )
+
+
+def check_enough_text(spec: CalibrationSpec, tokenizer) -> None:
+    """The preflight version: tokenizes only until enough text is found."""
+    needed = spec.num_samples * spec.seq_len
+    require_enough_tokens(spec, len(token_stream(spec, tokenizer, stop_after=needed)))
 
 
 def sample_windows(ids: list[int], spec: CalibrationSpec) -> torch.Tensor:
     """N non-overlapping windows of L tokens, chosen by a seeded permutation, in stream order."""
+    require_enough_tokens(spec, len(ids))
     windows = len(ids) // spec.seq_len
-    if windows < spec.num_samples:
-        raise CalibrationError(
-            f"calibration.source {spec.source!r} gives {windows} sequences of {spec.seq_len} tokens, fewer than "
-            f"calibration.num_samples={spec.num_samples}; lower num_samples or seq_len, or add text"
-        )
     generator = torch.Generator().manual_seed(spec.seed)
     chosen = torch.randperm(windows, generator=generator)[: spec.num_samples].sort().values
     stream = torch.tensor(ids[: windows * spec.seq_len], dtype=torch.int64).view(windows, spec.seq_len)

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import task as prefect_task
 
 from enginewright.errors import EvalDataError
-from enginewright.hashing import sha256_file, sha256_json
+from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
 
 # Which local files each task reads: <data_dir>/<folder>/<split>.jsonl
 TASK_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -130,7 +130,7 @@ def _eval_data_cache_key(_context: Any, parameters: dict[str, Any]) -> str | Non
     if not data_dir.is_dir():
         return None
     files = [p for t in parameters["tasks"] for p in required_files(data_dir, t).values() if p.is_file()]
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    stats = [stat_fingerprint(p) for p in files]
     return f"eval-data-{sha256_json([stats, list(parameters['tasks']), parameters['num_fewshot']])}"
 
 

@@ -137,13 +137,19 @@ def evaluate_candidate(
     checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
     cache_dir: Path, samples_file: Path,
 ) -> EvalResult:
-    model = restore_quantized(checkpoint, state, dtype)
-    if spec.fold_weights:
-        fold_weights(model)
+    model = load_candidate(checkpoint, state, dtype, fold=spec.fold_weights)
     records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
     write_records(records, samples_file)
     return EvalResult(label="candidate", metrics=summarize(records), samples_path=samples_file,
                       lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=len(records))
+
+
+def load_candidate(checkpoint: Path, state: QuantizedState, dtype: str, fold: bool) -> torch.nn.Module:
+    """The calibrated model restored from its saved state, weight quantizers folded when `fold`."""
+    model = restore_quantized(checkpoint, state, dtype)
+    if fold:
+        fold_weights(model)
+    return model
 
 
 def fold_weights(model: torch.nn.Module) -> None:

@@ -15,8 +15,8 @@ from prefect import task
 from enginewright.caching import keyed_by
 from enginewright.models import load_model, load_tokenizer
 from enginewright.schemas import SmokeResult
-from tasks.evaluate import fold_weights
-from tasks.quantize import QuantizedState, restore_quantized
+from tasks.evaluate import load_candidate
+from tasks.quantize import QuantizedState
 
 MIN_DISTINCT_BIGRAM_RATIO = 0.4
 
@@ -62,8 +62,7 @@ def smoke_verdict(prompts: list[str], baseline: list[tuple[list[int], str]], can
 def smoke_check(checkpoint: Path, state: QuantizedState, dtype: str, prompts: list[str], max_new_tokens: int) -> SmokeResult:
     tokenizer = load_tokenizer(checkpoint)
     baseline = greedy_continuations(load_model(checkpoint, dtype), tokenizer, prompts, max_new_tokens)
-    candidate_model = restore_quantized(checkpoint, state, dtype)
-    fold_weights(candidate_model)
+    candidate_model = load_candidate(checkpoint, state, dtype, fold=True)
     candidate = greedy_continuations(candidate_model, tokenizer, prompts, max_new_tokens)
     return smoke_verdict(prompts, baseline, candidate)
 
