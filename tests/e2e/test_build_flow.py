@@ -37,6 +37,17 @@ def task_run_states(flow_run_id, expected: int = TASKS_PER_BUILD) -> dict[str, s
             time.sleep(0.5)
 
 
+def gate_artifact_markdown(flow_run_id) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["accuracy-gate"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    assert len(artifacts) == 1
+    return str(artifacts[0].data)
+
+
 def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     tiny_model: Path, shared_data: Path, settings: Settings, tmp_path: Path
 ) -> None:
@@ -58,6 +69,7 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert first.registered_now and first.registered.version == "1"
     assert first.gate["overall"] == "pass" and first.registered.aliases == ["candidate"]
     assert states["smoke-check"] == "Completed" and states["gate"] == "Completed"
+    assert "| arc_easy | acc_norm | 4 |" in gate_artifact_markdown(first_state.state_details.flow_run_id)
 
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     version = client.get_model_version("tiny-llama", "1")
