@@ -26,15 +26,17 @@ def plain_steps(spec, settings) -> dict[str, float]:
     """The flow's steps as plain function calls, in the flow's order, with the same inputs."""
     from enginewright.build_key import compute_build_key
     from enginewright.environment import environment_fingerprint, key_tool_versions
-    from flows.build import lineage_tags, run_metrics, run_params
+    from flows.build import gate_tags, lineage_tags, run_metrics, run_params
     from tasks.bundle import finish_bundle
     from tasks.calibration import build_calibration_set, source_fingerprint
     from tasks.eval_data import check_eval_data
     from tasks.evaluate import evaluate_baseline, evaluate_candidate
     from tasks.export import export_checkpoint, exported_quant_algo
+    from tasks.gate import evaluate_gate, write_gate_outputs
     from tasks.quantize import calibrate_and_quantize
-    from tasks.register import RegistrationRequest, register_bundle
+    from tasks.register import RunRecord, log_build_run, register_version
     from tasks.runtime_config import write_llm_api_yaml
+    from tasks.smoke import smoke_check
     from tasks.sources import resolve_source
     from tasks.trtllm_build import engine_lane_status
 
@@ -60,11 +62,16 @@ def plain_steps(spec, settings) -> dict[str, float]:
     checkpoint = timed("export", export_checkpoint, source.path, state, spec.dtype, bundle / "checkpoint")
     timed("llm-api-config", write_llm_api_yaml, spec.runtime, spec.quantization.kv_cache, bundle / "llm_api.yaml")
     engine = timed("tensorrt-llm-build", engine_lane_status)
+    timed("smoke-check", smoke_check, source.path, state, spec.dtype, spec.gate.smoke_prompts,
+          spec.gate.smoke_max_new_tokens)
     cache = settings.home / "eval-data"
-    baseline = timed("evaluate-baseline", evaluate_baseline, source.path, spec.dtype, spec.evaluation, data, cache,
-                     work / "b.jsonl")
+    baseline = timed("evaluate-baseline", evaluate_baseline, source.path, source.identity, spec.dtype,
+                     spec.evaluation, data, cache, settings.home / "baselines", work / "b.jsonl")
     candidate = timed("evaluate-candidate", evaluate_candidate, source.path, state, spec.dtype, spec.evaluation,
                       data, cache, work / "c.jsonl")
+    gate = timed("gate", evaluate_gate, baseline.samples_path, candidate.samples_path, list(spec.evaluation.tasks),
+                 spec.gate)
+    write_gate_outputs(gate, work / "gate")
     quant = exported_quant_algo(checkpoint)
     source_doc = {"kind": source.kind, "model": source.model, "repo_id": source.repo_id, "revision": source.revision}
     quant_doc = {"format": spec.quantization.format, "quant_algo": quant.get("quant_algo"),
@@ -72,10 +79,14 @@ def plain_steps(spec, settings) -> dict[str, float]:
     calib_doc = {"source_fingerprint": fingerprint, "tokens_sha256": calib.sha256}
     env = environment_fingerprint()
     timed("bundle", finish_bundle, bundle, "# card\n", {"bundle_id": key.digest, "environment": env})
-    request = RegistrationRequest(spec.registry.model_name, key.digest, bundle, [baseline.samples_path, candidate.samples_path],
-                                  run_params(spec), run_metrics(baseline, candidate),
-                                  lineage_tags(key.digest, source_doc, quant_doc, calib_doc, env, engine), "# card\n")
-    timed("register", register_bundle, request, settings.tracking_uri, settings.artifact_root)
+    record = RunRecord(spec.registry.model_name, key.digest, bundle,
+                       {"evaluation": [baseline.samples_path, candidate.samples_path],
+                        "gate": [work / "gate" / "gate_report.json", work / "gate" / "gate_plot.png"]},
+                       run_params(spec), run_metrics(baseline, candidate, gate),
+                       lineage_tags(key.digest, source_doc, quant_doc, calib_doc, env, engine) | gate_tags(gate),
+                       "# card\n")
+    run = timed("log-run", log_build_run, record, settings.tracking_uri, settings.artifact_root)
+    timed("register", register_version, record, run, gate["overall"] == "pass", settings.tracking_uri)
     return seconds
 
 
@@ -88,8 +99,10 @@ def main() -> None:
     parser.add_argument("--quant", default="fp8")
     parser.add_argument("--limit", type=int, default=20)
     args = parser.parse_args()
+    # A wide gate threshold: this measures orchestration, and a failed gate would end the flow early.
     overrides = {"source": {"model": args.model}, "quantization": {"format": args.quant},
-                 "evaluation": {"limit": args.limit}, "registry": {"model_name": "bench"}}
+                 "evaluation": {"limit": args.limit}, "gate": {"max_drop_points": 100},
+                 "registry": {"model_name": "bench"}}
 
     # A short untimed warm-up pays the one-time costs (imports, datasets' Arrow cache of the eval files,
     # the page cache) so that neither timed side carries them for the other.
