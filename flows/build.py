@@ -35,7 +35,7 @@ from tasks.register import RegisteredVersion, RunRecord, log_run_task, register_
 from tasks.runtime_config import runtime_config_task
 from tasks.smoke import smoke_task
 from tasks.sources import resolve_task
-from tasks.trtllm_build import engine_status_of, trtllm_build_task
+from tasks.trtllm_build import trtllm_build_task
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
                           work / "quantized.mto.pth")
     checkpoint_dir = export_task(cache_key, source.path, state, spec.dtype, bundle_dir / "checkpoint")
     runtime_config_task(cache_key, spec.runtime, spec.quantization.kv_cache, bundle_dir / "llm_api.yaml")
-    engine = engine_status_of(trtllm_build_task(cache_key, return_state=True))
+    # A Completed state named Skipped (or the lane's status); its data is the status either way.
+    engine: dict[str, str] = trtllm_build_task(cache_key, return_state=True).result()
 
     if spec.gate.smoke:
         smoke_key = sha256_json([spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens])

@@ -16,6 +16,7 @@ from enginewright.caching import keyed_by
 from enginewright.errors import CalibrationError
 from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
 from enginewright.spec import CalibrationSpec
+from tasks.sources import looks_like_local_path
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
@@ -42,7 +43,7 @@ def calibration_files(spec: CalibrationSpec) -> list[Path] | None:
         if not files:
             raise CalibrationError(f"calibration.source {spec.source!r} holds no .txt or .jsonl files")
         return files
-    if spec.source.startswith(("/", "./", "../", "~")) or spec.source.count("/") != 1:
+    if looks_like_local_path(spec.source) or spec.source.count("/") != 1:
         raise CalibrationError(
             f"calibration.source {spec.source!r} does not exist; pass a .txt/.jsonl file, a directory of them, "
             "or a Hugging Face dataset id (org/name)"

@@ -27,7 +27,6 @@ CANDIDATE_ALIAS = "candidate"
 class LoggedRun:
     run_id: str
     bundle_uri: str  # artifact URI of the bundle
-    existing_version: str | None = None  # a version with this build key was already registered
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> L
     client = client_for(tracking_uri)
     existing = find_version(client, record.model_name, record.build_key)
     if existing is not None:
-        return LoggedRun(existing.run_id, existing.source, existing_version=str(existing.version))
+        return LoggedRun(existing.run_id, existing.source)
     run = client.create_run(experiment_id(client, artifact_root), run_name=f"build-{record.build_key[:12]}",
                             tags={**record.tags, "mlflow.note.content": record.description})
     run_id = run.info.run_id

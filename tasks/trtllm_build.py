@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from prefect import task
-from prefect.states import Completed, State
+from prefect.states import Completed
 
 from enginewright.caching import keyed_by
 
@@ -37,7 +37,3 @@ def trtllm_build_task(cache_key: str) -> Any:
         return Completed(name="Skipped", message=f"Skipped: {status['reason']}", data=status)
     return status
 
-
-def engine_status_of(state: State) -> dict[str, str]:
-    """The engine step's outcome from its final state (a cached run returns the same data)."""
-    return state.result()
