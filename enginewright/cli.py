@@ -91,6 +91,17 @@ def parser() -> argparse.ArgumentParser:
     )
     pull.add_argument("model_uri", help="models:/<name>@<alias> or models:/<name>/<version>")
     pull.add_argument("dest", type=Path, help="new or empty directory")
+
+    stack = commands.add_parser(
+        "stack", help="start, stop or inspect the local production stack (S3, PostgreSQL, MLflow, Prefect)",
+        description="The production components on 127.0.0.1: SeaweedFS (S3), databases in the PostgreSQL server at "
+        "ENGINEWRIGHT_STACK_POSTGRES_URL, an MLflow server (PostgreSQL + S3) and a Prefect server (PostgreSQL). "
+        "Data is kept across restarts under $ENGINEWRIGHT_HOME/stack. After `up`, load the client settings with "
+        "`set -a; . $ENGINEWRIGHT_HOME/stack/env; set +a` (the file holds the S3 credentials; mode 0600).",
+    )
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--purge", action="store_true",
+                       help="with `down`: also drop the stack's databases and delete its S3 data")
     return top
 
 
@@ -100,6 +111,9 @@ def prepare_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    endpoint = Settings().s3_endpoint_url
+    if endpoint:  # MLflow's own S3 access (run artifacts) uses the same store as the bundles
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
 
 
 def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,10 +131,29 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.pull import pull_bundle
 
-    version, manifest = pull_bundle(args.model_uri, args.dest, settings.tracking_uri)
+    version, manifest = pull_bundle(args.model_uri, args.dest, settings)
     print(f"{args.model_uri} (version {version}, bundle {manifest['bundle_id'][:16]}): "
           f"{len(manifest['files'])} files verified in {args.dest}")
     return 0
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.stack import Stack
+
+    stack = Stack(settings)
+    if args.action == "up":
+        urls = stack.up()
+        for name, url in urls.items():
+            print(f"{name:<8} {url}")
+        print(f"client settings: set -a; . {stack.dir / 'env'}; set +a")
+        return 0
+    if args.action == "down":
+        stack.down(purge=args.purge)
+        return 0
+    rows = stack.status()
+    for name, url, state in rows:
+        print(f"{name:<8} {url:<48} {state}")
+    return 0 if all(state.startswith("up") for _, _, state in rows) else 1
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
@@ -192,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_convert(args, settings)
         if args.command == "pull":
             return cmd_pull(args, settings)
+        if args.command == "stack":
+            return cmd_stack(args, settings)
         return cmd_build(args, settings)
     except EnginewrightError as exc:
         print(f"enginewright: error: {exc}", file=sys.stderr)

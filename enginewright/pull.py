@@ -1,20 +1,19 @@
 """`enginewright pull models:/<name>@<alias> DIR`: download a registered bundle and verify it before use.
 
-The bundle is downloaded into a temporary directory beside DIR, checked against its manifest (every file's
-size and sha256, no file missing or extra, no path escaping the directory), and only then renamed to DIR.
-A corrupted or incomplete download leaves nothing at DIR.
+The bundle is downloaded (S3: in parallel, straight from the store) into a temporary directory beside DIR,
+checked against its manifest (every file's size and sha256, no file missing or extra, no path escaping the
+directory), and only then renamed to DIR. A corrupted or incomplete download leaves nothing at DIR.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
+from enginewright.bundle_store import fetch_bundle
 from enginewright.errors import EnginewrightError, InputError
-from enginewright.manifest import verify_bundle
 from enginewright.schemas import Manifest
+from enginewright.settings import Settings
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$")
 
@@ -26,32 +25,21 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["alias"], match["version"]
 
 
-def pull_bundle(uri: str, dest: Path, tracking_uri: str) -> tuple[str, Manifest]:
+def pull_bundle(uri: str, dest: Path, settings: Settings) -> tuple[str, Manifest]:
     """Download and verify; returns the version number and the verified manifest."""
-    from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     name, alias, version = parse_model_uri(uri)
-    if dest.exists() and any(dest.iterdir()):
-        raise InputError(f"destination {str(dest)!r} is not empty; pass a new or empty directory")
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as exc:
         raise InputError(f"{uri}: {exc.message}") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        downloaded = Path(download_artifacts(artifact_uri=found.source, dst_path=str(staging),
-                                             tracking_uri=tracking_uri))
-        try:
-            manifest = verify_bundle(downloaded)
-        except EnginewrightError as exc:
-            raise EnginewrightError(f"{uri} (version {found.version}) failed verification: {exc}") from None
-        if dest.exists():
-            dest.rmdir()
-        downloaded.rename(dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        manifest = fetch_bundle(found.source, dest, settings.s3_endpoint_url, settings.transfer, settings.tracking_uri)
+    except EnginewrightError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise EnginewrightError(f"{uri} (version {found.version}) failed verification: {exc}") from None
     return str(found.version), manifest

@@ -1,12 +1,23 @@
-"""Every environment knob in one place: where the work directory, the MLflow store and the shared data live.
+"""Every environment knob in one place: where the work directory, the MLflow store, the bundles and the shared
+data live, and what `enginewright stack up` starts.
 
 Each field is read from `ENGINEWRIGHT_<FIELD>` (for example `ENGINEWRIGHT_HOME`).
+
+Two modes, chosen by these settings alone:
+- embedded (nothing set): MLflow on a SQLite file, bundles in a directory, both under `home`;
+- production: `ENGINEWRIGHT_MLFLOW_TRACKING_URI=http://…` (an MLflow server on PostgreSQL) and
+  `ENGINEWRIGHT_BUNDLE_STORE=s3://bucket/prefix` (+ `ENGINEWRIGHT_S3_ENDPOINT_URL` for S3-compatible stores).
+  Bundles then go straight to S3, never through the MLflow server. S3 credentials come from boto3's usual
+  chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, roles) and are never settings, so they are never
+  printed or logged. `enginewright stack up` writes these variables for its local stack to `<home>/stack/env`.
 """
 
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from enginewright.s3 import MiB, TransferSettings
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +37,27 @@ class Settings(BaseSettings):
         default=None,
         description="Artifact root for new MLflow experiments. Unset: a directory under `home`.",
     )
+    bundle_store: str | None = Field(
+        default=None,
+        description="Where bundles are stored: s3://bucket/prefix or a local directory. Unset: `home`/bundles.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint of an S3-compatible store (SeaweedFS, MinIO). Unset: AWS."
+    )
+    upload_part_size_mb: int = Field(default=64, ge=5, le=5120, description="S3 multipart part size, MiB.")
+    upload_concurrency: int = Field(default=8, ge=1, le=64, description="Parallel S3 part uploads/downloads.")
+    stack_s3_port: int = Field(default=8333, description="`stack up`: S3 port of SeaweedFS (it also uses the next 9).")
+    stack_mlflow_port: int = Field(default=5000, description="`stack up`: MLflow server port.")
+    stack_prefect_port: int = Field(default=4200, description="`stack up`: Prefect server port.")
+    stack_postgres_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        description="`stack up`: a PostgreSQL server it creates its databases in (it never starts or stops one).",
+    )
+    stack_name: str = Field(
+        default="enginewright", pattern=r"^[a-z][a-z0-9_]*$",
+        description="`stack up`: prefix of its database names (<name>_mlflow, <name>_prefect).",
+    )
+    stack_bucket: str = Field(default="enginewright", description="`stack up`: the S3 bucket it creates.")
     shared_data_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared" / "data",
         description="Offline copies of the evaluation and calibration data (defaults of the embedded spec).",
@@ -51,6 +83,18 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> str:
         return self.mlflow_artifact_root or (self.home / "mlartifacts").resolve().as_uri()
+
+    @property
+    def bundle_root(self) -> str:
+        return self.bundle_store or str((self.home / "bundles").resolve())
+
+    @property
+    def transfer(self) -> TransferSettings:
+        return TransferSettings(part_size=self.upload_part_size_mb * MiB, concurrency=self.upload_concurrency)
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.home / "stack"
 
     @property
     def default_model_dir(self) -> Path:

@@ -17,6 +17,7 @@ from prefect.settings import (
 )
 
 from enginewright.build_key import compute_build_key
+from enginewright.bundle_store import bundle_location
 from enginewright.caching import incarnation
 from enginewright.environment import environment_fingerprint, key_tool_versions
 from enginewright.hashing import sha256_json
@@ -31,7 +32,7 @@ from tasks.export import export_task, exported_quant_algo
 from tasks.gate import GateFailed, gate_markdown, gate_task
 from tasks.model_card import render_model_card
 from tasks.quantize import quantize_task
-from tasks.register import RegisteredVersion, RunRecord, log_run_task, register_task
+from tasks.register import RegisteredVersion, RunRecord, log_run_task, register_task, store_bundle_task
 from tasks.runtime_config import runtime_config_task
 from tasks.smoke import smoke_task
 from tasks.sources import resolve_task
@@ -121,7 +122,6 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
     record = RunRecord(
         model_name=spec.registry.model_name,
         build_key=digest,
-        bundle_dir=bundle_dir,
         evidence={"evaluation": [baseline.samples_path, candidate.samples_path],
                   "gate": [work / "gate" / "gate_report.json", work / "gate" / "gate_plot.png"]},
         params=run_params(spec),
@@ -130,12 +130,15 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
         | gate_tags(gate),
         description=card,
     )
-    store_key = f"{bundle_key}.{sha256_json(settings.tracking_uri)[:12]}"
+    store_key = f"{bundle_key}.{sha256_json([settings.tracking_uri, settings.bundle_root])[:12]}"
     run = log_run_task(store_key, record, settings.tracking_uri, settings.artifact_root)
     if gate["overall"] == "fail":
         raise GateFailed(f"{gate['message']} (evidence kept in MLflow run {run.run_id}; no version registered)")
-    register_state = register_task(store_key, record, run, gate["overall"] == "pass", settings.tracking_uri,
-                                   return_state=True)
+    bundle_uri = run.registered_source or store_bundle_task(
+        store_key, bundle_dir, manifest, bundle_location(settings.bundle_root, digest, run.run_id),
+        settings.s3_endpoint_url, settings.transfer)
+    register_state = register_task(store_key, record, run.run_id, bundle_uri, gate["overall"] == "pass",
+                                   settings.tracking_uri, settings.s3_endpoint_url, return_state=True)
     registered: RegisteredVersion = register_state.result()
     return BuildOutcome(build_key=digest, registered=registered, baseline=baseline, candidate=candidate, gate=gate,
                         engine=engine, registered_now=registered.created and register_state.name != "Cached")
@@ -174,6 +177,8 @@ def gate_tags(gate: GateReport) -> dict[str, str]:
     for row in gate["tasks"]:
         tags[f"gate.{row['task']}.verdict"] = row["verdict"]
         tags[f"gate.{row['task']}.difference_points"] = f"{row['difference_points']:+.2f}"
+        tags[f"gate.{row['task']}.baseline"] = f"{row['baseline']:.4f}"
+        tags[f"gate.{row['task']}.candidate"] = f"{row['candidate']:.4f}"
         tags[f"gate.{row['task']}.ci_points"] = f"[{row['ci_low_points']:+.2f}, {row['ci_high_points']:+.2f}]"
     return tags
 

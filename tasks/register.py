@@ -1,12 +1,19 @@
-"""Record a build in MLflow: a run with all its evidence, then (unless the gate failed) one model version per
-build key, with lineage tags, the model card as description, and alias `candidate` when the gate passed.
+"""Record a build in MLflow: a run with all its evidence, then (unless the gate failed) the bundle stored and
+verified (enginewright.bundle_store), then one model version per build key pointing at it, with lineage tags,
+the model card as description, and alias `candidate` when the gate passed.
 
 A build whose gate failed keeps its run (tag `gate.verdict=fail`, report and plot attached) and registers
 **no** version, so nothing on the serving side can pick it up by mistake.
+
+One version per build key, also under races: MLflow numbers a registered model's versions in commit order
+(max + 1 under a unique constraint, retried on conflict), so after creating its version a process looks at
+every version carrying its build key. The lowest number wins; a process that lost deletes its own version and
+its bundle copy and returns the winner. A loser's version exists for a few milliseconds and never gets an alias.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,18 +22,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import task
 
+from enginewright.bundle_store import delete_bundle, store_bundle
 from enginewright.caching import keyed_by, retry_unless_input_error
 from enginewright.errors import RegistryError
+from enginewright.s3 import TransferSettings
+from enginewright.schemas import Manifest
 
 EXPERIMENT = "enginewright-builds"
-BUNDLE_ARTIFACT_PATH = "bundle"
 CANDIDATE_ALIAS = "candidate"
 
 
 @dataclass(frozen=True)
 class LoggedRun:
     run_id: str
-    bundle_uri: str  # artifact URI of the bundle
+    registered_source: str | None  # the bundle URI of the version already registered for this key, if any
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,7 @@ class RegisteredVersion:
     name: str
     version: str  # MLflow returns ints from some stores and strings from others; always a string here
     run_id: str
-    source: str  # artifact URI of the bundle
+    source: str  # URI of the verified bundle (s3://… or file://…)
     created: bool  # False when a version with this build key already existed
     aliases: list[str] = field(default_factory=list)
 
@@ -43,7 +52,6 @@ class RegisteredVersion:
 class RunRecord:
     model_name: str
     build_key: str
-    bundle_dir: Path
     evidence: dict[str, list[Path]]  # artifact folder -> files kept with the run (eval records, gate report, plot)
     params: dict[str, str]
     metrics: dict[str, float]
@@ -55,11 +63,14 @@ def client_for(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def versions_with_key(client: MlflowClient, name: str, build_key: str) -> list:
+    """Versions of `name` tagged with `build_key`, lowest version number first."""
+    found = client.search_model_versions(f"name = '{name}' and tags.build_key = '{build_key}'")
+    return sorted(found, key=lambda v: int(v.version))
+
+
 def find_version(client: MlflowClient, name: str, build_key: str):
-    try:
-        found = client.search_model_versions(f"name = '{name}' and tags.build_key = '{build_key}'")
-    except MlflowException:
-        return None
+    found = versions_with_key(client, name, build_key)
     return found[0] if found else None
 
 
@@ -84,7 +95,6 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> L
             metrics=[Metric(k, v, 0, 0) for k, v in sorted(record.metrics.items())],
             params=[Param(k, v) for k, v in sorted(record.params.items())],
         )
-        client.log_artifacts(run_id, str(record.bundle_dir), BUNDLE_ARTIFACT_PATH)
         for folder, paths in record.evidence.items():
             for path in paths:
                 client.log_artifact(run_id, str(path), folder)
@@ -92,28 +102,45 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> L
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
-    return LoggedRun(run_id, f"{run.info.artifact_uri.rstrip('/')}/{BUNDLE_ARTIFACT_PATH}")
+    return LoggedRun(run_id, None)
 
 
-def register_version(record: RunRecord, run: LoggedRun, gate_passed: bool, tracking_uri: str) -> RegisteredVersion:
+def _existing(version, created: bool = False) -> RegisteredVersion:
+    return RegisteredVersion(version.name, str(version.version), version.run_id, version.source, created=created,
+                             aliases=list(version.aliases or []))
+
+
+def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passed: bool, tracking_uri: str,
+                     discard_bundle: Callable[[str], None] = lambda uri: None) -> RegisteredVersion:
+    """Create the version for `record.build_key` pointing at the verified `bundle_uri`, unless one exists.
+
+    `discard_bundle` deletes this process's bundle copy when another process registered the key first.
+    """
     client = client_for(tracking_uri)
     existing = find_version(client, record.model_name, record.build_key)
     if existing is not None:
-        return RegisteredVersion(record.model_name, str(existing.version), existing.run_id, existing.source,
-                                 created=False, aliases=list(existing.aliases or []))
+        if existing.source != bundle_uri:
+            discard_bundle(bundle_uri)
+        return _existing(existing)
     try:
         client.create_registered_model(record.model_name, tags={"managed_by": "enginewright"})
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise RegistryError(f"cannot create registered model {record.model_name!r}: {exc.message}") from None
-    version = client.create_model_version(record.model_name, source=run.bundle_uri, run_id=run.run_id,
-                                          tags=record.tags, description=record.description)
+    mine = client.create_model_version(record.model_name, source=bundle_uri, run_id=run_id,
+                                       tags={**record.tags, "bundle.uri": bundle_uri}, description=record.description)
+    winner = find_version(client, record.model_name, record.build_key)
+    if winner is None:
+        raise RegistryError(f"version {mine.version} of {record.model_name!r} vanished right after it was created")
+    if str(winner.version) != str(mine.version):
+        client.delete_model_version(record.model_name, mine.version)
+        discard_bundle(bundle_uri)
+        return _existing(winner)
     aliases = []
     if gate_passed:
-        client.set_registered_model_alias(record.model_name, CANDIDATE_ALIAS, version.version)
+        client.set_registered_model_alias(record.model_name, CANDIDATE_ALIAS, mine.version)
         aliases.append(CANDIDATE_ALIAS)
-    return RegisteredVersion(record.model_name, str(version.version), run.run_id, run.bundle_uri, created=True,
-                             aliases=aliases)
+    return RegisteredVersion(record.model_name, str(mine.version), run_id, bundle_uri, created=True, aliases=aliases)
 
 
 @task(name="log-run", cache_key_fn=keyed_by("log-run"), persist_result=True,
@@ -122,9 +149,17 @@ def log_run_task(cache_key: str, record: RunRecord, tracking_uri: str, artifact_
     return log_build_run(record, tracking_uri, artifact_root)
 
 
+@task(name="store-bundle", cache_key_fn=keyed_by("store-bundle"), persist_result=True,
+      retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
+def store_bundle_task(cache_key: str, bundle_dir: Path, manifest: Manifest, uri: str, endpoint_url: str | None,
+                      transfer: TransferSettings) -> str:
+    """Upload (S3: parallel multipart, direct) or copy the bundle and verify every stored file; returns its URI."""
+    return store_bundle(bundle_dir, manifest, uri, endpoint_url, transfer)
+
+
 @task(name="register", cache_key_fn=keyed_by("register"), persist_result=True,
       retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
-def register_task(
-    cache_key: str, record: RunRecord, run: LoggedRun, gate_passed: bool, tracking_uri: str
-) -> RegisteredVersion:
-    return register_version(record, run, gate_passed, tracking_uri)
+def register_task(cache_key: str, record: RunRecord, run_id: str, bundle_uri: str, gate_passed: bool,
+                  tracking_uri: str, endpoint_url: str | None) -> RegisteredVersion:
+    return register_version(record, run_id, bundle_uri, gate_passed, tracking_uri,
+                            discard_bundle=lambda uri: delete_bundle(uri, endpoint_url))
