@@ -2,14 +2,18 @@
 
 Starts a private stack (SeaweedFS, an MLflow server with `--artifacts-destination s3://…`, databases in the
 local PostgreSQL) in a temporary home, writes bundle-shaped directories of random bytes (weights in shards of
-at most 512 MiB, plus small config files), and uploads each, in one run, three ways:
+at most 512 MiB, plus small config files), and uploads each, in one run, five ways:
 
 - ours:   `enginewright.bundle_store.store_bundle` — parallel multipart, every part's sha256 checked by the
           store, every object's composite checksum compared after upload (verification included in the time);
 - boto3:  `client.upload_file` per file, one after another, with boto3's default TransferConfig;
-- proxied: `MlflowClient.log_artifacts` to a run whose artifacts the MLflow server proxies to the same S3.
+- boto3-sha256: the same with `ChecksumAlgorithm=SHA256`: the store checks each part's sha256 as it does
+          for ours (boto3's default is CRC32), without our post-upload verification;
+- proxied: `MlflowClient.log_artifacts` to a run whose artifacts the MLflow server proxies to the same S3,
+           every byte streamed through the server (`MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=false`);
+- mlflow:  the same call with MLflow 3.17's defaults: large files via presigned multipart URLs, direct to S3.
 
-The order of the three rotates per size; objects are deleted between uploads. Prints MB/s and the ratios.
+The order rotates per size and repeat; objects are deleted between uploads. Prints the median MB/s and ratios.
 
     .venv/bin/python benchmarks/upload_throughput.py --sizes-mb 100,500,2048
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import tempfile
 import time
 import uuid
@@ -51,10 +56,12 @@ def main() -> None:
     parser.add_argument("--sizes-mb", default="100,500,2048")
     parser.add_argument("--part-size-mb", type=int, default=None, help="our part size [default: the setting's]")
     parser.add_argument("--concurrency", type=int, default=None, help="our parallel parts [default: the setting's]")
-    parser.add_argument("--skip-proxied", action="store_true")
+    parser.add_argument("--skip-proxied", action="store_true", help="compare with plain boto3 only")
+    parser.add_argument("--repeat", type=int, default=1, help="upload each bundle this many times per method")
     args = parser.parse_args()
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     from enginewright.bundle_store import store_bundle
@@ -87,30 +94,48 @@ def main() -> None:
             for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
                 client.upload_file(str(path), bucket, f"bench/boto3/{path.relative_to(bundle).as_posix()}")
 
-        def proxied(bundle: Path, manifest: dict) -> None:
+        def boto3_sha256(bundle: Path, manifest: dict) -> None:
+            for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
+                client.upload_file(str(path), bucket, f"bench/boto3s/{path.relative_to(bundle).as_posix()}",
+                                   ExtraArgs={"ChecksumAlgorithm": "SHA256"})
+
+        def mlflow_log_artifacts(bundle: Path, manifest: dict) -> None:
             run = mlflow.create_run(experiment)
             mlflow.log_artifacts(run.info.run_id, str(bundle), "bundle")
             mlflow.set_terminated(run.info.run_id)
 
-        methods = {"ours": ours, "boto3": boto3_plain}
+        def proxied(bundle: Path, manifest: dict) -> None:
+            os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] = "false"  # every byte through the server
+            try:
+                mlflow_log_artifacts(bundle, manifest)
+            finally:
+                del os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"]
+
+        methods = {"ours": ours, "boto3": boto3_plain, "boto3-sha256": boto3_sha256}
         if not args.skip_proxied:
             methods["proxied"] = proxied
+            # MLflow 3.17's default: files ≥ MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE go to S3 through presigned
+            # multipart URLs the server hands out (bytes bypass the server); smaller files stream through it.
+            methods["mlflow"] = mlflow_log_artifacts
         rows = []
         for turn, size_mb in enumerate(int(s) for s in args.sizes_mb.split(",")):
             bundle, manifest = make_bundle(home, size_mb)
             files = [p for p in bundle.rglob("*") if p.is_file()]
             total = sum(p.stat().st_size for p in files)
             names = list(methods)
-            order = names[turn % len(names):] + names[:turn % len(names)]
-            seconds = {}
-            for name in order:
-                start = time.perf_counter()
-                methods[name](bundle, manifest)
-                seconds[name] = time.perf_counter() - start
-                delete_prefix(client, S3Location(bucket, "bench"))
-                delete_prefix(client, S3Location(bucket, "mlflow"))
-                print(f"  {size_mb} MB {name}: {seconds[name]:.1f} s", flush=True)
-            rows.append((size_mb, len(files), total, seconds, order))
+            timings: dict[str, list[float]] = {name: [] for name in names}
+            for attempt in range(args.repeat):
+                shift = (turn + attempt) % len(names)
+                order = names[shift:] + names[:shift]
+                for name in order:
+                    start = time.perf_counter()
+                    methods[name](bundle, manifest)
+                    timings[name].append(time.perf_counter() - start)
+                    delete_prefix(client, S3Location(bucket, "bench"))
+                    delete_prefix(client, S3Location(bucket, "mlflow"))
+                    print(f"  {size_mb} MB {name}: {timings[name][-1]:.1f} s", flush=True)
+            seconds = {name: statistics.median(values) for name, values in timings.items()}
+            rows.append((size_mb, len(files), total, seconds, order if args.repeat == 1 else ["rotated"]))
             for path in sorted(bundle.rglob("*"), reverse=True):
                 path.unlink() if path.is_file() else path.rmdir()
     finally:
@@ -118,16 +143,15 @@ def main() -> None:
 
     print(f"\nours: part size {transfer.part_size // MiB} MiB, {transfer.concurrency} parallel parts; "
           "boto3: upload_file defaults (8 MiB parts, 10 threads), files one after another\n")
-    header = f"{'bundle':>8} {'files':>6} {'ours MB/s':>10} {'boto3 MB/s':>11} {'proxied MB/s':>13} " \
-             f"{'ours/boto3':>11} {'ours/proxied':>13}  order"
+    names = list(rows[0][3])
+    header = f"{'bundle':>8} {'files':>6}" + "".join(f"{n + ' MB/s':>19}" for n in names) + \
+        "".join(f"{'ours/' + n:>19}" for n in names if n != "ours") + "  order"
     print(header)
     print("-" * len(header))
     for size_mb, count, total, seconds, order in rows:
         rate = {name: total / 1e6 / s for name, s in seconds.items()}
-        proxied = f"{rate['proxied']:>13.1f} {rate['ours'] / rate['proxied']:>11.2f}" if "proxied" in rate else \
-            f"{'-':>13} {'-':>11}"
-        print(f"{size_mb:>6}MB {count:>6} {rate['ours']:>10.1f} {rate['boto3']:>11.1f} {proxied.split()[0]:>13} "
-              f"{rate['ours'] / rate['boto3']:>11.2f} {proxied.split()[1]:>13}  {' → '.join(order)}")
+        print(f"{size_mb:>6}MB {count:>6}" + "".join(f"{rate[n]:>19.1f}" for n in names)
+              + "".join(f"{rate['ours'] / rate[n]:>19.2f}" for n in names if n != "ours") + f"  {' → '.join(order)}")
 
 
 if __name__ == "__main__":

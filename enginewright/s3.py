@@ -97,8 +97,7 @@ def _read_parts(path: Path, part_size: int) -> Iterator[bytes]:
 class _OpenObject:
     item: UploadItem
     upload_id: str | None = None  # None: a single PUT
-    parts: list[Future] = field(default_factory=list)
-    part_digests: list[bytes] = field(default_factory=list)
+    parts: list[Future] = field(default_factory=list)  # each gives (CompleteMultipartUpload part, sha256 digest)
 
 
 class _Uploader:
@@ -107,8 +106,8 @@ class _Uploader:
         self.settings = settings
         self.progress = progress
         self.pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="s3-upload")
-        # Parts read but not yet sent: bounds memory to about 2 × concurrency × part size.
-        self.in_flight = threading.BoundedSemaphore(2 * settings.concurrency)
+        # Parts read but not yet sent: bounds memory to (concurrency + 2) × part size.
+        self.in_flight = threading.BoundedSemaphore(settings.concurrency + 2)
         self.open: list[_OpenObject] = []
 
     def run(self, items: list[UploadItem]) -> None:
@@ -128,27 +127,22 @@ class _Uploader:
         part_size = self.settings.part_size_for(item.size)
         obj = _OpenObject(item)
         self.open.append(obj)
-        metadata = {"sha256": item.sha256}
         if item.size > part_size:
             obj.upload_id = self.client.create_multipart_upload(
-                Bucket=item.target.bucket, Key=item.target.key, ChecksumAlgorithm="SHA256", Metadata=metadata,
+                Bucket=item.target.bucket, Key=item.target.key, ChecksumAlgorithm="SHA256",
+                Metadata={"sha256": item.sha256},
             )["UploadId"]
-        whole = hashlib.sha256()
-        for number, chunk in enumerate(_read_parts(item.path, part_size), start=1):
+        whole = hashlib.sha256()  # in this thread, in file order; the parts are hashed by the workers
+        for number, chunk in enumerate(_read_parts(item.path, part_size) if item.size else [b""], start=1):
             whole.update(chunk)
-            digest = hashlib.sha256(chunk).digest()
-            obj.part_digests.append(digest)
             self.in_flight.acquire()
-            obj.parts.append(self.pool.submit(self._send_part, obj, number, chunk, digest))
-        if item.size == 0:
-            self.in_flight.acquire()
-            obj.part_digests.append(hashlib.sha256(b"").digest())
-            obj.parts.append(self.pool.submit(self._send_part, obj, 1, b"", obj.part_digests[0]))
+            obj.parts.append(self.pool.submit(self._send_part, obj, number, chunk))
         if whole.hexdigest() != item.sha256:
             raise UploadError(f"{item.path} changed since its manifest was written (sha256 differs); not uploaded")
 
-    def _send_part(self, obj: _OpenObject, number: int, chunk: bytes, digest: bytes) -> dict:
+    def _send_part(self, obj: _OpenObject, number: int, chunk: bytes) -> tuple[dict, bytes]:
         try:
+            digest = hashlib.sha256(chunk).digest()  # hashlib releases the GIL: parts hash in parallel
             target = obj.item.target
             if obj.upload_id is None:
                 self.client.put_object(Bucket=target.bucket, Key=target.key, Body=chunk, ChecksumSHA256=_b64(digest),
@@ -158,20 +152,21 @@ class _Uploader:
                 answer = self.client.upload_part(Bucket=target.bucket, Key=target.key, UploadId=obj.upload_id,
                                                  PartNumber=number, Body=chunk, ChecksumSHA256=_b64(digest))
             self.progress(len(chunk))
-            return {"PartNumber": number, "ETag": answer.get("ETag"), "ChecksumSHA256": _b64(digest)}
+            return {"PartNumber": number, "ETag": answer.get("ETag"), "ChecksumSHA256": _b64(digest)}, digest
         finally:
             self.in_flight.release()
 
     def _complete_and_verify(self, obj: _OpenObject) -> None:
-        parts = [part.result() for part in obj.parts]
+        results = [part.result() for part in obj.parts]
+        parts, digests = [r[0] for r in results], [r[1] for r in results]
         target = obj.item.target
         if obj.upload_id is not None:
             self.client.complete_multipart_upload(Bucket=target.bucket, Key=target.key, UploadId=obj.upload_id,
                                                   MultipartUpload={"Parts": parts})
             obj.upload_id = None
-            expected = f"{_b64(hashlib.sha256(b''.join(obj.part_digests)).digest())}-{len(parts)}"
+            expected = f"{_b64(hashlib.sha256(b''.join(digests)).digest())}-{len(parts)}"
         else:
-            expected = _b64(obj.part_digests[0])
+            expected = _b64(digests[0])
         verify_object(self.client, target, obj.item.size, obj.item.sha256, expected)
 
     def _abort_open(self) -> None:

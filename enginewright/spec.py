@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from enginewright.errors import InputError
 from enginewright.settings import Settings
 
-QuantFormat = Literal["fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "fp8_pcpt"]
+QuantFormat = Literal["fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "fp8_pcpt", "nvfp4", "nvfp4_awq", "mxfp8",
+                      "mxfp4"]
 EvalTask = Literal["mmlu", "arc_easy", "arc_challenge", "hellaswag"]
 DType = Literal["bfloat16", "float16", "float32"]
 
@@ -44,7 +45,8 @@ class QuantizationSpec(StrictModel):
     format: QuantFormat = Field(
         default="fp8",
         description="ModelOpt recipe: fp8 (FP8_DEFAULT), int8_sq (INT8 SmoothQuant), int4_awq (W4A16 AWQ), "
-        "w4a8_awq (W4A8 AWQ), int8_wo (INT8 weight-only), fp8_pcpt (FP8 per-channel weights, per-token acts).",
+        "w4a8_awq (W4A8 AWQ), int8_wo (INT8 weight-only), fp8_pcpt (FP8 per-channel weights, per-token acts); "
+        "on Blackwell GPUs (compute capability 10.0+) also nvfp4, nvfp4_awq, mxfp8, mxfp4.",
     )
     kv_cache: bool = Field(default=False, description="Also quantize the KV cache to FP8.")
     awq_block_size: int | None = Field(
@@ -63,7 +65,18 @@ class CalibrationSpec(StrictModel):
     num_samples: int = Field(default=32, ge=1, description="Number of calibration sequences.")
     seq_len: int = Field(default=256, ge=8, description="Tokens per calibration sequence.")
     seed: int = Field(default=0, description="Seed of the deterministic sampling of sequences.")
-    batch_size: int = Field(default=8, ge=1, description="Sequences per forward pass during calibration.")
+    batch_size: int | Literal["auto"] = Field(
+        default="auto",
+        description="Sequences per forward pass during calibration; auto: as many as fit in half the free GPU "
+        "memory (at most 64), 8 on the CPU.",
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int | str) -> int | str:
+        if value != "auto" and int(value) < 1:
+            raise ValueError("must be a positive integer or 'auto'")
+        return value
     text_field: str = Field(default="text", description="Field holding the text in JSONL rows or dataset rows.")
     split: str = Field(default="train", description="Split of a Hugging Face dataset source.")
 

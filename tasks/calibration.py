@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from tasks.sources import looks_like_local_path
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
+
+TOKENIZE_BATCH = 256  # documents per tokenizer call
 
 @dataclass(frozen=True)
 class CalibrationSet:
@@ -96,15 +99,20 @@ def _hub_documents(spec: CalibrationSpec) -> Iterator[str]:
 
 
 def token_stream(spec: CalibrationSpec, tokenizer, stop_after: int | None = None) -> list[int]:
-    """Documents tokenized and joined with EOS. Stops early once `stop_after` tokens are collected."""
+    """Documents tokenized and joined with EOS. Stops early once `stop_after` tokens are collected.
+
+    Documents are tokenized in batches (a fast tokenizer encodes a batch on all cores); the stream is the same
+    as tokenizing them one by one."""
     eos = tokenizer.eos_token_id
     ids: list[int] = []
-    for document in iter_documents(spec):
-        ids.extend(tokenizer(document, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            ids.append(eos)
-        if stop_after is not None and len(ids) >= stop_after:
-            break
+    documents = iter_documents(spec)
+    while batch := list(itertools.islice(documents, TOKENIZE_BATCH)):
+        for encoded in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+            ids.extend(encoded)
+            if eos is not None:
+                ids.append(eos)
+            if stop_after is not None and len(ids) >= stop_after:
+                return ids
     return ids
 
 

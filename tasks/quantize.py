@@ -16,6 +16,7 @@ from prefect import task
 from tqdm import tqdm
 
 from enginewright.caching import keyed_by
+from enginewright.devices import calibration_batch_size, check_format_supported, compute_capability
 from enginewright.errors import InputError
 from enginewright.hashing import sha256_file
 from enginewright.models import load_model
@@ -30,8 +31,13 @@ RECIPES: dict[str, str] = {
     "w4a8_awq": "W4A8_AWQ_BETA_CFG",
     "int8_wo": "INT8_WEIGHT_ONLY_CFG",
     "fp8_pcpt": "FP8_PER_CHANNEL_PER_TOKEN_CFG",
+    # Blackwell only (enginewright.devices.GPU_ONLY_FORMATS)
+    "nvfp4": "NVFP4_DEFAULT_CFG",
+    "nvfp4_awq": "NVFP4_AWQ_LITE_CFG",
+    "mxfp8": "MXFP8_DEFAULT_CFG",
+    "mxfp4": "MXFP4_DEFAULT_CFG",
 }
-AWQ_FORMATS = ("int4_awq", "w4a8_awq")
+AWQ_FORMATS = ("int4_awq", "w4a8_awq")  # INT4 weight blocks: the block size must divide the layer widths
 AWQ_BLOCK_CANDIDATES = (128, 64, 32, 16)
 
 
@@ -92,16 +98,26 @@ def forward_loop_over(input_ids: torch.Tensor, batch_size: int):
     return forward_loop
 
 
-def calibrate_and_quantize(
-    checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int, out_file: Path
-) -> QuantizedState:
-    import modelopt.torch.opt as mto
+def quantize_in_place(model: torch.nn.Module, input_ids: torch.Tensor, spec: QuantizationSpec,
+                      batch_size: int | str) -> int | None:
+    """`mtq.quantize` on a loaded model, calibrated over `input_ids`; returns the AWQ block size used."""
     import modelopt.torch.quantization as mtq
 
-    model = load_model(checkpoint, dtype)
+    check_format_supported(spec.format, compute_capability())
     block = choose_awq_block_size(quantized_in_features(model), spec.awq_block_size) if spec.format in AWQ_FORMATS else None
-    input_ids = load_calibration_ids(calib)
-    mtq.quantize(model, quant_config(spec, block), forward_loop=forward_loop_over(input_ids, batch_size))
+    batch = calibration_batch_size(batch_size, model.config, input_ids.shape[1])
+    mtq.quantize(model, quant_config(spec, block), forward_loop=forward_loop_over(input_ids, batch))
+    return block
+
+
+def calibrate_and_quantize(
+    checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int | str,
+    out_file: Path,
+) -> QuantizedState:
+    import modelopt.torch.opt as mto
+
+    model = load_model(checkpoint, dtype)
+    block = quantize_in_place(model, load_calibration_ids(calib), spec, batch_size)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_suffix(".partial")
     mto.save(model, tmp)
@@ -121,7 +137,7 @@ def restore_quantized(checkpoint: Path, state: QuantizedState, dtype: str) -> to
 
 @task(name="quantize", cache_key_fn=keyed_by("quantize"), persist_result=True)
 def quantize_task(
-    cache_key: str, checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int,
+    cache_key: str, checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int | str,
     out_file: Path,
 ) -> QuantizedState:
     return calibrate_and_quantize(checkpoint, calib, spec, dtype, batch_size, out_file)

@@ -37,14 +37,15 @@ def unreadable_checkpoint(tmp_path: Path, tiny_model: Path) -> str:
     ("extra", "expected"),
     [
         (lambda t, m, d: ["--model", str(t / "missing")], "source.model '{t}/missing' is not a directory"),
-        (lambda t, m, d: ["--quant", "fp4"], "quantization.format: Input should be 'fp8', 'int8_sq', 'int4_awq', 'w4a8_awq', 'int8_wo' or 'fp8_pcpt' (got 'fp4')"),
+        (lambda t, m, d: ["--quant", "fp4"], "quantization.format: Input should be 'fp8', 'int8_sq', 'int4_awq', 'w4a8_awq', 'int8_wo', 'fp8_pcpt', 'nvfp4', 'nvfp4_awq', 'mxfp8' or 'mxfp4' (got 'fp4')"),
+        (lambda t, m, d: ["--quant", "nvfp4"], "quantization.format='nvfp4' needs an NVIDIA GPU with compute capability 10.0+ (Blackwell) to calibrate; this worker has no CUDA GPU"),
         (lambda t, m, d: ["--calib-samples", "100000"], "fewer than calibration.num_samples=100000"),
         (lambda t, m, d: ["--tasks", "arc_easy,winogrande"], "evaluation.tasks.1: Input should be 'mmlu', 'arc_easy', 'arc_challenge' or 'hellaswag' (got 'winogrande')"),
         (lambda t, m, d: ["--tasks", "arc_easy", "--eval-data", bad_eval_dir(t, d)], "lacks arc_easy/train.jsonl needed by task 'arc_easy'"),
         (lambda t, m, d: ["--model", unreadable_checkpoint(t, m)], "checkpoint weights '{t}/broken/model.safetensors' are unreadable"),
         (lambda t, m, d: ["--calib", str(t / "nothing.txt")], "calibration.source '{t}/nothing.txt' does not exist"),
     ],
-    ids=["missing-path", "unknown-format", "too-few-calibration-samples", "unknown-task", "eval-data-missing-file",
+    ids=["missing-path", "unknown-format", "format-needs-blackwell", "too-few-calibration-samples", "unknown-task", "eval-data-missing-file",
          "unreadable-checkpoint", "missing-calibration"],
 )
 def test_bad_input_exits_2_with_one_line(

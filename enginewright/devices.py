@@ -1,0 +1,66 @@
+"""What this worker's accelerator can do: which quantization formats it can calibrate, how big a batch fits.
+
+FP8, INT8 and INT4 formats calibrate anywhere (ModelOpt simulates them on the CPU too). NVFP4 and the MX
+formats need ModelOpt's CUDA kernels and a Blackwell-class GPU (compute capability 10.0+): they are offered
+only where one is present. Serving-side limits (FP8 needs 8.9+ to *run*) are checked at deploy time.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from enginewright.errors import InputError
+
+# Formats that can only be calibrated on a GPU of at least this compute capability.
+GPU_ONLY_FORMATS: dict[str, tuple[int, int]] = {"nvfp4": (10, 0), "nvfp4_awq": (10, 0), "mxfp8": (10, 0),
+                                                 "mxfp4": (10, 0)}
+# What each format needs to be served natively by TensorRT-LLM (used by the deploy check).
+SERVING_MIN_CAPABILITY: dict[str, tuple[int, int]] = {
+    "fp8": (8, 9), "fp8_pcpt": (8, 9), "w4a8_awq": (8, 9), **GPU_ONLY_FORMATS,
+}
+AUTO_BATCH_CPU = 8
+MAX_AUTO_BATCH = 64
+
+
+def compute_capability() -> tuple[int, int] | None:
+    """(major, minor) of the first CUDA device, or None without one."""
+    return torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None
+
+
+def describe(capability: tuple[int, int] | None) -> str:
+    if capability is None:
+        return "no CUDA GPU"
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "a GPU"
+    return f"{name} (compute capability {capability[0]}.{capability[1]})"
+
+
+def check_format_supported(fmt: str, capability: tuple[int, int] | None) -> None:
+    """Raise InputError when `fmt` cannot be calibrated on this worker."""
+    needed = GPU_ONLY_FORMATS.get(fmt)
+    if needed is not None and (capability is None or capability < needed):
+        raise InputError(
+            f"quantization.format={fmt!r} needs an NVIDIA GPU with compute capability {needed[0]}.{needed[1]}+ "
+            f"(Blackwell) to calibrate; this worker has {describe(capability)}. Run it on such a `gpu` worker, "
+            "or pick fp8, int8_sq, int4_awq, w4a8_awq, int8_wo or fp8_pcpt"
+        )
+
+
+def bytes_per_calibration_sequence(config, seq_len: int, dtype_bytes: int = 2) -> int:
+    """Peak extra memory one sequence of a no-grad forward pass needs: per-layer activations (attention
+    projections, the MLP's intermediate) and the logits, which transformers up-casts to float32."""
+    hidden = config.hidden_size
+    intermediate = getattr(config, "intermediate_size", 4 * hidden)
+    per_token = dtype_bytes * (8 * hidden + 3 * intermediate) + (dtype_bytes + 4) * config.vocab_size
+    return seq_len * per_token
+
+
+def calibration_batch_size(requested: int | str, config, seq_len: int, headroom: float = 0.5) -> int:
+    """`requested` when it is a number; for "auto", as many sequences as fit in `headroom` of the free GPU
+    memory after the model is loaded (at most 64), or 8 on the CPU."""
+    if requested != "auto":
+        return int(requested)
+    if not torch.cuda.is_available():
+        return AUTO_BATCH_CPU
+    free, _total = torch.cuda.mem_get_info()
+    fits = int(free * headroom) // bytes_per_calibration_sequence(config, seq_len)
+    return max(1, min(MAX_AUTO_BATCH, fits))

@@ -1,0 +1,45 @@
+"""Device placement: which formats this worker may calibrate, and the calibration batch size."""
+
+import pytest
+from transformers import LlamaConfig
+
+from enginewright.devices import (
+    bytes_per_calibration_sequence,
+    calibration_batch_size,
+    check_format_supported,
+)
+from enginewright.errors import InputError
+from enginewright.spec import CalibrationSpec
+
+
+def test_blackwell_formats_are_refused_without_such_a_gpu() -> None:
+    for fmt in ("nvfp4", "nvfp4_awq", "mxfp8", "mxfp4"):
+        with pytest.raises(InputError, match=f"format='{fmt}' needs .* 10.0\\+"):
+            check_format_supported(fmt, None)
+        with pytest.raises(InputError, match="compute capability 9.0"):
+            check_format_supported(fmt, (9, 0))  # H100
+        check_format_supported(fmt, (10, 0))  # B200
+    for fmt in ("fp8", "int8_sq", "int4_awq", "w4a8_awq"):
+        check_format_supported(fmt, None)  # simulated on the CPU
+
+
+def test_auto_batch_size_is_8_on_the_cpu_and_a_number_passes_through() -> None:
+    config = LlamaConfig(hidden_size=4096, intermediate_size=14336, vocab_size=128256)
+    assert calibration_batch_size("auto", config, 512) == 8
+    assert calibration_batch_size(3, config, 512) == 3
+
+
+def test_memory_per_sequence_is_dominated_by_float32_logits_for_a_large_vocabulary() -> None:
+    config = LlamaConfig(hidden_size=4096, intermediate_size=14336, vocab_size=128256)
+    per_sequence = bytes_per_calibration_sequence(config, 512)
+    logits = 512 * 128256 * 6
+    assert logits < per_sequence < 2 * logits
+    assert bytes_per_calibration_sequence(config, 1024) == 2 * per_sequence
+
+
+def test_the_spec_accepts_auto_or_a_positive_batch() -> None:
+    assert CalibrationSpec(source="x").batch_size == "auto"
+    assert CalibrationSpec(source="x", batch_size=16).batch_size == 16
+    for bad in (0, "big"):
+        with pytest.raises(ValueError):
+            CalibrationSpec(source="x", batch_size=bad)
