@@ -28,9 +28,14 @@ def gpu_description() -> dict[str, str]:
     return {"cuda": str(torch.version.cuda), "gpu": torch.cuda.get_device_name(0), "gpu_sm": f"{major}{minor}"}
 
 
-def key_tool_versions() -> dict[str, str]:
+def key_tool_versions(engine_target: bool = False) -> dict[str, str]:
+    """Versions that shape the bundle; with `engine_target` (a legacy TensorRT engine is built) also the GPU SM
+    and the TensorRT version, since an engine runs only where both match."""
     versions = {name: package_version(name) for name in KEY_TOOLS}
     versions["cuda"] = gpu_description()["cuda"]
+    if engine_target:
+        versions["gpu_sm"] = gpu_description()["gpu_sm"]
+        versions["tensorrt"] = package_version("tensorrt")
     return versions
 
 

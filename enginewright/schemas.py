@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -29,7 +29,7 @@ class Manifest(TypedDict):
     quantization: dict[str, object]  # format, kv_cache, modelopt recipe, awq block size, exported quant_algo
     calibration: dict[str, object]  # num_samples, seq_len, seed, source fingerprint, token ids sha256
     environment: dict[str, str]  # python, platform, torch, transformers, modelopt, lm_eval, cuda, gpu, ...
-    engine: dict[str, str]  # status of the TensorRT-LLM engine lane: "skipped" + reason, or what was built
+    engine: dict[str, Any]  # status of the TensorRT-LLM engine lane: "skipped" + reason, or what was built
     files: list[ManifestFile]  # every file of the bundle except manifest.json itself
 
 

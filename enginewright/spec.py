@@ -130,6 +130,11 @@ class RuntimeSpec(StrictModel):
     scheduler_policy: Literal["GUARANTEED_NO_EVICT", "MAX_UTILIZATION"] = Field(
         default="GUARANTEED_NO_EVICT", description="Capacity scheduler policy."
     )
+    legacy_engine: bool = Field(
+        default=False,
+        description="Also build a TensorRT engine into bundle/engine (TensorRT-LLM <= 1.2 only; the engine runs only "
+        "on the GPU SM and TensorRT version it was built for, which then enter the build key).",
+    )
 
     @field_validator("tokens_per_block")
     @classmethod

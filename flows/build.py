@@ -36,7 +36,7 @@ from tasks.register import RegisteredVersion, RunRecord, log_run_task, register_
 from tasks.runtime_config import runtime_config_task
 from tasks.smoke import smoke_task
 from tasks.sources import resolve_task
-from tasks.trtllm_build import trtllm_build_task
+from tasks.trtllm_build import RUNTIME_LOADED, trtllm_build_task
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class BuildOutcome:
     baseline: EvalResult
     candidate: EvalResult
     gate: GateReport
-    engine: dict[str, str]
+    engine: dict[str, Any]
     registered_now: bool  # False when this run found the version already registered (or cached)
 
 
@@ -59,7 +59,8 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
     calibration_fingerprint = fingerprint_calibration_task(spec.calibration)
     eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
 
-    key = compute_build_key(source.identity, spec, calibration_fingerprint, key_tool_versions())
+    key = compute_build_key(source.identity, spec, calibration_fingerprint,
+                            key_tool_versions(engine_target=spec.runtime.legacy_engine))
     digest = key.digest
     work = settings.builds_dir / key.short
     bundle_dir = work / "bundle"
@@ -73,7 +74,10 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
     checkpoint_dir = export_task(cache_key, source.path, state, spec.dtype, bundle_dir / "checkpoint")
     runtime_config_task(cache_key, spec.runtime, spec.quantization.kv_cache, bundle_dir / "llm_api.yaml")
     # A Completed state named Skipped (or the lane's status); its data is the status either way.
-    engine: dict[str, str] = trtllm_build_task(cache_key, return_state=True).result()
+    engine: dict[str, Any] = trtllm_build_task(
+        cache_key, bundle_dir, spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens, spec.runtime.legacy_engine,
+        spec.runtime.max_batch_size, spec.runtime.max_num_tokens, spec.registry.model_name, work, return_state=True,
+    ).result()
 
     if spec.gate.smoke:
         smoke_key = sha256_json([spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens])
@@ -84,7 +88,8 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
             raise GateFailed(f"smoke check failed before evaluation: {smoke['reason']}")
 
     eval_settings = spec.evaluation.model_dump(mode="json", exclude={"data_dir", "batch_size"})
-    eval_key = sha256_json([eval_settings, eval_data.fingerprint, spec.dtype, lm_eval_version(), key_tool_versions()])
+    eval_key = sha256_json([eval_settings, eval_data.fingerprint, spec.dtype, lm_eval_version(),
+                            key_tool_versions(engine_target=spec.runtime.legacy_engine)])
     baseline_keys = [baseline_key(source.identity, t, eval_data, spec.evaluation, spec.dtype)
                      for t in spec.evaluation.tasks]
     baseline = baseline_task(f"{sha256_json(baseline_keys)}.{incarnation(work)}", source.path, source.identity,
@@ -92,7 +97,8 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
                              settings.home / "baselines", work / "evaluation" / "baseline-samples.jsonl")
     candidate = candidate_task(f"{sha256_json([digest, eval_key])}.{incarnation(work)}", source.path, state,
                                spec.dtype, spec.evaluation, eval_data, settings.home / "eval-data",
-                               work / "evaluation" / "candidate-samples.jsonl")
+                               work / "evaluation" / "candidate-samples.jsonl",
+                               checkpoint_dir if engine["status"] in RUNTIME_LOADED else None)
     gate_key = sha256_json([baseline_keys, eval_key, spec.gate.model_dump(mode="json")])
     gate = gate_task(f"{gate_key}.{digest}.{incarnation(work)}", baseline.samples_path, candidate.samples_path,
                      list(spec.evaluation.tasks), spec.gate, work / "gate")
@@ -125,7 +131,7 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
         evidence={"evaluation": [baseline.samples_path, candidate.samples_path],
                   "gate": [work / "gate" / "gate_report.json", work / "gate" / "gate_plot.png"]},
         params=run_params(spec),
-        metrics=run_metrics(baseline, candidate, gate),
+        metrics=run_metrics(baseline, candidate, gate, engine),
         tags=lineage_tags(digest, source_doc, quantization_doc, calibration_doc, manifest["environment"], engine)
         | gate_tags(gate),
         description=card,
@@ -156,7 +162,7 @@ def run_params(spec: BuildSpec) -> dict[str, str]:
     }
 
 
-def run_metrics(baseline: EvalResult, candidate: EvalResult, gate: GateReport) -> dict[str, float]:
+def run_metrics(baseline: EvalResult, candidate: EvalResult, gate: GateReport, engine: dict[str, Any]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for result in (baseline, candidate):
         for task_name, values in result.metrics.items():
@@ -164,6 +170,7 @@ def run_metrics(baseline: EvalResult, candidate: EvalResult, gate: GateReport) -
                 metrics[f"{result.label}.{task_name}.{metric}"] = float(value)
         if result.docs_evaluated:
             metrics[f"{result.label}.docs_per_second"] = result.docs_per_second
+    metrics.update({f"engine.{k}": float(v) for k, v in engine.items() if isinstance(v, int | float)})
     for row in gate["tasks"]:
         for field in ("difference_points", "ci_low_points", "ci_high_points", "mcnemar_p", "allowed_drop_points"):
             metrics[f"gate.{row['task']}.{field}"] = float(row[field])  # type: ignore[literal-required]
@@ -185,7 +192,7 @@ def gate_tags(gate: GateReport) -> dict[str, str]:
 
 def lineage_tags(
     digest: str, source: dict[str, Any], quantization: dict[str, Any], calibration: dict[str, Any],
-    environment: dict[str, str], engine: dict[str, str],
+    environment: dict[str, str], engine: dict[str, Any],
 ) -> dict[str, str]:
     return {
         "build_key": digest,

@@ -74,12 +74,29 @@ def task_manager():
 def run_lm_eval(
     model: torch.nn.Module, tokenizer, spec: EvaluationSpec, tasks: list[str], data: EvalData, cache_dir: Path
 ) -> tuple[list[dict[str, Any]], float]:
-    """Per-sample records of `tasks`, and the seconds the evaluation took."""
-    import lm_eval
+    """Per-sample records of `tasks` for an in-memory model, and the seconds the evaluation took."""
     from lm_eval.models.huggingface import HFLM
 
     started = time.perf_counter()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
+    return evaluate_lm(lm, spec, tasks, data, cache_dir), time.perf_counter() - started
+
+
+def run_lm_eval_on_runtime(
+    checkpoint_dir: Path, spec: EvaluationSpec, tasks: list[str], data: EvalData, cache_dir: Path
+) -> tuple[list[dict[str, Any]], float]:
+    """The same, for the exported bundle served by TensorRT-LLM: lm-eval's `trtllm` model class, whose
+    loglikelihood comes from the runtime's prompt log-probabilities (GPU workers with TensorRT-LLM only)."""
+    from lm_eval.models.trtllm_causallms import TRTLLM
+
+    started = time.perf_counter()
+    lm = TRTLLM(model=str(checkpoint_dir), batch_size=spec.batch_size, trust_remote_code=False)
+    return evaluate_lm(lm, spec, tasks, data, cache_dir), time.perf_counter() - started
+
+
+def evaluate_lm(lm, spec: EvaluationSpec, tasks: list[str], data: EvalData, cache_dir: Path) -> list[dict[str, Any]]:
+    import lm_eval
+
     output = lm_eval.simple_evaluate(
         model=lm,
         tasks=lm_eval_task_configs(data, tasks, cache_dir),
@@ -90,7 +107,7 @@ def run_lm_eval(
         bootstrap_iters=0,  # the gate does its own paired statistics
         random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
     )
-    return sample_records(output["samples"]), time.perf_counter() - started
+    return sample_records(output["samples"])
 
 
 def write_records(records: list[dict[str, Any]], path: Path) -> None:
@@ -135,10 +152,15 @@ def evaluate_baseline(
 
 def evaluate_candidate(
     checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
-    cache_dir: Path, samples_file: Path,
+    cache_dir: Path, samples_file: Path, runtime_checkpoint: Path | None = None,
 ) -> EvalResult:
-    model = load_candidate(checkpoint, state, dtype, fold=spec.fold_weights)
-    records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
+    """The candidate's records: through TensorRT-LLM on the exported checkpoint when `runtime_checkpoint` is
+    given (the engine lane loaded it), else ModelOpt's simulated quantization restored from `state`."""
+    if runtime_checkpoint is not None:
+        records, seconds = run_lm_eval_on_runtime(runtime_checkpoint, spec, list(spec.tasks), data, cache_dir)
+    else:
+        model = load_candidate(checkpoint, state, dtype, fold=spec.fold_weights)
+        records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
     write_records(records, samples_file)
     return EvalResult(label="candidate", metrics=summarize(records), samples_path=samples_file,
                       lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=len(records))
@@ -174,6 +196,6 @@ def baseline_task(
 @task(name="evaluate-candidate", cache_key_fn=keyed_by("evaluate-candidate"), persist_result=True)
 def candidate_task(
     cache_key: str, checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
-    cache_dir: Path, samples_file: Path,
+    cache_dir: Path, samples_file: Path, runtime_checkpoint: Path | None = None,
 ) -> EvalResult:
-    return evaluate_candidate(checkpoint, state, dtype, spec, data, cache_dir, samples_file)
+    return evaluate_candidate(checkpoint, state, dtype, spec, data, cache_dir, samples_file, runtime_checkpoint)

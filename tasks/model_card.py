@@ -9,7 +9,7 @@ from tasks.evaluate import EvalResult
 
 def render_model_card(
     model_name: str, build_key: str, source: dict[str, Any], quantization: dict[str, Any],
-    calibration: dict[str, Any], baseline: EvalResult, engine: dict[str, str],
+    calibration: dict[str, Any], baseline: EvalResult, engine: dict[str, Any],
     evaluation: dict[str, Any], gate_markdown: str,
 ) -> str:
     engine_line = (

@@ -1,20 +1,50 @@
-"""The TensorRT-LLM step: load the bundle with the LLM API, warm up, smoke-generate (GPU workers only).
+"""The TensorRT-LLM steps, on GPU workers running NVIDIA's TensorRT-LLM image.
 
-Where this worker has no CUDA GPU or no `tensorrt_llm` (which ships only in NVIDIA's TensorRT-LLM
-container image), the step ends in a Completed state named "Skipped" whose message says why, and the
-manifest records `engine: {status: skipped, reason: ...}`. Nothing pretends an engine exists.
+- load: the bundle's checkpoint with the LLM API (PyTorch backend), options from the bundle's `llm_api.yaml`
+  merged the way `trtllm-serve --config` merges them (`update_llm_args_with_extra_dict`); a warm-up
+  generation (CUDA-graph capture, autotuning); then greedy smoke generations, recorded with how many are
+  degenerate (the flow's smoke check is what passes or fails a candidate).
+- legacy engine (`runtime.legacy_engine`, TensorRT-LLM ≤ 1.2 only): the LLM API's TensorRT backend builds an
+  engine for this GPU and saves it to `bundle/engine/`. Engines only run on the SM and TensorRT version they
+  were built for, so both enter the build key (enginewright.environment.key_tool_versions).
+- benchmark: `trtllm-bench throughput` on a synthetic dataset; its report is logged on the model version.
+- evaluation of the exact runtime: tasks/evaluate.py, through lm-eval's `trtllm` model class.
+
+Where this worker has no CUDA GPU or no `tensorrt_llm`, the step ends in a Completed state named "Skipped"
+with the reason, and the manifest records `engine: {status: skipped, reason: ...}`. Nothing pretends an
+engine exists. This code is written against TensorRT-LLM's source (1.2 and main) but has not run: no machine
+available to this project has TensorRT-LLM (tests/test_trtllm_lane.py drives it with a stand-in module).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from prefect import task
 from prefect.states import Completed
 
 from enginewright.caching import keyed_by
+from enginewright.errors import EnginewrightError
+from tasks.smoke import is_degenerate
+
+RUNTIME_LOADED = ("loaded", "built")  # lane statuses after which the candidate is evaluated through the runtime
+LAST_ENGINE_RELEASE = (1, 2)  # TensorRT-LLM's TensorRT-engine path was removed after the 1.2 line
+
+
+def tensorrt_llm_version() -> str | None:
+    try:
+        return importlib.metadata.version("tensorrt-llm")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def engine_lane_status() -> dict[str, str]:
@@ -26,14 +56,127 @@ def engine_lane_status() -> dict[str, str]:
             "status": "skipped",
             "reason": "tensorrt_llm is not installed on this worker (it ships in NVIDIA's TensorRT-LLM image; see docker/)",
         }
-    # The LLM-API load / warm-up / smoke generation and the legacy trtllm-build lane are the GPU-lane issue.
-    return {"status": "skipped", "reason": "the TensorRT-LLM load-and-build step is not implemented yet"}
+    return {"status": "available"}
+
+
+def llm_api_kwargs(checkpoint_dir: Path, llm_api_yaml: Path) -> dict[str, Any]:
+    """LLM(...) keyword arguments: the model plus the bundle's YAML, merged as trtllm-serve merges it."""
+    from tensorrt_llm.llmapi.llm_args import update_llm_args_with_extra_dict
+
+    options = yaml.safe_load(llm_api_yaml.read_text()) or {}
+    options.pop("backend", None)  # `LLM` is the PyTorch backend; the key is there for trtllm-serve / trtllm-bench
+    return update_llm_args_with_extra_dict({"model": str(checkpoint_dir)}, options)
+
+
+def load_and_smoke(bundle_dir: Path, prompts: list[str], max_new_tokens: int) -> dict[str, Any]:
+    """Load the bundle with the LLM API, warm up, generate greedily; the smoke verdict and timings."""
+    from tensorrt_llm import LLM, SamplingParams
+
+    started = time.perf_counter()
+    llm = LLM(**llm_api_kwargs(bundle_dir / "checkpoint", bundle_dir / "llm_api.yaml"))
+    loaded = time.perf_counter()
+    try:
+        llm.generate(prompts[:1], SamplingParams(max_tokens=8, temperature=0.0))
+        warmed = time.perf_counter()
+        outputs = llm.generate(prompts, SamplingParams(max_tokens=max_new_tokens, temperature=0.0))
+        generated = time.perf_counter()
+    finally:
+        llm.shutdown()
+    completions = [(list(o.outputs[0].token_ids), o.outputs[0].text) for o in outputs]
+    degenerate = sum(is_degenerate(ids, text) for ids, text in completions)
+    new_tokens = sum(len(ids) for ids, _ in completions)
+    return {
+        "load_seconds": round(loaded - started, 3), "warmup_seconds": round(warmed - loaded, 3),
+        "generate_seconds": round(generated - warmed, 3),
+        "generate_tokens_per_second": round(new_tokens / max(generated - warmed, 1e-9), 1),
+        # Recorded, not judged: the flow's smoke check compares candidate and baseline continuations.
+        "smoke_degenerate": f"{degenerate} of {len(prompts)}",
+        "smoke_texts": [text for _, text in completions],
+    }
+
+
+def legacy_engine_supported(version: str | None) -> bool:
+    if version is None:
+        return False
+    major, minor = (int(p) for p in version.split(".")[:2])
+    return (major, minor) <= LAST_ENGINE_RELEASE
+
+
+def build_legacy_engine(bundle_dir: Path, max_batch_size: int, max_num_tokens: int) -> Path:
+    """TensorRT engine for this GPU through the LLM API's TensorRT backend (what `trtllm-build` does)."""
+    version = tensorrt_llm_version()
+    if not legacy_engine_supported(version):
+        raise EnginewrightError(f"runtime.legacy_engine needs TensorRT-LLM ≤ 1.2 (the engine path was removed "
+                                f"after it); this worker has {version}. Serve the checkpoint instead")
+    from tensorrt_llm import BuildConfig
+    from tensorrt_llm._tensorrt_engine import LLM as EngineLLM
+
+    out = bundle_dir / "engine"
+    partial = out.with_name("engine.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    llm = EngineLLM(model=str(bundle_dir / "checkpoint"),
+                    build_config=BuildConfig(max_batch_size=max_batch_size, max_num_tokens=max_num_tokens))
+    try:
+        llm.save(str(partial))
+    finally:
+        llm.shutdown()
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    return out
+
+
+def trtllm_bench(bundle_dir: Path, model_name: str, work: Path, requests: int = 256, isl: int = 128,
+                 osl: int = 128) -> dict[str, Any]:
+    """`trtllm-bench throughput` with the bundle's own llm_api.yaml; returns its JSON report."""
+    checkpoint = str(bundle_dir / "checkpoint")
+    work.mkdir(parents=True, exist_ok=True)
+    dataset, report = work / "dataset.jsonl", work / "report.json"
+    base = ["trtllm-bench", "--model", model_name, "--model_path", checkpoint, "--workspace", str(work)]
+    subprocess.run([*base, "prepare-dataset", "--output", str(dataset), "token-norm-dist",
+                    "--num-requests", str(requests), "--input-mean", str(isl), "--output-mean", str(osl),
+                    "--input-stdev", "0", "--output-stdev", "0"], check=True)
+    subprocess.run([*base, "throughput", "--dataset", str(dataset), "--backend", "pytorch",
+                    "--config", str(bundle_dir / "llm_api.yaml"), "--report_json", str(report)], check=True)
+    return json.loads(report.read_text())
+
+
+def bench_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The throughput figures of a trtllm-bench JSON report (numeric leaves whose name says throughput)."""
+    found: dict[str, float] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, int | float) and "throughput" in path.lower():
+            found[f"bench.{path}"] = float(node)
+
+    walk(report, "")
+    return found
+
+
+def run_engine_lane(bundle_dir: Path, prompts: list[str], max_new_tokens: int, legacy_engine: bool,
+                    max_batch_size: int, max_num_tokens: int, model_name: str, work: Path) -> dict[str, Any]:
+    status = engine_lane_status()
+    if status["status"] == "skipped":
+        if legacy_engine:
+            status["reason"] += "; runtime.legacy_engine asked for an engine, none was built"
+        return status
+    result: dict[str, Any] = {"status": "loaded", "tensorrt_llm": tensorrt_llm_version(),
+                              **load_and_smoke(bundle_dir, prompts, max_new_tokens)}
+    result.update(bench_metrics(trtllm_bench(bundle_dir, model_name, work / "trtllm-bench")))
+    if legacy_engine:
+        build_legacy_engine(bundle_dir, max_batch_size, max_num_tokens)
+        result["status"] = "built"
+    return result
 
 
 @task(name="tensorrt-llm-build", cache_key_fn=keyed_by("tensorrt-llm-build"), persist_result=True)
-def trtllm_build_task(cache_key: str) -> Any:
-    status = engine_lane_status()
-    if status["status"] == "skipped":
-        return Completed(name="Skipped", message=f"Skipped: {status['reason']}", data=status)
-    return status
-
+def trtllm_build_task(cache_key: str, bundle_dir: Path, prompts: list[str], max_new_tokens: int,
+                      legacy_engine: bool, max_batch_size: int, max_num_tokens: int, model_name: str,
+                      work: Path) -> Any:
+    result = run_engine_lane(bundle_dir, prompts, max_new_tokens, legacy_engine, max_batch_size, max_num_tokens,
+                             model_name, work)
+    if result["status"] == "skipped":
+        return Completed(name="Skipped", message=f"Skipped: {result['reason']}", data=result)
+    return result
