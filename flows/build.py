@@ -7,6 +7,7 @@ so a second identical run recomputes nothing and registers no second version.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import State, flow, get_run_logger
@@ -25,7 +26,7 @@ from enginewright.schemas import GateReport
 from enginewright.settings import Settings
 from enginewright.spec import BuildSpec
 from tasks.bundle import bundle_task
-from tasks.calibration import calibration_task, fingerprint_calibration_task
+from tasks.calibration import CalibrationSet, calibration_task, fingerprint_calibration_task
 from tasks.eval_data import eval_data_task
 from tasks.evaluate import EvalResult, baseline_key, baseline_task, candidate_task, lm_eval_version
 from tasks.export import export_task, exported_quant_algo
@@ -47,6 +48,7 @@ class BuildOutcome:
     candidate: EvalResult
     gate: GateReport
     engine: dict[str, Any]
+    bundle_bytes: int  # sum of the manifest's file sizes (the checkpoint dominates)
     registered_now: bool  # False when this run found the version already registered (or cached)
 
 
@@ -68,7 +70,7 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
     cache_key = f"{digest}.{incarnation(work)}"
     logger.info("build key %s (work dir %s)", digest, work)
 
-    calib = calibration_task(cache_key, spec.calibration, source.path, work / "calibration.safetensors")
+    calib = shared_calibration(settings, spec, source, calibration_fingerprint)
     state = quantize_task(cache_key, source.path, calib, spec.quantization, spec.dtype, spec.calibration.batch_size,
                           work / "quantized.mto.pth")
     checkpoint_dir = export_task(cache_key, source.path, state, spec.dtype, bundle_dir / "checkpoint")
@@ -90,11 +92,7 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
     eval_settings = spec.evaluation.model_dump(mode="json", exclude={"data_dir", "batch_size"})
     eval_key = sha256_json([eval_settings, eval_data.fingerprint, spec.dtype, lm_eval_version(),
                             key_tool_versions(engine_target=spec.runtime.legacy_engine)])
-    baseline_keys = [baseline_key(source.identity, t, eval_data, spec.evaluation, spec.dtype)
-                     for t in spec.evaluation.tasks]
-    baseline = baseline_task(f"{sha256_json(baseline_keys)}.{incarnation(work)}", source.path, source.identity,
-                             spec.dtype, spec.evaluation, eval_data, settings.home / "eval-data",
-                             settings.home / "baselines", work / "evaluation" / "baseline-samples.jsonl")
+    baseline_keys, baseline = shared_baseline(settings, spec, source, eval_data, work)
     candidate = candidate_task(f"{sha256_json([digest, eval_key])}.{incarnation(work)}", source.path, state,
                                spec.dtype, spec.evaluation, eval_data, settings.home / "eval-data",
                                work / "evaluation" / "candidate-samples.jsonl",
@@ -147,7 +145,29 @@ def build_engine(spec: BuildSpec) -> BuildOutcome:
                                    settings.tracking_uri, settings.s3_endpoint_url, return_state=True)
     registered: RegisteredVersion = register_state.result()
     return BuildOutcome(build_key=digest, registered=registered, baseline=baseline, candidate=candidate, gate=gate,
-                        engine=engine, registered_now=registered.created and register_state.name != "Cached")
+                        engine=engine, bundle_bytes=sum(f["size"] for f in manifest["files"]),
+                        registered_now=registered.created and register_state.name != "Cached")
+
+
+def shared_calibration(settings: Settings, spec: BuildSpec, source: Any, calibration_fingerprint: str) -> CalibrationSet:
+    """The calibration set depends on the source and the calibration spec, not on the format: every variant of a
+    matrix (and every rebuild with another recipe) shares it, through the same cache key and file."""
+    calib_key = sha256_json([source.identity, spec.calibration.model_dump(exclude={"batch_size"}),
+                             calibration_fingerprint])
+    calib_dir = settings.home / "calibration" / calib_key[:16]
+    return calibration_task(f"{calib_key}.{incarnation(calib_dir)}", spec.calibration, source.path,
+                            calib_dir / "calibration.safetensors")
+
+
+def shared_baseline(settings: Settings, spec: BuildSpec, source: Any, eval_data: Any, work: Path) -> tuple[list[str], EvalResult]:
+    """The baseline evaluation; each task's records live in the baseline store (`home/baselines`), keyed by
+    revision, task, data, lm-eval version and limit, so only the first build of a revision evaluates it."""
+    baseline_keys = [baseline_key(source.identity, t, eval_data, spec.evaluation, spec.dtype)
+                     for t in spec.evaluation.tasks]
+    baseline = baseline_task(f"{sha256_json(baseline_keys)}.{incarnation(work)}", source.path, source.identity,
+                             spec.dtype, spec.evaluation, eval_data, settings.home / "eval-data",
+                             settings.home / "baselines", work / "evaluation" / "baseline-samples.jsonl")
+    return baseline_keys, baseline
 
 
 def run_params(spec: BuildSpec) -> dict[str, str]:

@@ -1,0 +1,183 @@
+"""`build_matrix`: several quantization variants of one spec, in parallel, compared, one recommended.
+
+The parent flow computes what all variants share once: the source resolution, the calibration set and the
+baseline evaluation (the same cached tasks the build flow uses, so each variant finds them done). Each
+variant is then an ordinary `enginewright build` in its own process, a separate `build_engine` flow run
+reporting to the parent's Prefect API: a crash or an out-of-memory in one does not take the others down. On
+GPU workers each variant gets its own GPU (`CUDA_VISIBLE_DEVICES`); on the CPU the cores are divided.
+The comparison (table + plot) goes to a Prefect artifact and an MLflow run; the recommended version gets
+alias `recommended` and a tag saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.settings import (
+    PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+    PREFECT_RESULTS_PERSIST_BY_DEFAULT,
+    temporary_settings,
+)
+
+from enginewright.hashing import sha256_json
+from enginewright.settings import Settings
+from enginewright.spec import BuildSpec
+from flows.build import shared_baseline, shared_calibration
+from tasks.calibration import fingerprint_calibration_task
+from tasks.compare import (
+    RECOMMENDED_ALIAS,
+    RecommendationPolicy,
+    VariantResult,
+    comparison_markdown,
+    comparison_plot,
+    recommend,
+)
+from tasks.eval_data import eval_data_task
+from tasks.sources import resolve_task
+
+MATRIX_EXPERIMENT = "enginewright-matrices"
+
+
+@dataclass(frozen=True)
+class MatrixOutcome:
+    variants: list[VariantResult]
+    recommended: VariantResult | None
+    reason: str
+    table: str
+    run_dir: Path
+
+
+@dataclass
+class _Running:
+    fmt: str
+    process: subprocess.Popen
+    report: Path
+    log: Path
+
+
+def variant_spec(spec: BuildSpec, fmt: str) -> BuildSpec:
+    return spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"format": fmt})})
+
+
+def worker_env(slot: int, parallel: int, api_url: str) -> dict[str, str]:
+    """Environment of one variant process: the parent's Prefect API, its GPU or its share of the CPU cores."""
+    env = {**os.environ, "PREFECT_API_URL": api_url}
+    gpus = torch.cuda.device_count()
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    else:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
+def _start(spec: BuildSpec, fmt: str, run_dir: Path, slot: int, parallel: int, api_url: str) -> _Running:
+    folder = run_dir / fmt
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_file = folder / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(variant_spec(spec, fmt).model_dump(mode="json"), sort_keys=False))
+    report, log = folder / "report.json", folder / "build.log"
+    report.unlink(missing_ok=True)
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "enginewright.cli", "build", "--spec", str(spec_file), "--report-json", str(report)],
+            stdout=handle, stderr=subprocess.STDOUT, env=worker_env(slot, parallel, api_url),
+        )
+    return _Running(fmt, process, report, log)
+
+
+def _result(running: _Running) -> VariantResult:
+    import json
+
+    code = running.process.returncode
+    if code == 0 and running.report.is_file():
+        return VariantResult(running.fmt, "registered", report=json.loads(running.report.read_text()))
+    errors = [line for line in running.log.read_text(errors="replace").splitlines() if "error" in line.lower()]
+    reason = errors[-1].split("enginewright: error: ", 1)[-1].strip() if errors else f"exit code {code}"
+    status = {2: "refused", 1: "gate failed" if "gate" in reason.lower() else "failed"}.get(code, "failed")
+    if code and code < 0:
+        reason = f"killed by signal {-code} (see {running.log})"
+    return VariantResult(running.fmt, status, reason=reason[:300])
+
+
+def run_variants(spec: BuildSpec, formats: list[str], parallel: int, run_dir: Path, api_url: str,
+                 log=print) -> list[VariantResult]:
+    """Run each variant's build in its own process, at most `parallel` at a time; results in `formats` order."""
+    waiting, running, done = list(formats), [], {}
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            fmt = waiting.pop(0)
+            running.append(_start(spec, fmt, run_dir, len(done) + len(running), parallel, api_url))
+            log(f"variant {fmt}: started (pid {running[-1].process.pid}, log {running[-1].log})")
+        for item in [r for r in running if r.process.poll() is not None]:
+            running.remove(item)
+            done[item.fmt] = _result(item)
+            log(f"variant {item.fmt}: {done[item.fmt].status} {done[item.fmt].reason}".rstrip())
+        time.sleep(1)
+    return [done[fmt] for fmt in formats]
+
+
+def record_comparison(variants: list[VariantResult], chosen: VariantResult | None, reason: str, table: str,
+                      plot: Path, model_name: str, policy: RecommendationPolicy, tracking_uri: str) -> str:
+    """An MLflow run holding the table and the plot; alias + tags on the chosen version. Returns the run id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(MATRIX_EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(MATRIX_EXPERIMENT)
+    run = client.create_run(experiment_id, run_name=f"matrix-{model_name}", tags={
+        "matrix.formats": ",".join(v.format for v in variants), "matrix.policy": policy.model_dump_json(),
+        "matrix.recommended": chosen.format if chosen else "none", "mlflow.note.content": table})
+    client.log_text(run.info.run_id, table, "comparison.md")
+    client.log_artifact(run.info.run_id, str(plot))
+    client.set_terminated(run.info.run_id)
+    if chosen is not None:
+        version = chosen.report["version"]
+        client.set_registered_model_alias(model_name, RECOMMENDED_ALIAS, version)
+        client.set_model_version_tag(model_name, version, "recommended.reason", reason)
+        client.set_model_version_tag(model_name, version, "recommended.matrix_run", run.info.run_id)
+    return run.info.run_id
+
+
+@flow(name="build_matrix")
+def build_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: RecommendationPolicy) -> MatrixOutcome:
+    from prefect.client.orchestration import get_client
+
+    settings = Settings()
+    logger = get_run_logger()
+    # What every variant shares, computed once, with the keys the variant builds use.
+    source = resolve_task(spec.source)
+    fingerprint = fingerprint_calibration_task(spec.calibration)
+    shared_calibration(settings, spec, source, fingerprint)
+    eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
+    run_dir = settings.builds_dir / f"matrix-{sha256_json([spec.model_dump(mode='json'), formats])[:16]}"
+    shared_baseline(settings, spec, source, eval_data, run_dir)
+    logger.info("shared calibration set and baseline ready; %d variants, %d at a time", len(formats), parallel)
+
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url).rstrip("/")
+    variants = run_variants(spec, formats, parallel, run_dir, api_url, log=logger.info)
+    chosen, reason = recommend(variants, policy)
+    table = comparison_markdown(variants, reason)
+    plot = comparison_plot(variants, run_dir / "comparison.png")
+    (run_dir / "comparison.md").write_text(table)
+    create_markdown_artifact(key="matrix-comparison", markdown=table, description="Matrix build comparison")
+    record_comparison(variants, chosen, reason, table, plot, spec.registry.model_name, policy, settings.tracking_uri)
+    logger.info("recommendation: %s", reason)
+    return MatrixOutcome(variants, chosen, reason, table, run_dir)
+
+
+def run_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: RecommendationPolicy,
+               settings: Settings):
+    settings.results_dir.mkdir(parents=True, exist_ok=True)
+    updates = {PREFECT_RESULTS_LOCAL_STORAGE_PATH: settings.results_dir, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
+    with temporary_settings(updates=updates):
+        return build_matrix(spec, formats, parallel, policy, return_state=True)

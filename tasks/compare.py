@@ -1,0 +1,120 @@
+"""Compare the variants of a matrix build and recommend one by a stated policy.
+
+Each variant is a finished `enginewright build` (its JSON report) or a failure (its exit code and last error
+line). The comparison is one table and one plot: per task, the accuracy difference to the shared baseline
+with its 95 % interval against the bundle's size, and the runtime throughput where a GPU measured it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RECOMMENDED_ALIAS = "recommended"
+THROUGHPUT_KEY = "bench.performance.output_throughput_tok_s"  # from trtllm-bench's report, GPU workers only
+
+
+class RecommendationPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    objective: Literal["smallest", "most_accurate", "fastest"] = Field(
+        default="smallest",
+        description="smallest: the smallest bundle; most_accurate: the smallest mean accuracy drop; fastest: the "
+        "highest measured TensorRT-LLM throughput (GPU workers only). Ties go to accuracy, then size.",
+    )
+    require: Literal["pass", "pass_or_inconclusive"] = Field(
+        default="pass", description="Which gate verdicts a variant needs to be recommended."
+    )
+
+
+@dataclass
+class VariantResult:
+    format: str
+    status: Literal["registered", "gate failed", "refused", "failed"]
+    reason: str = ""
+    report: dict[str, Any] = field(default_factory=dict)  # the build's --report-json, when it finished
+
+    @property
+    def verdict(self) -> str:
+        return self.report.get("gate", {}).get("overall", "-")
+
+    @property
+    def bundle_bytes(self) -> int | None:
+        return self.report.get("bundle_bytes")
+
+    @property
+    def mean_difference(self) -> float | None:
+        rows = self.report.get("gate", {}).get("tasks", [])
+        return sum(r["difference_points"] for r in rows) / len(rows) if rows else None
+
+    @property
+    def throughput(self) -> float | None:
+        return self.report.get("engine", {}).get(THROUGHPUT_KEY)
+
+
+def recommend(variants: list[VariantResult], policy: RecommendationPolicy) -> tuple[VariantResult | None, str]:
+    """The chosen variant and the reason, in words; (None, why not) when no variant qualifies."""
+    allowed = {"pass"} if policy.require == "pass" else {"pass", "inconclusive"}
+    eligible = [v for v in variants if v.status == "registered" and v.verdict in allowed]
+    if policy.objective == "fastest":
+        eligible = [v for v in eligible if v.throughput is not None]
+    if not eligible:
+        needs = " and a measured throughput" if policy.objective == "fastest" else ""
+        return None, f"no variant was registered with a gate verdict in {sorted(allowed)}{needs}"
+    keys = {
+        "smallest": lambda v: (v.bundle_bytes, -v.mean_difference),
+        "most_accurate": lambda v: (-v.mean_difference, v.bundle_bytes),
+        "fastest": lambda v: (-v.throughput, -v.mean_difference, v.bundle_bytes),
+    }
+    chosen = min(eligible, key=keys[policy.objective])
+    what = {"smallest": lambda: f"the smallest bundle ({chosen.bundle_bytes / 1e6:.1f} MB)",
+            "most_accurate": lambda: f"the smallest mean accuracy change ({chosen.mean_difference:+.2f} points)",
+            "fastest": lambda: f"the highest measured throughput ({chosen.throughput:.0f} tokens/s)"}[policy.objective]()
+    return chosen, (f"{chosen.format}: {what} among the {len(eligible)} variant(s) whose gate verdict is "
+                    f"{' or '.join(sorted(allowed))} (policy {policy.objective}, require {policy.require}); "
+                    f"mean Δ {chosen.mean_difference:+.2f} points")
+
+
+def comparison_markdown(variants: list[VariantResult], recommendation: str) -> str:
+    tasks = sorted({r["task"] for v in variants for r in v.report.get("gate", {}).get("tasks", [])})
+    head = "| variant | status | version | bundle MB | " + " | ".join(f"{t} Δ points [95% CI]" for t in tasks) + \
+        " | gate | tokens/s (TensorRT-LLM) | note |"
+    lines = [head, "|" + "---|" * (8 + len(tasks) - 1)]
+    for v in variants:
+        by_task = {r["task"]: r for r in v.report.get("gate", {}).get("tasks", [])}
+        cells = [f"{by_task[t]['difference_points']:+.2f} [{by_task[t]['ci_low_points']:+.1f}, "
+                 f"{by_task[t]['ci_high_points']:+.1f}] {by_task[t]['verdict']}" if t in by_task else "-" for t in tasks]
+        size = f"{v.bundle_bytes / 1e6:.1f}" if v.bundle_bytes else "-"
+        speed = f"{v.throughput:.0f}" if v.throughput else "not measured (no GPU)"
+        lines.append(f"| {v.format} | {v.status} | {v.report.get('version', '-')} | {size} | " + " | ".join(cells)
+                     + f" | {v.verdict} | {speed} | {v.reason} |")
+    return "\n".join(lines) + f"\n\n**Recommendation:** {recommendation}\n"
+
+
+def comparison_plot(variants: list[VariantResult], out_file: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in variants:
+        for row in v.report.get("gate", {}).get("tasks", []):
+            size = v.bundle_bytes / 1e6
+            ax.errorbar(size, row["difference_points"], fmt="o", capsize=3,
+                        yerr=[[row["difference_points"] - row["ci_low_points"]],
+                              [row["ci_high_points"] - row["difference_points"]]])
+            ax.annotate(f"{v.format}/{row['task']}", (size, row["difference_points"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("bundle size (MB)")
+    ax.set_ylabel("accuracy difference to baseline (points, 95% CI)")
+    ax.set_title("matrix: accuracy vs size")
+    fig.tight_layout()
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_file, dpi=120)
+    plt.close(fig)
+    return out_file

@@ -1,0 +1,53 @@
+"""The matrix comparison's recommendation policy, on hand-made variant reports."""
+
+from pathlib import Path
+
+from tasks.compare import RecommendationPolicy, VariantResult, comparison_markdown, comparison_plot, recommend
+
+
+def variant(fmt: str, verdict: str, size_mb: float, diffs: list[float], throughput: float | None = None,
+            status: str = "registered") -> VariantResult:
+    tasks = [{"task": f"t{i}", "difference_points": d, "ci_low_points": d - 1, "ci_high_points": d + 1,
+              "verdict": verdict} for i, d in enumerate(diffs)]
+    engine = {"bench.performance.output_throughput_tok_s": throughput} if throughput else {}
+    return VariantResult(fmt, status, report={"gate": {"overall": verdict, "tasks": tasks}, "version": fmt[-1],
+                                              "bundle_bytes": int(size_mb * 1e6), "engine": engine})
+
+
+VARIANTS = [
+    variant("fp8-1", "pass", 160, [-0.2, -0.4], throughput=900),
+    variant("int4-2", "pass", 90, [-0.9, -0.7], throughput=1200),
+    variant("w4a8-3", "inconclusive", 80, [-0.1, 0.0]),
+    variant("sq-4", "fail", 150, [-5.0, -3.0]),
+    VariantResult("nvfp4", "refused", reason="needs compute capability 10.0+"),
+]
+
+
+def test_default_policy_picks_the_smallest_bundle_that_passed() -> None:
+    chosen, reason = recommend(VARIANTS, RecommendationPolicy())
+    assert chosen.format == "int4-2"
+    assert reason.startswith("int4-2: the smallest bundle (90.0 MB) among the 2 variant(s) whose gate verdict is pass")
+
+
+def test_policies_change_the_choice() -> None:
+    assert recommend(VARIANTS, RecommendationPolicy(objective="most_accurate"))[0].format == "fp8-1"
+    assert recommend(VARIANTS, RecommendationPolicy(objective="fastest"))[0].format == "int4-2"
+    assert recommend(VARIANTS, RecommendationPolicy(require="pass_or_inconclusive"))[0].format == "w4a8-3"
+    assert recommend(VARIANTS, RecommendationPolicy(objective="most_accurate",
+                                                    require="pass_or_inconclusive"))[0].format == "w4a8-3"
+
+
+def test_no_qualifying_variant_means_no_recommendation_and_says_why() -> None:
+    chosen, reason = recommend(VARIANTS[2:], RecommendationPolicy())
+    assert chosen is None and reason == "no variant was registered with a gate verdict in ['pass']"
+    chosen, reason = recommend([VARIANTS[2]], RecommendationPolicy(objective="fastest", require="pass_or_inconclusive"))
+    assert chosen is None and reason.endswith("and a measured throughput")
+
+
+def test_the_table_shows_every_variant_with_its_reason_and_the_plot_is_written(tmp_path: Path) -> None:
+    table = comparison_markdown(VARIANTS, "int4-2 because")
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0].strip("| ") for row in rows] == ["fp8-1", "int4-2", "w4a8-3", "sq-4", "nvfp4"]
+    assert "| nvfp4 | refused | - | - | - | - | - | not measured (no GPU) | needs compute capability 10.0+ |" in table
+    assert "-0.90 [-1.9, +0.1] pass" in table and table.endswith("**Recommendation:** int4-2 because\n")
+    assert comparison_plot(VARIANTS, tmp_path / "c.png").stat().st_size > 10_000
