@@ -192,13 +192,9 @@ def cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
         build_spec(settings, args.spec, overrides | {"quantization": {**overrides.get("quantization", {}), "format": fmt}})
     spec = build_spec(settings, args.spec, overrides | {"quantization": {**overrides.get("quantization", {}),
                                                                           "format": formats[0]}})
-    _check_default_model(spec, settings)
-    if uses_only_local_inputs(spec):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from tasks.preflight import check_inputs
-
-    check_inputs(spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"format": "fp8"})}))
+    # fp8 for the shared checks: a variant whose format this worker cannot calibrate is refused on its own
+    check_before_work(spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"format": "fp8"})}),
+                      settings)
     import torch
 
     from flows.matrix import run_matrix
@@ -215,14 +211,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.spec import build_spec
 
     spec = build_spec(settings, args.spec, overrides_from_args(args))
-    _check_default_model(spec, settings)
-    if uses_only_local_inputs(spec):
-        # Nothing this build reads is on the Hub: never try to reach it (libraries read these at import).
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from tasks.preflight import check_inputs
-
-    check_inputs(spec)
+    check_before_work(spec, settings)
     if args.dry_run:
         import yaml
 
@@ -251,6 +240,18 @@ def write_report(outcome: Any, path: Path) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=str))
+
+
+def check_before_work(spec: BuildSpec, settings: Settings) -> None:
+    """Every input checked before anything is written; offline mode when nothing is on the Hub."""
+    _check_default_model(spec, settings)
+    if uses_only_local_inputs(spec):
+        # Nothing this build reads is on the Hub: never try to reach it (libraries read these at import).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from tasks.preflight import check_inputs
+
+    check_inputs(spec)
 
 
 def uses_only_local_inputs(spec: BuildSpec) -> bool:
