@@ -59,6 +59,7 @@ class MatrixOutcome:
 @dataclass
 class _Running:
     fmt: str
+    slot: int  # which GPU (or CPU share) it holds until it ends
     process: subprocess.Popen
     report: Path
     log: Path
@@ -91,7 +92,7 @@ def _start(spec: BuildSpec, fmt: str, run_dir: Path, slot: int, parallel: int, a
             [sys.executable, "-m", "enginewright.cli", "build", "--spec", str(spec_file), "--report-json", str(report)],
             stdout=handle, stderr=subprocess.STDOUT, env=worker_env(slot, parallel, api_url),
         )
-    return _Running(fmt, process, report, log)
+    return _Running(fmt, slot, process, report, log)
 
 
 def _result(running: _Running) -> VariantResult:
@@ -112,13 +113,15 @@ def run_variants(spec: BuildSpec, formats: list[str], parallel: int, run_dir: Pa
                  log=print) -> list[VariantResult]:
     """Run each variant's build in its own process, at most `parallel` at a time; results in `formats` order."""
     waiting, running, done = list(formats), [], {}
+    free_slots = list(range(parallel))
     while waiting or running:
-        while waiting and len(running) < parallel:
+        while waiting and free_slots:
             fmt = waiting.pop(0)
-            running.append(_start(spec, fmt, run_dir, len(done) + len(running), parallel, api_url))
+            running.append(_start(spec, fmt, run_dir, free_slots.pop(0), parallel, api_url))
             log(f"variant {fmt}: started (pid {running[-1].process.pid}, log {running[-1].log})")
         for item in [r for r in running if r.process.poll() is not None]:
             running.remove(item)
+            free_slots.append(item.slot)
             done[item.fmt] = _result(item)
             log(f"variant {item.fmt}: {done[item.fmt].status} {done[item.fmt].reason}".rstrip())
         time.sleep(1)

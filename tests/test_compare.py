@@ -51,3 +51,38 @@ def test_the_table_shows_every_variant_with_its_reason_and_the_plot_is_written(t
     assert "| nvfp4 | refused | - | - | - | - | - | not measured (no GPU) | needs compute capability 10.0+ |" in table
     assert "-0.90 [-1.9, +0.1] pass" in table and table.endswith("**Recommendation:** int4-2 because\n")
     assert comparison_plot(VARIANTS, tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_a_finished_variant_hands_its_gpu_to_the_next(monkeypatch, tmp_path: Path) -> None:
+    """Variants get GPUs from a pool of slots: whichever finishes first frees its own GPU for the next."""
+    import flows.matrix as matrix
+
+    started: list[tuple[str, int]] = []
+    finish_order = iter(["b", "a", "c", "d"])
+
+    class FakeProcess:  # stands for a variant's `enginewright build` process
+        def __init__(self, fmt: str):
+            self.fmt, self.returncode, self.pid = fmt, None, 0
+
+        def poll(self):
+            if self.returncode is None and self.fmt == current[0]:
+                self.returncode = 2
+            return self.returncode
+
+    current = [next(finish_order)]
+
+    def fake_start(spec, fmt, run_dir, slot, parallel, api_url):
+        started.append((fmt, slot))
+        return matrix._Running(fmt, slot, FakeProcess(fmt), tmp_path / f"{fmt}.json", tmp_path / f"{fmt}.log")
+
+    def fake_result(item):
+        (tmp_path / f"{item.fmt}.log").write_text("")
+        current[0] = next(finish_order, None)
+        return VariantResult(item.fmt, "refused", reason="x")
+
+    monkeypatch.setattr(matrix, "_start", fake_start)
+    monkeypatch.setattr(matrix, "_result", fake_result)
+    monkeypatch.setattr(matrix.time, "sleep", lambda s: None)
+    results = matrix.run_variants(None, ["a", "b", "c", "d"], 2, tmp_path, "http://api", log=lambda m: None)
+    assert [r.format for r in results] == ["a", "b", "c", "d"]
+    assert started == [("a", 0), ("b", 1), ("c", 1), ("d", 0)]  # b (GPU 1) ended first, so c got GPU 1
