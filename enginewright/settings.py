@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         description="`stack up`: prefix of its database names (<name>_mlflow, <name>_prefect).",
     )
     stack_bucket: str = Field(default="enginewright", description="`stack up`: the S3 bucket it creates.")
+    watch_db: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the watch store (what is watched, which revisions were announced). "
+        "Unset: a SQLite file under `home`; production: the stack's PostgreSQL.",
+    )
+    hub_endpoint: str | None = Field(
+        default=None, description="Hugging Face Hub endpoint the watcher polls. Unset: huggingface_hub's default."
+    )
+    watch_timeout_s: float = Field(default=10, gt=0, description="Seconds the watcher waits for a source to answer.")
     shared_data_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared" / "data",
         description="Offline copies of the evaluation and calibration data (defaults of the embedded spec).",
@@ -87,6 +96,10 @@ class Settings(BaseSettings):
     @property
     def bundle_root(self) -> str:
         return self.bundle_store or str((self.home / "bundles").resolve())
+
+    @property
+    def watch_db_url(self) -> str:
+        return self.watch_db or f"sqlite:///{(self.home / 'watch.db').resolve()}"
 
     @property
     def transfer(self) -> TransferSettings:

@@ -1,0 +1,53 @@
+"""`watch_checkpoints`: on a schedule, find new revisions of the watched checkpoints and announce each once.
+
+For every watched (source, spec): resolve the newest revision (tasks/revisions.py); claim it in the watch
+store (enginewright/watchlist.py, exactly one claimer per revision even with several watchers); emit the
+Prefect event `enginewright.checkpoint.updated` with the source, revision and spec. The build deployment's
+trigger (prefect.yaml) turns the event into a build run with that revision. A source that cannot be reached
+(Hub 404/500/timeout, a missing prefix) is logged and tried again on the next tick; nothing is claimed.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+
+from enginewright.settings import Settings
+from enginewright.watchlist import WatchStore
+from tasks.revisions import latest_revision
+
+EVENT = "enginewright.checkpoint.updated"
+
+
+def announce(source: str, spec_path: str, revision: str) -> None:
+    emit_event(
+        event=EVENT,
+        resource={"prefect.resource.id": f"enginewright.checkpoint.{source}", "enginewright.source": source},
+        payload={"source": source, "revision": revision, "spec_path": spec_path},
+    )
+
+
+@flow(name="watch_checkpoints")
+def watch_checkpoints() -> list[dict[str, str]]:
+    settings = Settings()
+    logger = get_run_logger()
+    store = WatchStore(settings.watch_db_url)
+    announced = []
+    for entry in store.list():
+        try:
+            revision = latest_revision(entry.source, settings.hub_endpoint, settings.s3_endpoint_url,
+                                       settings.watch_timeout_s)
+        except Exception as exc:  # any failure to reach a source: try again next tick
+            logger.warning("%s: %s: %s; trying again on the next tick", entry.source, type(exc).__name__,
+                           str(exc).splitlines()[0] if str(exc) else "")
+            continue
+        if not store.claim(entry.source, entry.spec_path, revision):
+            continue
+        try:
+            announce(entry.source, entry.spec_path, revision)
+        except Exception:
+            store.release(entry.source, entry.spec_path, revision)  # unannounced: the next tick claims it again
+            raise
+        logger.info("%s: new revision %s announced (%s)", entry.source, revision, EVENT)
+        announced.append({"source": entry.source, "revision": revision, "spec_path": entry.spec_path})
+    return announced

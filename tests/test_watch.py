@@ -1,0 +1,171 @@
+"""The watcher: revisions of local, S3 and Hub sources, exactly-once claims (also between processes), and a
+tick against a local HTTP stand-in for the Hub's model-info endpoint (the Hub cannot be reached from here)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from enginewright.settings import Settings
+from enginewright.watchlist import WatchStore
+from tasks.revisions import latest_revision
+
+
+class HubStandIn:
+    """Answers GET /api/models/<org>/<name> like the Hub's model-info endpoint: {"id", "sha", "lastModified"};
+    `mode` switches it to a 404 (RepoNotFound), a 500, or a reply slower than the client's timeout."""
+
+    def __init__(self) -> None:
+        self.sha, self.mode, self.requests = "a" * 40, "ok", 0
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                stand_in.requests += 1
+                if stand_in.mode == "slow":
+                    time.sleep(3)
+                if stand_in.mode == "404":
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "RepoNotFound")
+                    self.end_headers()
+                    return
+                if stand_in.mode == "500":
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                body = json.dumps({"id": self.path.split("/api/models/")[1], "sha": stand_in.sha,
+                                   "lastModified": "2026-11-26T00:00:00.000Z"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # only the stand-in is reached
+    stand_in = HubStandIn()
+    yield stand_in
+    stand_in.server.shutdown()
+
+
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text("source: {model: org/model}\nquantization: {format: fp8}\n")
+    return path
+
+
+def test_local_revisions_follow_the_content(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    first = latest_revision(str(tmp_path / "m"), None, None)
+    assert first == latest_revision(str(tmp_path / "m"), None, None) and first.startswith("local:")
+    (tmp_path / "m" / "config.json").write_text('{"x": 1}')
+    assert latest_revision(str(tmp_path / "m"), None, None) != first
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        latest_revision(str(tmp_path / "missing"), None, None)
+
+
+def test_hub_revision_is_the_model_info_sha(hub: HubStandIn) -> None:
+    assert latest_revision("org/model", hub.url, None) == "a" * 40
+    hub.mode = "404"
+    with pytest.raises(Exception, match="404"):
+        latest_revision("org/model", hub.url, None)
+
+
+def test_a_revision_is_claimed_once_and_released_when_unannounced(tmp_path: Path) -> None:
+    store = WatchStore(f"sqlite:///{tmp_path / 'watch.db'}")
+    spec = str(spec_file(tmp_path))
+    assert store.claim("org/model", spec, "r1") and not store.claim("org/model", spec, "r1")
+    store.release("org/model", spec, "r1")
+    assert store.claim("org/model", spec, "r1")
+    assert store.claim("org/model", spec, "r2") and store.claimed("org/model") == ["r1", "r2"]
+
+
+def _claim_all(url: str, spec: str, revisions: list[str], barrier, results) -> None:
+    store = WatchStore(url)
+    store.engine  # noqa: B018 (create the tables before the race starts)
+    barrier.wait()
+    results.put([r for r in revisions if store.claim("org/model", spec, r)])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_watchers_racing_claim_each_revision_exactly_once(backend: str, tmp_path: Path) -> None:
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'watch.db'}"
+    else:  # the production store: a fresh database in the machine's PostgreSQL, dropped afterwards
+        name = f"ewwatch_{uuid.uuid4().hex[:8]}"
+        admin = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    try:
+        revisions = [f"r{i}" for i in range(40)]
+        context = multiprocessing.get_context("spawn")
+        barrier, results = context.Barrier(2), context.Queue()
+        spec = str(spec_file(tmp_path))
+        workers = [context.Process(target=_claim_all, args=(url, spec, revisions, barrier, results)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        won = [results.get(timeout=120) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=30)
+        assert sorted(won[0] + won[1]) == sorted(revisions)  # every revision claimed, none twice
+    finally:
+        if backend == "postgresql":
+            WatchStore(url).engine.dispose()
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_a_tick_announces_a_new_sha_once_and_retries_an_unreachable_hub(
+    hub: HubStandIn, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import flows.watch as watch
+    from enginewright.cli import main
+
+    monkeypatch.setenv("ENGINEWRIGHT_HUB_ENDPOINT", hub.url)
+    monkeypatch.setenv("ENGINEWRIGHT_WATCH_TIMEOUT_S", "1")  # the stand-in's slow mode answers after 3 s
+    events: list[tuple[str, str]] = []
+    real_announce = watch.announce
+
+    def recording_announce(source: str, spec_path: str, revision: str) -> None:
+        real_announce(source, spec_path, revision)  # the real Prefect event
+        events.append((source, revision))
+
+    monkeypatch.setattr(watch, "announce", recording_announce)
+    assert main(["watch", "add", "org/model", "--spec", str(spec_file(tmp_path))]) == 0
+
+    assert main(["watch", "tick"]) == 0 and events == [("org/model", "a" * 40)]
+    assert main(["watch", "tick"]) == 0 and len(events) == 1  # the same sha: nothing
+    for failure in ("404", "500", "slow"):
+        hub.mode, hub.sha = failure, "b" * 40
+        started = time.monotonic()
+        assert main(["watch", "tick"]) == 0 and len(events) == 1, failure  # logged, nothing claimed
+        assert time.monotonic() - started < 60
+    hub.mode = "ok"
+    assert main(["watch", "tick"]) == 0 and events[-1] == ("org/model", "b" * 40) and len(events) == 2
+    capsys.readouterr()
+    assert main(["watch", "list"]) == 0
+    assert f"announced=2  last={'b' * 40}" in capsys.readouterr().out
+    assert main(["watch", "remove", "org/model"]) == 0 and main(["watch", "remove", "org/model"]) == 2
