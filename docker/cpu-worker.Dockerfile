@@ -8,6 +8,6 @@ COPY enginewright ./enginewright
 COPY flows ./flows
 COPY tasks ./tasks
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
- && pip install --no-cache-dir -e .
+ && pip install --no-cache-dir -e ".[stack]"  # [stack]: psycopg2 for the MLflow server of infra/compose.yaml
 ENV PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
 CMD ["prefect", "worker", "start", "--pool", "cpu"]

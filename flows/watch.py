@@ -10,6 +10,7 @@ trigger (prefect.yaml) turns the event into a build run with that revision. A so
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 
 from enginewright.settings import Settings
@@ -17,6 +18,7 @@ from enginewright.watchlist import WatchStore
 from tasks.revisions import latest_revision
 
 EVENT = "enginewright.checkpoint.updated"
+GPU_BUILDS_LIMIT = "gpu-builds"
 
 
 def announce(source: str, spec_path: str, revision: str) -> None:
@@ -51,3 +53,23 @@ def watch_checkpoints() -> list[dict[str, str]]:
         logger.info("%s: new revision %s announced (%s)", entry.source, revision, EVENT)
         announced.append({"source": entry.source, "revision": revision, "spec_path": entry.spec_path})
     return announced
+
+
+@flow(name="build_revision")
+def build_revision(spec_path: str, source: str, revision: str):
+    """What the build deployment's trigger runs for an `enginewright.checkpoint.updated` event: the watched
+    spec, with its source pinned to the announced revision (a Hub commit sha; local and S3 sources are
+    identified by their content again when the build resolves them)."""
+    from pathlib import Path
+
+    from enginewright.spec import build_spec
+    from flows.build import build_engine
+
+    source_override = {"model": source}
+    if not revision.startswith(("local:", "s3:")):
+        source_override["revision"] = revision
+    spec = build_spec(Settings(), Path(spec_path), {"source": source_override})
+    # One build per GPU: a slot of the global concurrency limit `gpu-builds` (sized to the GPUs; where it does
+    # not exist, e.g. on Prefect's ephemeral API, this does not wait).
+    with concurrency(GPU_BUILDS_LIMIT, occupy=1, strict=False):
+        return build_engine(spec)

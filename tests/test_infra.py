@@ -1,0 +1,82 @@
+"""infra/, docker/ and prefect.yaml parse, and what they name exists in the project: images built by docker/,
+ports and settings of enginewright/settings.py, pools and flows of prefect.yaml, GPU requests for the gpu pool.
+(No Docker engine or Kubernetes cluster here: this checks the files, not a running deployment.)"""
+
+import importlib
+import inspect
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from enginewright.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = re.compile(r"^enginewright/(?P<name>[a-z-]+):")
+
+
+def built_here(image: str) -> bool:
+    match = IMAGE.match(image)
+    return match is not None and (ROOT / "docker" / f"{match['name']}.Dockerfile").is_file()
+
+
+def test_compose_services_use_project_images_ports_and_settings() -> None:
+    compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "s3", "mlflow", "prefect", "cpu-worker", "gpu-worker"} <= services.keys()
+    for name in ("mlflow", "cpu-worker", "gpu-worker"):
+        assert built_here(services[name]["image"]), services[name]["image"]
+    defaults = Settings()
+    published = {s: int(services[s]["ports"][0].rsplit(":", 2)[-1]) for s in ("s3", "mlflow", "prefect")}
+    assert published == {"s3": defaults.stack_s3_port, "mlflow": defaults.stack_mlflow_port,
+                         "prefect": defaults.stack_prefect_port}
+    fields = {f"ENGINEWRIGHT_{name.upper()}" for name in Settings.model_fields}
+    for service in services.values():
+        for key in service.get("environment") or {}:
+            assert not key.startswith("ENGINEWRIGHT_") or key in fields, key
+    assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    pools = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    worker_pools = {s["command"][s["command"].index("--pool") + 1] for s in services.values()
+                    if "worker" in s.get("command", [])}
+    assert worker_pools == pools == {"cpu", "gpu"}
+    init = (ROOT / "infra" / "postgres-init.sql").read_text()
+    assert all(f"enginewright_{db}" in init for db in ("mlflow", "prefect", "watch"))
+
+
+def test_work_pool_templates_declare_every_placeholder_and_request_gpus() -> None:
+    for path in sorted((ROOT / "infra" / "work-pools").glob("*.json")):
+        template = json.loads(path.read_text())
+        used = set(re.findall(r"\{\{ (\w+) \}\}", json.dumps(template["job_configuration"])))
+        declared = set(template["variables"]["properties"])
+        assert used <= declared, (path.name, used - declared)
+        text = path.read_text()
+        assert "nvidia.com/gpu" in text or "device_requests" in text or "CUDA_VISIBLE_DEVICES" in text, path.name
+        image = template["variables"]["properties"].get("image", {}).get("default")
+        assert image is None or built_here(image), image
+
+
+def test_kubernetes_manifests_parse_and_run_the_gpu_pool_worker() -> None:
+    documents = list(yaml.safe_load_all((ROOT / "infra" / "kubernetes" / "gpu-worker.yaml").read_text()))
+    kinds = {d["kind"] for d in documents}
+    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Secret"} <= kinds
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert built_here(container["image"]) and container["command"][container["command"].index("--pool") + 1] == "gpu"
+    secret = next(d for d in documents if d["kind"] == "Secret")
+    assert all(not value for key, value in secret["stringData"].items() if key.startswith("AWS_"))  # no real secrets
+
+
+def test_prefect_yaml_deployments_point_at_flows_with_those_parameters() -> None:
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    for deployment in config["deployments"]:
+        module_path, function = deployment["entrypoint"].split(":")
+        module = importlib.import_module(module_path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, function)
+        parameters = set(inspect.signature(flow.fn).parameters)
+        assert set(deployment.get("parameters", {})) <= parameters, deployment["name"]
+        for trigger in deployment.get("triggers", []):
+            assert trigger["expect"] == ["enginewright.checkpoint.updated"]
+            assert set(trigger["parameters"]) == parameters
+    watch = next(d for d in config["deployments"] if d["name"] == "watch")
+    assert watch["work_pool"]["name"] == "cpu" and watch["schedules"][0]["cron"]
