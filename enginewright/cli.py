@@ -104,9 +104,11 @@ def parser() -> argparse.ArgumentParser:
         description="add SOURCE --spec FILE: watch a Hugging Face repo id, an s3://prefix or a local directory; "
         "each new revision is announced once (Prefect event enginewright.checkpoint.updated) and the build "
         "deployment's trigger builds it with FILE. list: what is watched and which revisions were announced. "
-        "remove SOURCE. tick: poll every watched source once, now (what the scheduled watcher deployment runs).",
+        "remove SOURCE. tick: poll every watched source once, now (what the scheduled watcher deployment runs). "
+        "relay: receive Hugging Face Hub webhooks instead of polling (secret: ENGINEWRIGHT_HUB_WEBHOOK_SECRET).",
     )
-    watch.add_argument("action", choices=["add", "list", "remove", "tick"])
+    watch.add_argument("action", choices=["add", "list", "remove", "tick", "relay"])
+    watch.add_argument("--port", type=int, default=8765, help="with relay: port on 127.0.0.1 [default: 8765]")
     watch.add_argument("source", nargs="?", help="Hub repo id (org/name), s3://bucket/prefix or a local directory")
     watch.add_argument("--spec", type=Path, help="with add: the build spec to build new revisions with")
 
@@ -215,6 +217,16 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
             claimed = store.claimed(entry.source)
             print(f"{entry.source}  spec={entry.spec_path}  announced={len(claimed)}"
                   + (f"  last={claimed[-1]}" if claimed else ""))
+    elif args.action == "relay":
+        from enginewright.hub_relay import make_server
+        from flows.watch import announce
+
+        server = make_server("127.0.0.1", args.port, settings.hub_webhook_secret or "", store, announce)
+        print(f"Hub webhook relay on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.server_close()
     else:
         from flows.watch import watch_checkpoints
 

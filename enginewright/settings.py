@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     hub_endpoint: str | None = Field(
         default=None, description="Hugging Face Hub endpoint the watcher polls. Unset: huggingface_hub's default."
     )
+    hub_webhook_secret: str | None = Field(
+        default=None, repr=False, description="Secret the Hub webhook relay requires in X-Webhook-Secret."
+    )
     watch_timeout_s: float = Field(default=10, gt=0, description="Seconds the watcher waits for a source to answer.")
     shared_data_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared" / "data",

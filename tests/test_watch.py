@@ -169,3 +169,39 @@ def test_a_tick_announces_a_new_sha_once_and_retries_an_unreachable_hub(
     assert main(["watch", "list"]) == 0
     assert f"announced=2  last={'b' * 40}" in capsys.readouterr().out
     assert main(["watch", "remove", "org/model"]) == 0 and main(["watch", "remove", "org/model"]) == 2
+
+
+def test_the_hub_webhook_relay_checks_the_secret_and_announces_once(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from enginewright.hub_relay import make_server
+
+    store = WatchStore(f"sqlite:///{tmp_path / 'watch.db'}")
+    store.add("org/model", spec_file(tmp_path))
+    announced: list[tuple[str, str]] = []
+    server = make_server("127.0.0.1", 0, "s3cret", store, lambda source, spec, rev: announced.append((source, rev)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+
+    def post(payload: dict, secret: str | None) -> tuple[int, str]:
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                         headers={"X-Webhook-Secret": secret} if secret else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, json.loads(answer.read())["message"]
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())["message"]
+
+    update = {"event": {"action": "update", "scope": "repo.content"},
+              "repo": {"type": "model", "name": "org/model", "headSha": "c" * 40}}
+    try:
+        assert post(update, None)[0] == 401 and post(update, "wrong")[0] == 401
+        assert announced == [] and store.claimed("org/model") == []
+        assert post(update, "s3cret") == (202, f"org/model@{'c' * 40}: announced for 1 spec(s)")
+        assert post(update, "s3cret")[1].endswith("announced for 0 spec(s)")  # the same sha again: nothing
+        other = {**update, "repo": {**update["repo"], "name": "org/other"}}
+        assert post(other, "s3cret") == (202, "ignored: 'org/other' is not watched")
+        assert announced == [("org/model", "c" * 40)]
+    finally:
+        server.shutdown()
