@@ -9,5 +9,6 @@ COPY flows ./flows
 COPY tasks ./tasks
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
  && pip install --no-cache-dir -e ".[stack]"  # [stack]: psycopg2 for the MLflow server of infra/compose.yaml
-ENV PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
+ENV PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 \
+    ENGINEWRIGHT_CHECKOUT=/opt/enginewright
 CMD ["prefect", "worker", "start", "--pool", "cpu"]

@@ -19,5 +19,6 @@ RUN pip install --no-cache-dir --no-deps -e . \
 # pool serves (no GPU is visible during `docker build`, so the architectures are named).
 ENV TORCH_EXTENSIONS_DIR=/opt/torch_extensions TORCH_CUDA_ARCH_LIST="8.0;8.9;9.0;10.0+PTX"
 RUN python -c "import modelopt.torch.quantization.extensions as ext; ext.precompile()"
-ENV PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
+ENV PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 \
+    ENGINEWRIGHT_CHECKOUT=/opt/enginewright
 CMD ["prefect", "worker", "start", "--pool", "gpu"]

@@ -191,11 +191,12 @@ class Stack:
         return True
 
     # --- up ---------------------------------------------------------------------------------------------------
-    def up(self, say: Callable[[str], None] = print) -> dict[str, str]:
-        """Start what is not running, wait until each answers; on failure stop what this call started."""
+    def up(self, say: Callable[[str], None] = print, only: set[str] | None = None) -> dict[str, str]:
+        """Start what is not running (or only the named components), wait until each answers; on failure stop
+        what this call started."""
         self._create_databases()
         state = self._state()
-        components = self.components()
+        components = [c for c in self.components() if only is None or c.name in only]
         starting: list[Component] = []
         try:
             self._start(components, state, starting, say)

@@ -29,7 +29,8 @@ class HubStandIn:
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 stand_in.requests += 1
                 if stand_in.mode == "slow":
-                    time.sleep(3)
+                    time.sleep(3)  # the client gave up meanwhile: answering would only raise BrokenPipeError
+                    return
                 if stand_in.mode == "404":
                     self.send_response(404)
                     self.send_header("X-Error-Code", "RepoNotFound")
