@@ -83,6 +83,7 @@ def test_a_new_hub_sha_starts_exactly_one_build_run_with_that_revision(tmp_path:
         stack.up(say=lambda line: None, only={"prefect"})
         for pool in ("cpu", "gpu"):
             prefect_cli(["work-pool", "create", pool, "--type", "process"], env)
+        prefect_cli(["global-concurrency-limit", "create", "gpu-builds", "--limit", "1"], env)  # one GPU here
         prefect_cli(["--no-prompt", "deploy", "--all"], env)
         for pool in ("cpu", "gpu"):
             log = (tmp_path / f"worker-{pool}.log").open("w")
