@@ -30,7 +30,16 @@ def calib(shared_data: Path, tokenizer_dir: Path, tmp_path_factory: pytest.TempP
 
 
 def test_every_format_has_a_modelopt_preset() -> None:
-    assert set(RECIPES) == set(EXPECTED_ALGO)
+    """Every format the spec accepts maps to a ModelOpt preset; those not exported here need a Blackwell GPU."""
+    import typing
+
+    import modelopt.torch.quantization as mtq
+
+    from enginewright.devices import GPU_ONLY_FORMATS
+    from enginewright.spec import QuantFormat
+
+    assert set(RECIPES) == set(typing.get_args(QuantFormat)) == set(EXPECTED_ALGO) | set(GPU_ONLY_FORMATS)
+    assert all(isinstance(getattr(mtq, preset), dict) for preset in RECIPES.values())
 
 
 @pytest.mark.parametrize("fmt", sorted(EXPECTED_ALGO))
