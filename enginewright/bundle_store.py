@@ -49,17 +49,18 @@ def _progress(total: int, label: str) -> tqdm:
 def store_bundle(bundle_dir: Path, manifest: Manifest, uri: str, endpoint_url: str | None,
                  transfer: TransferSettings) -> str:
     """Copy the bundle to `uri` and verify every stored file against the manifest; returns `uri`."""
-    files = [(bundle_dir / safe_relative_path(f["path"]), f["path"], f["size"], f["sha256"]) for f in manifest["files"]]
-    manifest_path = bundle_dir / MANIFEST_NAME
-    manifest_entry = (manifest_path, MANIFEST_NAME, manifest_path.stat().st_size, sha256_file(manifest_path))
     if not is_s3(uri):
         return _store_local(bundle_dir, _local_path(uri))
     target = S3Location.parse(uri)
+    items = [UploadItem(bundle_dir / safe_relative_path(f["path"]), target.child(f["path"]), f["size"], f["sha256"])
+             for f in manifest["files"]]
+    manifest_path = bundle_dir / MANIFEST_NAME
+    last = UploadItem(manifest_path, target.child(MANIFEST_NAME), manifest_path.stat().st_size,
+                      sha256_file(manifest_path))
     client = s3_client(endpoint_url, transfer.concurrency)
-    with _progress(sum(f[2] for f in files) + manifest_entry[2], f"upload {target.uri}") as bar:
-        for batch in (files, [manifest_entry]):  # the manifest last, once the rest is verified
-            upload_verified(client, [UploadItem(p, target.child(rel), size, sha) for p, rel, size, sha in batch],
-                            transfer, bar.update)
+    with _progress(sum(i.size for i in items) + last.size, f"upload {target.uri}") as bar:
+        for batch in (items, [last]):  # the manifest last, once the rest is verified
+            upload_verified(client, batch, transfer, bar.update)
     return uri
 
 

@@ -47,12 +47,25 @@ def _help(model: type, field: str) -> str:
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for flag, (section, field, _, _) in BUILD_FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             overrides.setdefault(section, {})[field] = value
     if args.kv_quant is not None:
         overrides.setdefault("quantization", {})["kv_cache"] = args.kv_quant
     return overrides
+
+
+def add_spec_flags(command: argparse.ArgumentParser, spec_help: str, quant_help: str | None = None) -> None:
+    """--spec, one flag per overridable spec field, --kv-quant. With `quant_help`, --quant is a required list of
+    formats (the matrix) instead of one format."""
+    command.add_argument("--spec", type=Path, help=spec_help)
+    for flag, (_, field, model, parse) in BUILD_FLAGS.items():
+        if flag == "--quant" and quant_help is not None:
+            command.add_argument(flag, required=True, help=quant_help)
+        else:
+            command.add_argument(flag, type=parse, default=None, help=_help(model, field))
+    command.add_argument("--kv-quant", action=argparse.BooleanOptionalAction, default=None,
+                         help=_help(QuantizationSpec, "kv_cache"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,11 +82,7 @@ def parser() -> argparse.ArgumentParser:
         "With no flags it builds the embedded default (SmolLM2-135M-Instruct, fp8, shared offline data); "
         "flags override --spec, which overrides the defaults. Exit codes: 0 built, 1 failed, 2 bad input.",
     )
-    build.add_argument("--spec", type=Path, help="YAML build spec (see specs/); flags override its values")
-    for flag, (_, field, model, parse) in BUILD_FLAGS.items():
-        build.add_argument(flag, type=parse, default=None, help=_help(model, field))
-    build.add_argument("--kv-quant", action=argparse.BooleanOptionalAction, default=None,
-                       help=_help(QuantizationSpec, "kv_cache"))
+    add_spec_flags(build, "YAML build spec (see specs/); flags override its values")
     build.add_argument("--dry-run", action="store_true", help="validate the spec and inputs, print it, build nothing")
     build.add_argument("--report-json", type=Path, help="also write the outcome (version, gate, sizes) as JSON here")
 
@@ -85,13 +94,8 @@ def parser() -> argparse.ArgumentParser:
         "`matrix-comparison`) and sets alias `recommended` on the version the policy picks. Exit codes: 0 done "
         "(whatever each variant's outcome), 1 no variant registered, 2 bad input.",
     )
-    matrix.add_argument("--spec", type=Path, help="YAML build spec; --quant replaces its quantization.format")
-    for flag, (_, field, model, parse) in BUILD_FLAGS.items():
-        if flag != "--quant":
-            matrix.add_argument(flag, type=parse, default=None, help=_help(model, field))
-    matrix.add_argument("--quant", required=True, help="comma-separated formats, e.g. fp8,int8_sq,int4_awq,w4a8_awq")
-    matrix.add_argument("--kv-quant", action=argparse.BooleanOptionalAction, default=None,
-                        help=_help(QuantizationSpec, "kv_cache"))
+    add_spec_flags(matrix, "YAML build spec; --quant replaces its quantization.format",
+                   quant_help="comma-separated formats, e.g. fp8,int8_sq,int4_awq,w4a8_awq")
     matrix.add_argument("--parallel", type=int, default=None,
                         help="variants at a time [default: one per GPU, or all of them on the CPU]")
     matrix.add_argument("--policy", choices=["smallest", "most_accurate", "fastest"], default="smallest",
@@ -242,11 +246,11 @@ def cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
     if len(formats) < 2 or len(set(formats)) != len(formats):
         raise InputError(f"--quant {args.quant!r} must name at least two different formats, comma-separated")
     overrides = overrides_from_args(args)
-    overrides.get("quantization", {}).pop("format", None)  # --quant is the list of variants here
-    for fmt in formats:  # a typo is bad input; a format this worker cannot calibrate is a refused variant
-        build_spec(settings, args.spec, overrides | {"quantization": {**overrides.get("quantization", {}), "format": fmt}})
-    spec = build_spec(settings, args.spec, overrides | {"quantization": {**overrides.get("quantization", {}),
-                                                                          "format": formats[0]}})
+    quantization = overrides.pop("quantization", {})
+    # Every variant's spec validated now: a typo is bad input; a format this worker cannot calibrate is a
+    # refused variant later. The first variant's spec is the shared one (the format is replaced per variant).
+    spec, *_ = [build_spec(settings, args.spec, overrides | {"quantization": quantization | {"format": fmt}})
+                for fmt in formats]
     # fp8 for the shared checks: a variant whose format this worker cannot calibrate is refused on its own
     check_before_work(spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"format": "fp8"})}),
                       settings)

@@ -28,15 +28,7 @@ def handle_hub_event(payload: dict, store: WatchStore, announce: Callable[[str, 
     watched = [w for w in store.list() if w.source == repo.get("name")]
     if not watched:
         return 202, f"ignored: {repo.get('name')!r} is not watched"
-    announced = 0
-    for entry in watched:
-        if store.claim(entry.source, entry.spec_path, repo["headSha"]):
-            try:
-                announce(entry.source, entry.spec_path, repo["headSha"])
-            except Exception:
-                store.release(entry.source, entry.spec_path, repo["headSha"])
-                raise
-            announced += 1
+    announced = sum(store.announce_once(entry.source, entry.spec_path, repo["headSha"], announce) for entry in watched)
     return 202, f"{repo['name']}@{repo['headSha']}: announced for {announced} spec(s)"
 
 

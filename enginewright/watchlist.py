@@ -9,6 +9,7 @@ exactly one insert succeeds, and only that watcher announces it. A revision is n
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -84,6 +85,19 @@ class WatchStore:
             inserted = connection.execute(self._insert_ignoring_duplicates(
                 CLAIMED, source=source, spec_sha256=spec_sha256, revision=revision))
             return inserted.rowcount == 1
+
+    def announce_once(self, source: str, spec_path: str, revision: str,
+                      announce: Callable[[str, str, str], None]) -> bool:
+        """Claim `revision` and announce it; True when this caller did. A failed announcement releases the claim,
+        so the next watcher tick (or webhook) claims it again: a revision is neither announced twice nor lost."""
+        if not self.claim(source, spec_path, revision):
+            return False
+        try:
+            announce(source, spec_path, revision)
+        except Exception:
+            self.release(source, spec_path, revision)
+            raise
+        return True
 
     def release(self, source: str, spec_path: str, revision: str) -> None:
         """Undo a claim whose announcement failed."""

@@ -42,6 +42,7 @@ from tasks.compare import (
     recommend,
 )
 from tasks.eval_data import eval_data_task
+from tasks.register import client_for, experiment_id
 from tasks.sources import resolve_task
 
 MATRIX_EXPERIMENT = "enginewright-matrices"
@@ -129,14 +130,11 @@ def run_variants(spec: BuildSpec, formats: list[str], parallel: int, run_dir: Pa
 
 
 def record_comparison(variants: list[VariantResult], chosen: VariantResult | None, reason: str, table: str,
-                      plot: Path, model_name: str, policy: RecommendationPolicy, tracking_uri: str) -> str:
+                      plot: Path, model_name: str, policy: RecommendationPolicy, tracking_uri: str,
+                      artifact_root: str) -> str:
     """An MLflow run holding the table and the plot; alias + tags on the chosen version. Returns the run id."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(MATRIX_EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(MATRIX_EXPERIMENT)
-    run = client.create_run(experiment_id, run_name=f"matrix-{model_name}", tags={
+    client = client_for(tracking_uri)
+    run = client.create_run(experiment_id(client, artifact_root, MATRIX_EXPERIMENT), run_name=f"matrix-{model_name}", tags={
         "matrix.formats": ",".join(v.format for v in variants), "matrix.policy": policy.model_dump_json(),
         "matrix.recommended": chosen.format if chosen else "none", "mlflow.note.content": table})
     client.log_text(run.info.run_id, table, "comparison.md")
@@ -173,7 +171,8 @@ def build_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: Rec
     plot = comparison_plot(variants, run_dir / "comparison.png")
     (run_dir / "comparison.md").write_text(table)
     create_markdown_artifact(key="matrix-comparison", markdown=table, description="Matrix build comparison")
-    record_comparison(variants, chosen, reason, table, plot, spec.registry.model_name, policy, settings.tracking_uri)
+    record_comparison(variants, chosen, reason, table, plot, spec.registry.model_name, policy, settings.tracking_uri,
+                      settings.artifact_root)
     logger.info("recommendation: %s", reason)
     return MatrixOutcome(variants, chosen, reason, table, run_dir)
 

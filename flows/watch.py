@@ -43,13 +43,8 @@ def watch_checkpoints() -> list[dict[str, str]]:
             logger.warning("%s: %s: %s; trying again on the next tick", entry.source, type(exc).__name__,
                            str(exc).splitlines()[0] if str(exc) else "")
             continue
-        if not store.claim(entry.source, entry.spec_path, revision):
+        if not store.announce_once(entry.source, entry.spec_path, revision, announce):
             continue
-        try:
-            announce(entry.source, entry.spec_path, revision)
-        except Exception:
-            store.release(entry.source, entry.spec_path, revision)  # unannounced: the next tick claims it again
-            raise
         logger.info("%s: new revision %s announced (%s)", entry.source, revision, EVENT)
         announced.append({"source": entry.source, "revision": revision, "spec_path": entry.spec_path})
     return announced

@@ -74,11 +74,12 @@ def find_version(client: MlflowClient, name: str, build_key: str):
     return found[0] if found else None
 
 
-def experiment_id(client: MlflowClient, artifact_root: str) -> str:
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+def experiment_id(client: MlflowClient, artifact_root: str, name: str = EXPERIMENT) -> str:
+    """The experiment `name`, created under `artifact_root` the first time."""
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(EXPERIMENT, artifact_location=f"{artifact_root.rstrip('/')}/{EXPERIMENT}")
+    return client.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
 
 
 def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> LoggedRun:
