@@ -143,6 +143,41 @@ def parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--purge", action="store_true",
                        help="with `down`: also drop the stack's databases and delete its S3 data")
+    deploy = commands.add_parser(
+        "deploy", help="deploy a registered version to a target: verify, check fit, render serving configs",
+        description="Pull and verify the bundle of a model version, check it fits the target (gate passed; FP8 "
+        "needs compute capability 8.9+, NVFP4/MX 10.0+; a legacy engine only on its own GPU architecture and "
+        "TensorRT version), render a trtllm-serve command with its LLM-API YAML and a Triton LLM-API model "
+        "repository under $ENGINEWRIGHT_HOME/serving/<target>/<model>/, switch `current` to it and record the "
+        "rollout on the version. This is what setting the alias in the MLflow UI runs. A refused deploy changes "
+        "nothing that serves and exits 1 with the reason.",
+    )
+    deploy.add_argument("model_name", help="registered model name")
+    which = deploy.add_mutually_exclusive_group()
+    which.add_argument("--version", help="version number to deploy")
+    which.add_argument("--alias", help="deploy the version this alias points at [default: ENGINEWRIGHT_DEPLOY_ALIAS, "
+                       "production]")
+    deploy.add_argument("--target", type=Path, help="deploy target YAML [default: ENGINEWRIGHT_DEPLOY_TARGET, "
+                        "specs/targets/h100.yaml]")
+
+    rollback = commands.add_parser(
+        "rollback", help="move the production alias back to the previous deployed version and re-render",
+        description="Set the deploy alias (production) back to the version that served on the target before the "
+        "current one (from the registered model's deploy.<target>.history tag) and deploy it again.",
+    )
+    rollback.add_argument("model_name", help="registered model name")
+    rollback.add_argument("--target", type=Path, help="deploy target YAML [default: ENGINEWRIGHT_DEPLOY_TARGET]")
+
+    promote = commands.add_parser(
+        "promote", help="turn alias changes in the MLflow registry into deploy runs (relay, poll, webhook)",
+        description="relay: receive MLflow's registry webhooks (signature checked with "
+        "ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET) and announce alias changes as Prefect events; "
+        "poll: one poll of every registered model's alias (the scheduled fallback where webhooks are unavailable); "
+        "webhook: create MLflow's webhook for alias changes, pointing at the relay's --url.",
+    )
+    promote.add_argument("action", choices=["relay", "poll", "webhook"])
+    promote.add_argument("--port", type=int, default=8766, help="with relay: port on 127.0.0.1 [default: 8766]")
+    promote.add_argument("--url", help="with webhook: the relay's URL as the MLflow server reaches it")
     return top
 
 
@@ -195,6 +230,61 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     for name, url, state in rows:
         print(f"{name:<8} {url:<48} {state}")
     return 0 if all(state.startswith("up") for _, _, state in rows) else 1
+
+
+def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.deploy import DeployRefused, deploy_version
+
+    target = str(args.target) if args.target else None
+    alias = None if args.version else (args.alias or settings.deploy_alias)
+    try:
+        outcome = deploy_version(args.model_name, args.version, alias, target, action="manual")
+    except DeployRefused as exc:
+        raise EnginewrightError(f"refused: {exc}") from None
+    print(outcome.message)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.promotion import AliasStore
+    from flows.deploy import DeployRefused, rollback
+
+    try:
+        outcome = rollback(args.model_name, settings, args.target, claim=AliasStore(settings.watch_db_url).claim)
+    except DeployRefused as exc:
+        raise EnginewrightError(f"refused: {exc}") from None
+    print(f"rolled back: {outcome.message}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.promotion import AliasStore, make_relay
+    from flows.promote import announce_alias, poll_aliases_flow
+
+    if args.action == "poll":
+        for name, version in poll_aliases_flow():
+            print(f"announced {name}@{settings.deploy_alias} -> version {version}")
+        return 0
+    if not settings.mlflow_webhook_secret:
+        raise InputError(f"promote {args.action} needs ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET: the secret MLflow signs "
+                         "its webhook deliveries with")
+    if args.action == "webhook":
+        from enginewright.mlflow_webhooks import ensure_alias_webhook
+
+        if not args.url:
+            raise InputError("promote webhook needs --url: the relay's address as the MLflow server reaches it")
+        webhook_id = ensure_alias_webhook(settings.tracking_uri, args.url, settings.mlflow_webhook_secret)
+        print(f"MLflow webhook {webhook_id}: model_version_alias.created -> {args.url}")
+        return 0
+    server = make_relay("127.0.0.1", args.port, settings.mlflow_webhook_secret, settings.deploy_alias,
+                        AliasStore(settings.watch_db_url), announce_alias)
+    print(f"MLflow webhook relay on http://127.0.0.1:{args.port}/ for alias {settings.deploy_alias!r} "
+          "(Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()
+    return 0
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
@@ -364,6 +454,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_matrix(args, settings)
         if args.command == "watch":
             return cmd_watch(args, settings)
+        if args.command == "deploy":
+            return cmd_deploy(args, settings)
+        if args.command == "rollback":
+            return cmd_rollback(args, settings)
+        if args.command == "promote":
+            return cmd_promote(args, settings)
         return cmd_build(args, settings)
     except EnginewrightError as exc:
         print(f"enginewright: error: {exc}", file=sys.stderr)

@@ -11,13 +11,11 @@ the small relay that OSS needs in front of `emit_event`.
 from __future__ import annotations
 
 import hmac
-import json
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Mapping
+from http.server import ThreadingHTTPServer
 
 from enginewright.watchlist import WatchStore
-
-MAX_BODY = 1 << 20
+from enginewright.webhook_server import make_json_server, parse_json
 
 
 def handle_hub_event(payload: dict, store: WatchStore, announce: Callable[[str, str, str], None]) -> tuple[int, str]:
@@ -37,29 +35,12 @@ def make_server(host: str, port: int, secret: str, store: WatchStore,
     if not secret:
         raise ValueError("the Hub webhook relay needs a secret (ENGINEWRIGHT_HUB_WEBHOOK_SECRET)")
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            given = self.headers.get("X-Webhook-Secret", "")
-            if not hmac.compare_digest(given.encode(), secret.encode()):
-                return self._reply(401, "bad or missing X-Webhook-Secret")
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                return self._reply(413, "payload too large")
-            try:
-                payload = json.loads(self.rfile.read(length) or b"{}")
-            except json.JSONDecodeError:
-                return self._reply(400, "body is not JSON")
-            self._reply(*handle_hub_event(payload, store, announce))
+    def handle(headers: Mapping[str, str], body: bytes) -> tuple[int, str]:
+        if not hmac.compare_digest(headers.get("X-Webhook-Secret", "").encode(), secret.encode()):
+            return 401, "bad or missing X-Webhook-Secret"
+        payload = parse_json(body)
+        if payload is None:
+            return 400, "body is not a JSON object"
+        return handle_hub_event(payload, store, announce)
 
-        def _reply(self, status: int, message: str) -> None:
-            body = json.dumps({"message": message}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, fmt, *args):  # the default logs request lines only; never headers (the secret)
-            pass
-
-    return ThreadingHTTPServer((host, port), Handler)
+    return make_json_server(host, port, handle)

@@ -69,6 +69,21 @@ class Settings(BaseSettings):
     hub_webhook_secret: str | None = Field(
         default=None, repr=False, description="Secret the Hub webhook relay requires in X-Webhook-Secret."
     )
+    mlflow_webhook_secret: str | None = Field(
+        default=None, repr=False,
+        description="Secret MLflow signs its registry webhooks with; the promotion relay checks X-MLflow-Signature.",
+    )
+    deploy_alias: str = Field(
+        default="production", pattern=r"^[A-Za-z0-9_-]+$",
+        description="The alias whose change deploys a version (set in the MLflow UI).",
+    )
+    deploy_target: Path = Field(
+        default=_REPO_ROOT / "specs" / "targets" / "h100.yaml",
+        description="The deploy target file (GPU, compute capability, ports) deploys render for.",
+    )
+    serving_root: Path | None = Field(
+        default=None, description="Where rendered serving configs and deployed bundles live. Unset: `home`/serving.",
+    )
     watch_timeout_s: float = Field(default=10, gt=0, description="Seconds the watcher waits for a source to answer.")
     shared_data_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared" / "data",
@@ -99,6 +114,10 @@ class Settings(BaseSettings):
     @property
     def bundle_root(self) -> str:
         return self.bundle_store or str((self.home / "bundles").resolve())
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.serving_root or self.home / "serving"
 
     @property
     def watch_db_url(self) -> str:

@@ -269,14 +269,14 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     return _resolve_relative_paths(raw, path.parent)
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError, what: str = "build spec") -> str:
     """One line per pydantic error, joined: `quantization.format: Input should be 'fp8', ... (got 'fp9')`."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
         parts.append(f"{loc}: {err['msg']}{got}")
-    return "invalid build spec: " + "; ".join(parts)
+    return f"invalid {what}: " + "; ".join(parts)
 
 
 def build_spec(

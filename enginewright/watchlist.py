@@ -1,26 +1,22 @@
-"""What is watched, and which revisions were already handed to a build: a small table store.
-
-The store is a SQLAlchemy URL (`ENGINEWRIGHT_WATCH_DB`): a SQLite file under `home` by default, the stack's
-PostgreSQL in production. A revision is *claimed* by inserting (source, spec, revision) under a primary key
+"""What is watched, and which revisions were already handed to a build: a small table store
+(enginewright.store_db). A revision is *claimed* by inserting (source, spec, revision) under a primary key
 with `ON CONFLICT DO NOTHING`: of any number of watchers that see the same new revision at the same moment,
 exactly one insert succeeds, and only that watcher announces it. A revision is never announced twice.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, create_engine, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Column, DateTime, String, Table, delete, func, select
 
 from enginewright.errors import InputError
 from enginewright.hashing import sha256_file
+from enginewright.store_db import METADATA, dialect_of, open_engine
 
-METADATA = MetaData()
 WATCHED = Table(
     "enginewright_watched", METADATA,
     Column("source", String(1024), primary_key=True),
@@ -48,18 +44,7 @@ class WatchStore:
 
     @cached_property
     def engine(self):
-        if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(self.url, pool_pre_ping=True)
-        for attempt in range(5):  # several watchers may create the tables at once
-            try:
-                METADATA.create_all(engine)
-                break
-            except Exception:
-                if attempt == 4:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-        return engine
+        return open_engine(self.url)
 
     def add(self, source: str, spec_path: Path) -> Watched:
         if not spec_path.is_file():
@@ -113,5 +98,4 @@ class WatchStore:
             return [row[0] for row in rows]
 
     def _insert_ignoring_duplicates(self, table: Table, **values):
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table).values(**values).on_conflict_do_nothing()
+        return dialect_of(self.engine).insert(table).values(**values).on_conflict_do_nothing()

@@ -47,6 +47,13 @@ def tensorrt_llm_version() -> str | None:
         return None
 
 
+def tensorrt_version() -> str | None:
+    try:
+        return importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def engine_lane_status() -> dict[str, str]:
     """{"status": "skipped", "reason": ...}, or {"status": "available"} on a GPU worker with TensorRT-LLM."""
     if not torch.cuda.is_available():
@@ -167,7 +174,9 @@ def run_engine_lane(bundle_dir: Path, prompts: list[str], max_new_tokens: int, l
     result.update(bench_metrics(trtllm_bench(bundle_dir, model_name, work / "trtllm-bench")))
     if legacy_engine:
         build_legacy_engine(bundle_dir, max_batch_size, max_num_tokens)
-        result["status"] = "built"
+        # An engine runs only on this SM and this TensorRT: recorded for the deploy flow's fit check.
+        major, minor = torch.cuda.get_device_capability(0)
+        result.update(status="built", compute_capability=f"{major}.{minor}", tensorrt=tensorrt_version())
     return result
 
 

@@ -28,7 +28,9 @@ def lane(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("PATH", f"{STANDINS / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("TRTLLM_BENCH_STANDIN_LOG", str(tmp_path / "bench.log"))
     monkeypatch.setattr(lane.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(lane.torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(lane, "tensorrt_llm_version", lambda: "1.2.0")
+    monkeypatch.setattr(lane, "tensorrt_version", lambda: "10.13.3")
     return lane
 
 
@@ -68,7 +70,7 @@ def test_the_legacy_lane_builds_an_engine_only_on_tensorrt_llm_up_to_1_2(lane, t
     root = bundle(tmp_path)
     result = lane.run_engine_lane(root, ["a"], 4, legacy_engine=True, max_batch_size=8, max_num_tokens=1024,
                                   model_name="tiny", work=tmp_path / "work")
-    assert result["status"] == "built"
+    assert (result["status"], result["compute_capability"], result["tensorrt"]) == ("built", "9.0", "10.13.3")
     assert sorted(p.name for p in (root / "engine").iterdir()) == ["config.json", "rank0.engine"]
     assert not (root / "engine.partial").exists()
 

@@ -1,0 +1,41 @@
+"""Does a registered bundle fit a deploy target? Every reason it does not, in words a person can act on.
+
+- the gate: only a version whose accuracy gate passed (`gate.verdict=pass` on the version) is deployed;
+- the quantization format against the target GPU: FP8 (and W4A8, FP8 per-channel) needs compute capability 8.9+
+  to run natively, NVFP4 and the MX formats 10.0+ (enginewright.devices.SERVING_MIN_CAPABILITY);
+- a legacy TensorRT engine, when the target asks to serve one: the bundle must carry an engine built on the
+  same GPU architecture and TensorRT version, because an engine runs nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from enginewright.devices import SERVING_MIN_CAPABILITY
+from enginewright.schemas import Manifest
+from enginewright.targets import DeployTarget
+
+
+def fit_problems(manifest: Manifest, version_tags: Mapping[str, str], target: DeployTarget) -> list[str]:
+    """Empty when the bundle can be served on `target`; otherwise one sentence per reason."""
+    problems = []
+    verdict = version_tags.get("gate.verdict")
+    if verdict != "pass":
+        problems.append(f"the accuracy gate verdict is {verdict!r}; only versions whose gate passed are deployed")
+    fmt = str(manifest.get("quantization", {}).get("format"))
+    needed = SERVING_MIN_CAPABILITY.get(fmt)
+    if needed is not None and target.capability < needed:
+        problems.append(f"{fmt} needs a GPU of compute capability {needed[0]}.{needed[1]}+ to be served; target "
+                        f"{target.name!r} ({target.gpu}) has {target.compute_capability}")
+    if target.serve_legacy_engine:
+        engine = manifest.get("engine", {})
+        if engine.get("status") != "built":
+            problems.append("a legacy engine was asked for, but this bundle has none "
+                            f"(engine lane: {engine.get('status', 'unknown')}); serve its checkpoint instead")
+        else:
+            built_for = (engine.get("compute_capability"), engine.get("tensorrt"))
+            wanted = (target.compute_capability, target.tensorrt_version)
+            if built_for != wanted:
+                problems.append(f"the legacy engine was built for compute capability {built_for[0]} with TensorRT "
+                                f"{built_for[1]}; target {target.name!r} has {wanted[0]} with TensorRT {wanted[1]}")
+    return problems

@@ -1,0 +1,128 @@
+"""Render the serving configuration of one bundle for one target, and switch a target to it atomically.
+
+A release folder holds everything a serving host needs to start the bundle, two ways:
+
+    releases/v3-20261126T230000Z/
+      deployment.json                    what was deployed: model, version, bundle id and path, target, time
+      llm_api.yaml                       the bundle's LLM-API options (+ the target's overrides)
+      trtllm-serve.sh                    `trtllm-serve <checkpoint> --host … --port … --extra_llm_api_options …`
+      triton/tensorrt_llm/1/model.yaml   Triton's TensorRT-LLM LLM-API model: LLM() arguments + triton_config
+      triton/tensorrt_llm/config.pbtxt   copied with 1/model.py and 1/helpers.py from the target's
+                                         `triton_llmapi_template` (same TensorRT-LLM release as the image),
+                                         or, without one, triton/README.md says what to copy
+
+The serving side reads `<model>/current`, a symlink replaced in one rename: it points at the old release or the
+new one, never at a half-written folder. A refused deploy never touches it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from enginewright.schemas import Manifest
+from enginewright.targets import DeployTarget
+
+TRITON_MODEL = "tensorrt_llm"
+TRITON_TEMPLATE_FILES = ("config.pbtxt", "1/model.py", "1/helpers.py")
+# Triton's LLM-API model keeps these two keys for itself; the rest of model.yaml is LLM() arguments.
+TRITON_CONFIG = {"max_batch_size": 0, "decoupled": False}
+
+
+def model_dir(serving_root: Path, target: DeployTarget, model_name: str) -> Path:
+    return serving_root / target.name / model_name
+
+
+def serving_options(bundle_dir: Path, target: DeployTarget) -> dict[str, Any]:
+    """The bundle's llm_api.yaml with the target's overrides applied."""
+    options = yaml.safe_load((bundle_dir / "llm_api.yaml").read_text()) or {}
+    if target.tensor_parallel_size is not None:
+        options["tensor_parallel_size"] = target.tensor_parallel_size
+    options["trust_remote_code"] = False
+    if target.serve_legacy_engine:
+        options["backend"] = "tensorrt"
+    return options
+
+
+def served_path(bundle_dir: Path, target: DeployTarget) -> Path:
+    """What TensorRT-LLM loads: the legacy engine folder where the target serves engines, else the checkpoint."""
+    return bundle_dir / ("engine" if target.serve_legacy_engine else "checkpoint")
+
+
+def trtllm_serve_command(model_path: Path, llm_api_yaml: Path, target: DeployTarget) -> list[str]:
+    return ["trtllm-serve", str(model_path), "--host", target.host, "--port", str(target.port),
+            "--extra_llm_api_options", str(llm_api_yaml)]
+
+
+def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, model_name: str, version: str,
+                   release_dir: Path, now: datetime | None = None) -> dict[str, Any]:
+    """Write a complete release folder (through a `.partial` sibling); returns its deployment.json."""
+    now = now or datetime.now(UTC)
+    partial = release_dir.with_name(release_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        options = serving_options(bundle_dir, target)
+        model_path = served_path(bundle_dir, target)
+        (partial / "llm_api.yaml").write_text(yaml.safe_dump(options, sort_keys=False))
+        command = trtllm_serve_command(model_path, release_dir / "llm_api.yaml", target)
+        script = partial / "trtllm-serve.sh"
+        script.write_text("#!/bin/sh\n# Rendered by enginewright deploy; serve with TensorRT-LLM's OpenAI-compatible server.\n"
+                          f"exec {shlex.join(command)} \"$@\"\n")
+        script.chmod(0o755)
+        _render_triton(partial / "triton", model_path, options, target)
+        deployment = {
+            "model": model_name, "version": version, "bundle_id": manifest["bundle_id"],
+            "bundle_dir": str(bundle_dir), "served_path": str(model_path),
+            "quantization": manifest.get("quantization", {}).get("format"),
+            "target": target.model_dump(mode="json"), "rendered_at": now.isoformat(timespec="seconds"),
+            "trtllm_serve": command,
+            "triton_model_repository": str(release_dir / "triton"),
+        }
+        (partial / "deployment.json").write_text(json.dumps(deployment, indent=2) + "\n")
+        shutil.rmtree(release_dir, ignore_errors=True)
+        partial.rename(release_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return deployment
+
+
+def _render_triton(repository: Path, model_path: Path, options: dict[str, Any], target: DeployTarget) -> None:
+    model = repository / TRITON_MODEL
+    (model / "1").mkdir(parents=True)
+    model_yaml = {"model": str(model_path), **options, "triton_config": dict(TRITON_CONFIG)}
+    (model / "1" / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))
+    if target.triton_llmapi_template is not None:
+        for name in TRITON_TEMPLATE_FILES:
+            shutil.copy2(target.triton_llmapi_template / name, model / name)
+        return
+    (repository / "README.md").write_text(
+        "Triton model repository for TensorRT-LLM's LLM-API model. Before starting Triton, copy `config.pbtxt`,\n"
+        "`1/model.py` and `1/helpers.py` from `triton_backend/all_models/llmapi/tensorrt_llm/` of the TensorRT-LLM\n"
+        "release your Triton image runs into `tensorrt_llm/` (or set the target's `triton_llmapi_template` and\n"
+        "deploy again), then: `tritonserver --model-repository=<this folder>`.\n")
+
+
+def current_release(model_root: Path) -> Path | None:
+    link = model_root / "current"
+    return link.resolve() if link.is_symlink() else None
+
+
+def switch_current(model_root: Path, release_dir: Path) -> None:
+    """Point `<model_root>/current` at `release_dir` in one atomic rename."""
+    tmp = model_root / f".current.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(release_dir.relative_to(model_root))
+    os.replace(tmp, model_root / "current")
+
+
+def read_deployment(release_dir: Path) -> dict[str, Any]:
+    return json.loads((release_dir / "deployment.json").read_text())

@@ -1,0 +1,75 @@
+"""A deploy target: the GPU a bundle will be served on, and where its serving configuration is rendered.
+
+Targets are small YAML files (`specs/targets/*.yaml`), validated here at the edge like build specs:
+
+    name: h100-serving
+    gpu: NVIDIA H100 80GB HBM3
+    compute_capability: "9.0"
+    tensorrt_version: "10.13"     # only needed to serve a legacy TensorRT engine
+    port: 8000
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from enginewright.errors import InputError
+from enginewright.spec import describe_validation_error
+
+
+class DeployTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+                      description="Target id: lowercase letters, digits and '-'; names the rendered config's folder.")
+    gpu: str = Field(description="The serving GPU, in words (shown on the version).")
+    compute_capability: str = Field(
+        description="The serving GPU's CUDA compute capability, 'major.minor': 8.0 A100, 8.9 L40S, 9.0 H100/H200, "
+        "10.0 B200.")
+    tensorrt_version: str | None = Field(
+        default=None, description="TensorRT version of the serving image; a legacy engine is served only when it "
+        "equals the version the engine was built with.")
+    serve_legacy_engine: bool = Field(
+        default=False, description="Serve the bundle's legacy TensorRT engine (TensorRT-LLM ≤ 1.2 images) instead of "
+        "its checkpoint; the engine must have been built on this GPU architecture and TensorRT version.")
+    tensor_parallel_size: int | None = Field(
+        default=None, ge=1, description="GPUs per model instance; unset keeps the bundle's llm_api.yaml value.")
+    host: str = Field(default="0.0.0.0", description="Address trtllm-serve listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port trtllm-serve (and Triton's HTTP) listen on.")
+    triton_llmapi_template: Path | None = Field(
+        default=None, description="Folder `triton_backend/all_models/llmapi/tensorrt_llm` of the TensorRT-LLM "
+        "release the serving image runs; its config.pbtxt and 1/*.py are copied into the rendered Triton "
+        "repository. Unset: the repository holds model.yaml only and its README says what to copy.")
+
+    @field_validator("compute_capability")
+    @classmethod
+    def _capability(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"{value!r} is not 'major.minor' (for example '9.0')")
+        return value
+
+    @property
+    def capability(self) -> tuple[int, int]:
+        major, minor = self.compute_capability.split(".")
+        return int(major), int(minor)
+
+
+def load_target(path: Path) -> DeployTarget:
+    """Read and validate a target file; one clear InputError naming the file and the bad field otherwise."""
+    if not path.is_file():
+        raise InputError(f"deploy target {str(path)!r} does not exist; pass a target YAML such as "
+                         "specs/targets/h100.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"deploy target {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"deploy target {str(path)!r} must be a mapping of fields, got {type(raw).__name__}")
+    try:
+        return DeployTarget.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(exc, f"deploy target {str(path)!r}")) from None

@@ -1,0 +1,33 @@
+"""`poll_aliases`: the scheduled fallback of the MLflow webhook (enginewright.promotion).
+
+Every tick reads each registered model's deploy alias (`production` by default) and announces a version not
+announced yet as the Prefect event `enginewright.alias.set`; the `deploy` deployment's trigger turns it into a
+`deploy_version` run. The webhook relay claims changes in the same store, so a change seen by both deploys once.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+
+from enginewright.promotion import ALIAS_EVENT, AliasStore, poll_aliases
+from enginewright.settings import Settings
+from tasks.register import client_for
+
+
+def announce_alias(name: str, alias: str, version: str) -> None:
+    event = emit_event(event=ALIAS_EVENT,
+                       resource={"prefect.resource.id": f"mlflow.registered-model.{name}", "mlflow.model": name},
+                       payload={"name": name, "alias": alias, "version": version})
+    if event is None:
+        raise RuntimeError("Prefect did not take the event: no PREFECT_API_URL is set for this process")
+
+
+@flow(name="poll_aliases")
+def poll_aliases_flow() -> list[tuple[str, str]]:
+    settings = Settings()
+    announced = poll_aliases(client_for(settings.tracking_uri), settings.deploy_alias,
+                             AliasStore(settings.watch_db_url), announce_alias)
+    for name, version in announced:
+        get_run_logger().info("%s@%s -> version %s announced (%s)", name, settings.deploy_alias, version, ALIAS_EVENT)
+    return announced

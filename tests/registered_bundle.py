@@ -1,0 +1,36 @@
+"""A registered version whose bundle has the real layout (checkpoint/, llm_api.yaml written by the build's own
+writer, MODEL_CARD.md, manifest.json) but a few KB of stand-in weights: for tests of what happens *after*
+registration (deploy, promotion), where a real quantization would only cost minutes."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from enginewright.bundle_store import bundle_location, store_bundle
+from enginewright.manifest import write_manifest
+from enginewright.settings import Settings
+from enginewright.spec import RuntimeSpec
+from tasks.register import RegisteredVersion, RunRecord, log_build_run, register_version
+from tasks.runtime_config import write_llm_api_yaml
+
+
+def register_bundle(settings: Settings, work: Path, name: str, fmt: str = "fp8", verdict: str = "pass",
+                    engine: dict | None = None) -> RegisteredVersion:
+    key = uuid.uuid4().hex * 2
+    bundle = work / key[:12]
+    (bundle / "checkpoint").mkdir(parents=True)
+    (bundle / "checkpoint" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}\n')
+    (bundle / "checkpoint" / "model.safetensors").write_bytes(uuid.uuid4().bytes * 256)
+    write_llm_api_yaml(RuntimeSpec(), fmt == "fp8", bundle / "llm_api.yaml")
+    (bundle / "MODEL_CARD.md").write_text(f"# {name}\n")
+    manifest = write_manifest(bundle, {"bundle_id": key, "build_key": {"digest": key, "parts": {}},
+                                       "quantization": {"format": fmt}, "engine": engine or {"status": "skipped",
+                                                                                              "reason": "test"}})
+    record = RunRecord(model_name=name, build_key=key, evidence={}, params={}, metrics={},
+                       tags={"build_key": key, "gate.verdict": verdict, "quantization.format": fmt},
+                       description=f"{fmt} bundle for tests")
+    run = log_build_run(record, settings.tracking_uri, settings.artifact_root)
+    uri = store_bundle(bundle, manifest, bundle_location(settings.bundle_root, key, run.run_id),
+                       settings.s3_endpoint_url, settings.transfer)
+    return register_version(record, run.run_id, uri, verdict == "pass", settings.tracking_uri)

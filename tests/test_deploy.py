@@ -1,0 +1,167 @@
+"""The deploy flow on the embedded registry (MLflow on SQLite, bundles in a directory): fit checks, rendered
+serving configs, atomic switch, refusals that change nothing, rollout tags, history and rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from enginewright.errors import InputError
+from enginewright.fit_check import fit_problems
+from enginewright.serving_config import render_release
+from enginewright.settings import Settings
+from enginewright.targets import DeployTarget, load_target
+from flows.deploy import DeployRefused, deploy_version, previous_deployed_version, rollback
+from tasks.register import client_for
+from tests.registered_bundle import register_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+H100 = ROOT / "specs" / "targets" / "h100.yaml"
+A100 = ROOT / "specs" / "targets" / "a100.yaml"
+
+
+def target(**fields) -> DeployTarget:
+    return DeployTarget(**{"name": "t", "gpu": "GPU", "compute_capability": "9.0", **fields})
+
+
+@pytest.mark.parametrize("fmt, capability, verdict, fits", [
+    ("fp8", "9.0", "pass", True),
+    ("fp8", "8.9", "pass", True),
+    ("fp8", "8.0", "pass", False),  # FP8 needs Ada/Hopper
+    ("int4_awq", "8.0", "pass", True),
+    ("int8_sq", "7.5", "pass", True),
+    ("nvfp4", "9.0", "pass", False),  # NVFP4 needs Blackwell
+    ("nvfp4", "10.0", "pass", True),
+    ("fp8", "9.0", "fail", False),
+    ("fp8", "9.0", "inconclusive", False),
+])
+def test_fit_check_by_format_capability_and_gate(fmt, capability, verdict, fits) -> None:
+    problems = fit_problems({"quantization": {"format": fmt}, "engine": {"status": "skipped"}},  # type: ignore[typeddict-item]
+                            {"gate.verdict": verdict}, target(compute_capability=capability))
+    assert (problems == []) == fits, problems
+
+
+def test_a_legacy_engine_fits_only_its_own_gpu_architecture_and_tensorrt() -> None:
+    built = {"quantization": {"format": "fp8"}, "engine": {"status": "built", "compute_capability": "9.0",
+                                                           "tensorrt": "10.13.3"}}
+    tags = {"gate.verdict": "pass"}
+    same = target(serve_legacy_engine=True, tensorrt_version="10.13.3")
+    assert fit_problems(built, tags, same) == []  # type: ignore[arg-type]
+    (problem,) = fit_problems(built, tags, same.model_copy(update={"compute_capability": "10.0"}))  # type: ignore[arg-type]
+    assert "built for compute capability 9.0 with TensorRT 10.13.3" in problem and "has 10.0" in problem
+    assert fit_problems(built, tags, same.model_copy(update={"tensorrt_version": "10.14.1"}))  # type: ignore[arg-type]
+    skipped = {"quantization": {"format": "fp8"}, "engine": {"status": "skipped"}}
+    assert "has none" in fit_problems(skipped, tags, same)[0]  # type: ignore[arg-type]
+    assert fit_problems(built, tags, target()) == []  # type: ignore[arg-type]  # checkpoint served: engine ignored
+
+
+def test_target_files_are_validated_with_the_bad_value_named(tmp_path: Path) -> None:
+    assert load_target(H100).capability == (9, 0)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ngpu: g\ncompute_capability: nine\n")
+    with pytest.raises(InputError, match=r"compute_capability: Value error, 'nine' is not 'major.minor'"):
+        load_target(bad)
+    bad.write_text("name: x\ngpu: g\ncompute_capability: '9.0'\nprot: 80\n")
+    with pytest.raises(InputError, match=r"prot: Extra inputs are not permitted"):
+        load_target(bad)
+    with pytest.raises(InputError, match="does not exist"):
+        load_target(tmp_path / "missing.yaml")
+
+
+def test_the_rendered_release_serves_the_bundle_with_trtllm_serve_and_triton(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    (bundle / "checkpoint").mkdir(parents=True)
+    (bundle / "llm_api.yaml").write_text("backend: pytorch\nmax_batch_size: 16\ntensor_parallel_size: 1\n")
+    template = tmp_path / "llmapi" / "tensorrt_llm"
+    (template / "1").mkdir(parents=True)
+    for name in ("config.pbtxt", "1/model.py", "1/helpers.py"):  # stand-ins for TensorRT-LLM's own files
+        (template / name).write_text(f"# {name} of the TensorRT-LLM release\n")
+    release = tmp_path / "releases" / "v1"
+    deployment = render_release(bundle, {"bundle_id": "b" * 64, "quantization": {"format": "fp8"}},  # type: ignore[arg-type]
+                                target(port=9001, tensor_parallel_size=2, triton_llmapi_template=template),
+                                "m", "1", release)
+    options = yaml.safe_load((release / "llm_api.yaml").read_text())
+    assert options["tensor_parallel_size"] == 2 and options["max_batch_size"] == 16
+    assert options["trust_remote_code"] is False
+    script = (release / "trtllm-serve.sh").read_text()
+    assert (f"exec trtllm-serve {bundle / 'checkpoint'} --host 0.0.0.0 --port 9001 --extra_llm_api_options "
+            f"{release / 'llm_api.yaml'}") in script
+    model_yaml = yaml.safe_load((release / "triton" / "tensorrt_llm" / "1" / "model.yaml").read_text())
+    assert model_yaml["model"] == str(bundle / "checkpoint") and model_yaml["backend"] == "pytorch"
+    assert model_yaml["triton_config"] == {"max_batch_size": 0, "decoupled": False}
+    assert (release / "triton" / "tensorrt_llm" / "1" / "model.py").read_text().startswith("# 1/model.py")
+    assert json.loads((release / "deployment.json").read_text()) == deployment
+    assert not release.with_name("v1.partial").exists()
+
+
+def current_version(settings: Settings, target_name: str, model: str) -> str | None:
+    link = settings.serving_dir / target_name / model / "current"
+    return json.loads((link / "deployment.json").read_text())["version"] if link.is_symlink() else None
+
+
+def test_deploy_refuse_supersede_and_roll_back(settings: Settings, tmp_path: Path) -> None:
+    client = client_for(settings.tracking_uri)
+    v1 = register_bundle(settings, tmp_path / "b", "chat", fmt="int4_awq")
+    client.set_registered_model_alias("chat", "production", v1.version)
+    first = deploy_version("chat", alias="production", target_path=str(A100))
+    assert first.status == "deployed" and current_version(settings, "a100", "chat") == v1.version
+    assert deploy_version("chat", v1.version, target_path=str(A100)).status == "already-deployed"
+    before = (settings.serving_dir / "a100" / "chat" / "current").resolve()
+
+    v2 = register_bundle(settings, tmp_path / "b", "chat", fmt="fp8")  # FP8 does not run on an A100
+    with pytest.raises(DeployRefused, match=r"fp8 needs a GPU of compute capability 8.9\+.*'a100'.*has 8.0"):
+        deploy_version("chat", v2.version, target_path=str(A100))
+    assert (settings.serving_dir / "a100" / "chat" / "current").resolve() == before  # untouched
+    tags = client.get_model_version("chat", v2.version).tags
+    assert tags["deploy.a100.status"] == "refused" and "fp8 needs" in tags["deploy.a100.reason"]
+
+    v3 = register_bundle(settings, tmp_path / "b", "chat", fmt="int8_sq", verdict="fail")
+    with pytest.raises(DeployRefused, match="gate verdict is 'fail'"):
+        deploy_version("chat", v3.version, target_path=str(A100))
+
+    v4 = register_bundle(settings, tmp_path / "b", "chat", fmt="int8_wo")
+    client.set_registered_model_alias("chat", "production", v4.version)
+    assert deploy_version("chat", alias="production", target_path=str(A100)).status == "deployed"
+    assert current_version(settings, "a100", "chat") == v4.version
+    assert client.get_model_version("chat", v1.version).tags["deploy.a100.status"] == f"superseded by version {v4.version}"
+    v4_tags = client.get_model_version("chat", v4.version).tags
+    assert v4_tags["deploy.a100.status"] == "deployed" and Path(v4_tags["deploy.a100.config"]).is_dir()
+
+    # An event for a version the alias no longer points at deploys nothing.
+    assert deploy_version("chat", v1.version, alias="production", target_path=str(A100)).status == "skipped"
+
+    outcome = rollback("chat", settings.model_copy(update={"deploy_target": A100}))
+    assert outcome.status == "deployed" and outcome.version == v1.version
+    assert str(client.get_model_version_by_alias("chat", "production").version) == v1.version
+    assert current_version(settings, "a100", "chat") == v1.version
+    history = json.loads(client.get_registered_model("chat").tags["deploy.a100.history"])
+    assert [(h["version"], h["action"], h["status"]) for h in history] == [
+        (v1.version, "promote", "deployed"), (v2.version, "promote", "refused"),
+        (v3.version, "promote", "refused"), (v4.version, "promote", "deployed"),
+        (v1.version, "rollback", "deployed")]
+
+
+def test_a_bundle_that_fails_verification_is_refused_and_nothing_switches(settings: Settings, tmp_path: Path) -> None:
+    client = client_for(settings.tracking_uri)
+    v1 = register_bundle(settings, tmp_path / "b", "m", fmt="fp8")
+    stored = Path(v1.source.removeprefix("file://"))
+    (stored / "checkpoint" / "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(DeployRefused, match="bundle verification failed: bundle file checkpoint/model.safetensors"):
+        deploy_version("m", v1.version, target_path=str(H100))
+    assert current_version(settings, "h100", "m") is None
+    assert not (settings.serving_dir / "h100" / "m" / "bundles" / f"v{v1.version}").exists()
+    assert client.get_model_version("m", v1.version).tags["deploy.h100.status"] == "refused"
+
+
+def test_rollback_needs_an_earlier_deployed_version(settings: Settings, tmp_path: Path) -> None:
+    assert previous_deployed_version([{"version": "1", "status": "deployed"}, {"version": "2", "status": "refused"},
+                                      {"version": "3", "status": "deployed"}], "3") == "1"
+    client = client_for(settings.tracking_uri)
+    v1 = register_bundle(settings, tmp_path / "b", "solo", fmt="fp8")
+    client.set_registered_model_alias("solo", "production", v1.version)
+    deploy_version("solo", alias="production", target_path=str(H100))
+    with pytest.raises(InputError, match="no earlier deployed version on h100"):
+        rollback("solo", settings)
