@@ -176,7 +176,8 @@ def parser() -> argparse.ArgumentParser:
         "webhook: create MLflow's webhook for alias changes, pointing at the relay's --url.",
     )
     promote.add_argument("action", choices=["relay", "poll", "webhook"])
-    promote.add_argument("--port", type=int, default=8766, help="with relay: port on 127.0.0.1 [default: 8766]")
+    promote.add_argument("--host", default="127.0.0.1", help="with relay: address to listen on [default: 127.0.0.1]")
+    promote.add_argument("--port", type=int, default=8766, help="with relay: port [default: 8766]")
     promote.add_argument("--url", help="with webhook: the relay's URL as the MLflow server reaches it")
     return top
 
@@ -233,10 +234,14 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
-    from flows.deploy import DeployRefused, deploy_version
+    from enginewright.targets import load_target
+    from flows.deploy import DeployRefused, deploy_version, resolve_version
+    from tasks.register import client_for
 
     target = str(args.target) if args.target else None
     alias = None if args.version else (args.alias or settings.deploy_alias)
+    load_target(args.target or settings.deploy_target)  # bad input is refused before a flow run exists
+    resolve_version(client_for(settings.tracking_uri), args.model_name, args.version, alias)
     try:
         outcome = deploy_version(args.model_name, args.version, alias, target, action="manual")
     except DeployRefused as exc:
@@ -261,6 +266,12 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.promotion import AliasStore, make_relay
     from flows.promote import announce_alias, poll_aliases_flow
 
+    if args.action in ("poll", "relay"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():  # an event on Prefect's ephemeral API would claim the change and start nothing
+            raise InputError(f"promote {args.action} needs a Prefect server: set PREFECT_API_URL (the stack's env file "
+                             "has it); its `deploy` deployment runs what is announced")
     if args.action == "poll":
         for name, version in poll_aliases_flow():
             print(f"announced {name}@{settings.deploy_alias} -> version {version}")
@@ -276,9 +287,9 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
         webhook_id = ensure_alias_webhook(settings.tracking_uri, args.url, settings.mlflow_webhook_secret)
         print(f"MLflow webhook {webhook_id}: model_version_alias.created -> {args.url}")
         return 0
-    server = make_relay("127.0.0.1", args.port, settings.mlflow_webhook_secret, settings.deploy_alias,
+    server = make_relay(args.host, args.port, settings.mlflow_webhook_secret, settings.deploy_alias,
                         AliasStore(settings.watch_db_url), announce_alias)
-    print(f"MLflow webhook relay on http://127.0.0.1:{args.port}/ for alias {settings.deploy_alias!r} "
+    print(f"MLflow webhook relay on http://{args.host}:{args.port}/ for alias {settings.deploy_alias!r} "
           "(Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever()

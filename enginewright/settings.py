@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     stack_s3_port: int = Field(default=8333, description="`stack up`: S3 port of SeaweedFS (it also uses the next 9).")
     stack_mlflow_port: int = Field(default=5000, description="`stack up`: MLflow server port.")
     stack_prefect_port: int = Field(default=4200, description="`stack up`: Prefect server port.")
+    stack_relay_port: int = Field(default=8766, description="`stack up`: port of the MLflow webhook relay.")
     stack_postgres_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         description="`stack up`: a PostgreSQL server it creates its databases in (it never starts or stops one).",

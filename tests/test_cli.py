@@ -81,3 +81,21 @@ def test_help_describes_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--model", "--quant", "--calib-samples", "--tasks", "--limit", "--eval-data", "--kv-quant"):
         assert flag in out
     assert "int4_awq (W4A16 AWQ)" in out
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["deploy", "no-such-model", "--version", "1"], "no-such-model version 1: Model Version (name=no-such-model, version=1) not found"),
+    (["deploy", "m", "--target", "specs/targets/none.yaml"],
+     "deploy target 'specs/targets/none.yaml' does not exist; pass a target YAML such as specs/targets/h100.yaml"),
+    (["rollback", "no-such-model"], "no-such-model@production: Registered Model with name=no-such-model not found"),
+    (["promote", "poll"], "promote poll needs a Prefect server: set PREFECT_API_URL"),
+    (["promote", "webhook", "--url", "http://127.0.0.1:1/"], "promote webhook needs ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET"),
+])
+def test_deploy_and_promotion_bad_input_is_one_line_and_exit_2(args, expected, settings: Settings,
+                                                               capsys, monkeypatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET", raising=False)
+    code, err = run_cli(args, capsys)
+    last = err.splitlines()[-1]  # before it, at most MLflow's note that it created a new local store's tables
+    assert code == 2 and last.startswith(f"enginewright: error: {expected}"), err
+    assert all(line.startswith(("enginewright: error:", "20")) for line in err.splitlines()), err

@@ -24,7 +24,7 @@ def built_here(image: str) -> bool:
 def test_compose_services_use_project_images_ports_and_settings() -> None:
     compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"postgres", "s3", "mlflow", "prefect", "cpu-worker", "gpu-worker"} <= services.keys()
+    assert {"postgres", "s3", "mlflow", "prefect", "relay", "cpu-worker", "gpu-worker"} <= services.keys()
     for name in ("mlflow", "cpu-worker", "gpu-worker"):
         assert built_here(services[name]["image"]), services[name]["image"]
     defaults = Settings()
@@ -35,6 +35,8 @@ def test_compose_services_use_project_images_ports_and_settings() -> None:
     for service in services.values():
         for key in service.get("environment") or {}:
             assert not key.startswith("ENGINEWRIGHT_") or key in fields, key
+    assert f"--port {defaults.stack_relay_port}" in services["relay"]["command"][-1]
+    assert services["cpu-worker"]["environment"]["ENGINEWRIGHT_DEPLOY_TARGET"].endswith("specs/targets/h100.yaml")
     assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     pools = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     worker_pools = {s["command"][s["command"].index("--pool") + 1] for s in services.values()
@@ -75,8 +77,16 @@ def test_prefect_yaml_deployments_point_at_flows_with_those_parameters() -> None
         flow = getattr(module, function)
         parameters = set(inspect.signature(flow.fn).parameters)
         assert set(deployment.get("parameters", {})) <= parameters, deployment["name"]
+        required = {name for name, p in inspect.signature(flow.fn).parameters.items()
+                    if p.default is inspect.Parameter.empty}
         for trigger in deployment.get("triggers", []):
-            assert trigger["expect"] == ["enginewright.checkpoint.updated"]
-            assert set(trigger["parameters"]) == parameters
-    watch = next(d for d in config["deployments"] if d["name"] == "watch")
-    assert watch["work_pool"]["name"] == "cpu" and watch["schedules"][0]["cron"]
+            assert trigger["expect"] == [{"build": "enginewright.checkpoint.updated",
+                                          "deploy": "enginewright.alias.set"}[deployment["name"]]]
+            assert required <= set(trigger["parameters"]) <= parameters
+    by_name = {d["name"]: d for d in config["deployments"]}
+    for scheduled in ("watch", "promote-poll"):
+        assert by_name[scheduled]["work_pool"]["name"] == "cpu" and by_name[scheduled]["schedules"][0]["cron"]
+    from enginewright.promotion import ALIAS_EVENT
+    from flows.watch import EVENT
+
+    assert {ALIAS_EVENT, EVENT} == {t["expect"][0] for d in config["deployments"] for t in d.get("triggers", [])}

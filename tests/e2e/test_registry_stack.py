@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import random
 import uuid
 from pathlib import Path
 
@@ -19,37 +18,12 @@ from enginewright.bundle_store import bundle_location, store_bundle
 from enginewright.manifest import MANIFEST_NAME, verify_bundle, write_manifest
 from enginewright.s3 import MiB, S3Location, TransferSettings, UploadError, list_objects, verify_object
 from enginewright.settings import Settings
-from enginewright.stack import Stack, port_in_use
+from enginewright.stack import Stack
 from tasks.register import RunRecord, register_version
 
 pytestmark = pytest.mark.e2e
 
 SMALL_PARTS = TransferSettings(part_size=5 * MiB, concurrency=4)  # multipart with several parts on small files
-
-
-def free_port_block(width: int) -> int:
-    while True:
-        base = random.randrange(20000, 30000, 20)
-        if not any(port_in_use(base + i) for i in range(width)):
-            return base
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    s3_port = free_port_block(10)
-    settings = Settings(home=tmp_path_factory.mktemp("stack-home"), stack_s3_port=s3_port,
-                        stack_mlflow_port=s3_port + 10, stack_prefect_port=s3_port + 11,
-                        stack_name=f"ewtest_{uuid.uuid4().hex[:8]}", stack_bucket="ewtest")
-    stack = Stack(settings)
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    try:
-        stack.up(say=lambda line: None)
-        os.environ.update({k: stack.client_env()[k] for k in saved})
-        yield stack
-    finally:
-        stack.down(purge=True, say=lambda line: None)
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
 def client_settings(stack: Stack, home: Path) -> Settings:
@@ -84,7 +58,7 @@ def record_for(name: str, key: str) -> RunRecord:
 
 def test_stack_reports_every_component_up(stack: Stack) -> None:
     rows = {name: state for name, _, state in stack.status()}
-    assert rows.keys() == {"s3", "mlflow", "prefect", "postgres"}
+    assert rows.keys() == {"s3", "mlflow", "prefect", "relay", "postgres"}
     assert all(state.startswith("up") for state in rows.values()), rows
     assert (stack.dir / "env").stat().st_mode & 0o777 == 0o600
     assert (stack.dir / "secrets.json").stat().st_mode & 0o777 == 0o600
@@ -231,8 +205,9 @@ def test_data_survives_a_restart_and_down_stops_only_what_it_started(stack: Stac
     before = {(v.name, str(v.version), v.source) for v in mlflow.search_model_versions("")}
     assert before
     stack.down(say=lambda line: None)
-    assert {state for _, _, state in stack.status()[:3]} == {"stopped"}
-    assert stack.status()[3][2].startswith("up")  # PostgreSQL was not started by the stack, so it keeps running
+    states = {name: state for name, _, state in stack.status()}
+    assert {states[name] for name in ("s3", "mlflow", "prefect", "relay")} == {"stopped"}
+    assert states["postgres"].startswith("up")  # PostgreSQL was not started by the stack, so it keeps running
     stack.up(say=lambda line: None)
     after = {(v.name, str(v.version), v.source) for v in mlflow.search_model_versions("")}
     assert after == before

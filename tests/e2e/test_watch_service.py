@@ -66,9 +66,9 @@ def test_a_new_hub_sha_starts_exactly_one_build_run_with_that_revision(tmp_path:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     hub = HubStandIn()
     base = next(p for p in (random.randrange(30000, 40000, 20) for _ in range(50))
-                if not any(port_in_use(p + i) for i in range(12)))
+                if not any(port_in_use(p + i) for i in range(13)))
     settings = Settings(home=tmp_path / "stack-home", stack_s3_port=base, stack_mlflow_port=base + 10,
-                        stack_prefect_port=base + 11, stack_name=f"ewtest_{uuid.uuid4().hex[:8]}")
+                        stack_prefect_port=base + 11, stack_relay_port=base + 12, stack_name=f"ewtest_{uuid.uuid4().hex[:8]}")
     stack = Stack(settings)
     home = tmp_path / "home"
     spec = tmp_path / "spec.yaml"

@@ -1,0 +1,39 @@
+"""The production stack, started once for the end-to-end tests that need all of it (registry, promotion)."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+
+import pytest
+
+from enginewright.settings import Settings
+from enginewright.stack import Stack, port_in_use
+
+
+def free_port_block(width: int) -> int:
+    while True:
+        base = random.randrange(20000, 30000, 20)
+        if not any(port_in_use(base + i) for i in range(width)):
+            return base
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    s3_port = free_port_block(13)
+    settings = Settings(home=tmp_path_factory.mktemp("stack-home"), stack_s3_port=s3_port,
+                        stack_mlflow_port=s3_port + 10, stack_prefect_port=s3_port + 11, stack_relay_port=s3_port + 12,
+                        stack_name=f"ewtest_{uuid.uuid4().hex[:8]}", stack_bucket="ewtest")
+    stack = Stack(settings)
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    try:
+        stack.up(say=lambda line: None)
+        os.environ.update({k: stack.client_env()[k] for k in saved})
+        yield stack
+    finally:
+        stack.down(purge=True, say=lambda line: None)
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+

@@ -1,0 +1,145 @@
+"""Promotion as a person does it: in a real headless browser (Debian's chromium, driven by Playwright), open the
+MLflow UI page of a version, click "Add aliases", type `production`, save. Everything after the click is real:
+MLflow's registry webhook (signed) → the stack's relay → a Prefect event → the `deploy` deployment's trigger
+(prefect.yaml, deployed with `prefect deploy --all`) → a process worker on the `cpu` pool runs `deploy_version`,
+which pulls the bundle from S3, verifies it, checks it fits the H100 target and renders the serving config.
+The alias poll deployment, run on the same worker afterwards, must not deploy the same change again.
+
+The bundle is bundle-shaped with stand-in weights (tests/registered_bundle.py): what is under test is what
+happens after registration. Each run prints the time from the click to the rendered configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from enginewright.settings import Settings
+from enginewright.stack import Stack
+from tests.e2e.test_watch_service import prefect_cli, stop
+from tests.registered_bundle import register_bundle
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+# As the machine notes say: without the background-networking flags chromium keeps dialling out of a closed network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+MODEL = "promoted-chat"
+
+
+def deploy_runs(env: dict[str, str]) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        (deployment,) = client.read_deployments(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["deploy"])))
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id={"any_": [deployment.id]}))
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def set_alias_in_the_ui(page, mlflow_url: str, version: str, alias: str) -> float:
+    """Click and type as a person would; returns the monotonic time of the click on "Save aliases"."""
+    page.goto(f"{mlflow_url}/#/models/{MODEL}/versions/{version}")
+    page.get_by_title("Add aliases").or_(page.get_by_title("Edit aliases")).click()  # Edit: it has `candidate`
+    dialog = page.get_by_role("dialog")
+    box = dialog.get_by_role("combobox")
+    box.click()
+    box.press_sequentially(alias, delay=40)
+    box.press("Enter")
+    dialog.get_by_role("button", name="Save aliases").click()
+    clicked = time.monotonic()
+    dialog.wait_for(state="hidden")
+    return clicked
+
+
+def rendered_version(serving: Path) -> str | None:
+    current = serving / "h100" / MODEL / "current" / "deployment.json"
+    return json.loads(current.read_text())["version"] if current.is_file() else None
+
+
+def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: Stack, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), "Debian's chromium is missing: scripts/setup.sh installs it (apt-get install chromium)"
+    home = tmp_path / "worker-home"
+    env = {**os.environ, **stack.client_env(), "ENGINEWRIGHT_HOME": str(home), "ENGINEWRIGHT_CHECKOUT": str(ROOT),
+           "ENGINEWRIGHT_DEPLOY_TARGET": str(ROOT / "specs" / "targets" / "h100.yaml"),
+           "PREFECT_HOME": str(tmp_path / "prefect-client")}
+    client_settings = Settings(home=tmp_path / "builder-home", mlflow_tracking_uri=stack.mlflow_url,
+                               bundle_store=f"s3://{stack.settings.stack_bucket}/bundles",
+                               s3_endpoint_url=stack.s3_url)
+    fits = register_bundle(client_settings, tmp_path / "bundles", MODEL, fmt="fp8")
+    too_new = register_bundle(client_settings, tmp_path / "bundles", MODEL, fmt="nvfp4")  # Blackwell only
+
+    for pool in ("cpu", "gpu"):
+        prefect_cli(["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
+    prefect_cli(["--no-prompt", "deploy", "--all"], env)
+    log = (tmp_path / "worker-cpu.log").open("w")
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu"], env=env,
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    serving = home / "serving"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+            clicked = set_alias_in_the_ui(page, stack.mlflow_url, fits.version, "production")
+            (run,) = wait_for(lambda: deploy_runs(env), 60, "the deploy run the alias event starts")
+            run_created = time.monotonic() - clicked
+            wait_for(lambda: rendered_version(serving) == fits.version, 180, "the rendered serving config")
+            rendered = time.monotonic() - clicked
+            print(f"\nalias click → deploy run created {run_created:.1f} s → serving config rendered {rendered:.1f} s")
+            release = (serving / "h100" / MODEL / "current").resolve()
+            assert (release / "trtllm-serve.sh").is_file()
+            assert (release / "triton" / "tensorrt_llm" / "1" / "model.yaml").is_file()
+
+            page.reload()  # what the person sees on the version afterwards: the rollout tags
+            page.get_by_text("deploy.h100.status").wait_for(timeout=30000)
+            assert page.get_by_text(str(release)).count() == 1
+            page.screenshot(path=str(tmp_path / "version-after-deploy.png"))
+
+            # An NVFP4 version promoted onto the H100 target is refused: the run fails, says why on the version,
+            # and the serving config stays at the first version.
+            set_alias_in_the_ui(page, stack.mlflow_url, too_new.version, "production")
+            refused = wait_for(lambda: [r for r in deploy_runs(env) if r.parameters.get("version") == too_new.version
+                                        and r.state_type and r.state_type.value in ("FAILED", "CRASHED")],
+                               180, "the refused deploy run to end")
+            assert refused[0].state_type.value == "FAILED"
+            browser.close()
+
+        from tasks.register import client_for
+
+        tags = client_for(stack.mlflow_url).get_model_version(MODEL, too_new.version).tags
+        assert tags["deploy.h100.status"] == "refused"
+        assert "nvfp4 needs a GPU of compute capability 10.0+" in tags["deploy.h100.reason"]
+        assert rendered_version(serving) == fits.version
+
+        # The alias poll (the webhook's fallback) sees the same alias state: it must announce nothing new.
+        out = prefect_cli(["deployment", "run", "poll_aliases/promote-poll", "--watch", "--watch-timeout", "120"], env)
+        assert "Completed" in out, out
+        time.sleep(5)  # longer than an event takes to become a run here (about 1 s)
+        runs = deploy_runs(env)
+        assert sorted(r.parameters["version"] for r in runs) == sorted([fits.version, too_new.version]), \
+            [(r.name, r.parameters) for r in runs]
+        assert run.parameters["alias"] == "production"
+    finally:
+        stop(worker)
+        shutil.copy(tmp_path / "worker-cpu.log", tmp_path / "worker-cpu.kept.log")
