@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 from enginewright.cli import prepare_environment
+from enginewright.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-prepare_environment()  # the CLI's Prefect/MLflow settings
+prepare_environment(Settings())  # the CLI's Prefect/MLflow settings
 
 
 def plain_steps(spec, settings) -> dict[str, float]:

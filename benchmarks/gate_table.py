@@ -15,10 +15,11 @@ import tempfile
 import time
 
 from enginewright.cli import prepare_environment
+from enginewright.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-prepare_environment()  # the CLI's Prefect/MLflow settings
+prepare_environment(Settings())  # the CLI's Prefect/MLflow settings
 
 
 def main() -> None:

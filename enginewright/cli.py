@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from enginewright.errors import EnginewrightError, InputError
-from enginewright.settings import Settings
+from enginewright.settings import Settings, load_settings
 from enginewright.spec import (
     BuildSpec,
     CalibrationSpec,
@@ -182,13 +182,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def prepare_environment() -> None:
+def prepare_environment(settings: Settings) -> None:
     """Prefect settings this tool needs everywhere; the user's own values win."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    endpoint = Settings().s3_endpoint_url
+    endpoint = settings.s3_endpoint_url
     if endpoint:  # MLflow's own S3 access (run artifacts) uses the same store as the bundles
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
 
@@ -266,19 +266,19 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.promotion import AliasStore, make_relay
     from flows.promote import announce_alias, poll_aliases_flow
 
+    if args.action in ("relay", "webhook") and not settings.mlflow_webhook_secret:
+        raise InputError(f"promote {args.action} needs ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET: the secret MLflow signs "
+                         "its webhook deliveries with")
     if args.action in ("poll", "relay"):
         from prefect.settings import PREFECT_API_URL
 
         if not PREFECT_API_URL.value():  # an event on Prefect's ephemeral API would claim the change and start nothing
             raise InputError(f"promote {args.action} needs a Prefect server: set PREFECT_API_URL (the stack's env file "
-                             "has it); its `deploy` deployment runs what is announced")
+                             "has it); its deploy deployment runs what is announced")
     if args.action == "poll":
         for name, version in poll_aliases_flow():
             print(f"announced {name}@{settings.deploy_alias} -> version {version}")
         return 0
-    if not settings.mlflow_webhook_secret:
-        raise InputError(f"promote {args.action} needs ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET: the secret MLflow signs "
-                         "its webhook deliveries with")
     if args.action == "webhook":
         from enginewright.mlflow_webhooks import ensure_alias_webhook
 
@@ -452,9 +452,9 @@ def print_summary(outcome: Any, settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    prepare_environment()
-    settings = Settings()
     try:
+        settings = load_settings()
+        prepare_environment(settings)
         if args.command == "convert-gguf":
             return cmd_convert(args, settings)
         if args.command == "pull":

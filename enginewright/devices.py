@@ -40,7 +40,7 @@ def check_format_supported(fmt: str, capability: tuple[int, int] | None) -> None
     if needed is not None and (capability is None or capability < needed):
         raise InputError(
             f"quantization.format={fmt!r} needs an NVIDIA GPU with compute capability {needed[0]}.{needed[1]}+ "
-            f"(Blackwell) to calibrate; this worker has {describe(capability)}. Run it on such a `gpu` worker, "
+            f"(Blackwell) to calibrate; this worker has {describe(capability)}. Run it on such a worker of the gpu pool, "
             "or pick fp8, int8_sq, int4_awq, w4a8_awq, int8_wo or fp8_pcpt"
         )
 

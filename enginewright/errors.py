@@ -1,5 +1,12 @@
 """The one exception hierarchy. Messages name the bad value and what would be accepted."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class EnginewrightError(Exception):
     """Base of every error the CLI reports on one line. `exit_code` is what the CLI exits with."""
@@ -27,3 +34,13 @@ class EvalDataError(InputError):
 
 class RegistryError(EnginewrightError):
     """The MLflow registry refused or lost something."""
+
+
+def describe_validation_error(exc: ValidationError, what: str = "build spec") -> str:
+    """One line per pydantic error, joined: `quantization.format: Input should be 'fp8', ... (got 'fp9')`."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+        parts.append(f"{loc}: {err['msg']}{got}")
+    return f"invalid {what}: " + "; ".join(parts)

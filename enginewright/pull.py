@@ -31,6 +31,8 @@ def pull_bundle(uri: str, dest: Path, settings: Settings) -> tuple[str, Manifest
     from mlflow.tracking import MlflowClient
 
     name, alias, version = parse_model_uri(uri)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError(f"destination {str(dest)!r} is not empty; pass a new or empty directory")
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)

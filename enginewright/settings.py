@@ -13,10 +13,12 @@ Two modes, chosen by these settings alone:
 """
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from enginewright.errors import InputError, describe_validation_error
 from enginewright.s3 import MiB, TransferSettings
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -86,10 +88,20 @@ class Settings(BaseSettings):
         default=None, description="Where rendered serving configs and deployed bundles live. Unset: `home`/serving.",
     )
     watch_timeout_s: float = Field(default=10, gt=0, description="Seconds the watcher waits for a source to answer.")
+    trust_remote_code_allow: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Repositories (Hub ids or local paths, comma-separated) whose specs may set "
+        "source.trust_remote_code: true. Empty: no checkpoint's custom code is ever run.",
+    )
     shared_data_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared" / "data",
         description="Offline copies of the evaluation and calibration data (defaults of the embedded spec).",
     )
+
+    @field_validator("trust_remote_code_allow", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
 
     @property
     def models_dir(self) -> Path:
@@ -136,3 +148,11 @@ class Settings(BaseSettings):
     def default_model_dir(self) -> Path:
         """Where `enginewright convert-gguf` puts SmolLM2-135M-Instruct, the embedded default model."""
         return self.models_dir / "SmolLM2-135M-Instruct"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value is one InputError naming the variable's field and the value."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(exc, "setting (ENGINEWRIGHT_<FIELD>)")) from None

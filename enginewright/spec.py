@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from enginewright.errors import InputError
+from enginewright.errors import InputError, describe_validation_error
 from enginewright.settings import Settings
 
 QuantFormat = Literal["fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "fp8_pcpt", "nvfp4", "nvfp4_awq", "mxfp8",
@@ -108,7 +108,7 @@ class EvaluationSpec(StrictModel):
     @classmethod
     def _unique(cls, tasks: list[str]) -> list[str]:
         if len(set(tasks)) != len(tasks):
-            raise ValueError(f"tasks must not repeat, got {tasks}")
+            raise ValueError("tasks must not repeat")
         return tasks
 
 
@@ -269,16 +269,6 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     return _resolve_relative_paths(raw, path.parent)
 
 
-def describe_validation_error(exc: ValidationError, what: str = "build spec") -> str:
-    """One line per pydantic error, joined: `quantization.format: Input should be 'fp8', ... (got 'fp9')`."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
-        parts.append(f"{loc}: {err['msg']}{got}")
-    return f"invalid {what}: " + "; ".join(parts)
-
-
 def build_spec(
     settings: Settings, spec_file: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> BuildSpec:
@@ -292,6 +282,11 @@ def build_spec(
         model = raw.get("source", {}).get("model", "") if isinstance(raw.get("source"), dict) else ""
         raw["registry"]["model_name"] = default_model_name(str(model))
     try:
-        return BuildSpec.model_validate(raw)
+        spec = BuildSpec.model_validate(raw)
     except ValidationError as exc:
         raise InputError(describe_validation_error(exc)) from None
+    if spec.source.trust_remote_code and spec.source.model not in settings.trust_remote_code_allow:
+        raise InputError(f"source.trust_remote_code is true for {spec.source.model!r}, which is not in "
+                         f"ENGINEWRIGHT_TRUST_REMOTE_CODE_ALLOW ({', '.join(settings.trust_remote_code_allow) or 'empty'}); "
+                         "add the repository there only if you trust its code")
+    return spec

@@ -16,8 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from enginewright.errors import InputError
-from enginewright.spec import describe_validation_error
+from enginewright.errors import InputError, describe_validation_error
 
 
 class DeployTarget(BaseModel):
