@@ -346,13 +346,17 @@ class Stack:
         rows.append(("postgres", _redact(self.settings.stack_postgres_url), pg))
         return rows
 
-    def down(self, purge: bool = False, say: Callable[[str], None] = print) -> None:
+    def down(self, purge: bool = False, say: Callable[[str], None] = print, only: set[str] | None = None,
+             kill: bool = False) -> None:
+        """Stop what `up` started (or only the named components; `kill`: SIGKILL at once, as a crash would)."""
         state = self._state()
         for name in ("relay", "prefect", "mlflow", "s3"):
+            if only is not None and name not in only:
+                continue
             known = state.pop(name, None)
             if known is None:
                 continue
-            _terminate(known["pid"])
+            _terminate(known["pid"], kill=kill)
             say(f"{name:<8} stopped (pid {known['pid']})")
             self._save_state(state)
         if purge:
@@ -372,9 +376,9 @@ def _reaped(pid: int) -> bool:
     return done == pid
 
 
-def _terminate(pid: int, grace_s: float = 15) -> None:
+def _terminate(pid: int, grace_s: float = 15, kill: bool = False) -> None:
     """SIGTERM the process group (twice: Prefect's processes ignore the first), then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGKILL,) if kill else (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:

@@ -14,6 +14,7 @@ its bundle copy and returns the winner. A loser's version exists for a few milli
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,17 @@ class RunRecord:
     metrics: dict[str, float]
     tags: dict[str, str]  # lineage and gate verdicts, on the run and on the version
     description: str  # the model card
+
+
+@contextmanager
+def registry_errors(tracking_uri: str, what: str):
+    """MLflow's failures (server down, refused request) as one RegistryError line naming the server and the step;
+    Prefect retries the task, and a rerun resumes here (the steps before are cached)."""
+    try:
+        yield
+    except MlflowException as exc:
+        first = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else type(exc).__name__
+        raise RegistryError(f"MLflow at {tracking_uri} failed to {what}: {first}") from None
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
@@ -147,7 +159,8 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
 @task(name="log-run", cache_key_fn=keyed_by("log-run"), persist_result=True,
       retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
 def log_run_task(cache_key: str, record: RunRecord, tracking_uri: str, artifact_root: str) -> LoggedRun:
-    return log_build_run(record, tracking_uri, artifact_root)
+    with registry_errors(tracking_uri, "log the build run"):
+        return log_build_run(record, tracking_uri, artifact_root)
 
 
 @task(name="store-bundle", cache_key_fn=keyed_by("store-bundle"), persist_result=True,
@@ -162,5 +175,6 @@ def store_bundle_task(cache_key: str, bundle_dir: Path, manifest: Manifest, uri:
       retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
 def register_task(cache_key: str, record: RunRecord, run_id: str, bundle_uri: str, gate_passed: bool,
                   tracking_uri: str, endpoint_url: str | None) -> RegisteredVersion:
-    return register_version(record, run_id, bundle_uri, gate_passed, tracking_uri,
-                            discard_bundle=lambda uri: delete_bundle(uri, endpoint_url))
+    with registry_errors(tracking_uri, f"register a version of {record.model_name!r}"):
+        return register_version(record, run_id, bundle_uri, gate_passed, tracking_uri,
+                                discard_bundle=lambda uri: delete_bundle(uri, endpoint_url))

@@ -1,0 +1,119 @@
+"""Faults against the real stack (SeaweedFS, MLflow and Prefect servers, the machine's PostgreSQL): a store
+killed mid-upload, MLflow down at registration, PostgreSQL restarted while versions are being registered.
+Nothing may be half-registered, and a rerun completes with exactly one version per build key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from enginewright.errors import RegistryError
+from enginewright.manifest import MANIFEST_NAME
+from enginewright.s3 import MiB, S3Location, TransferSettings, list_objects
+from enginewright.stack import Stack
+from tasks.register import log_build_run, register_task, store_bundle_task
+from tests.e2e.test_registry_stack import client_settings, make_bundle, record_for, s3
+
+pytestmark = pytest.mark.e2e
+SMALL_PARTS = TransferSettings(part_size=5 * MiB, concurrency=2)
+
+
+def stored_keys(stack: Stack, uri: str) -> set[str]:
+    return {key for key, _ in list_objects(s3(stack), S3Location.parse(uri))}
+
+
+@flow(name="store-bundle-under-test")
+def store_flow(bundle: Path, manifest: dict, uri: str, endpoint: str) -> str:
+    return store_bundle_task(uuid.uuid4().hex, bundle, manifest, uri, endpoint, SMALL_PARTS)
+
+
+def test_s3_killed_mid_upload_leaves_no_manifest_and_a_rerun_with_retries_completes(stack: Stack,
+                                                                                    tmp_path: Path) -> None:
+    bundle, manifest = make_bundle(tmp_path, big_mb=400)
+    uri = f"s3://{stack.settings.stack_bucket}/bundles/{manifest['bundle_id']}/run-killed"
+    failure: list[BaseException] = []
+
+    def upload():
+        from enginewright.bundle_store import store_bundle
+
+        try:
+            store_bundle(bundle, manifest, uri, stack.s3_url, SMALL_PARTS)
+        except BaseException as exc:  # noqa: BLE001 (the failure is what is under test)
+            failure.append(exc)
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    time.sleep(1.5)  # some parts are in
+    stack.down(only={"s3"}, kill=True, say=lambda line: None)
+    uploader.join(timeout=300)
+    assert failure, "the upload finished although the store was killed under it"
+    stack.up(only={"s3"}, say=lambda line: None)
+    assert MANIFEST_NAME not in stored_keys(stack, uri)  # an interrupted upload is never a bundle
+
+    # The task's retries ride out an outage: the store is down when the run starts and back 3 s later.
+    stack.down(only={"s3"}, kill=True, say=lambda line: None)
+    threading.Timer(3, lambda: stack.up(only={"s3"}, say=lambda line: None)).start()
+    assert store_flow(bundle, manifest, uri, stack.s3_url) == uri
+    assert stored_keys(stack, uri) == {f["path"] for f in manifest["files"]} | {MANIFEST_NAME}
+
+
+@flow(name="register-under-test")
+def register_flow(record, run_id: str, uri: str, tracking_uri: str):
+    return register_task(uuid.uuid4().hex, record, run_id, uri, True, tracking_uri, None)
+
+
+def test_mlflow_down_at_registration_fails_clearly_and_a_rerun_registers_one_version(
+        stack: Stack, tmp_path: Path, monkeypatch) -> None:
+    from enginewright.bundle_store import store_bundle
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # MLflow's own client retries, kept short here
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    settings = client_settings(stack, tmp_path / "home")
+    bundle, manifest = make_bundle(tmp_path, big_mb=6)
+    record = record_for("outage-model", manifest["bundle_id"])
+    run = log_build_run(record, settings.tracking_uri, settings.artifact_root)
+    uri = store_bundle(bundle, manifest, f"{settings.bundle_root}/{record.build_key}/{run.run_id}",
+                       stack.s3_url, SMALL_PARTS)
+    stack.down(only={"mlflow"}, kill=True, say=lambda line: None)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match=rf"MLflow at {settings.tracking_uri} failed to register a version of "
+                                                r"'outage-model': .*(Connection refused|Max retries)"):
+            register_flow(record, run.run_id, uri, settings.tracking_uri)
+        assert time.monotonic() - started >= 20  # two task retries, 10 s apart, before giving up
+    finally:
+        stack.up(only={"mlflow"}, say=lambda line: None)
+    first = register_flow(record, run.run_id, uri, settings.tracking_uri)
+    again = register_flow(record, run.run_id, uri, settings.tracking_uri)
+    assert first.created and not again.created and again.version == first.version
+    from tasks.register import client_for
+
+    versions = client_for(settings.tracking_uri).search_model_versions("name = 'outage-model'")
+    assert [str(v.version) for v in versions] == [first.version]
+
+
+def test_postgresql_restarted_while_versions_are_registered_loses_and_doubles_nothing(
+        stack: Stack, tmp_path: Path) -> None:
+    """The machine's own PostgreSQL (MLflow's and Prefect's store) restarts in the middle of a series of
+    registrations; MLflow's client retries what failed, and each build key still ends with one version."""
+    from tests.registered_bundle import register_bundle
+
+    settings = client_settings(stack, tmp_path / "home")
+    cluster = sorted(os.listdir("/etc/postgresql"))[-1]
+    restart = ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"]
+    restarted: list[subprocess.CompletedProcess] = []
+    threading.Timer(2, lambda: restarted.append(subprocess.run(restart, capture_output=True, text=True))).start()
+    registered = [register_bundle(settings, tmp_path / "b", "through-restart", fmt="fp8") for _ in range(12)]
+    assert restarted and restarted[0].returncode == 0, restarted
+    from tasks.register import client_for
+
+    versions = client_for(settings.tracking_uri).search_model_versions("name = 'through-restart'")
+    assert sorted(int(v.version) for v in versions) == sorted(int(r.version) for r in registered)
+    assert len({v.tags["build_key"] for v in versions}) == len(registered) == 12
