@@ -377,9 +377,16 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
 
         print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         return 0
+    from enginewright.disk import disk_full_error
     from flows.build import run_build
 
-    outcome = run_build(spec, settings).result()
+    try:
+        outcome = run_build(spec, settings).result()
+    except Exception as exc:
+        full = disk_full_error(exc, settings.builds_dir)
+        if full is not None:
+            raise full from None
+        raise
     print_summary(outcome, settings)
     if args.report_json:
         write_report(outcome, args.report_json)

@@ -6,9 +6,9 @@ This gives a fresh machine a real model without the Hugging Face Hub.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 
+from enginewright.atomic import written_whole
 from enginewright.errors import InputError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -36,8 +36,6 @@ def convert_gguf(gguf_file: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
         raise InputError(f"GGUF file {str(gguf_file)!r} does not exist")
     if out_dir.exists():
         raise InputError(f"output directory {str(out_dir)!r} already exists; remove it or pick another")
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
     model = AutoModelForCausalLM.from_pretrained(
         gguf_file.parent, gguf_file=gguf_file.name, dtype=getattr(torch, dtype)
@@ -45,7 +43,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
         quantizer.remove_quantization_config(model)  # transformers >= 5.2x refuses to save "gguf-quantized" models
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out_dir)
+    with written_whole(out_dir, folder=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return out_dir

@@ -6,6 +6,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from enginewright.atomic import written_whole
 from enginewright.errors import EnginewrightError
 from enginewright.hashing import list_files, sha256_file
 from enginewright.schemas import MANIFEST_SCHEMA_VERSION, Manifest, ManifestFile
@@ -23,9 +24,8 @@ def file_entries(bundle_dir: Path) -> list[ManifestFile]:
 
 def write_manifest(bundle_dir: Path, fields: dict[str, Any]) -> Manifest:
     manifest: Manifest = {"schema_version": MANIFEST_SCHEMA_VERSION, **fields, "files": file_entries(bundle_dir)}  # type: ignore[typeddict-item]
-    tmp = bundle_dir / (MANIFEST_NAME + ".partial")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(bundle_dir / MANIFEST_NAME)
+    with written_whole(bundle_dir / MANIFEST_NAME) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from prefect import task
 
+from enginewright.atomic import written_whole
 from enginewright.caching import keyed_by
 from enginewright.errors import CalibrationError
 from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
@@ -152,10 +153,8 @@ def build_calibration_set(spec: CalibrationSpec, tokenizer_dir: Path, out_file: 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     input_ids = sample_windows(token_stream(spec, tokenizer), spec)
     digest = token_ids_sha256(input_ids)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_suffix(".partial")
-    save_file({"input_ids": input_ids}, str(tmp), metadata={"sha256": digest})
-    tmp.replace(out_file)
+    with written_whole(out_file) as tmp:
+        save_file({"input_ids": input_ids}, str(tmp), metadata={"sha256": digest})
     return CalibrationSet(path=out_file, sha256=digest, num_samples=spec.num_samples, seq_len=spec.seq_len)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from prefect import task
 
+from enginewright.atomic import written_whole
 from enginewright.caching import keyed_by
 from enginewright.hashing import sha256_json
 from enginewright.models import load_model, load_tokenizer
@@ -111,10 +112,8 @@ def evaluate_lm(lm, spec: EvaluationSpec, tasks: list[str], data: EvalData, cach
 
 
 def write_records(records: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
+    with written_whole(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def lm_eval_version() -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from prefect import task
 
+from enginewright.atomic import written_whole
 from enginewright.caching import keyed_by
 from enginewright.models import load_tokenizer
 from tasks.quantize import QuantizedState, restore_quantized
@@ -19,15 +19,12 @@ def export_checkpoint(checkpoint: Path, state: QuantizedState, dtype: str, out_d
     from modelopt.torch.export import export_hf_checkpoint
 
     model = restore_quantized(checkpoint, state, dtype)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with torch.inference_mode():
-        export_hf_checkpoint(model, dtype=getattr(torch, dtype), export_dir=tmp)
-    load_tokenizer(checkpoint).save_pretrained(tmp)
-    if not (tmp / "hf_quant_config.json").is_file():
-        raise RuntimeError(f"ModelOpt export wrote no hf_quant_config.json in {tmp}")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with written_whole(out_dir, folder=True) as tmp:
+        with torch.inference_mode():
+            export_hf_checkpoint(model, dtype=getattr(torch, dtype), export_dir=tmp)
+        load_tokenizer(checkpoint).save_pretrained(tmp)
+        if not (tmp / "hf_quant_config.json").is_file():
+            raise RuntimeError(f"ModelOpt export wrote no hf_quant_config.json in {tmp}")
     return out_dir
 
 

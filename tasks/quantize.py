@@ -15,6 +15,7 @@ import torch
 from prefect import task
 from tqdm import tqdm
 
+from enginewright.atomic import written_whole
 from enginewright.caching import keyed_by
 from enginewright.devices import calibration_batch_size, check_format_supported, compute_capability
 from enginewright.errors import InputError
@@ -118,10 +119,8 @@ def calibrate_and_quantize(
 
     model = load_model(checkpoint, dtype)
     block = quantize_in_place(model, load_calibration_ids(calib), spec, batch_size)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_suffix(".partial")
-    mto.save(model, tmp)
-    tmp.replace(out_file)
+    with written_whole(out_file) as tmp:
+        mto.save(model, tmp)
     return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=RECIPES[spec.format], awq_block_size=block)
 
 

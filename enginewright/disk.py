@@ -1,0 +1,33 @@
+"""Recognise a full work directory behind whatever error the writing library raised (an OSError with ENOSPC from
+Python, a RuntimeError from torch's zip writer, ...), to say so in one line instead of a traceback."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+from enginewright.errors import EnginewrightError
+
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def disk_full_error(exc: BaseException, work_dir: Path) -> EnginewrightError | None:
+    """An EnginewrightError when `exc` was caused by `work_dir`'s disk filling up; None otherwise."""
+    enospc = any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in _chain(exc))
+    existing = next((p for p in (work_dir, *work_dir.parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    if not enospc and free >= NEARLY_FULL_BYTES:
+        return None
+    return EnginewrightError(
+        f"the work directory {work_dir} ran out of space ({free} bytes free) during the build "
+        f"({type(exc).__name__}); no partial file was kept and nothing was registered. Free space or set "
+        "ENGINEWRIGHT_HOME to a larger disk, then run again: finished steps are cached")

@@ -1,0 +1,102 @@
+"""Faults during a real build (`enginewright build` in its own process, tiny Llama, embedded stores): the process
+killed mid-flow, the work directory's disk full, two builds of the same key at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def spec(tmp_path: Path, tiny_model: Path, shared_data: Path) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"source: {{model: {tiny_model}}}\n"
+                    f"calibration: {{source: {shared_data / 'calib' / 'tiny_shakespeare.txt'}, num_samples: 4, "
+                    "seq_len: 32}\nevaluation: {tasks: [arc_easy], limit: 2}\n"
+                    "gate: {max_drop_points: 100, smoke: false}\nregistry: {model_name: fault-model}\n")
+    return path
+
+
+def build(home: Path, spec: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "ENGINEWRIGHT_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "enginewright.cli", "build", "--spec", str(spec)], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def versions(home: Path) -> list:
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'fault-model'")
+
+
+def test_a_build_killed_mid_flow_resumes_from_its_cached_steps(tmp_path: Path, spec: Path) -> None:
+    home = tmp_path / "home"
+    results = home / "prefect-results"
+    first = build(home, spec, tmp_path / "first.log")
+    deadline = time.monotonic() + 300
+    while first.poll() is None and time.monotonic() < deadline:
+        if results.is_dir() and len(list(results.iterdir())) >= 5:  # resolve, calibration, quantize, ... done
+            break
+        time.sleep(0.2)
+    assert first.poll() is None, "the build ended before it could be killed: " + (tmp_path / "first.log").read_text()
+    os.killpg(first.pid, signal.SIGKILL)  # as an OOM kill or a lost worker would
+    first.wait()
+    done_before_kill = len(list(results.iterdir()))
+    assert versions(home) == [] if (home / "mlflow.db").exists() else True
+
+    second = build(home, spec, tmp_path / "second.log")
+    assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    assert log.count("Finished in state Cached") >= done_before_kill - 1, log[-3000:]  # the kill may cut one write
+    assert [str(v.version) for v in versions(home)] == ["1"]
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_no_partial_file(tmp_path: Path, spec: Path) -> None:
+    home = tmp_path / "home"
+    builds = home / "builds"
+    builds.mkdir(parents=True)
+    # A 6 MB file system for the work directory: the tiny model's quantized state does not fit. Mounting needs
+    # root, which this machine and CI have.
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(builds)], capture_output=True,
+                             text=True)
+    assert mounted.returncode == 0, f"cannot mount a small tmpfs here: {mounted.stderr}"
+    try:
+        process = build(home, spec, tmp_path / "full.log")
+        assert process.wait(timeout=600) == 1
+        log = (tmp_path / "full.log").read_text()
+        error = [line for line in log.splitlines() if line.startswith("enginewright: error:")]
+        assert len(error) == 1 and f"the work directory {builds} ran out of space" in error[0], log[-3000:]
+        assert "Traceback" not in log.split("enginewright: error:")[-1]
+        leftovers = [p for p in builds.rglob("*") if p.name.endswith(".partial")]
+        assert leftovers == []
+        assert not (home / "mlflow.db").exists() or versions(home) == []
+    finally:
+        subprocess.run(["umount", str(builds)], check=True)
+
+
+def test_two_builds_of_the_same_key_at_once_register_one_version(tmp_path: Path, spec: Path) -> None:
+    """Two processes, two work directories (two workers), one registry and one bundle store."""
+    store = tmp_path / "shared"
+    env_extra = {"ENGINEWRIGHT_MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+                 "ENGINEWRIGHT_BUNDLE_STORE": str(store / "bundles")}
+    store.mkdir()
+    processes = []
+    for name in ("a", "b"):
+        env = {**os.environ, **env_extra, "ENGINEWRIGHT_HOME": str(tmp_path / name)}
+        processes.append(subprocess.Popen([sys.executable, "-m", "enginewright.cli", "build", "--spec", str(spec)],
+                                          env=env, stdout=(tmp_path / f"{name}.log").open("w"),
+                                          stderr=subprocess.STDOUT))
+    assert [p.wait(timeout=900) for p in processes] == [0, 0], [(tmp_path / f"{n}.log").read_text()[-2000:]
+                                                                  for n in ("a", "b")]
+    uri = env_extra["ENGINEWRIGHT_MLFLOW_TRACKING_URI"]
+    found = MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'fault-model'")
+    assert [str(v.version) for v in found] == ["1"]
+    assert len([p for p in (store / "bundles").rglob("manifest.json")]) == 1  # the loser deleted its copy
