@@ -10,14 +10,8 @@ from __future__ import annotations
 import torch
 
 from enginewright.errors import InputError
+from enginewright.gpu_formats import GPU_ONLY_FORMATS
 
-# Formats that can only be calibrated on a GPU of at least this compute capability.
-GPU_ONLY_FORMATS: dict[str, tuple[int, int]] = {"nvfp4": (10, 0), "nvfp4_awq": (10, 0), "mxfp8": (10, 0),
-                                                 "mxfp4": (10, 0)}
-# What each format needs to be served natively by TensorRT-LLM (used by the deploy check).
-SERVING_MIN_CAPABILITY: dict[str, tuple[int, int]] = {
-    "fp8": (8, 9), "fp8_pcpt": (8, 9), "w4a8_awq": (8, 9), **GPU_ONLY_FORMATS,
-}
 AUTO_BATCH_CPU = 8
 MAX_AUTO_BATCH = 64
 

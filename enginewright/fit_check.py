@@ -2,7 +2,7 @@
 
 - the gate: only a version whose accuracy gate passed (`gate.verdict=pass` on the version) is deployed;
 - the quantization format against the target GPU: FP8 (and W4A8, FP8 per-channel) needs compute capability 8.9+
-  to run natively, NVFP4 and the MX formats 10.0+ (enginewright.devices.SERVING_MIN_CAPABILITY);
+  to run natively, NVFP4 and the MX formats 10.0+ (enginewright.gpu_formats.SERVING_MIN_CAPABILITY);
 - a legacy TensorRT engine, when the target asks to serve one: the bundle must carry an engine built on the
   same GPU architecture and TensorRT version, because an engine runs nowhere else.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from enginewright.devices import SERVING_MIN_CAPABILITY
+from enginewright.gpu_formats import SERVING_MIN_CAPABILITY
 from enginewright.schemas import Manifest
 from enginewright.targets import DeployTarget
 

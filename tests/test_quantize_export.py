@@ -35,7 +35,7 @@ def test_every_format_has_a_modelopt_preset() -> None:
 
     import modelopt.torch.quantization as mtq
 
-    from enginewright.devices import GPU_ONLY_FORMATS
+    from enginewright.gpu_formats import GPU_ONLY_FORMATS
     from enginewright.spec import QuantFormat
 
     assert set(RECIPES) == set(typing.get_args(QuantFormat)) == set(EXPECTED_ALGO) | set(GPU_ONLY_FORMATS)
