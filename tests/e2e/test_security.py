@@ -145,7 +145,8 @@ def test_mlflow_basic_auth_with_credentials_from_mlflows_variables(stack: Stack,
 
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
         done = subprocess.run([sys.executable, "-m", "enginewright.cli", "deploy", "guarded", "--version", "1"],
-                              env={**os.environ}, capture_output=True, text=True, timeout=300)
+                              env={**os.environ, "PREFECT_API_URL": stack.prefect_url}, capture_output=True, text=True,
+                              timeout=300)
         assert done.returncode == 2
         assert done.stderr.strip().splitlines()[-1].startswith("enginewright: error: guarded version 1: ")
         assert "wrong" not in done.stderr and builder_password not in done.stderr + done.stdout
