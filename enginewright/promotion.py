@@ -29,7 +29,7 @@ from http.server import ThreadingHTTPServer
 
 from sqlalchemy import Column, DateTime, String, Table, delete, func, select
 
-from enginewright.store_db import METADATA, dialect_of, open_engine
+from enginewright.store_db import METADATA, announce_claimed, dialect_of, open_engine
 from enginewright.webhook_server import make_json_server, parse_json
 
 ALIAS_EVENT = "enginewright.alias.set"
@@ -78,14 +78,9 @@ class AliasStore:
                 (ALIAS_STATE.c.model == model) & (ALIAS_STATE.c.alias == alias))).scalar()
 
     def announce_once(self, model: str, alias: str, version: str, announce: Announce) -> bool:
-        if not self.claim(model, alias, version):
-            return False
-        try:
-            announce(model, alias, version)
-        except Exception:
-            self.release(model, alias, version)
-            raise
-        return True
+        return announce_claimed(lambda: self.claim(model, alias, version),
+                                lambda: self.release(model, alias, version),
+                                lambda: announce(model, alias, version))
 
 
 def mlflow_signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:

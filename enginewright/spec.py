@@ -257,15 +257,21 @@ def _resolve_relative_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, An
     return raw
 
 
-def read_spec_file(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, what: str, missing_hint: str, holds: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (a build spec, a deploy target); one InputError line naming `what` else."""
     if not path.is_file():
-        raise InputError(f"spec file {str(path)!r} does not exist; pass a YAML build spec (see specs/)")
+        raise InputError(f"{what} {str(path)!r} does not exist; {missing_hint}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise InputError(f"spec file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"{what} {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
-        raise InputError(f"spec file {str(path)!r} must hold a mapping of sections, got {type(raw).__name__}")
+        raise InputError(f"{what} {str(path)!r} must hold a mapping of {holds}, got {type(raw).__name__}")
+    return raw
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    raw = read_yaml_mapping(path, "spec file", "pass a YAML build spec (see specs/)", "sections")
     return _resolve_relative_paths(raw, path.parent)
 
 

@@ -4,6 +4,7 @@ a SQLite file under `home` by default, the stack's PostgreSQL in production. Tab
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import MetaData, create_engine
@@ -26,6 +27,19 @@ def open_engine(url: str) -> Engine:
                 raise
             time.sleep(0.2 * (attempt + 1))
     return engine
+
+
+def announce_claimed(claim: Callable[[], bool], release: Callable[[], None], announce: Callable[[], None]) -> bool:
+    """Announce only what this caller claimed; a failed announcement releases the claim, so the next caller (a
+    later tick, webhook or poll) claims it again: nothing is announced twice, nothing is lost."""
+    if not claim():
+        return False
+    try:
+        announce()
+    except Exception:
+        release()
+        raise
+    return True
 
 
 def dialect_of(engine: Engine):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from enginewright.errors import InputError, describe_validation_error
+from enginewright.spec import read_yaml_mapping
 
 
 class DeployTarget(BaseModel):
@@ -59,15 +59,7 @@ class DeployTarget(BaseModel):
 
 def load_target(path: Path) -> DeployTarget:
     """Read and validate a target file; one clear InputError naming the file and the bad field otherwise."""
-    if not path.is_file():
-        raise InputError(f"deploy target {str(path)!r} does not exist; pass a target YAML such as "
-                         "specs/targets/h100.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"deploy target {str(path)!r} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"deploy target {str(path)!r} must be a mapping of fields, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, "deploy target", "pass a target YAML such as specs/targets/h100.yaml", "fields")
     try:
         return DeployTarget.model_validate(raw)
     except ValidationError as exc:

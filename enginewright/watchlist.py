@@ -15,7 +15,7 @@ from sqlalchemy import Column, DateTime, String, Table, delete, func, select
 
 from enginewright.errors import InputError
 from enginewright.hashing import sha256_file
-from enginewright.store_db import METADATA, dialect_of, open_engine
+from enginewright.store_db import METADATA, announce_claimed, dialect_of, open_engine
 
 WATCHED = Table(
     "enginewright_watched", METADATA,
@@ -75,14 +75,9 @@ class WatchStore:
                       announce: Callable[[str, str, str], None]) -> bool:
         """Claim `revision` and announce it; True when this caller did. A failed announcement releases the claim,
         so the next watcher tick (or webhook) claims it again: a revision is neither announced twice nor lost."""
-        if not self.claim(source, spec_path, revision):
-            return False
-        try:
-            announce(source, spec_path, revision)
-        except Exception:
-            self.release(source, spec_path, revision)
-            raise
-        return True
+        return announce_claimed(lambda: self.claim(source, spec_path, revision),
+                                lambda: self.release(source, spec_path, revision),
+                                lambda: announce(source, spec_path, revision))
 
     def release(self, source: str, spec_path: str, revision: str) -> None:
         """Undo a claim whose announcement failed."""
