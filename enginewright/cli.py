@@ -234,14 +234,14 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.registry_client import registry_client
     from enginewright.targets import load_target
     from flows.deploy import DeployRefused, deploy_version, resolve_version
-    from tasks.register import client_for
 
     target = str(args.target) if args.target else None
     alias = None if args.version else (args.alias or settings.deploy_alias)
     load_target(args.target or settings.deploy_target)  # bad input is refused before a flow run exists
-    resolve_version(client_for(settings.tracking_uri), args.model_name, args.version, alias)
+    resolve_version(registry_client(settings.tracking_uri), args.model_name, args.version, alias)
     try:
         outcome = deploy_version(args.model_name, args.version, alias, target, action="manual")
     except DeployRefused as exc:

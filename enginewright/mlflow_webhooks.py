@@ -17,9 +17,10 @@ ALIAS_SET = "model_version_alias.created"
 def ensure_alias_webhook(tracking_uri: str, url: str, secret: str) -> str:
     """Create (or update in place) the one enginewright webhook for alias changes; returns its id."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    from enginewright.registry_client import registry_client
+
+    client = registry_client(tracking_uri)
     try:
         existing = [w for w in client.list_webhooks() if w.name == WEBHOOK_NAME]
         if existing:

@@ -28,12 +28,13 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
 def pull_bundle(uri: str, dest: Path, settings: Settings) -> tuple[str, Manifest]:
     """Download and verify; returns the version number and the verified manifest."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+
+    from enginewright.registry_client import registry_client
 
     name, alias, version = parse_model_uri(uri)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InputError(f"destination {str(dest)!r} is not empty; pass a new or empty directory")
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     try:
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as exc:

@@ -34,6 +34,7 @@ from enginewright.bundle_store import fetch_bundle
 from enginewright.errors import EnginewrightError, InputError
 from enginewright.fit_check import fit_problems
 from enginewright.manifest import verify_bundle
+from enginewright.registry_client import registry_client
 from enginewright.schemas import Manifest
 from enginewright.serving_config import (
     current_release,
@@ -44,7 +45,6 @@ from enginewright.serving_config import (
 )
 from enginewright.settings import Settings
 from enginewright.targets import DeployTarget, load_target
-from tasks.register import client_for
 
 HISTORY_KEEP = 30  # entries kept in the registered model's history tag (MLflow tag values are at most 5000 chars)
 
@@ -127,7 +127,7 @@ def deploy_version(model_name: str, version: str | None = None, alias: str | Non
     settings = Settings()
     logger = get_run_logger()
     target = load_target(Path(target_path) if target_path else settings.deploy_target)
-    client = client_for(settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     found = resolve_version(client, model_name, version, alias)
     if version is not None and str(found.version) != str(version):
         message = (f"{model_name}@{alias} now points at version {found.version}, not {version}; the newer change "
@@ -196,7 +196,7 @@ def rollback(model_name: str, settings: Settings, target_path: Path | None = Non
     the same change does not deploy it a second time.
     """
     target = load_target(target_path or settings.deploy_target)
-    client = client_for(settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     alias = settings.deploy_alias
     try:
         current = str(client.get_model_version_by_alias(model_name, alias).version)

@@ -29,6 +29,7 @@ from prefect.settings import (
 )
 
 from enginewright.hashing import sha256_json
+from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
 from enginewright.spec import BuildSpec
 from flows.build import shared_baseline, shared_calibration
@@ -42,7 +43,7 @@ from tasks.compare import (
     recommend,
 )
 from tasks.eval_data import eval_data_task
-from tasks.register import client_for, experiment_id
+from tasks.register import experiment_id
 from tasks.sources import resolve_task
 
 MATRIX_EXPERIMENT = "enginewright-matrices"
@@ -133,7 +134,7 @@ def record_comparison(variants: list[VariantResult], chosen: VariantResult | Non
                       plot: Path, model_name: str, policy: RecommendationPolicy, tracking_uri: str,
                       artifact_root: str) -> str:
     """An MLflow run holding the table and the plot; alias + tags on the chosen version. Returns the run id."""
-    client = client_for(tracking_uri)
+    client = registry_client(tracking_uri)
     run = client.create_run(experiment_id(client, artifact_root, MATRIX_EXPERIMENT), run_name=f"matrix-{model_name}", tags={
         "matrix.formats": ",".join(v.format for v in variants), "matrix.policy": policy.model_dump_json(),
         "matrix.recommended": chosen.format if chosen else "none", "mlflow.note.content": table})

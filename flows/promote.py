@@ -11,8 +11,8 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from enginewright.promotion import ALIAS_EVENT, AliasStore, poll_aliases
+from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
-from tasks.register import client_for
 
 
 def announce_alias(name: str, alias: str, version: str) -> None:
@@ -26,7 +26,7 @@ def announce_alias(name: str, alias: str, version: str) -> None:
 @flow(name="poll_aliases")
 def poll_aliases_flow() -> list[tuple[str, str]]:
     settings = Settings()
-    announced = poll_aliases(client_for(settings.tracking_uri), settings.deploy_alias,
+    announced = poll_aliases(registry_client(settings.tracking_uri), settings.deploy_alias,
                              AliasStore(settings.watch_db_url), announce_alias)
     for name, version in announced:
         get_run_logger().info("%s@%s -> version %s announced (%s)", name, settings.deploy_alias, version, ALIAS_EVENT)

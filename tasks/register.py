@@ -26,6 +26,7 @@ from prefect import task
 from enginewright.bundle_store import delete_bundle, store_bundle
 from enginewright.caching import keyed_by, retry_unless_input_error
 from enginewright.errors import RegistryError
+from enginewright.registry_client import registry_client
 from enginewright.s3 import TransferSettings
 from enginewright.schemas import Manifest
 
@@ -71,10 +72,6 @@ def registry_errors(tracking_uri: str, what: str):
         raise RegistryError(f"MLflow at {tracking_uri} failed to {what}: {first}") from None
 
 
-def client_for(tracking_uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
 def versions_with_key(client: MlflowClient, name: str, build_key: str) -> list:
     """Versions of `name` tagged with `build_key`, lowest version number first."""
     found = client.search_model_versions(f"name = '{name}' and tags.build_key = '{build_key}'")
@@ -95,7 +92,7 @@ def experiment_id(client: MlflowClient, artifact_root: str, name: str = EXPERIME
 
 
 def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> LoggedRun:
-    client = client_for(tracking_uri)
+    client = registry_client(tracking_uri)
     existing = find_version(client, record.model_name, record.build_key)
     if existing is not None:
         return LoggedRun(existing.run_id, existing.source)
@@ -129,7 +126,7 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
 
     `discard_bundle` deletes this process's bundle copy when another process registered the key first.
     """
-    client = client_for(tracking_uri)
+    client = registry_client(tracking_uri)
     existing = find_version(client, record.model_name, record.build_key)
     if existing is not None:
         if existing.source != bundle_uri:

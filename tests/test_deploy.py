@@ -11,11 +11,11 @@ import yaml
 
 from enginewright.errors import InputError
 from enginewright.fit_check import fit_problems
+from enginewright.registry_client import registry_client
 from enginewright.serving_config import render_release
 from enginewright.settings import Settings
 from enginewright.targets import DeployTarget, load_target
 from flows.deploy import DeployRefused, deploy_version, previous_deployed_version, rollback
-from tasks.register import client_for
 from tests.registered_bundle import register_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def current_version(settings: Settings, target_name: str, model: str) -> str | N
 
 
 def test_deploy_refuse_supersede_and_roll_back(settings: Settings, tmp_path: Path) -> None:
-    client = client_for(settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     v1 = register_bundle(settings, tmp_path / "b", "chat", fmt="int4_awq")
     client.set_registered_model_alias("chat", "production", v1.version)
     first = deploy_version("chat", alias="production", target_path=str(A100))
@@ -145,7 +145,7 @@ def test_deploy_refuse_supersede_and_roll_back(settings: Settings, tmp_path: Pat
 
 
 def test_a_bundle_that_fails_verification_is_refused_and_nothing_switches(settings: Settings, tmp_path: Path) -> None:
-    client = client_for(settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     v1 = register_bundle(settings, tmp_path / "b", "m", fmt="fp8")
     stored = Path(v1.source.removeprefix("file://"))
     (stored / "checkpoint" / "model.safetensors").write_bytes(b"tampered")
@@ -159,7 +159,7 @@ def test_a_bundle_that_fails_verification_is_refused_and_nothing_switches(settin
 def test_rollback_needs_an_earlier_deployed_version(settings: Settings, tmp_path: Path) -> None:
     assert previous_deployed_version([{"version": "1", "status": "deployed"}, {"version": "2", "status": "refused"},
                                       {"version": "3", "status": "deployed"}], "3") == "1"
-    client = client_for(settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     v1 = register_bundle(settings, tmp_path / "b", "solo", fmt="fp8")
     client.set_registered_model_alias("solo", "production", v1.version)
     deploy_version("solo", alias="production", target_path=str(H100))

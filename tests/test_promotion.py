@@ -15,8 +15,8 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from enginewright.promotion import AliasStore, make_relay, mlflow_signature, poll_aliases
+from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
-from tasks.register import client_for
 from tests.registered_bundle import register_bundle
 
 SECRET = "whsec-" + uuid.uuid4().hex
@@ -124,7 +124,7 @@ def test_the_relay_refuses_a_delivery_without_signature_headers(relay) -> None:
 
 
 def test_the_poll_announces_each_alias_change_once(settings: Settings, tmp_path: Path, store: AliasStore) -> None:
-    client = client_for(settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     v1 = register_bundle(settings, tmp_path / "b", "polled", fmt="fp8")
     v2 = register_bundle(settings, tmp_path / "b", "polled", fmt="int8_sq")
     register_bundle(settings, tmp_path / "b", "no-alias", fmt="fp8")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from mlflow.artifacts import download_artifacts
-from mlflow.tracking import MlflowClient
 
 from enginewright.manifest import verify_bundle
+from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
 from enginewright.spec import build_spec
 from flows.build import run_build
@@ -71,7 +71,7 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert states["smoke-check"] == "Completed" and states["gate"] == "Completed"
     assert "| arc_easy | acc_norm | 4 |" in gate_artifact_markdown(first_state.state_details.flow_run_id)
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     version = client.get_model_version("tiny-llama", "1")
     assert version.tags["build_key"] == first.build_key
     assert version.tags["quantization.format"] == "int8_sq"
@@ -133,7 +133,7 @@ def test_pull_verifies_and_refuses_a_corrupted_bundle(
     verify_bundle(tmp_path / "good")
 
     # Damage the stored copy (the local artifact store is a directory): pull must refuse and leave nothing.
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     stored = Path(client.get_model_version("tiny-pull", "1").source.removeprefix("file://"))
     with (stored / "llm_api.yaml").open("a") as handle:
         handle.write("# tampered\n")

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
+
+from enginewright.registry_client import registry_client
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +42,7 @@ def build(home: Path, spec: Path, log: Path, prefect_api: dict[str, str]) -> sub
 
 def versions(home: Path) -> list:
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'fault-model'")
+    return registry_client(uri).search_model_versions("name = 'fault-model'")
 
 
 def test_a_build_killed_mid_flow_resumes_from_its_cached_steps(tmp_path: Path, spec: Path, prefect_api) -> None:

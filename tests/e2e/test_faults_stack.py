@@ -93,9 +93,9 @@ def test_mlflow_down_at_registration_fails_clearly_and_a_rerun_registers_one_ver
     first = register_flow(record, run.run_id, uri, settings.tracking_uri)
     again = register_flow(record, run.run_id, uri, settings.tracking_uri)
     assert first.created and not again.created and again.version == first.version
-    from tasks.register import client_for
+    from enginewright.registry_client import registry_client
 
-    versions = client_for(settings.tracking_uri).search_model_versions("name = 'outage-model'")
+    versions = registry_client(settings.tracking_uri).search_model_versions("name = 'outage-model'")
     assert [str(v.version) for v in versions] == [first.version]
 
 
@@ -112,8 +112,8 @@ def test_postgresql_restarted_while_versions_are_registered_loses_and_doubles_no
     threading.Timer(2, lambda: restarted.append(subprocess.run(restart, capture_output=True, text=True))).start()
     registered = [register_bundle(settings, tmp_path / "b", "through-restart", fmt="fp8") for _ in range(12)]
     assert restarted and restarted[0].returncode == 0, restarted
-    from tasks.register import client_for
+    from enginewright.registry_client import registry_client
 
-    versions = client_for(settings.tracking_uri).search_model_versions("name = 'through-restart'")
+    versions = registry_client(settings.tracking_uri).search_model_versions("name = 'through-restart'")
     assert sorted(int(v.version) for v in versions) == sorted(int(r.version) for r in registered)
     assert len({v.tags["build_key"] for v in versions}) == len(registered) == 12

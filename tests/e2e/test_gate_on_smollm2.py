@@ -8,9 +8,9 @@ evaluation; with the smoke check off, the paired accuracy gate does.
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from enginewright.cli import main
+from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +43,7 @@ def test_accuracy_gate_fails_a_broken_candidate_and_keeps_the_evidence(
     assert err.startswith("enginewright: error: gate failed: ")
     assert "acc_norm changed -" in err and "allowed drop 1.00" in err and "no version registered" in err
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("enginewright-builds").experiment_id])
     assert len(runs) == 1
     run = runs[0]

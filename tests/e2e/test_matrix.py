@@ -5,9 +5,9 @@ in MLflow and a recommended version."""
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from enginewright.cli import main
+from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ def test_matrix_builds_variants_apart_shares_the_baseline_and_recommends_one(
     assert rows["fp8"].split(" | ")[1] == "registered" and rows["int8_wo"].split(" | ")[1] == "registered"
     assert rows["nvfp4"].split(" | ")[1] == "refused" and "compute capability 10.0+" in rows["nvfp4"]
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client = registry_client(settings.tracking_uri)
     versions = {v.tags["quantization.format"]: v for v in client.search_model_versions("name = 'tiny-matrix'")}
     assert versions.keys() == {"fp8", "int8_wo"}
     recommended = client.get_model_version_by_alias("tiny-matrix", "recommended")

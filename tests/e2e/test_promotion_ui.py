@@ -125,9 +125,9 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
             assert refused[0].state_type.value == "FAILED"
             browser.close()
 
-        from tasks.register import client_for
+        from enginewright.registry_client import registry_client
 
-        tags = client_for(stack.mlflow_url).get_model_version(MODEL, too_new.version).tags
+        tags = registry_client(stack.mlflow_url).get_model_version(MODEL, too_new.version).tags
         assert tags["deploy.h100.status"] == "refused"
         assert "nvfp4 needs a GPU of compute capability 10.0+" in tags["deploy.h100.reason"]
         assert rendered_version(serving) == fits.version

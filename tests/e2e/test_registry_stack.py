@@ -12,10 +12,10 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from mlflow.tracking import MlflowClient
 
 from enginewright.bundle_store import bundle_location, store_bundle
 from enginewright.manifest import MANIFEST_NAME, verify_bundle, write_manifest
+from enginewright.registry_client import registry_client
 from enginewright.s3 import MiB, S3Location, TransferSettings, UploadError, list_objects, verify_object
 from enginewright.settings import Settings
 from enginewright.stack import Stack
@@ -127,7 +127,7 @@ def test_register_and_pull_through_the_mlflow_server(stack: Stack, tmp_path: Pat
     settings = client_settings(stack, tmp_path / "home")
     bundle, manifest = make_bundle(tmp_path)
     key = manifest["bundle_id"]
-    mlflow = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    mlflow = registry_client(settings.tracking_uri)
     run_id = mlflow.create_run(mlflow.create_experiment(f"exp-{key[:8]}")).info.run_id
     uri = store_bundle(bundle, manifest, bundle_location(settings.bundle_root, key, run_id), settings.s3_endpoint_url,
                        settings.transfer)
@@ -171,7 +171,7 @@ def _register_concurrently(settings_fields: dict, bundle: str, manifest: dict, r
 def test_processes_registering_the_same_key_at_once_make_one_version(stack: Stack, tmp_path: Path) -> None:
     settings = client_settings(stack, tmp_path / "home")
     bundle, manifest = make_bundle(tmp_path, big_mb=6)
-    mlflow = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    mlflow = registry_client(settings.tracking_uri)
     experiment = mlflow.create_experiment(f"race-{manifest['bundle_id'][:8]}")
     runs = [mlflow.create_run(experiment).info.run_id for _ in range(4)]
     fields = {"home": str(settings.home), "mlflow_tracking_uri": settings.tracking_uri,
@@ -201,7 +201,7 @@ def test_processes_registering_the_same_key_at_once_make_one_version(stack: Stac
 
 def test_data_survives_a_restart_and_down_stops_only_what_it_started(stack: Stack, tmp_path: Path) -> None:
     settings = client_settings(stack, tmp_path / "home")
-    mlflow = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    mlflow = registry_client(settings.tracking_uri)
     before = {(v.name, str(v.version), v.source) for v in mlflow.search_model_versions("")}
     assert before
     stack.down(say=lambda line: None)
@@ -239,7 +239,7 @@ def test_the_build_flow_in_production_mode_uploads_to_s3_and_registers_through_t
     })
     outcome = run_build(spec, settings).result()
     assert outcome.registered_now and outcome.registered.source.startswith("s3://ewtest/bundles/")
-    mlflow = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    mlflow = registry_client(settings.tracking_uri)
     version = mlflow.get_model_version("tiny-on-stack", outcome.registered.version)
     assert version.tags["build_key"] == outcome.build_key and version.tags["gate.verdict"] == "pass"
     assert {"tools.modelopt", "gpu.arch", "calibration.fingerprint", "gate.arc_easy.candidate"} <= version.tags.keys()

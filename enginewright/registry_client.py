@@ -1,0 +1,33 @@
+"""One way to open the MLflow registry: `registry_client(uri)`, tracking and registry on the same store.
+
+MLflow creates a SQLite store's tables (and runs its Alembic migrations) on first use, without a lock of its
+own in the store constructors. Two processes opening the same fresh `sqlite:///` file at once, as
+`enginewright matrix` does with one build process per variant, then migrate it twice and one of them dies
+with `table _alembic_tmp_… already exists`. For SQLite stores the first use here therefore runs under an
+exclusive lock on a file beside the database. Server and PostgreSQL stores need none: the server (or
+`mlflow db upgrade`) owns the schema.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+_SQLITE = "sqlite:///"
+
+
+def registry_client(tracking_uri: str) -> MlflowClient:
+    if not tracking_uri.startswith(_SQLITE):
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    database = Path(tracking_uri.removeprefix(_SQLITE))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".init-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:  # the client builds its tracking store at once and its registry store when first used
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            client.search_registered_models(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
