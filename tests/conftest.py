@@ -66,3 +66,10 @@ def degenerate_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("calib") / "one-word.txt"
     path.write_text(("the " * 2000 + "\n\n") * 3)
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the session `stack` (Prefect, MLflow, SeaweedFS, relay) run last, in their usual order: once
+    started, the stack's servers stay up until the session ends and would share this machine's two cores with
+    the CPU-bound quantization and evaluation tests."""
+    items.sort(key=lambda item: "stack" in getattr(item, "fixturenames", ()))
