@@ -73,3 +73,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     started, the stack's servers stay up until the session ends and would share this machine's two cores with
     the CPU-bound quantization and evaluation tests."""
     items.sort(key=lambda item: "stack" in getattr(item, "fixturenames", ()))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop Prefect's temporary API servers (started by in-process flow runs) while pytest's streams are still
+    open; left to Prefect's atexit hook, their goodbye log line hits a closed stream and prints a traceback.
+    Run logs still queued for the API are sent first."""
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+
+    APILogWorker.drain_all(timeout=5)
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()

@@ -1,5 +1,6 @@
-"""Faults during a real build (`enginewright build` in its own process, tiny Llama, embedded stores): the process
-killed mid-flow and the work directory's disk full. (Two builds of one key at once: the race is at registration,
+"""Faults during a real build (`enginewright build` in its own process, tiny Llama): the process killed mid-flow
+and the work directory's disk full (embedded MLflow store), PostgreSQL restarted mid-flow (production mode: the
+stack's Prefect server, MLflow server and S3, both servers on the machine's PostgreSQL). (Two builds of one key at once: the race is at registration,
 tested with concurrent processes against the MLflow server in test_registry_stack.py.) The builds report to the
 session stack's Prefect server, as workers do (and so skip starting a temporary API each)."""
 
@@ -35,7 +36,7 @@ def prefect_api(stack) -> dict[str, str]:
 
 
 def build(home: Path, spec: Path, log: Path, prefect_api: dict[str, str]) -> subprocess.Popen:
-    env = {**os.environ, **prefect_api, "ENGINEWRIGHT_HOME": str(home)}
+    env = {**os.environ, **prefect_api, "ENGINEWRIGHT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "enginewright.cli", "build", "--spec", str(spec)], env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -45,16 +46,21 @@ def versions(home: Path) -> list:
     return registry_client(uri).search_model_versions("name = 'fault-model'")
 
 
+def wait_for_results(process: subprocess.Popen, results: Path, count: int, log: Path) -> None:
+    """Until `count` task results are persisted (resolve, calibration, quantize, ...): the flow is mid-way."""
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if results.is_dir() and len(list(results.iterdir())) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the build ended or stalled before {count} results: " + log.read_text()[-3000:])
+
+
 def test_a_build_killed_mid_flow_resumes_from_its_cached_steps(tmp_path: Path, spec: Path, prefect_api) -> None:
     home = tmp_path / "home"
     results = home / "prefect-results"
     first = build(home, spec, tmp_path / "first.log", prefect_api)
-    deadline = time.monotonic() + 300
-    while first.poll() is None and time.monotonic() < deadline:
-        if results.is_dir() and len(list(results.iterdir())) >= 5:  # resolve, calibration, quantize, ... done
-            break
-        time.sleep(0.2)
-    assert first.poll() is None, "the build ended before it could be killed: " + (tmp_path / "first.log").read_text()
+    wait_for_results(first, results, 5, tmp_path / "first.log")
     os.killpg(first.pid, signal.SIGKILL)  # as an OOM kill or a lost worker would
     first.wait()
     done_before_kill = len(list(results.iterdir()))
@@ -88,3 +94,25 @@ def test_a_full_disk_is_one_clear_error_and_leaves_no_partial_file(tmp_path: Pat
         assert not (home / "mlflow.db").exists() or versions(home) == []
     finally:
         subprocess.run(["umount", str(builds)], check=True)
+
+
+def test_postgresql_restarted_mid_flow_the_production_build_completes_and_registers_once(
+        tmp_path: Path, spec: Path, stack) -> None:
+    """The machine's PostgreSQL (the Prefect server's and the MLflow server's store) restarts while a production
+    build runs: the servers answer 503 or drop connections for a moment, the clients retry, the run completes."""
+    home, log = tmp_path / "home", tmp_path / "build.log"
+    env = stack.client_env()
+    process = build(home, spec, log, env)
+    wait_for_results(process, home / "prefect-results", 3, log)
+    cluster = sorted(os.listdir("/etc/postgresql"))[-1]
+    restart = subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"],
+                             capture_output=True, text=True)
+    assert restart.returncode == 0, restart.stderr
+    assert process.poll() is None, "the build ended before PostgreSQL had restarted: " + log.read_text()[-3000:]
+    assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    summary = [line for line in text.splitlines() if line.startswith("model version:")]
+    assert "Finished in state Completed()" in text and summary == [
+        "model version: fault-model v1 @candidate — registered by this run"], text[-3000:]
+    versions = registry_client(env["ENGINEWRIGHT_MLFLOW_TRACKING_URI"]).search_model_versions("name = 'fault-model'")
+    assert len(versions) == 1 and versions[0].source.startswith("s3://"), versions
