@@ -58,9 +58,15 @@ class Settings(BaseSettings):
     )
     stack_name: str = Field(
         default="enginewright", pattern=r"^[a-z][a-z0-9_]*$",
-        description="`stack up`: prefix of its database names (<name>_mlflow, <name>_prefect).",
+        description="`stack up`: prefix of its database names (<name>_mlflow, <name>_prefect, <name>_watch).",
     )
     stack_bucket: str = Field(default="enginewright", description="`stack up`: the S3 bucket it creates.")
+    stack_mlflow_auth: bool = Field(
+        default=False,
+        description="`stack up`: run MLflow with basic authentication (users in <name>_mlflow_auth; the admin "
+                    "password is generated into the stack's secrets and the client env). Off: MLflow on "
+                    "127.0.0.1 without logins.",
+    )
     watch_db: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the watch store (what is watched, which revisions were announced). "

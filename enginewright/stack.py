@@ -5,7 +5,10 @@
 - PostgreSQL: the server at `stack_postgres_url` (never started or stopped here); `up` creates the databases
   `<stack_name>_mlflow`, `<stack_name>_prefect` and `<stack_name>_watch` in it.
 - MLflow server: PostgreSQL backend store, run artifacts in `s3://<bucket>/mlflow` (bundles go to
-  `s3://<bucket>/bundles` directly, see enginewright.s3).
+  `s3://<bucket>/bundles` directly, see enginewright.s3). With `stack_mlflow_auth`, MLflow's basic-auth app:
+  users and permissions in `<stack_name>_mlflow_auth`, an `admin` whose password is generated into the
+  secrets, and new users may write (default permission EDIT) so that builders and deployers share the
+  experiments and registered models; the client env logs in as `admin`.
 - Prefect server: on PostgreSQL.
 - Promotion relay (`enginewright promote relay`): receives MLflow's registry webhook, registered by `up` with a
   generated secret, and turns a change of the production alias into a Prefect event. The relay and the alias
@@ -31,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +43,7 @@ from enginewright.errors import EnginewrightError
 from enginewright.settings import Settings
 
 HOST = "127.0.0.1"
+MLFLOW_ADMIN = "admin"
 
 
 class StackError(EnginewrightError):
@@ -73,6 +77,8 @@ def load_secrets(stack_dir: Path) -> dict[str, str]:
         "s3_secret_key": lambda: secrets.token_urlsafe(30),
         "mlflow_webhook_encryption_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),  # Fernet
         "mlflow_webhook_secret": lambda: secrets.token_urlsafe(32),
+        "mlflow_admin_password": lambda: secrets.token_urlsafe(24),  # used with stack_mlflow_auth
+        "mlflow_flask_secret_key": lambda: secrets.token_hex(32),  # signs the basic-auth app's sessions
     }
     values = {name: known.get(name) or make() for name, make in wanted.items()}
     if values != known:
@@ -126,7 +132,18 @@ class Stack:
 
     @property
     def databases(self) -> dict[str, str]:
-        return {"mlflow": f"{self.name}_mlflow", "prefect": f"{self.name}_prefect", "watch": f"{self.name}_watch"}
+        """The databases this stack uses (`mlflow_auth` only with stack_mlflow_auth)."""
+        return self._database_names(with_auth=self.settings.stack_mlflow_auth)
+
+    def _database_names(self, with_auth: bool) -> dict[str, str]:
+        names = {"mlflow": f"{self.name}_mlflow", "prefect": f"{self.name}_prefect", "watch": f"{self.name}_watch"}
+        return {**names, "mlflow_auth": f"{self.name}_mlflow_auth"} if with_auth else names
+
+    def mlflow_credentials(self) -> dict[str, str]:
+        """MLflow's own login variables for the stack's admin; empty when the stack runs MLflow without auth."""
+        if not self.settings.stack_mlflow_auth:
+            return {}
+        return {"MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN, "MLFLOW_TRACKING_PASSWORD": self.secrets["mlflow_admin_password"]}
 
     def client_env(self) -> dict[str, str]:
         """What a client needs to use the stack (enginewright, mlflow and prefect CLIs, boto3)."""
@@ -143,6 +160,7 @@ class Stack:
             "ENGINEWRIGHT_WATCH_DB": database_url(self.settings.stack_postgres_url, self.databases["watch"],
                                                   "postgresql+psycopg2"),
             "ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET": self.secrets["mlflow_webhook_secret"],
+            **self.mlflow_credentials(),
         }
 
     def components(self) -> list[Component]:
@@ -169,6 +187,11 @@ class Stack:
                       # Registry webhooks to receivers on this machine (the promotion relay), secrets kept across restarts.
                       "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
                       "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": self.secrets["mlflow_webhook_encryption_key"]}
+        if s.stack_mlflow_auth:
+            mlflow_cmd += ["--app-name", "basic-auth"]
+            mlflow_env.update({"MLFLOW_AUTH_CONFIG_PATH": str(self.dir / "mlflow-auth.ini"),
+                               "MLFLOW_AUTH_ADMIN_PASSWORD": self.secrets["mlflow_admin_password"],
+                               "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets["mlflow_flask_secret_key"]})
         prefect_cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST,
                        "--port", str(s.stack_prefect_port)]
         prefect_env = {
@@ -213,6 +236,8 @@ class Stack:
         """Start what is not running (or only the named components), wait until each answers; on failure stop
         what this call started."""
         self._create_databases()
+        if self.settings.stack_mlflow_auth:
+            self._write_mlflow_auth_config()
         state = self._state()
         components = [c for c in self.components() if only is None or c.name in only]
         starting: list[Component] = []
@@ -251,7 +276,15 @@ class Stack:
         if {"mlflow", "relay"} <= names:  # MLflow tells the relay about alias changes, signed with the stack's secret
             from enginewright.mlflow_webhooks import ensure_alias_webhook
 
-            ensure_alias_webhook(self.mlflow_url, self.relay_url, self.secrets["mlflow_webhook_secret"])
+            with _environ(self.mlflow_credentials()):  # MLflow's client reads its login from the environment
+                ensure_alias_webhook(self.mlflow_url, self.relay_url, self.secrets["mlflow_webhook_secret"])
+
+    def _write_mlflow_auth_config(self) -> None:
+        """The basic-auth app's config (no secret in it: the admin password reaches the server by environment)."""
+        users = database_url(self.settings.stack_postgres_url, self.databases["mlflow_auth"], "postgresql+psycopg2")
+        _write_private(self.dir / "mlflow-auth.ini",
+                       f"[mlflow]\ndefault_permission = EDIT\ndatabase_uri = {users}\nadmin_username = {MLFLOW_ADMIN}\n"
+                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
 
     def _spawn(self, component: Component) -> int:
         logs = self.dir / "logs"
@@ -359,12 +392,25 @@ class Stack:
             _terminate(known["pid"], kill=kill)
             say(f"{name:<8} stopped (pid {known['pid']})")
             self._save_state(state)
-        if purge:
+        if purge:  # the users database too, should the stack have run with auth before
+            databases = self._database_names(with_auth=True).values()
             with closing(self._postgres()) as connection, connection.cursor() as cursor:
-                for database in self.databases.values():
+                for database in databases:
                     cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             shutil.rmtree(self.dir, ignore_errors=True)
-            say(f"purged {self.dir} and databases {', '.join(self.databases.values())}")
+            say(f"purged {self.dir} and databases {', '.join(databases)}")
+
+
+@contextmanager
+def _environ(values: dict[str, str]):
+    """`values` in os.environ for the duration, then the previous values back."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
 def _reaped(pid: int) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.server.auth.client import AuthServiceClient
 
 from enginewright.settings import Settings
 from enginewright.stack import Stack
@@ -70,6 +72,17 @@ def set_alias_in_the_ui(page, mlflow_url: str, version: str, alias: str) -> floa
     return clicked
 
 
+def reloaded_shows(page, text: str) -> bool:
+    from playwright.sync_api import TimeoutError as NotThereYet
+
+    page.reload()
+    try:
+        page.get_by_text(text).wait_for(timeout=5000)
+        return True
+    except NotThereYet:
+        return False
+
+
 def rendered_version(serving: Path) -> str | None:
     current = serving / "h100" / MODEL / "current" / "deployment.json"
     return json.loads(current.read_text())["version"] if current.is_file() else None
@@ -99,7 +112,11 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # The stack's MLflow asks for a login (basic auth): a person with a user of their own, made by the admin.
+            password = secrets.token_urlsafe(16)
+            AuthServiceClient(stack.mlflow_url).create_user("releaser", password)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000},
+                                    http_credentials={"username": "releaser", "password": password})
 
             clicked = set_alias_in_the_ui(page, stack.mlflow_url, fits.version, "production")
             (run,) = wait_for(lambda: deploy_runs(env), 60, "the deploy run the alias event starts")
@@ -111,9 +128,9 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
             assert (release / "trtllm-serve.sh").is_file()
             assert (release / "triton" / "tensorrt_llm" / "1" / "model.yaml").is_file()
 
-            page.reload()  # what the person sees on the version afterwards: the rollout tags
-            page.get_by_text("deploy.h100.status").wait_for(timeout=30000)
-            assert page.get_by_text(str(release)).count() == 1
+            # What the person sees on the version afterwards: the rollout tags (written just after the switch).
+            wait_for(lambda: reloaded_shows(page, str(release)), 60, "the rollout tags on the version page")
+            assert page.get_by_text("deploy.h100.status").count() == 1
             page.screenshot(path=str(tmp_path / "version-after-deploy.png"))
 
             # An NVFP4 version promoted onto the H100 target is refused: the run fails, says why on the version,

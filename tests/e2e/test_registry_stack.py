@@ -62,6 +62,9 @@ def test_stack_reports_every_component_up(stack: Stack) -> None:
     assert all(state.startswith("up") for state in rows.values()), rows
     assert (stack.dir / "env").stat().st_mode & 0o777 == 0o600
     assert (stack.dir / "secrets.json").stat().st_mode & 0o777 == 0o600
+    auth_config = stack.dir / "mlflow-auth.ini"  # the session stack runs MLflow with basic auth
+    assert auth_config.stat().st_mode & 0o777 == 0o600
+    assert stack.secrets["mlflow_admin_password"] not in auth_config.read_text()  # it reaches MLflow by environment
 
 
 def test_upload_stores_every_object_with_its_sha256_and_the_manifest_last(stack: Stack, tmp_path: Path) -> None:

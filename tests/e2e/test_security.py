@@ -5,9 +5,10 @@
   everything that was written is searched for them: the build's own output, every file under its home, every
   object in the bucket, dumps of the MLflow, Prefect and watch databases (parameters, tags, logs, events),
   the servers' logs.
-- MLflow with basic authentication (`mlflow server --app-name basic-auth`, bundles in the stack's S3):
-  registering and deploying work with credentials from MLflow's own variables (MLFLOW_TRACKING_USERNAME /
-  MLFLOW_TRACKING_PASSWORD), and with a wrong password the CLI says so in one line, without the password.
+- MLflow with basic authentication: the session stack runs `mlflow server --app-name basic-auth`
+  (`stack_mlflow_auth`). Without a login it refuses; a user the admin created registers and deploys with
+  credentials from MLflow's own variables (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), and with a
+  wrong password the CLI says so in one line, without the password.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import secrets
 import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -24,22 +25,30 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from enginewright.stack import Stack, database_url, port_in_use
-from tests.e2e.conftest import free_port_block
+from enginewright.stack import Stack, database_url
 
 pytestmark = pytest.mark.e2e
 
 
 def known_secrets(stack: Stack) -> dict[str, str]:
+    """Secret values in a build's environment; the MLflow login is a user created for this build."""
     return {
         "AWS_ACCESS_KEY_ID": stack.secrets["s3_access_key"],
         "AWS_SECRET_ACCESS_KEY": stack.secrets["s3_secret_key"],
         "HF_TOKEN": "hf_" + secrets.token_hex(16),
-        "MLFLOW_TRACKING_USERNAME": "user-" + secrets.token_hex(6),
         "MLFLOW_TRACKING_PASSWORD": "pw-" + secrets.token_hex(12),
         "ENGINEWRIGHT_HUB_WEBHOOK_SECRET": "hub-" + secrets.token_hex(12),
         "ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET": stack.secrets["mlflow_webhook_secret"],
     }
+
+
+def create_mlflow_user(stack: Stack, password: str) -> str:
+    """A user on the stack's MLflow, created by its admin (the login in this process's environment)."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    username = "user-" + secrets.token_hex(6)
+    AuthServiceClient(stack.mlflow_url).create_user(username, password)
+    return username
 
 
 def found_in(data: bytes, values: dict[str, str]) -> list[str]:
@@ -49,13 +58,14 @@ def found_in(data: bytes, values: dict[str, str]) -> list[str]:
 def test_no_secret_in_anything_a_production_build_writes(stack: Stack, tmp_path: Path, tiny_model: Path,
                                                          shared_data: Path) -> None:
     values = known_secrets(stack)
+    login = {"MLFLOW_TRACKING_USERNAME": create_mlflow_user(stack, values["MLFLOW_TRACKING_PASSWORD"])}
     home = tmp_path / "home"
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"source: {{model: {tiny_model}}}\n"
                     f"calibration: {{source: {shared_data / 'calib' / 'tiny_shakespeare.txt'}, num_samples: 4, "
                     "seq_len: 32}\nevaluation: {tasks: [arc_easy], limit: 2}\n"
                     "gate: {max_drop_points: 100, smoke: false}\nregistry: {model_name: secret-scan}\n")
-    env = {**os.environ, **stack.client_env(), **values, "ENGINEWRIGHT_HOME": str(home),
+    env = {**os.environ, **stack.client_env(), **values, **login, "ENGINEWRIGHT_HOME": str(home),
            "PREFECT_HOME": str(tmp_path / "prefect")}
     done = subprocess.run([sys.executable, "-m", "enginewright.cli", "build", "--spec", str(spec)], env=env,
                           capture_output=True, timeout=900)
@@ -63,6 +73,7 @@ def test_no_secret_in_anything_a_production_build_writes(stack: Stack, tmp_path:
     assert "secret-scan v1" in done.stdout.decode()
 
     leaks: dict[str, list[str]] = {}
+    values["stack's MLflow admin password"] = stack.secrets["mlflow_admin_password"]  # the relay and servers hold it
 
     def check(where: str, data: bytes) -> None:
         if hits := found_in(data, values):
@@ -92,65 +103,35 @@ def test_no_secret_in_anything_a_production_build_writes(stack: Stack, tmp_path:
     assert leaks == {}, leaks
 
 
-def start_auth_server(tmp_path: Path, admin_password: str) -> tuple[subprocess.Popen, str]:
-    port = free_port_block(1)
-    config = tmp_path / "basic_auth.ini"
-    config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
-                      "admin_username = admin\n"
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host",
-                               "127.0.0.1", "--port", str(port), "--workers", "1",
-                               "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                               "--artifacts-destination", str(tmp_path / "artifacts")],
-                              env=env, stdout=(tmp_path / "mlflow.log").open("w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            return server, url
-        except OSError:
-            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-2000:]
-            time.sleep(0.5)
-    raise AssertionError("the MLflow server with basic auth did not start")
-
-
 def test_mlflow_basic_auth_with_credentials_from_mlflows_variables(stack: Stack, tmp_path: Path, monkeypatch) -> None:
-    from mlflow.server.auth.client import AuthServiceClient
-
     from enginewright.settings import Settings
     from flows.deploy import deploy_version
     from tests.registered_bundle import register_bundle
 
-    admin_password = "Admin-" + secrets.token_hex(12)
-    server, url = start_auth_server(tmp_path, admin_password)
+    assert stack.settings.stack_mlflow_auth
     try:
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
-        builder_password = "Builder-" + secrets.token_hex(12)
-        AuthServiceClient(url).create_user("builder", builder_password)
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "builder")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", builder_password)
-        monkeypatch.setenv("ENGINEWRIGHT_HOME", str(tmp_path / "home"))
-        monkeypatch.setenv("ENGINEWRIGHT_MLFLOW_TRACKING_URI", url)
-        monkeypatch.setenv("ENGINEWRIGHT_BUNDLE_STORE", f"s3://{stack.settings.stack_bucket}/guarded")
-        monkeypatch.setenv("ENGINEWRIGHT_S3_ENDPOINT_URL", stack.s3_url)
-        settings = Settings()
-        version = register_bundle(settings, tmp_path / "b", "guarded", fmt="fp8")
-        outcome = deploy_version("guarded", version.version, target_path=None)
-        assert outcome.status == "deployed"
+        urllib.request.urlopen(f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+        raise AssertionError("the stack's MLflow answered a request without a login")
+    except urllib.error.HTTPError as refused:
+        assert refused.code == 401
 
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
-        done = subprocess.run([sys.executable, "-m", "enginewright.cli", "deploy", "guarded", "--version", "1"],
-                              env={**os.environ, "PREFECT_API_URL": stack.prefect_url}, capture_output=True, text=True,
-                              timeout=300)
-        assert done.returncode == 2
-        assert done.stderr.strip().splitlines()[-1].startswith("enginewright: error: guarded version 1: ")
-        assert "wrong" not in done.stderr and builder_password not in done.stderr + done.stdout
-        assert port_in_use(int(url.rsplit(":", 1)[1]))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    builder_password = "Builder-" + secrets.token_hex(12)
+    builder = create_mlflow_user(stack, builder_password)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", builder)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", builder_password)
+    monkeypatch.setenv("ENGINEWRIGHT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ENGINEWRIGHT_MLFLOW_TRACKING_URI", stack.mlflow_url)
+    monkeypatch.setenv("ENGINEWRIGHT_BUNDLE_STORE", f"s3://{stack.settings.stack_bucket}/guarded")
+    monkeypatch.setenv("ENGINEWRIGHT_S3_ENDPOINT_URL", stack.s3_url)
+    settings = Settings()
+    version = register_bundle(settings, tmp_path / "b", "guarded", fmt="fp8")
+    outcome = deploy_version("guarded", version.version, target_path=None)
+    assert outcome.status == "deployed"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    done = subprocess.run([sys.executable, "-m", "enginewright.cli", "deploy", "guarded", "--version", "1"],
+                          env={**os.environ, "PREFECT_API_URL": stack.prefect_url}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("enginewright: error: guarded version 1: ")
+    assert "wrong" not in done.stderr and builder_password not in done.stderr + done.stdout
