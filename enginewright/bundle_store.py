@@ -24,6 +24,7 @@ from enginewright.s3 import (
     delete_prefix,
     download_prefix,
     s3_client,
+    store_errors,
     upload_verified,
 )
 from enginewright.schemas import Manifest
@@ -58,7 +59,8 @@ def store_bundle(bundle_dir: Path, manifest: Manifest, uri: str, endpoint_url: s
     last = UploadItem(manifest_path, target.child(MANIFEST_NAME), manifest_path.stat().st_size,
                       sha256_file(manifest_path))
     client = s3_client(endpoint_url, transfer.concurrency)
-    with _progress(sum(i.size for i in items) + last.size, f"upload {target.uri}") as bar:
+    with store_errors(endpoint_url, f"store the bundle at {uri}"), \
+            _progress(sum(i.size for i in items) + last.size, f"upload {target.uri}") as bar:
         for batch in (items, [last]):  # the manifest last, once the rest is verified
             upload_verified(client, batch, transfer, bar.update)
     return uri
@@ -83,7 +85,8 @@ def _store_local(bundle_dir: Path, dest: Path) -> str:
 
 def delete_bundle(uri: str, endpoint_url: str | None) -> None:
     if is_s3(uri):
-        delete_prefix(s3_client(endpoint_url), S3Location.parse(uri))
+        with store_errors(endpoint_url, f"delete {uri}"):
+            delete_prefix(s3_client(endpoint_url), S3Location.parse(uri))
     else:
         shutil.rmtree(_local_path(uri), ignore_errors=True)
 
@@ -104,7 +107,8 @@ def fetch_bundle(uri: str, dest: Path, endpoint_url: str | None, transfer: Trans
             client = s3_client(endpoint_url, transfer.concurrency)
             downloaded = staging / "bundle"
             downloaded.mkdir()
-            with _progress(None, f"download {uri}") as bar:  # type: ignore[arg-type]
+            with store_errors(endpoint_url, f"download {uri}"), \
+                    _progress(None, f"download {uri}") as bar:  # type: ignore[arg-type]
                 download_prefix(client, S3Location.parse(uri), downloaded, transfer,
                                 accept=lambda key: Path(safe_relative_path(key)), progress=bar.update)
         else:

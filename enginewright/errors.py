@@ -36,6 +36,10 @@ class RegistryError(EnginewrightError):
     """The MLflow registry refused or lost something."""
 
 
+class StoreError(EnginewrightError):
+    """The bundle store (S3) failed a request after boto3's retries: down, out of space, access denied."""
+
+
 def describe_validation_error(exc: ValidationError, what: str = "build spec") -> str:
     """One line per pydantic error, joined: `quantization.format: Input should be 'fp8', ... (got 'fp9')`."""
     parts = []

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from enginewright.bundle_store import fetch_bundle
-from enginewright.errors import EnginewrightError, InputError
+from enginewright.errors import EnginewrightError, InputError, StoreError
 from enginewright.schemas import Manifest
 from enginewright.settings import Settings
 
@@ -41,6 +41,8 @@ def pull_bundle(uri: str, dest: Path, settings: Settings) -> tuple[str, Manifest
         raise InputError(f"{uri}: {exc.message}") from None
     try:
         manifest = fetch_bundle(found.source, dest, settings.s3_endpoint_url, settings.transfer, settings.tracking_uri)
+    except StoreError as exc:  # the store, not the bundle, failed
+        raise StoreError(f"{uri} (version {found.version}): {exc}") from None
     except EnginewrightError as exc:
         if isinstance(exc, InputError):
             raise

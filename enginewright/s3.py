@@ -19,10 +19,11 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enginewright.errors import EnginewrightError, InputError
+from enginewright.errors import EnginewrightError, InputError, StoreError
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000  # S3's limit per multipart upload
@@ -30,6 +31,17 @@ MAX_PARTS = 10_000  # S3's limit per multipart upload
 
 class UploadError(EnginewrightError):
     """An object could not be stored, or what the store holds differs from the local bytes."""
+
+
+@contextmanager
+def store_errors(endpoint_url: str | None, what: str):
+    """boto3's failures, once its own retries are spent, as one StoreError line naming the store and the step."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise StoreError(f"S3 at {endpoint_url or 'AWS'} failed to {what}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,10 @@ class TransferSettings:
 
 
 def s3_client(endpoint_url: str | None, concurrency: int = 8):
-    """boto3 S3 client: path-style addressing and SigV4 for S3-compatible endpoints, standard retries."""
+    """boto3 S3 client: path-style addressing and SigV4 for S3-compatible endpoints, standard retries.
+
+    Each client comes from a session of its own: boto3's default session keeps the first credentials it
+    resolved for the life of the process, so a long-lived worker would miss rotated keys."""
     import boto3
     from botocore.config import Config
 
@@ -72,7 +87,7 @@ def s3_client(endpoint_url: str | None, concurrency: int = 8):
         retries={"max_attempts": 8, "mode": "standard"},
         max_pool_connections=concurrency + 4,
     )
-    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ What the `deploy` deployment's trigger runs when an alias (`production`) is set 
 
 A refused deploy (verification failed, does not fit, gate not passed) leaves `current` as it was, tags the
 version `deploy.<target>.status=refused` with the reason, adds a `refused` history entry and fails the run
-with the same reason.
+with the same reason. A store that cannot be read (down, wrong credentials: `StoreError`) fails the run too,
+but refuses nothing: the version is fine and a rerun may deploy it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 
 from enginewright.bundle_store import fetch_bundle
-from enginewright.errors import EnginewrightError, InputError
+from enginewright.errors import EnginewrightError, InputError, StoreError
 from enginewright.fit_check import fit_problems
 from enginewright.manifest import verify_bundle
 from enginewright.registry_client import registry_client
@@ -148,6 +149,9 @@ def deploy_version(model_name: str, version: str | None = None, alias: str | Non
     try:
         try:
             manifest = pull_and_verify(found.source, bundle_dir, settings)
+        except StoreError:  # the store is down or refuses: the run fails, the version is not refused
+            shutil.rmtree(bundle_dir, ignore_errors=True)
+            raise
         except EnginewrightError as exc:
             shutil.rmtree(bundle_dir, ignore_errors=True)
             raise DeployRefused(f"bundle verification failed: {exc}") from None

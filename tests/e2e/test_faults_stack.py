@@ -1,6 +1,7 @@
 """Faults against the real stack (SeaweedFS, MLflow and Prefect servers, the machine's PostgreSQL): a store
-killed mid-upload, MLflow down at registration, PostgreSQL restarted while versions are being registered.
-Nothing may be half-registered, and a rerun completes with exactly one version per build key."""
+killed mid-upload, a store whose disk is full, MLflow down at registration, PostgreSQL restarted while versions
+are being registered. Nothing may be half-registered, and a rerun completes with exactly one version per build
+key."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from enginewright.errors import RegistryError
+from enginewright.errors import RegistryError, StoreError
 from enginewright.manifest import MANIFEST_NAME
 from enginewright.s3 import MiB, S3Location, TransferSettings, list_objects
+from enginewright.settings import Settings
 from enginewright.stack import Stack
 from tasks.register import log_build_run, register_task, store_bundle_task
 from tests.e2e.test_registry_stack import client_settings, make_bundle, record_for, s3
@@ -54,6 +56,8 @@ def test_s3_killed_mid_upload_leaves_no_manifest_and_a_rerun_with_retries_comple
     stack.down(only={"s3"}, kill=True, say=lambda line: None)
     uploader.join(timeout=300)
     assert failure, "the upload finished although the store was killed under it"
+    assert isinstance(failure[0], StoreError), failure[0]  # one line, naming the store and the step
+    assert str(failure[0]).startswith(f"S3 at {stack.s3_url} failed to store the bundle at {uri}: ")
     stack.up(only={"s3"}, say=lambda line: None)
     assert MANIFEST_NAME not in stored_keys(stack, uri)  # an interrupted upload is never a bundle
 
@@ -62,6 +66,59 @@ def test_s3_killed_mid_upload_leaves_no_manifest_and_a_rerun_with_retries_comple
     threading.Timer(3, lambda: stack.up(only={"s3"}, say=lambda line: None)).start()
     assert store_flow(bundle, manifest, uri, stack.s3_url) == uri
     assert stored_keys(stack, uri) == {f["path"] for f in manifest["files"]} | {MANIFEST_NAME}
+
+
+def test_a_store_out_of_disk_fails_the_upload_in_one_line_and_takes_it_once_space_is_back(tmp_path: Path) -> None:
+    """A SeaweedFS of its own, its data on a 64 MB tmpfs filled up to the last 256 KiB (mounting needs root, which
+    this machine and CI have): the store answers InternalError, boto3 retries, then one StoreError line; no
+    manifest is stored. With the filler removed the same upload completes and verifies."""
+    from enginewright.bundle_store import store_bundle
+    from tests.e2e.conftest import free_port_block
+
+    port = free_port_block(13)
+    settings = Settings(home=tmp_path / "home", stack_s3_port=port, stack_mlflow_port=port + 10,
+                        stack_prefect_port=port + 11, stack_relay_port=port + 12,
+                        stack_name=f"ewfull_{uuid.uuid4().hex[:8]}", stack_bucket="full")
+    small = Stack(settings)
+    data = small.dir / "s3"
+    data.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(data)], capture_output=True,
+                             text=True)
+    assert mounted.returncode == 0, f"cannot mount a small tmpfs here: {mounted.stderr}"
+    try:
+        small.up(only={"s3"}, say=lambda line: None)
+        filler = data / "filler"
+        free = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize
+        with filler.open("wb") as handle:
+            handle.write(b"\0" * (free - 256 * 1024))
+        bundle, manifest = make_bundle(tmp_path, big_mb=4)
+        uri = f"s3://full/bundles/{manifest['bundle_id']}/run-1"
+        client_env = small.client_env()
+        with pytest.MonkeyPatch.context() as env:
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                env.setenv(key, client_env[key])
+            with pytest.raises(StoreError) as refused:
+                store_bundle(bundle, manifest, uri, small.s3_url, SMALL_PARTS)
+            line = str(refused.value)
+            assert "\n" not in line and line.startswith(f"S3 at {small.s3_url} failed to store the bundle at {uri}: ")
+            assert MANIFEST_NAME not in {key for key, _ in list_objects(s3(small), S3Location.parse(uri))}
+
+            # Space back: SeaweedFS takes writes again within about half a minute (its volume servers report
+            # free space on their heartbeat); a rerun of the store step, as the task's retries or a rerun do, completes.
+            filler.unlink()
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    assert store_bundle(bundle, manifest, uri, small.s3_url, SMALL_PARTS) == uri
+                    break
+                except StoreError:
+                    assert time.monotonic() < deadline, "the store never took writes again after space was freed"
+                    time.sleep(5)
+            stored = {key for key, _ in list_objects(s3(small), S3Location.parse(uri))}
+            assert stored == {f["path"] for f in manifest["files"]} | {MANIFEST_NAME}
+    finally:
+        small.down(purge=True, say=lambda line: None)
+        subprocess.run(["umount", str(data)], check=False)
 
 
 @flow(name="register-under-test")
@@ -117,3 +174,25 @@ def test_postgresql_restarted_while_versions_are_registered_loses_and_doubles_no
     versions = registry_client(settings.tracking_uri).search_model_versions("name = 'through-restart'")
     assert sorted(int(v.version) for v in versions) == sorted(int(r.version) for r in registered)
     assert len({v.tags["build_key"] for v in versions}) == len(registered) == 12
+
+
+def test_a_store_refusing_the_deployer_fails_the_deploy_run_without_refusing_the_version(
+        stack: Stack, tmp_path: Path, monkeypatch) -> None:
+    """The deployer's S3 key is wrong (the store answers 403 at once): the deploy run fails with one line naming
+    the store, the version is not marked refused (the bundle is fine), and nothing is left in the serving tree."""
+    from enginewright.registry_client import registry_client
+    from flows.deploy import deploy_version
+    from tests.registered_bundle import register_bundle
+
+    settings = client_settings(stack, tmp_path / "home")
+    version = register_bundle(settings, tmp_path / "b", "store-refuses", fmt="fp8")
+    for key, value in {"ENGINEWRIGHT_HOME": str(settings.home), "ENGINEWRIGHT_MLFLOW_TRACKING_URI": settings.tracking_uri,
+                       "ENGINEWRIGHT_S3_ENDPOINT_URL": stack.s3_url, "AWS_SECRET_ACCESS_KEY": "not-the-key"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(StoreError, match=rf"^S3 at {stack.s3_url} failed to download {version.source}: An error "
+                                         r"occurred \((SignatureDoesNotMatch|AccessDenied)\)"):
+        deploy_version("store-refuses", version.version, target_path=None)
+    tags = registry_client(settings.tracking_uri).get_model_version("store-refuses", version.version).tags
+    assert "deploy.h100.status" not in tags
+    serving = settings.serving_dir / "h100" / "store-refuses"
+    assert not (serving / "current").exists() and not any((serving / "bundles").glob("*"))

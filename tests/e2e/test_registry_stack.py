@@ -33,7 +33,9 @@ def client_settings(stack: Stack, home: Path) -> Settings:
 
 
 def s3(stack: Stack):
-    return boto3.client("s3", endpoint_url=stack.s3_url,
+    """A client with this stack's keys (explicit: boto3's default session would keep the first keys it saw)."""
+    return boto3.client("s3", endpoint_url=stack.s3_url, aws_access_key_id=stack.secrets["s3_access_key"],
+                        aws_secret_access_key=stack.secrets["s3_secret_key"], region_name="us-east-1",
                         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
 
 
