@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from enginewright.atomic import written_whole
 from enginewright.errors import InputError
 from enginewright.hashing import sha256_file
 from enginewright.manifest import MANIFEST_NAME, safe_relative_path, verify_bundle
@@ -70,16 +71,9 @@ def _store_local(bundle_dir: Path, dest: Path) -> str:
     if (dest / MANIFEST_NAME).is_file():
         verify_bundle(dest)
         return dest.resolve().as_uri()
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        shutil.copytree(bundle_dir, partial, ignore=shutil.ignore_patterns(".*"))
+    with written_whole(dest, folder=True) as partial:
+        shutil.copytree(bundle_dir, partial, ignore=shutil.ignore_patterns(".*"), dirs_exist_ok=True)
         verify_bundle(partial)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    shutil.rmtree(dest, ignore_errors=True)
-    partial.rename(dest)
     return dest.resolve().as_uri()
 
 
@@ -91,6 +85,12 @@ def delete_bundle(uri: str, endpoint_url: str | None) -> None:
         shutil.rmtree(_local_path(uri), ignore_errors=True)
 
 
+def require_empty_destination(dest: Path) -> None:
+    """A bundle is only ever fetched into a new or empty directory."""
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError(f"destination {str(dest)!r} is not empty; pass a new or empty directory")
+
+
 def fetch_bundle(uri: str, dest: Path, endpoint_url: str | None, transfer: TransferSettings,
                  tracking_uri: str) -> Manifest:
     """Download the bundle at `uri` into `dest` (new or empty) and verify it; nothing is left at `dest` on failure.
@@ -98,8 +98,7 @@ def fetch_bundle(uri: str, dest: Path, endpoint_url: str | None, transfer: Trans
     S3 bundles are downloaded in parallel; anything else (a local path, `runs:/`, `mlflow-artifacts:`) through
     MLflow's artifact repositories.
     """
-    if dest.exists() and any(dest.iterdir()):
-        raise InputError(f"destination {str(dest)!r} is not empty; pass a new or empty directory")
+    require_empty_destination(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from enginewright.bundle_store import fetch_bundle
+from enginewright.bundle_store import fetch_bundle, require_empty_destination
 from enginewright.errors import EnginewrightError, InputError, StoreError
 from enginewright.schemas import Manifest
 from enginewright.settings import Settings
@@ -32,8 +32,7 @@ def pull_bundle(uri: str, dest: Path, settings: Settings) -> tuple[str, Manifest
     from enginewright.registry_client import registry_client
 
     name, alias, version = parse_model_uri(uri)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise InputError(f"destination {str(dest)!r} is not empty; pass a new or empty directory")
+    require_empty_destination(dest)  # before asking MLflow anything
     client = registry_client(settings.tracking_uri)
     try:
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)

@@ -7,12 +7,24 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import uuid
 
 import pytest
 
 from enginewright.settings import Settings
 from enginewright.stack import Stack, port_in_use
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    """Poll `condition` until it returns something truthy (returned) or `timeout_s` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def free_port_block(width: int) -> int:

@@ -73,7 +73,7 @@ def test_a_store_out_of_disk_fails_the_upload_in_one_line_and_takes_it_once_spac
     this machine and CI have): the store answers InternalError, boto3 retries, then one StoreError line; no
     manifest is stored. With the filler removed the same upload completes and verifies."""
     from enginewright.bundle_store import store_bundle
-    from tests.e2e.conftest import free_port_block
+    from tests.e2e.conftest import free_port_block, wait_for
 
     port = free_port_block(13)
     settings = Settings(home=tmp_path / "home", stack_s3_port=port, stack_mlflow_port=port + 10,
@@ -106,14 +106,15 @@ def test_a_store_out_of_disk_fails_the_upload_in_one_line_and_takes_it_once_spac
             # Space back: SeaweedFS takes writes again within about half a minute (its volume servers report
             # free space on their heartbeat); a rerun of the store step, as the task's retries or a rerun do, completes.
             filler.unlink()
-            deadline = time.monotonic() + 180
-            while True:
+
+            def stored() -> bool:
                 try:
                     assert store_bundle(bundle, manifest, uri, small.s3_url, SMALL_PARTS) == uri
-                    break
+                    return True
                 except StoreError:
-                    assert time.monotonic() < deadline, "the store never took writes again after space was freed"
-                    time.sleep(5)
+                    return False
+
+            wait_for(stored, 180, "the store to take writes again after space was freed")
             stored = {key for key, _ in list_objects(s3(small), S3Location.parse(uri))}
             assert stored == {f["path"] for f in manifest["files"]} | {MANIFEST_NAME}
     finally:

@@ -24,6 +24,7 @@ from mlflow.server.auth.client import AuthServiceClient
 
 from enginewright.settings import Settings
 from enginewright.stack import Stack
+from tests.e2e.conftest import wait_for
 from tests.e2e.test_watch_service import prefect_cli, stop
 from tests.registered_bundle import register_bundle
 
@@ -45,16 +46,6 @@ def deploy_runs(env: dict[str, str]) -> list:
         (deployment,) = client.read_deployments(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["deploy"])))
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id={"any_": [deployment.id]}))
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def set_alias_in_the_ui(page, mlflow_url: str, version: str, alias: str) -> float:
