@@ -27,7 +27,6 @@ def plain_steps(spec, settings) -> dict[str, float]:
     """The flow's steps as plain function calls, in the flow's order, with the same inputs."""
     from enginewright.build_key import compute_build_key
     from enginewright.environment import environment_fingerprint, key_tool_versions
-    from flows.build import gate_tags, lineage_tags, run_metrics, run_params
     from tasks.bundle import finish_bundle
     from tasks.calibration import build_calibration_set, source_fingerprint
     from tasks.eval_data import check_eval_data
@@ -35,6 +34,7 @@ def plain_steps(spec, settings) -> dict[str, float]:
     from tasks.export import export_checkpoint, exported_quant_algo
     from tasks.gate import evaluate_gate, write_gate_outputs
     from tasks.quantize import calibrate_and_quantize
+    from tasks.records import gate_tags, lineage_tags, run_metrics, run_params
     from tasks.register import RunRecord, log_build_run, register_version
     from tasks.runtime_config import write_llm_api_yaml
     from tasks.smoke import smoke_check

@@ -1,10 +1,12 @@
-"""Files and folders written whole or not at all: into `<name>.partial`, renamed over `<name>` at the end, and
-removed on any failure (a full disk included), so a reader only ever sees a complete result or none."""
+"""Files and folders written whole or not at all: into `<name>.partial-<random>`, renamed over `<name>` at the
+end, and removed on any failure (a full disk included), so a reader only ever sees a complete result or none.
+The temporary name is unique per write: two writers of one file never remove each other's half-written copy."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +21,8 @@ def _remove(path: Path) -> None:
 
 @contextmanager
 def written_whole(final: Path, folder: bool = False) -> Iterator[Path]:
-    """Yield the `.partial` path to write (a new empty folder when `folder`); on success it replaces `final`."""
-    partial = final.with_name(final.name + ".partial")
-    _remove(partial)
+    """Yield a fresh temporary path to write (a new empty folder when `folder`); on success it replaces `final`."""
+    partial = final.with_name(f"{final.name}.partial-{uuid.uuid4().hex[:12]}")
     final.parent.mkdir(parents=True, exist_ok=True)
     if folder:
         partial.mkdir()

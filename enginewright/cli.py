@@ -234,9 +234,10 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.errors import DeployRefused
     from enginewright.registry_client import registry_client
     from enginewright.targets import load_target
-    from flows.deploy import DeployRefused, deploy_version, resolve_version
+    from flows.deploy import deploy_version, resolve_version
 
     target = str(args.target) if args.target else None
     alias = None if args.version else (args.alias or settings.deploy_alias)
@@ -251,8 +252,9 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.errors import DeployRefused
     from enginewright.promotion import AliasStore
-    from flows.deploy import DeployRefused, rollback
+    from flows.deploy import rollback
 
     try:
         outcome = rollback(args.model_name, settings, args.target, claim=AliasStore(settings.watch_db_url).claim)

@@ -40,6 +40,22 @@ class StoreError(EnginewrightError):
     """The bundle store (S3) failed a request after boto3's retries: down, out of space, access denied."""
 
 
+class UploadError(EnginewrightError):
+    """An object could not be stored, or what the store holds differs from the local bytes."""
+
+
+class GateFailed(EnginewrightError):
+    """The candidate lost more accuracy than the spec allows (or failed the smoke check)."""
+
+
+class DeployRefused(EnginewrightError):
+    """The version was not deployed; the previous serving configuration is untouched."""
+
+
+class StackError(EnginewrightError):
+    """A stack component could not be started, reached or stopped."""
+
+
 def describe_validation_error(exc: ValidationError, what: str = "build spec") -> str:
     """One line per pydantic error, joined: `quantization.format: Input should be 'fp8', ... (got 'fp9')`."""
     parts = []

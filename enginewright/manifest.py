@@ -12,13 +12,14 @@ from enginewright.hashing import list_files, sha256_file
 from enginewright.schemas import MANIFEST_SCHEMA_VERSION, Manifest, ManifestFile
 
 MANIFEST_NAME = "manifest.json"
+PARTIAL_PREFIX = MANIFEST_NAME + ".partial"  # atomic.written_whole's temporary copy of it
 
 
 def file_entries(bundle_dir: Path) -> list[ManifestFile]:
     return [
         ManifestFile(path=p.relative_to(bundle_dir).as_posix(), size=p.stat().st_size, sha256=sha256_file(p))
         for p in list_files(bundle_dir)
-        if p.name not in (MANIFEST_NAME, MANIFEST_NAME + ".partial")
+        if p.name != MANIFEST_NAME and not p.name.startswith(PARTIAL_PREFIX)
     ]
 
 

@@ -23,14 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enginewright.errors import EnginewrightError, InputError, StoreError
+from enginewright.errors import InputError, StoreError, UploadError
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000  # S3's limit per multipart upload
-
-
-class UploadError(EnginewrightError):
-    """An object could not be stored, or what the store holds differs from the local bytes."""
 
 
 @contextmanager

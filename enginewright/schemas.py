@@ -21,13 +21,37 @@ class BuildKeyDoc(TypedDict):
     parts: dict[str, str]  # named parts: source, recipe, calibration_data, tools
 
 
+class SourceDoc(TypedDict):
+    kind: str  # local | hub
+    model: str  # what the spec said
+    repo_id: str | None
+    revision: str  # hub commit sha, or sha256 of a local directory's contents
+
+
+class QuantizationDoc(TypedDict):
+    format: str  # our format name (fp8, int4_awq, ...)
+    kv_cache: bool  # FP8 KV cache requested
+    recipe: str  # ModelOpt preset name
+    awq_block_size: int | None
+    quant_algo: str | None  # what the export wrote into hf_quant_config.json
+    kv_cache_quant_algo: str | None
+
+
+class CalibrationDoc(TypedDict):
+    num_samples: int
+    seq_len: int
+    seed: int
+    source_fingerprint: str  # sha256 of the calibration text
+    tokens_sha256: str  # of the sampled token ids
+
+
 class Manifest(TypedDict):
     schema_version: int  # MANIFEST_SCHEMA_VERSION
     bundle_id: str  # == build_key.digest
     build_key: BuildKeyDoc
-    source: dict[str, str | None]  # kind, model, repo_id, revision
-    quantization: dict[str, object]  # format, kv_cache, modelopt recipe, awq block size, exported quant_algo
-    calibration: dict[str, object]  # num_samples, seq_len, seed, source fingerprint, token ids sha256
+    source: SourceDoc
+    quantization: QuantizationDoc
+    calibration: CalibrationDoc
     environment: dict[str, str]  # python, platform, torch, transformers, modelopt, lm_eval, cuda, gpu, ...
     engine: dict[str, Any]  # status of the TensorRT-LLM engine lane: "skipped" + reason, or what was built
     files: list[ManifestFile]  # every file of the bundle except manifest.json itself

@@ -15,10 +15,11 @@ Two modes, chosen by these settings alone:
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from enginewright.errors import InputError, describe_validation_error
+from enginewright.redact import redact_url
 from enginewright.s3 import MiB, TransferSettings
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,12 @@ class Settings(BaseSettings):
         description="Offline copies of the evaluation and calibration data (defaults of the embedded spec).",
     )
 
+    @field_serializer("mlflow_tracking_uri", "stack_postgres_url", "watch_db", when_used="json")
+    @classmethod
+    def _without_passwords(cls, value: str | None) -> str | None:
+        """Serialized settings (a flow run's parameters on the Prefect server) never carry a password."""
+        return redact_url(value) if value else value
+
     @field_validator("trust_remote_code_allow", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -116,6 +123,18 @@ class Settings(BaseSettings):
     @property
     def builds_dir(self) -> Path:
         return self.home / "builds"
+
+    @property
+    def calibration_dir(self) -> Path:
+        return self.home / "calibration"
+
+    @property
+    def eval_cache_dir(self) -> Path:
+        return self.home / "eval-data"
+
+    @property
+    def baselines_dir(self) -> Path:
+        return self.home / "baselines"
 
     @property
     def results_dir(self) -> Path:

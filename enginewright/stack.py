@@ -39,15 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from enginewright.errors import EnginewrightError
+from enginewright.errors import StackError
+from enginewright.redact import redact_url
 from enginewright.settings import Settings
 
 HOST = "127.0.0.1"
 MLFLOW_ADMIN = "admin"
-
-
-class StackError(EnginewrightError):
-    """A stack component could not be started, reached or stopped."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +247,7 @@ class Stack:
             raise
         _write_private(self.dir / "env", "".join(f"{k}={v}\n" for k, v in self.client_env().items()))
         urls = {c.name: c.url for c in components}
-        urls["postgres"] = _redact(self.settings.stack_postgres_url)
+        urls["postgres"] = redact_url(self.settings.stack_postgres_url)
         return urls
 
     def _start(self, components: list[Component], state: dict[str, dict], starting: list[Component],
@@ -347,7 +344,7 @@ class Stack:
         try:
             connection = psycopg2.connect(self.settings.stack_postgres_url, connect_timeout=5)
         except psycopg2.OperationalError as exc:
-            raise StackError(f"no PostgreSQL at {_redact(self.settings.stack_postgres_url)} "
+            raise StackError(f"no PostgreSQL at {redact_url(self.settings.stack_postgres_url)} "
                              f"({str(exc).strip().splitlines()[0]}); start one or set ENGINEWRIGHT_STACK_POSTGRES_URL") from None
         connection.autocommit = True
         return connection
@@ -376,7 +373,7 @@ class Stack:
             pg = "up (not managed by the stack)"
         except StackError:
             pg = "unreachable"
-        rows.append(("postgres", _redact(self.settings.stack_postgres_url), pg))
+        rows.append(("postgres", redact_url(self.settings.stack_postgres_url), pg))
         return rows
 
     def down(self, purge: bool = False, say: Callable[[str], None] = print, only: set[str] | None = None,
@@ -434,12 +431,3 @@ def _terminate(pid: int, grace_s: float = 15, kill: bool = False) -> None:
             if _reaped(pid) or not Stack._alive(pid):
                 return
             time.sleep(0.2)
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
-

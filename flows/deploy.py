@@ -32,7 +32,7 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 
 from enginewright.bundle_store import fetch_bundle
-from enginewright.errors import EnginewrightError, InputError, StoreError
+from enginewright.errors import DeployRefused, EnginewrightError, InputError, StoreError
 from enginewright.fit_check import fit_problems
 from enginewright.manifest import verify_bundle
 from enginewright.registry_client import registry_client
@@ -48,10 +48,6 @@ from enginewright.settings import Settings
 from enginewright.targets import DeployTarget, load_target
 
 HISTORY_KEEP = 30  # entries kept in the registered model's history tag (MLflow tag values are at most 5000 chars)
-
-
-class DeployRefused(EnginewrightError):
-    """The version was not deployed; the previous serving configuration is untouched."""
 
 
 @dataclass(frozen=True)

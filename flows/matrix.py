@@ -28,21 +28,21 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from enginewright.hashing import sha256_json
 from enginewright.registry_client import registry_client
-from enginewright.settings import Settings
+from enginewright.settings import Settings, load_settings
 from enginewright.spec import BuildSpec
-from flows.build import shared_baseline, shared_calibration
-from tasks.calibration import fingerprint_calibration_task
+from tasks.calibration import calibration_task, fingerprint_calibration_task
 from tasks.compare import (
     RECOMMENDED_ALIAS,
     RecommendationPolicy,
     VariantResult,
     comparison_markdown,
     comparison_plot,
+    matrix_dir,
     recommend,
 )
 from tasks.eval_data import eval_data_task
+from tasks.evaluate import baseline_task
 from tasks.register import experiment_id
 from tasks.sources import resolve_task
 
@@ -150,18 +150,20 @@ def record_comparison(variants: list[VariantResult], chosen: VariantResult | Non
 
 
 @flow(name="build_matrix")
-def build_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: RecommendationPolicy) -> MatrixOutcome:
+def build_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: RecommendationPolicy,
+                 settings: Settings | None = None) -> MatrixOutcome:
     from prefect.client.orchestration import get_client
 
-    settings = Settings()
+    settings = settings or load_settings()
     logger = get_run_logger()
     # What every variant shares, computed once, with the keys the variant builds use.
     source = resolve_task(spec.source)
     fingerprint = fingerprint_calibration_task(spec.calibration)
-    shared_calibration(settings, spec, source, fingerprint)
+    calibration_task(spec.calibration, source.path, source.identity, fingerprint, settings.calibration_dir)
     eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
-    run_dir = settings.builds_dir / f"matrix-{sha256_json([spec.model_dump(mode='json'), formats])[:16]}"
-    shared_baseline(settings, spec, source, eval_data, run_dir)
+    run_dir = matrix_dir(settings.builds_dir, spec, formats)
+    baseline_task(source.path, source.identity, spec.dtype, spec.evaluation, eval_data, settings.eval_cache_dir,
+                  settings.baselines_dir, run_dir)
     logger.info("shared calibration set and baseline ready; %d variants, %d at a time", len(formats), parallel)
 
     with get_client(sync_client=True) as client:
@@ -183,4 +185,4 @@ def run_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: Recom
     settings.results_dir.mkdir(parents=True, exist_ok=True)
     updates = {PREFECT_RESULTS_LOCAL_STORAGE_PATH: settings.results_dir, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
     with temporary_settings(updates=updates):
-        return build_matrix(spec, formats, parallel, policy, return_state=True)
+        return build_matrix(spec, formats, parallel, policy, settings, return_state=True)

@@ -7,9 +7,10 @@ from typing import Any
 
 from prefect import task
 
-from enginewright.caching import keyed_by
+from enginewright.cache_policies import step_policy
 from enginewright.manifest import MANIFEST_NAME, write_manifest
 from enginewright.schemas import Manifest
+from enginewright.work_dir import WorkDir
 
 CARD_NAME = "MODEL_CARD.md"
 
@@ -21,6 +22,6 @@ def finish_bundle(bundle_dir: Path, card: str, manifest_fields: dict[str, Any]) 
     return write_manifest(bundle_dir, manifest_fields)
 
 
-@task(name="bundle", cache_key_fn=keyed_by("bundle"), persist_result=True)
-def bundle_task(cache_key: str, bundle_dir: Path, card: str, manifest_fields: dict[str, Any]) -> Manifest:
-    return finish_bundle(bundle_dir, card, manifest_fields)
+@task(name="bundle", cache_policy=step_policy("bundle", "work", "card", "manifest_fields"), persist_result=True)
+def bundle_task(work: WorkDir, card: str, manifest_fields: dict[str, Any]) -> Manifest:
+    return finish_bundle(work.bundle, card, manifest_fields)

@@ -14,7 +14,7 @@ import torch
 from prefect import task
 
 from enginewright.atomic import written_whole
-from enginewright.caching import keyed_by
+from enginewright.cache_policies import ChangeDetector, step_policy
 from enginewright.errors import CalibrationError
 from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
 from enginewright.spec import CalibrationSpec
@@ -31,6 +31,9 @@ class CalibrationSet:
     sha256: str  # of the token ids (int64, little endian, row-major)
     num_samples: int
     seq_len: int
+
+    def cache_identity(self) -> str:
+        return self.sha256
 
 
 def calibration_files(spec: CalibrationSpec) -> list[Path] | None:
@@ -168,17 +171,33 @@ def load_calibration_ids(calib: CalibrationSet) -> torch.Tensor:
     return input_ids
 
 
-def _fingerprint_cache_key(_context: Any, parameters: dict[str, Any]) -> str | None:
-    spec: CalibrationSpec = parameters["spec"]
+def _fingerprint_change(inputs: dict[str, Any]) -> Any:
+    spec: CalibrationSpec = inputs["spec"]
     path = Path(spec.source).expanduser()
-    return f"calib-fingerprint-{sha256_json([spec.model_dump(), stat_fingerprint(path)])}" if path.exists() else None
+    return [spec.model_dump(), stat_fingerprint(path)] if path.exists() else None
 
 
 fingerprint_calibration_task = task(
-    name="calibration-fingerprint", cache_key_fn=_fingerprint_cache_key, persist_result=True
+    name="calibration-fingerprint", persist_result=True,
+    cache_policy=ChangeDetector(step="calibration-fingerprint", key_fn=_fingerprint_change),
 )(source_fingerprint)
 
 
-@task(name="calibration-data", cache_key_fn=keyed_by("calibration"), persist_result=True)
-def calibration_task(cache_key: str, spec: CalibrationSpec, tokenizer_dir: Path, out_file: Path) -> CalibrationSet:
-    return build_calibration_set(spec, tokenizer_dir, out_file)
+def calibration_dir(root: Path, source_identity: str, spec: CalibrationSpec, fingerprint: str) -> Path:
+    """The calibration set depends on the source and the calibration spec, not on the format: every variant of a
+    matrix (and every rebuild with another recipe) shares it, in this directory."""
+    key = sha256_json([source_identity, spec.model_dump(exclude={"batch_size"}), fingerprint])
+    return root / key[:16]
+
+
+def _calibration_dir_of(inputs: dict[str, Any]) -> Path:
+    return calibration_dir(inputs["root"], inputs["source_identity"], inputs["spec"], inputs["fingerprint"])
+
+
+@task(name="calibration-data", persist_result=True, cache_policy=step_policy(
+    "calibration", "source_identity", "spec", "fingerprint", exclude={"spec": ("batch_size",)},
+    writes_into=_calibration_dir_of))
+def calibration_task(spec: CalibrationSpec, tokenizer_dir: Path, source_identity: str, fingerprint: str,
+                     root: Path) -> CalibrationSet:
+    out_dir = calibration_dir(root, source_identity, spec, fingerprint)
+    return build_calibration_set(spec, tokenizer_dir, out_dir / "calibration.safetensors")

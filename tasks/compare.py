@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from enginewright.hashing import sha256_json
+from enginewright.spec import BuildSpec
+
 RECOMMENDED_ALIAS = "recommended"
 THROUGHPUT_KEY = "bench.performance.output_throughput_tok_s"  # from trtllm-bench's report, GPU workers only
 
@@ -118,3 +121,8 @@ def comparison_plot(variants: list[VariantResult], out_file: Path) -> Path:
     fig.savefig(out_file, dpi=120)
     plt.close(fig)
     return out_file
+
+
+def matrix_dir(builds_dir: Path, spec: BuildSpec, formats: list[str]) -> Path:
+    """Where one matrix (a spec and its list of formats) keeps its shared baseline, variant reports and plot."""
+    return builds_dir / f"matrix-{sha256_json([spec.model_dump(mode='json'), formats])[:16]}"

@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import task as prefect_task
 
+from enginewright.cache_policies import ChangeDetector
 from enginewright.errors import EvalDataError
 from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
 
@@ -35,6 +36,9 @@ class EvalData:
     fingerprint: str  # sha256 over the contents of every file used
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> split -> absolute path
     task_fingerprints: dict[str, str] = field(default_factory=dict)  # task -> sha256 over its files' contents
+
+    def cache_identity(self) -> str:
+        return self.fingerprint
 
 
 def required_files(data_dir: Path, task: str) -> dict[str, Path]:
@@ -125,13 +129,13 @@ def task_family(lm_eval_task: str) -> str:
     return "mmlu" if lm_eval_task.startswith("mmlu_") else lm_eval_task
 
 
-def _eval_data_cache_key(_context: Any, parameters: dict[str, Any]) -> str | None:
-    data_dir = Path(parameters["data_dir"])
+def _eval_data_change(inputs: dict[str, Any]) -> Any:
+    data_dir = Path(inputs["data_dir"])
     if not data_dir.is_dir():
         return None
-    files = [p for t in parameters["tasks"] for p in required_files(data_dir, t).values() if p.is_file()]
-    stats = [stat_fingerprint(p) for p in files]
-    return f"eval-data-{sha256_json([stats, list(parameters['tasks']), parameters['num_fewshot']])}"
+    files = [p for t in inputs["tasks"] for p in required_files(data_dir, t).values() if p.is_file()]
+    return [[stat_fingerprint(p) for p in files], list(inputs["tasks"]), inputs["num_fewshot"]]
 
 
-eval_data_task = prefect_task(name="eval-data", cache_key_fn=_eval_data_cache_key, persist_result=True)(check_eval_data)
+eval_data_task = prefect_task(name="eval-data", persist_result=True,
+                              cache_policy=ChangeDetector(step="eval-data", key_fn=_eval_data_change))(check_eval_data)

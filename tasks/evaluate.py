@@ -17,10 +17,11 @@ import torch
 from prefect import task
 
 from enginewright.atomic import written_whole
-from enginewright.caching import keyed_by
-from enginewright.hashing import sha256_json
+from enginewright.cache_policies import step_code_version, step_policy
+from enginewright.hashing import sha256_file, sha256_json
 from enginewright.models import load_model, load_tokenizer
 from enginewright.spec import EvaluationSpec
+from enginewright.work_dir import WorkDir
 from tasks.eval_data import EvalData, lm_eval_task_configs, task_family
 from tasks.quantize import QuantizedState, restore_quantized
 
@@ -35,6 +36,11 @@ class EvalResult:
     lm_eval_version: str
     seconds: float  # time spent evaluating in this run (0 when every task came from the baseline store)
     docs_evaluated: int  # documents evaluated in this run
+    runtime: str = "hf"  # what computed the log-likelihoods: hf (baseline), simulated or tensorrt_llm (candidate)
+
+    def cache_identity(self) -> dict[str, str]:
+        """The records themselves: a downstream step is keyed by what was evaluated, not where it lies."""
+        return {"label": self.label, "samples_sha256": sha256_file(self.samples_path)}
 
     @property
     def docs_per_second(self) -> float:
@@ -123,9 +129,10 @@ def lm_eval_version() -> str:
 
 
 def baseline_key(source_identity: str, task_name: str, data: EvalData, spec: EvaluationSpec, dtype: str) -> str:
-    """What a baseline result depends on; every later build of the same revision reuses it."""
+    """What a baseline result depends on; every later build of the same revision reuses it, until the
+    evaluation code changes (an upgrade never pairs a candidate with a baseline of older code)."""
     return sha256_json([source_identity, task_name, data.task_fingerprints[task_name], lm_eval_version(),
-                        spec.num_fewshot, spec.limit, dtype])
+                        spec.num_fewshot, spec.limit, dtype, step_code_version("evaluate-baseline")])
 
 
 def evaluate_baseline(
@@ -162,7 +169,8 @@ def evaluate_candidate(
         records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
     write_records(records, samples_file)
     return EvalResult(label="candidate", metrics=summarize(records), samples_path=samples_file,
-                      lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=len(records))
+                      lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=len(records),
+                      runtime="tensorrt_llm" if runtime_checkpoint is not None else "simulated")
 
 
 def load_candidate(checkpoint: Path, state: QuantizedState, dtype: str, fold: bool) -> torch.nn.Module:
@@ -184,17 +192,31 @@ def fold_weights(model: torch.nn.Module) -> None:
         mtq.fold_weight(model)
 
 
-@task(name="evaluate-baseline", cache_key_fn=keyed_by("evaluate-baseline"), persist_result=True)
+# What the evaluation settings change; where the data lives and the batch size do not (the data by content).
+EVAL_EXCLUDE = {"spec": ("data_dir", "batch_size")}
+
+
+@task(name="evaluate-baseline", persist_result=True, cache_policy=step_policy(
+    "evaluate-baseline", "source_identity", "dtype", "spec", "data", exclude=EVAL_EXCLUDE, tools=("lm-eval",),
+    writes_into="out_dir"))
 def baseline_task(
-    cache_key: str, checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData,
-    cache_dir: Path, store_dir: Path, samples_file: Path,
+    checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData, cache_dir: Path,
+    store_dir: Path, out_dir: Path,
 ) -> EvalResult:
-    return evaluate_baseline(checkpoint, source_identity, dtype, spec, data, cache_dir, store_dir, samples_file)
+    return evaluate_baseline(checkpoint, source_identity, dtype, spec, data, cache_dir, store_dir,
+                             out_dir / "baseline-samples.jsonl")
 
 
-@task(name="evaluate-candidate", cache_key_fn=keyed_by("evaluate-candidate"), persist_result=True)
+@task(name="evaluate-candidate", persist_result=True, cache_policy=step_policy(
+    "evaluate-candidate", "work", "state", "dtype", "spec", "data", "engine", exclude=EVAL_EXCLUDE,
+    tools=("lm-eval",)))
 def candidate_task(
-    cache_key: str, checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
-    cache_dir: Path, samples_file: Path, runtime_checkpoint: Path | None = None,
+    work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
+    cache_dir: Path, engine: dict[str, Any],
 ) -> EvalResult:
-    return evaluate_candidate(checkpoint, state, dtype, spec, data, cache_dir, samples_file, runtime_checkpoint)
+    """Through the runtime where the TensorRT-LLM lane loaded the bundle, else the simulated candidate."""
+    from tasks.trtllm_build import RUNTIME_LOADED
+
+    runtime_checkpoint = work.checkpoint if engine["status"] in RUNTIME_LOADED else None
+    return evaluate_candidate(checkpoint, state, dtype, spec, data, cache_dir,
+                              work.evaluation / "candidate-samples.jsonl", runtime_checkpoint)

@@ -9,8 +9,9 @@ import torch
 from prefect import task
 
 from enginewright.atomic import written_whole
-from enginewright.caching import keyed_by
+from enginewright.cache_policies import step_policy
 from enginewright.models import load_tokenizer
+from enginewright.work_dir import WorkDir
 from tasks.quantize import QuantizedState, restore_quantized
 
 
@@ -33,6 +34,6 @@ def exported_quant_algo(checkpoint_dir: Path) -> dict:
     return json.loads((checkpoint_dir / "hf_quant_config.json").read_text()).get("quantization", {})
 
 
-@task(name="export", cache_key_fn=keyed_by("export"), persist_result=True)
-def export_task(cache_key: str, checkpoint: Path, state: QuantizedState, dtype: str, out_dir: Path) -> Path:
-    return export_checkpoint(checkpoint, state, dtype, out_dir)
+@task(name="export", cache_policy=step_policy("export", "work", "state"), persist_result=True)
+def export_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str) -> Path:
+    return export_checkpoint(checkpoint, state, dtype, work.checkpoint)

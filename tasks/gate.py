@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import task
 
-from enginewright.caching import keyed_by
+from enginewright.cache_policies import step_policy
 from enginewright.errors import EnginewrightError
 from enginewright.paired_stats import PairedComparison, compare_paired, samples_to_decide
 from enginewright.schemas import GATE_REPORT_SCHEMA_VERSION, GateReport, GateTaskResult
 from enginewright.spec import GateSpec
+from enginewright.work_dir import WorkDir
 from tasks.eval_data import PRIMARY_METRIC
 
-
-class GateFailed(EnginewrightError):
-    """The candidate lost more accuracy than the spec allows (or failed the smoke check)."""
-
-    exit_code = 1
+if TYPE_CHECKING:
+    from tasks.evaluate import EvalResult
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -165,13 +163,12 @@ def write_gate_outputs(report: GateReport, out_dir: Path) -> dict[str, Path]:
             "plot": gate_plot(report, out_dir / "gate_plot.png")}
 
 
-@task(name="gate", cache_key_fn=keyed_by("gate"), persist_result=True)
-def gate_task(
-    cache_key: str, baseline_samples: Path, candidate_samples: Path, tasks: list[str], spec: GateSpec, out_dir: Path
-) -> GateReport:
+@task(name="gate", cache_policy=step_policy("gate", "work", "baseline", "candidate", "tasks", "spec"),
+      persist_result=True)
+def gate_task(work: WorkDir, baseline: EvalResult, candidate: EvalResult, tasks: list[str], spec: GateSpec) -> GateReport:
     from prefect.artifacts import create_markdown_artifact
 
-    report = evaluate_gate(baseline_samples, candidate_samples, tasks, spec)
-    write_gate_outputs(report, out_dir)
+    report = evaluate_gate(baseline.samples_path, candidate.samples_path, tasks, spec)
+    write_gate_outputs(report, work.gate)
     create_markdown_artifact(markdown=gate_markdown(report), key="accuracy-gate", description=report["message"])
     return report

@@ -9,9 +9,11 @@ from tasks.evaluate import EvalResult
 
 def render_model_card(
     model_name: str, build_key: str, source: dict[str, Any], quantization: dict[str, Any],
-    calibration: dict[str, Any], baseline: EvalResult, engine: dict[str, Any],
+    calibration: dict[str, Any], baseline: EvalResult, candidate: EvalResult, engine: dict[str, Any],
     evaluation: dict[str, Any], gate_markdown: str,
 ) -> str:
+    how = ("the bundle's own checkpoint through TensorRT-LLM's LLM API" if candidate.runtime == "tensorrt_llm"
+           else "ModelOpt's simulated quantization of the same checkpoint (weights folded)")
     engine_line = (
         f"skipped — {engine['reason']}" if engine.get("status") == "skipped" else engine.get("status", "unknown")
     )
@@ -29,7 +31,7 @@ Build key `{build_key}`.
 
 ## Accuracy (lm-evaluation-harness {baseline.lm_eval_version}, stock tasks on local data copies)
 Limit {evaluation['limit'] or 'none'} documents per task (MMLU: per subject), {evaluation['num_fewshot']}-shot.
-The candidate is ModelOpt's simulated quantization of the same checkpoint, on the same documents.
+The candidate is {how}, on the same documents.
 
 {gate_markdown.replace("## ", "### ")}
 ## Use

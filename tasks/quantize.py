@@ -16,12 +16,13 @@ from prefect import task
 from tqdm import tqdm
 
 from enginewright.atomic import written_whole
-from enginewright.caching import keyed_by
+from enginewright.cache_policies import step_policy
 from enginewright.devices import calibration_batch_size, check_format_supported, compute_capability
 from enginewright.errors import InputError
 from enginewright.hashing import sha256_file
 from enginewright.models import load_model
 from enginewright.spec import QuantizationSpec
+from enginewright.work_dir import WorkDir
 from tasks.calibration import CalibrationSet, load_calibration_ids
 
 # Our format names → ModelOpt's preset configs (modelopt.torch.quantization.config).
@@ -48,6 +49,9 @@ class QuantizedState:
     sha256: str
     recipe: str  # ModelOpt preset name
     awq_block_size: int | None
+
+    def cache_identity(self) -> str:
+        return self.sha256
 
 
 def quantized_in_features(model: torch.nn.Module) -> set[int]:
@@ -134,9 +138,9 @@ def restore_quantized(checkpoint: Path, state: QuantizedState, dtype: str) -> to
     return mto.restore(model, state.path).eval()
 
 
-@task(name="quantize", cache_key_fn=keyed_by("quantize"), persist_result=True)
+# The build key (in `work`) names the source revision and the recipe; the calibration set is keyed by content.
+@task(name="quantize", cache_policy=step_policy("quantize", "work", "calib"), persist_result=True)
 def quantize_task(
-    cache_key: str, checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int | str,
-    out_file: Path,
+    work: WorkDir, checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int | str,
 ) -> QuantizedState:
-    return calibrate_and_quantize(checkpoint, calib, spec, dtype, batch_size, out_file)
+    return calibrate_and_quantize(checkpoint, calib, spec, dtype, batch_size, work.quantized_state)

@@ -23,12 +23,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import task
 
-from enginewright.bundle_store import delete_bundle, store_bundle
-from enginewright.caching import keyed_by, retry_unless_input_error
-from enginewright.errors import RegistryError
+from enginewright.bundle_store import bundle_location, delete_bundle, store_bundle
+from enginewright.cache_policies import step_policy
+from enginewright.errors import GateFailed, RegistryError
 from enginewright.registry_client import registry_client
+from enginewright.retries import retry_unless_input_error
 from enginewright.s3 import TransferSettings
-from enginewright.schemas import Manifest
+from enginewright.schemas import GateReport, Manifest
 
 EXPERIMENT = "enginewright-builds"
 CANDIDATE_ALIAS = "candidate"
@@ -153,24 +154,35 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
     return RegisteredVersion(record.model_name, str(mine.version), run_id, bundle_uri, created=True, aliases=aliases)
 
 
-@task(name="log-run", cache_key_fn=keyed_by("log-run"), persist_result=True,
-      retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
-def log_run_task(cache_key: str, record: RunRecord, tracking_uri: str, artifact_root: str) -> LoggedRun:
+@task(name="log-run", cache_policy=step_policy("log-run", "record", "tracking_uri", "artifact_root"),
+      persist_result=True, retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
+def log_run_task(record: RunRecord, tracking_uri: str, artifact_root: str) -> LoggedRun:
     with registry_errors(tracking_uri, "log the build run"):
         return log_build_run(record, tracking_uri, artifact_root)
 
 
-@task(name="store-bundle", cache_key_fn=keyed_by("store-bundle"), persist_result=True,
-      retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
-def store_bundle_task(cache_key: str, bundle_dir: Path, manifest: Manifest, uri: str, endpoint_url: str | None,
+@task(name="store-bundle", cache_policy=step_policy("store-bundle", "manifest", "run", "bundle_root", "endpoint_url"),
+      persist_result=True, retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
+def store_bundle_task(bundle_dir: Path, manifest: Manifest, run: LoggedRun, bundle_root: str, endpoint_url: str | None,
                       transfer: TransferSettings) -> str:
-    """Upload (S3: parallel multipart, direct) or copy the bundle and verify every stored file; returns its URI."""
+    """Upload (S3: parallel multipart, direct) or copy the bundle and verify every stored file; returns its URI.
+    A build key that already has a version keeps that version's bundle: nothing is stored twice."""
+    if run.registered_source is not None:
+        return run.registered_source
+    uri = bundle_location(bundle_root, manifest["bundle_id"], run.run_id)
     return store_bundle(bundle_dir, manifest, uri, endpoint_url, transfer)
 
 
-@task(name="register", cache_key_fn=keyed_by("register"), persist_result=True,
-      retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
-def register_task(cache_key: str, record: RunRecord, run_id: str, bundle_uri: str, gate_passed: bool,
+def require_gate_passed(gate: GateReport, run: LoggedRun) -> None:
+    """A failed gate ends the build here: its evidence is in the run, and no bundle is stored or registered."""
+    if gate["overall"] == "fail":
+        raise GateFailed(f"{gate['message']} (evidence kept in MLflow run {run.run_id}; no version registered)")
+
+
+@task(name="register", persist_result=True, retries=2, retry_delay_seconds=10,
+      retry_condition_fn=retry_unless_input_error, cache_policy=step_policy(
+          "register", "record", "run_id", "bundle_uri", "gate_passed", "tracking_uri"))
+def register_task(record: RunRecord, run_id: str, bundle_uri: str, gate_passed: bool,
                   tracking_uri: str, endpoint_url: str | None) -> RegisteredVersion:
     with registry_errors(tracking_uri, f"register a version of {record.model_name!r}"):
         return register_version(record, run_id, bundle_uri, gate_passed, tracking_uri,

@@ -12,8 +12,9 @@ from typing import Any
 import yaml
 from prefect import task
 
-from enginewright.caching import keyed_by
+from enginewright.cache_policies import step_policy
 from enginewright.spec import RuntimeSpec
+from enginewright.work_dir import WorkDir
 
 
 def llm_api_options(spec: RuntimeSpec, kv_cache_fp8: bool) -> dict[str, Any]:
@@ -45,6 +46,7 @@ def write_llm_api_yaml(spec: RuntimeSpec, kv_cache_fp8: bool, out_file: Path) ->
     return out_file
 
 
-@task(name="llm-api-config", cache_key_fn=keyed_by("llm-api-config"), persist_result=True)
-def runtime_config_task(cache_key: str, spec: RuntimeSpec, kv_cache_fp8: bool, out_file: Path) -> Path:
-    return write_llm_api_yaml(spec, kv_cache_fp8, out_file)
+@task(name="llm-api-config", cache_policy=step_policy("llm-api-config", "work", "spec", "kv_cache_fp8"),
+      persist_result=True)
+def runtime_config_task(work: WorkDir, spec: RuntimeSpec, kv_cache_fp8: bool) -> Path:
+    return write_llm_api_yaml(spec, kv_cache_fp8, work.llm_api_yaml)

@@ -8,11 +8,14 @@ itself is degenerate (a tiny or random model) the check cannot tell anything and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.states import Completed
 
-from enginewright.caching import keyed_by
+from enginewright.cache_policies import step_policy
+from enginewright.errors import GateFailed
 from enginewright.models import load_model, load_tokenizer
 from enginewright.schemas import SmokeResult
 from tasks.evaluate import load_candidate
@@ -67,8 +70,16 @@ def smoke_check(checkpoint: Path, state: QuantizedState, dtype: str, prompts: li
     return smoke_verdict(prompts, baseline, candidate)
 
 
-@task(name="smoke-check", cache_key_fn=keyed_by("smoke-check"), persist_result=True)
+@task(name="smoke-check", persist_result=True, cache_policy=step_policy(
+    "smoke-check", "state", "dtype", "prompts", "max_new_tokens", "enabled"))
 def smoke_task(
-    cache_key: str, checkpoint: Path, state: QuantizedState, dtype: str, prompts: list[str], max_new_tokens: int
-) -> SmokeResult:
-    return smoke_check(checkpoint, state, dtype, prompts, max_new_tokens)
+    checkpoint: Path, state: QuantizedState, dtype: str, prompts: list[str], max_new_tokens: int, enabled: bool,
+) -> Any:
+    """Right after quantization, before anything expensive: an empty or looping candidate fails the build here."""
+    if not enabled:
+        return Completed(name="Skipped", message="Skipped: gate.smoke is off", data=None)
+    result = smoke_check(checkpoint, state, dtype, prompts, max_new_tokens)
+    get_run_logger().info("smoke check: %s (%s)", result["verdict"], result["reason"])
+    if result["verdict"] == "fail":
+        raise GateFailed(f"smoke check failed before evaluation: {result['reason']}")
+    return result

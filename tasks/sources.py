@@ -10,9 +10,10 @@ from typing import Any
 
 from prefect import task
 
-from enginewright.caching import retry_unless_input_error
+from enginewright.cache_policies import ChangeDetector
 from enginewright.errors import CheckpointError
-from enginewright.hashing import sha256_json, sha256_tree, stat_fingerprint
+from enginewright.hashing import sha256_tree, stat_fingerprint
+from enginewright.retries import retry_unless_input_error
 from enginewright.spec import SourceSpec
 
 SAFE_WEIGHTS = ("*.safetensors",)
@@ -32,6 +33,9 @@ class ResolvedSource:
     def identity(self) -> str:
         """What the build key uses: content, not location, for local directories."""
         return f"hub:{self.repo_id}@{self.revision}" if self.kind == "hub" else f"local:{self.revision}"
+
+    def cache_identity(self) -> str:
+        return self.identity
 
 
 def looks_like_local_path(model: str) -> bool:
@@ -131,17 +135,17 @@ def resolve_source(spec: SourceSpec) -> ResolvedSource:
 
 
 
-def _resolve_cache_key(_context: Any, parameters: dict[str, Any]) -> str | None:
+def _resolve_change(inputs: dict[str, Any]) -> Any:
     """Local dirs: re-hash only when a file's size or mtime changed. Hub: cache only pinned commit shas."""
-    spec: SourceSpec = parameters["spec"]
+    spec: SourceSpec = inputs["spec"]
     if looks_like_local_path(spec.model):
         path = Path(spec.model).expanduser()
-        return f"resolve-{sha256_json([spec.model_dump(), stat_fingerprint(path)])}" if path.is_dir() else None
+        return [spec.model_dump(), stat_fingerprint(path)] if path.is_dir() else None
     is_commit = spec.revision is not None and len(spec.revision) == 40
-    return f"resolve-{sha256_json(spec.model_dump())}" if is_commit else None
+    return spec.model_dump() if is_commit else None
 
 
 resolve_task = task(
-    name="resolve", cache_key_fn=_resolve_cache_key, persist_result=True,
+    name="resolve", cache_policy=ChangeDetector(step="resolve", key_fn=_resolve_change), persist_result=True,
     retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_input_error,
 )(resolve_source)

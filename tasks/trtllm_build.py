@@ -32,8 +32,9 @@ import yaml
 from prefect import task
 from prefect.states import Completed
 
-from enginewright.caching import keyed_by
+from enginewright.cache_policies import step_policy
 from enginewright.errors import EnginewrightError
+from enginewright.work_dir import WorkDir
 from tasks.smoke import is_degenerate
 
 RUNTIME_LOADED = ("loaded", "built")  # lane statuses after which the candidate is evaluated through the runtime
@@ -180,12 +181,12 @@ def run_engine_lane(bundle_dir: Path, prompts: list[str], max_new_tokens: int, l
     return result
 
 
-@task(name="tensorrt-llm-build", cache_key_fn=keyed_by("tensorrt-llm-build"), persist_result=True)
-def trtllm_build_task(cache_key: str, bundle_dir: Path, prompts: list[str], max_new_tokens: int,
-                      legacy_engine: bool, max_batch_size: int, max_num_tokens: int, model_name: str,
-                      work: Path) -> Any:
-    result = run_engine_lane(bundle_dir, prompts, max_new_tokens, legacy_engine, max_batch_size, max_num_tokens,
-                             model_name, work)
+@task(name="tensorrt-llm-build", persist_result=True,
+      cache_policy=step_policy("tensorrt-llm-build", "work", "prompts", "max_new_tokens", "model_name"))
+def trtllm_build_task(work: WorkDir, prompts: list[str], max_new_tokens: int, legacy_engine: bool,
+                      max_batch_size: int, max_num_tokens: int, model_name: str) -> Any:
+    result = run_engine_lane(work.bundle, prompts, max_new_tokens, legacy_engine, max_batch_size, max_num_tokens,
+                             model_name, work.path)
     if result["status"] == "skipped":
         return Completed(name="Skipped", message=f"Skipped: {result['reason']}", data=result)
     return result

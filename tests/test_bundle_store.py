@@ -41,7 +41,7 @@ def test_local_store_copies_verifies_and_fetches(tmp_path: Path) -> None:
     uri = store_bundle(bundle, manifest, bundle_location(str(tmp_path / "store"), "k" * 64, "run1"), None,
                        TransferSettings())
     assert uri == (tmp_path / "store" / ("k" * 64) / "run1").resolve().as_uri()
-    assert not list((tmp_path / "store").rglob("*.partial"))
+    assert not list((tmp_path / "store").rglob("*.partial*"))
     fetched = fetch_bundle(uri, tmp_path / "out", None, TransferSettings(), tracking_uri="sqlite:///unused.db")
     assert fetched["bundle_id"] == "k" * 64 and (tmp_path / "out" / "llm_api.yaml").is_file()
     # Storing again at the same place verifies what is there instead of copying.

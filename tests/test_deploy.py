@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from enginewright.errors import InputError
+from enginewright.errors import DeployRefused, InputError
 from enginewright.fit_check import fit_problems
 from enginewright.registry_client import registry_client
 from enginewright.serving_config import render_release
 from enginewright.settings import Settings
 from enginewright.targets import DeployTarget, load_target
-from flows.deploy import DeployRefused, deploy_version, previous_deployed_version, rollback
+from flows.deploy import deploy_version, previous_deployed_version, rollback
 from tests.registered_bundle import register_bundle
 
 ROOT = Path(__file__).resolve().parents[1]

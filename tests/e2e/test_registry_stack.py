@@ -14,9 +14,10 @@ import pytest
 from botocore.config import Config
 
 from enginewright.bundle_store import bundle_location, store_bundle
+from enginewright.errors import UploadError
 from enginewright.manifest import MANIFEST_NAME, verify_bundle, write_manifest
 from enginewright.registry_client import registry_client
-from enginewright.s3 import MiB, S3Location, TransferSettings, UploadError, list_objects, verify_object
+from enginewright.s3 import MiB, S3Location, TransferSettings, list_objects, verify_object
 from enginewright.settings import Settings
 from enginewright.stack import Stack
 from tasks.register import RunRecord, register_version

@@ -1,0 +1,46 @@
+"""Plan a build: its build key and work directory, and why a known spec's key moved since its last build."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from enginewright.atomic import written_whole
+from enginewright.build_key import BuildKey, compute_build_key
+from enginewright.environment import key_tool_versions
+from enginewright.spec import BuildSpec
+from enginewright.work_dir import WorkDir
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    key: BuildKey
+    work: WorkDir
+    changed_since_last: list[str] | None  # build-key parts that differ from this spec's last build; None: first
+
+
+def last_key_file(builds_dir: Path, spec: BuildSpec) -> Path:
+    """Where the last build key of this model and format is kept (a 'known spec')."""
+    return builds_dir / "last-keys" / f"{spec.registry.model_name}.{spec.quantization.format}.json"
+
+
+def plan_build(spec: BuildSpec, source_identity: str, calibration_fingerprint: str, builds_dir: Path,
+               log: Callable[[str], None]) -> BuildPlan:
+    """The build key and its work directory; logs the key, and on a known spec which key parts moved.
+    Never cached: the work directory's incarnation must be read fresh on every run."""
+    key = compute_build_key(source_identity, spec, calibration_fingerprint,
+                            key_tool_versions(engine_target=spec.runtime.legacy_engine))
+    record = last_key_file(builds_dir, spec)
+    changed = None
+    if record.is_file():
+        changed = key.differences(BuildKey(parts=json.loads(record.read_text())))
+    with written_whole(record) as tmp:
+        tmp.write_text(json.dumps(key.parts, indent=2, sort_keys=True))
+    plan = BuildPlan(key=key, work=WorkDir.open(builds_dir, key.digest), changed_since_last=changed)
+    log(f"build key {key.digest} (work dir {plan.work.path})")
+    if changed:
+        log(f"the build key of {spec.registry.model_name} {spec.quantization.format} changed since its last build: "
+            f"{', '.join(changed)} differ, so the steps keyed by them recompute")
+    return plan
