@@ -94,7 +94,7 @@ def read_module_source(module: str) -> str | None:
     return path.read_text() if path is not None else None
 
 
-def module_closure(module: str, read: Any = read_module_source) -> dict[str, str]:
+def module_closure(module: str) -> dict[str, str]:
     """`module` and every project module it imports, transitively: name → source."""
     sources: dict[str, str] = {}
     pending = [module]
@@ -102,7 +102,7 @@ def module_closure(module: str, read: Any = read_module_source) -> dict[str, str
         name = pending.pop()
         if name in sources:
             continue
-        text = read(name)
+        text = read_module_source(name)
         if text is None:  # a package attribute (`from enginewright import x` names no module) or not ours
             continue
         sources[name] = text

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from enginewright.errors import EnginewrightError, InputError
 from enginewright.settings import Settings, load_settings
 from enginewright.spec import (
@@ -38,7 +40,7 @@ BUILD_FLAGS: dict[str, tuple[str, str, type, Any]] = {
 }
 
 
-def _help(model: type, field: str) -> str:
+def _help(model: type[BaseModel], field: str) -> str:
     info = model.model_fields[field]
     default = "" if info.is_required() else f" [default: {info.default}]"
     return (info.description or "") + default
@@ -268,7 +270,8 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.promotion import AliasStore, make_relay
     from flows.promote import announce_alias, poll_aliases_flow
 
-    if args.action in ("relay", "webhook") and not settings.mlflow_webhook_secret:
+    secret = settings.mlflow_webhook_secret.get_secret_value() if settings.mlflow_webhook_secret else ""
+    if args.action in ("relay", "webhook") and not secret:
         raise InputError(f"promote {args.action} needs ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET: the secret MLflow signs "
                          "its webhook deliveries with")
     if args.action in ("poll", "relay"):
@@ -286,10 +289,10 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 
         if not args.url:
             raise InputError("promote webhook needs --url: the relay's address as the MLflow server reaches it")
-        webhook_id = ensure_alias_webhook(settings.tracking_uri, args.url, settings.mlflow_webhook_secret)
+        webhook_id = ensure_alias_webhook(settings.tracking_uri, args.url, secret)
         print(f"MLflow webhook {webhook_id}: model_version_alias.created -> {args.url}")
         return 0
-    server = make_relay(args.host, args.port, settings.mlflow_webhook_secret, settings.deploy_alias,
+    server = make_relay(args.host, args.port, secret, settings.deploy_alias,
                         AliasStore(settings.watch_db_url), announce_alias)
     print(f"MLflow webhook relay on http://{args.host}:{args.port}/ for alias {settings.deploy_alias!r} "
           "(Ctrl-C stops it)", flush=True)
@@ -328,7 +331,8 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         from enginewright.hub_relay import make_server
         from flows.watch import announce
 
-        server = make_server("127.0.0.1", args.port, settings.hub_webhook_secret or "", store, announce)
+        hub_secret = settings.hub_webhook_secret.get_secret_value() if settings.hub_webhook_secret else ""
+        server = make_server("127.0.0.1", args.port, hub_secret, store, announce)
         print(f"Hub webhook relay on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)")
         try:
             server.serve_forever()

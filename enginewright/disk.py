@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from enginewright.errors import EnginewrightError
@@ -12,7 +13,7 @@ from enginewright.errors import EnginewrightError
 NEARLY_FULL_BYTES = 1 << 20
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

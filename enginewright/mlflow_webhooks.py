@@ -8,10 +8,12 @@ the scheduled `poll_aliases` flow stands in. For a relay on a private address th
 
 from __future__ import annotations
 
+from typing import Final
+
 from enginewright.errors import RegistryError
 
 WEBHOOK_NAME = "enginewright-promotion"
-ALIAS_SET = "model_version_alias.created"
+ALIAS_SET: Final = "model_version_alias.created"
 
 
 def ensure_alias_webhook(tracking_uri: str, url: str, secret: str) -> str:

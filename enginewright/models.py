@@ -17,7 +17,7 @@ def load_model(path: Path, dtype: str, trust_remote_code: bool = False) -> torch
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=getattr(torch, dtype), use_safetensors=None, trust_remote_code=trust_remote_code
     )
-    return model.to(pick_device()).eval()
+    return model.to(pick_device()).eval()  # type: ignore[arg-type]  # transformers types `.to` for one model class
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):

@@ -35,11 +35,11 @@ def pull_bundle(uri: str, dest: Path, settings: Settings) -> tuple[str, Manifest
     require_empty_destination(dest)  # before asking MLflow anything
     client = registry_client(settings.tracking_uri)
     try:
-        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, str(version))
     except MlflowException as exc:
         raise InputError(f"{uri}: {exc.message}") from None
     try:
-        manifest = fetch_bundle(found.source, dest, settings.s3_endpoint_url, settings.transfer, settings.tracking_uri)
+        manifest = fetch_bundle(str(found.source), dest, settings.s3_endpoint_url, settings.transfer, settings.tracking_uri)
     except StoreError as exc:  # the store, not the bundle, failed
         raise StoreError(f"{uri} (version {found.version}): {exc}") from None
     except EnginewrightError as exc:

@@ -15,7 +15,7 @@ Two modes, chosen by these settings alone:
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_serializer, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from enginewright.errors import InputError, describe_validation_error
@@ -76,11 +76,13 @@ class Settings(BaseSettings):
     hub_endpoint: str | None = Field(
         default=None, description="Hugging Face Hub endpoint the watcher polls. Unset: huggingface_hub's default."
     )
-    hub_webhook_secret: str | None = Field(
-        default=None, repr=False, description="Secret the Hub webhook relay requires in X-Webhook-Secret."
+    # Secrets are SecretStr: hidden in reprs and in every serialization (a flow run's parameters on the Prefect
+    # server included); read them with `.get_secret_value()` where they are used.
+    hub_webhook_secret: SecretStr | None = Field(
+        default=None, description="Secret the Hub webhook relay requires in X-Webhook-Secret."
     )
-    mlflow_webhook_secret: str | None = Field(
-        default=None, repr=False,
+    mlflow_webhook_secret: SecretStr | None = Field(
+        default=None,
         description="Secret MLflow signs its registry webhooks with; the promotion relay checks X-MLflow-Signature.",
     )
     deploy_alias: str = Field(

@@ -6,6 +6,7 @@ exactly one insert succeeds, and only that watcher announces it. A revision is n
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -86,7 +87,7 @@ class WatchStore:
                 (CLAIMED.c.source == source) & (CLAIMED.c.spec_sha256 == sha256_file(Path(spec_path)))
                 & (CLAIMED.c.revision == revision)))
 
-    def claimed(self, source: str) -> list[str]:
+    def claimed(self, source: str) -> builtins.list[str]:
         with self.engine.connect() as connection:
             rows = connection.execute(select(CLAIMED.c.revision).where(CLAIMED.c.source == source)
                                       .order_by(CLAIMED.c.claimed_at))

@@ -36,6 +36,7 @@ from tasks.compare import (
     RECOMMENDED_ALIAS,
     RecommendationPolicy,
     VariantResult,
+    VariantStatus,
     comparison_markdown,
     comparison_plot,
     matrix_dir,
@@ -105,7 +106,7 @@ def _result(running: _Running) -> VariantResult:
         return VariantResult(running.fmt, "registered", report=json.loads(running.report.read_text()))
     errors = [line for line in running.log.read_text(errors="replace").splitlines() if "error" in line.lower()]
     reason = errors[-1].split("enginewright: error: ", 1)[-1].strip() if errors else f"exit code {code}"
-    status = {2: "refused", 1: "gate failed" if "gate" in reason.lower() else "failed"}.get(code, "failed")
+    status: VariantStatus = {2: "refused", 1: "gate failed" if "gate" in reason.lower() else "failed"}.get(code, "failed")
     if code and code < 0:
         reason = f"killed by signal {-code} (see {running.log})"
     return VariantResult(running.fmt, status, reason=reason[:300])
@@ -114,7 +115,8 @@ def _result(running: _Running) -> VariantResult:
 def run_variants(spec: BuildSpec, formats: list[str], parallel: int, run_dir: Path, api_url: str,
                  log=print) -> list[VariantResult]:
     """Run each variant's build in its own process, at most `parallel` at a time; results in `formats` order."""
-    waiting, running, done = list(formats), [], {}
+    waiting, done = list(formats), {}
+    running: list[_Running] = []
     free_slots = list(range(parallel))
     while waiting or running:
         while waiting and free_slots:

@@ -33,10 +33,13 @@ class RecommendationPolicy(BaseModel):
     )
 
 
+VariantStatus = Literal["registered", "gate failed", "refused", "failed"]
+
+
 @dataclass
 class VariantResult:
     format: str
-    status: Literal["registered", "gate failed", "refused", "failed"]
+    status: VariantStatus
     reason: str = ""
     report: dict[str, Any] = field(default_factory=dict)  # the build's --report-json, when it finished
 
@@ -73,7 +76,7 @@ def recommend(variants: list[VariantResult], policy: RecommendationPolicy) -> tu
         "fastest": lambda v: (-v.throughput, -v.mean_difference, v.bundle_bytes),
     }
     chosen = min(eligible, key=keys[policy.objective])
-    what = {"smallest": lambda: f"the smallest bundle ({chosen.bundle_bytes / 1e6:.1f} MB)",
+    what = {"smallest": lambda: f"the smallest bundle ({(chosen.bundle_bytes or 0) / 1e6:.1f} MB)",
             "most_accurate": lambda: f"the smallest mean accuracy change ({chosen.mean_difference:+.2f} points)",
             "fastest": lambda: f"the highest measured throughput ({chosen.throughput:.0f} tokens/s)"}[policy.objective]()
     return chosen, (f"{chosen.format}: {what} among the {len(eligible)} variant(s) whose gate verdict is "
@@ -106,7 +109,7 @@ def comparison_plot(variants: list[VariantResult], out_file: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for v in variants:
         for row in v.report.get("gate", {}).get("tasks", []):
-            size = v.bundle_bytes / 1e6
+            size = (v.bundle_bytes or 0) / 1e6
             ax.errorbar(size, row["difference_points"], fmt="o", capsize=3,
                         yerr=[[row["difference_points"] - row["ci_low_points"]],
                               [row["ci_high_points"] - row["difference_points"]]])

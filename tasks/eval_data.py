@@ -8,6 +8,7 @@ files, which `materialize_mmlu` writes once into a cache directory named by the 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def _override(task: str, data_files: dict[str, str], **extra: Any) -> dict[str, 
 EVAL_GROUP = "enginewright"
 
 
-def lm_eval_task_configs(data: EvalData, tasks: list[str], cache_dir: Path) -> list[dict[str, Any]]:
+def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path) -> list[dict[str, Any]]:
     """`lm_eval.simple_evaluate(tasks=...)` argument: stock tasks, local data.
 
     The overrides sit inside a group: lm-eval 0.4.13 merges a group member's dict into the registered

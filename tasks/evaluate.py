@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def sample_records(samples: dict[str, list[dict[str, Any]]]) -> list[dict[str, A
     records = []
     for task_name, rows in sorted(samples.items()):
         for row in rows:
-            record = {"task": task_family(task_name), "subtask": task_name}
+            record: dict[str, Any] = {"task": task_family(task_name), "subtask": task_name}
             record.update({k: row[k] for k in SAMPLE_FIELDS if k in row})
             record["loglikelihoods"] = [float(r[0]) for r in row.get("filtered_resps", [])]
             records.append(record)
@@ -79,7 +80,7 @@ def task_manager():
 
 
 def run_lm_eval(
-    model: torch.nn.Module, tokenizer, spec: EvaluationSpec, tasks: list[str], data: EvalData, cache_dir: Path
+    model: torch.nn.Module, tokenizer: Any, spec: EvaluationSpec, tasks: Sequence[str], data: EvalData, cache_dir: Path
 ) -> tuple[list[dict[str, Any]], float]:
     """Per-sample records of `tasks` for an in-memory model, and the seconds the evaluation took."""
     from lm_eval.models.huggingface import HFLM
@@ -90,7 +91,7 @@ def run_lm_eval(
 
 
 def run_lm_eval_on_runtime(
-    checkpoint_dir: Path, spec: EvaluationSpec, tasks: list[str], data: EvalData, cache_dir: Path
+    checkpoint_dir: Path, spec: EvaluationSpec, tasks: Sequence[str], data: EvalData, cache_dir: Path
 ) -> tuple[list[dict[str, Any]], float]:
     """The same, for the exported bundle served by TensorRT-LLM: lm-eval's `trtllm` model class, whose
     loglikelihood comes from the runtime's prompt log-probabilities (GPU workers with TensorRT-LLM only)."""
@@ -101,7 +102,7 @@ def run_lm_eval_on_runtime(
     return evaluate_lm(lm, spec, tasks, data, cache_dir), time.perf_counter() - started
 
 
-def evaluate_lm(lm, spec: EvaluationSpec, tasks: list[str], data: EvalData, cache_dir: Path) -> list[dict[str, Any]]:
+def evaluate_lm(lm: Any, spec: EvaluationSpec, tasks: Sequence[str], data: EvalData, cache_dir: Path) -> list[dict[str, Any]]:
     import lm_eval
 
     output = lm_eval.simple_evaluate(
@@ -193,7 +194,7 @@ def fold_weights(model: torch.nn.Module) -> None:
 
 
 # What the evaluation settings change; where the data lives and the batch size do not (the data by content).
-EVAL_EXCLUDE = {"spec": ("data_dir", "batch_size")}
+EVAL_EXCLUDE: dict[str, tuple[str, ...]] = {"spec": ("data_dir", "batch_size")}
 
 
 @task(name="evaluate-baseline", persist_result=True, cache_policy=step_policy(

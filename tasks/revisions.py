@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from enginewright.errors import EnginewrightError
 from enginewright.hashing import sha256_json, sha256_tree
 from enginewright.s3 import S3Location, s3_client
 from tasks.sources import looks_like_local_path
@@ -28,4 +29,7 @@ def latest_revision(source: str, hub_endpoint: str | None, s3_endpoint: str | No
     from huggingface_hub import HfApi
 
     # token=None: huggingface_hub reads HF_TOKEN itself, so the token never passes through our code or logs.
-    return HfApi(endpoint=hub_endpoint).model_info(source, timeout=timeout_s).sha
+    sha = HfApi(endpoint=hub_endpoint).model_info(source, timeout=timeout_s).sha
+    if sha is None:
+        raise EnginewrightError(f"the Hub at {hub_endpoint or 'huggingface.co'} returned no commit sha for {source}")
+    return sha

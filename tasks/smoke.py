@@ -32,7 +32,7 @@ def is_degenerate(token_ids: list[int], text: str) -> bool:
     return len(set(bigrams)) / len(bigrams) < MIN_DISTINCT_BIGRAM_RATIO
 
 
-def greedy_continuations(model: torch.nn.Module, tokenizer, prompts: list[str], max_new_tokens: int) -> list[tuple[list[int], str]]:
+def greedy_continuations(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[tuple[list[int], str]]:
     device = next(model.parameters()).device
     outputs = []
     with torch.no_grad():
@@ -74,7 +74,7 @@ def smoke_check(checkpoint: Path, state: QuantizedState, dtype: str, prompts: li
     "smoke-check", "state", "dtype", "prompts", "max_new_tokens", "enabled"))
 def smoke_task(
     checkpoint: Path, state: QuantizedState, dtype: str, prompts: list[str], max_new_tokens: int, enabled: bool,
-) -> Any:
+) -> object:
     """Right after quantization, before anything expensive: an empty or looping candidate fails the build here."""
     if not enabled:
         return Completed(name="Skipped", message="Skipped: gate.smoke is off", data=None)

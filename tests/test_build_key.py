@@ -27,3 +27,21 @@ def test_differences_are_named(settings: Settings) -> None:
     assert base.differences(key_for(settings, {}, source="local:def")) == ["source"]
     assert base.differences(key_for(settings, {}, tools={**TOOLS, "nvidia-modelopt": "0.48.0"})) == ["tools"]
     assert base.differences(base) == []
+
+
+def test_a_known_spec_whose_key_moved_is_explained_part_by_part(settings: Settings) -> None:
+    from tasks.plan import plan_build
+
+    spec = build_spec(settings, None, {})
+    messages: list[str] = []
+    first = plan_build(spec, "local:abc", "calibfp", settings.builds_dir, messages.append)
+    assert first.changed_since_last is None and first.work.path.is_dir()
+
+    again = plan_build(spec, "local:abc", "calibfp", settings.builds_dir, messages.append)
+    assert again.changed_since_last == [] and again.work == first.work
+
+    moved = plan_build(spec, "local:def", "calibfp2", settings.builds_dir, messages.append)
+    assert moved.changed_since_last == ["calibration_data", "source"]
+    assert messages[-1].endswith("changed since its last build: calibration_data, source differ, "
+                                 "so the steps keyed by them recompute")
+    assert moved.work.path != first.work.path

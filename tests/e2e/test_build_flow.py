@@ -147,3 +147,36 @@ def test_pull_verifies_and_refuses_a_corrupted_bundle(
     assert main(["pull", "models:/tiny-pull@nope", str(tmp_path / "x")]) == 2
     assert main(["pull", "tiny-pull", str(tmp_path / "x")]) == 2
     assert "is not models:/<name>@<alias>" in capsys.readouterr().err
+
+
+def test_a_changed_step_recomputes_with_every_step_after_it_and_nothing_before(
+    tiny_model: Path, shared_data: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog,
+) -> None:
+    """An upgrade that changes the gate's code (here: its source as the cache policies read it) must never return
+    the old gate report: the gate and the steps after it run again, every step before it comes from the cache."""
+    from enginewright import cache_policies
+
+    spec = build_spec(settings, None, {
+        "source": {"model": str(tiny_model)},
+        "calibration": {"source": str(shared_data / "calib" / "tiny_shakespeare.txt"), "num_samples": 2, "seq_len": 16},
+        "evaluation": {"tasks": ["arc_easy"], "limit": 2},
+        "gate": {"max_drop_points": 100, "smoke": False},
+        "registry": {"model_name": "tiny-upgrade"},
+    })
+    first = run_build(spec, settings).result()
+
+    read = cache_policies.read_module_source
+    monkeypatch.setattr(cache_policies, "read_module_source",
+                        lambda name: read(name) + "\n# fixed\n" if name == "tasks.gate" else read(name))
+    cache_policies.step_code_version.cache_clear()
+    try:
+        second_state = run_build(spec, settings)
+        second = second_state.result()
+    finally:
+        cache_policies.step_code_version.cache_clear()
+    states = task_run_states(second_state.state_details.flow_run_id)
+    recomputed = {name for name, state in states.items() if state != "Cached"}
+    assert recomputed == {"gate", "bundle", "log-run", "store-bundle", "register"}, states
+    assert states["quantize"] == states["evaluate-candidate"] == states["evaluate-baseline"] == "Cached"
+    assert second.build_key == first.build_key  # same bundle identity: the registry keeps one version
+    assert not second.registered_now and second.registered.version == first.registered.version

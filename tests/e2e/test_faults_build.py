@@ -73,6 +73,28 @@ def test_a_build_killed_mid_flow_resumes_from_its_cached_steps(tmp_path: Path, s
     assert [str(v.version) for v in versions(home)] == ["1"]
 
 
+def test_two_identical_builds_at_once_both_succeed_register_once_and_leave_a_good_cache(
+        tmp_path: Path, spec: Path, prefect_api) -> None:
+    """A manual build while the deployment runs the same spec: before, both failed (one with a raw
+    FileNotFoundError, one with "quantized state … changed") and every rerun failed until the work dir was
+    deleted by hand. Now the second waits for the first's lock on the build key and finds its steps cached."""
+    home = tmp_path / "home"
+    first = build(home, spec, tmp_path / "first.log", prefect_api)
+    second = build(home, spec, tmp_path / "second.log", prefect_api)
+    for process, log in ((first, tmp_path / "first.log"), (second, tmp_path / "second.log")):
+        assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
+    logs = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
+    assert "is running here; waiting for it to finish" in logs, logs[-3000:]
+    assert [str(v.version) for v in versions(home)] == ["1"]
+    assert not [p for p in (home / "builds").rglob("*") if ".partial" in p.name]
+
+    third = build(home, spec, tmp_path / "third.log", prefect_api)
+    assert third.wait(timeout=600) == 0, (tmp_path / "third.log").read_text()[-3000:]
+    third_log = (tmp_path / "third.log").read_text()
+    assert third_log.count("Finished in state Completed") == 1, third_log[-3000:]  # the flow; every task Cached
+    assert "model version: fault-model v1" in third_log and "already registered" in third_log, third_log[-2000:]
+
+
 def test_a_full_disk_is_one_clear_error_and_leaves_no_partial_file(tmp_path: Path, spec: Path, prefect_api) -> None:
     home = tmp_path / "home"
     builds = home / "builds"

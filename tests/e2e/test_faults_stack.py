@@ -20,7 +20,7 @@ from enginewright.manifest import MANIFEST_NAME
 from enginewright.s3 import MiB, S3Location, TransferSettings, list_objects
 from enginewright.settings import Settings
 from enginewright.stack import Stack
-from tasks.register import log_build_run, register_task, store_bundle_task
+from tasks.register import LoggedRun, log_build_run, register_task, store_bundle_task
 from tests.e2e.test_registry_stack import client_settings, make_bundle, record_for, s3
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,11 @@ def stored_keys(stack: Stack, uri: str) -> set[str]:
 
 @flow(name="store-bundle-under-test")
 def store_flow(bundle: Path, manifest: dict, uri: str, endpoint: str) -> str:
-    return store_bundle_task(uuid.uuid4().hex, bundle, manifest, uri, endpoint, SMALL_PARTS)
+    """The real task with its retries; `refresh_cache` so every call stores (the test's point), as a first build."""
+    run_id = uri.rsplit("/", 1)[-1]
+    root = uri.removesuffix(f"/{manifest['bundle_id']}/{run_id}")  # the task puts it at <root>/<bundle id>/<run id>
+    return store_bundle_task.with_options(refresh_cache=True)(bundle, manifest, LoggedRun(run_id, None), root,
+                                                               endpoint, SMALL_PARTS)
 
 
 def test_s3_killed_mid_upload_leaves_no_manifest_and_a_rerun_with_retries_completes(stack: Stack,
@@ -124,7 +128,7 @@ def test_a_store_out_of_disk_fails_the_upload_in_one_line_and_takes_it_once_spac
 
 @flow(name="register-under-test")
 def register_flow(record, run_id: str, uri: str, tracking_uri: str):
-    return register_task(uuid.uuid4().hex, record, run_id, uri, True, tracking_uri, None)
+    return register_task.with_options(refresh_cache=True)(record, run_id, uri, True, tracking_uri, None)
 
 
 def test_mlflow_down_at_registration_fails_clearly_and_a_rerun_registers_one_version(
