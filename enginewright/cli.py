@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from enginewright.errors import EnginewrightError, InputError
+from enginewright.events import require_prefect_server
 from enginewright.settings import Settings, load_settings
 from enginewright.spec import (
     BuildSpec,
@@ -274,12 +275,8 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     if args.action in ("relay", "webhook") and not secret:
         raise InputError(f"promote {args.action} needs ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET: the secret MLflow signs "
                          "its webhook deliveries with")
-    if args.action in ("poll", "relay"):
-        from prefect.settings import PREFECT_API_URL
-
-        if not PREFECT_API_URL.value():  # an event on Prefect's ephemeral API would claim the change and start nothing
-            raise InputError(f"promote {args.action} needs a Prefect server: set PREFECT_API_URL (the stack's env file "
-                             "has it); its deploy deployment runs what is announced")
+    if args.action in ("poll", "relay"):  # an event on Prefect's ephemeral API would claim the change, start nothing
+        require_prefect_server(f"promote {args.action}")
     if args.action == "poll":
         for name, version in poll_aliases_flow():
             print(f"announced {name}@{settings.deploy_alias} -> version {version}")
@@ -309,14 +306,18 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     store = WatchStore(settings.watch_db_url)
     if args.action in ("add", "remove") and not args.source:
         raise InputError(f"watch {args.action} needs a SOURCE (Hub repo id, s3://prefix or local directory)")
+    if args.action in ("tick", "relay"):
+        require_prefect_server(f"watch {args.action}")  # else the revision is claimed for good and never built
     if args.action == "add":
         if args.spec is None:
             raise InputError("watch add needs --spec FILE: the build spec new revisions are built with")
-        from enginewright.spec import build_spec
+        from tasks.revisions import revision_spec, watch_source, watched_spec_yaml
 
-        build_spec(settings, args.spec, {})  # a spec that cannot build is refused now, not at the first revision
-        entry = store.add(args.source, args.spec)
-        print(f"watching {entry.source} (spec {entry.spec_path})")
+        source = watch_source(args.source)
+        spec_yaml = watched_spec_yaml(args.spec)
+        revision_spec(settings, spec_yaml, source, None)  # a spec that cannot build is refused now
+        entry = store.add(source, spec_yaml, str(args.spec.resolve()))
+        print(f"watching {entry.source} (spec {entry.spec_name}, kept as content {entry.spec_sha256[:12]})")
     elif args.action == "remove":
         removed = store.remove(args.source)
         if not removed:
@@ -325,7 +326,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "list":
         for entry in store.list():
             claimed = store.claimed(entry.source)
-            print(f"{entry.source}  spec={entry.spec_path}  announced={len(claimed)}"
+            print(f"{entry.source}  spec={entry.spec_name} ({entry.spec_sha256[:12]})  announced={len(claimed)}"
                   + (f"  last={claimed[-1]}" if claimed else ""))
     elif args.action == "relay":
         from enginewright.hub_relay import make_server
@@ -341,7 +342,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from flows.watch import watch_checkpoints
 
-        for item in watch_checkpoints():
+        for item in watch_checkpoints(settings):
             print(f"announced {item['source']} @ {item['revision']}")
     return 0
 

@@ -44,6 +44,10 @@ class UploadError(EnginewrightError):
     """An object could not be stored, or what the store holds differs from the local bytes."""
 
 
+class AnnounceError(EnginewrightError):
+    """Prefect did not take an announcement (an event a deployment trigger should turn into a run)."""
+
+
 class GateFailed(EnginewrightError):
     """The candidate lost more accuracy than the spec allows (or failed the smoke check)."""
 

@@ -26,7 +26,7 @@ def handle_hub_event(payload: dict, store: WatchStore, announce: Callable[[str, 
     watched = [w for w in store.list() if w.source == repo.get("name")]
     if not watched:
         return 202, f"ignored: {repo.get('name')!r} is not watched"
-    announced = sum(store.announce_once(entry.source, entry.spec_path, repo["headSha"], announce) for entry in watched)
+    announced = sum(store.announce_once(entry, repo["headSha"], announce) for entry in watched)
     return 202, f"{repo['name']}@{repo['headSha']}: announced for {announced} spec(s)"
 
 

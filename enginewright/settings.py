@@ -183,3 +183,24 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise InputError(describe_validation_error(exc, "setting (ENGINEWRIGHT_<FIELD>)")) from None
+
+
+def _shown_default(value: object) -> str:
+    """A default as a reader should see it: paths relative to the home directory or the checkout."""
+    if value is None:
+        return "unset"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "empty"
+    text = str(value)
+    text = text.replace(str(_REPO_ROOT), "<checkout>").replace(str(_REPO_ROOT.parent), "<checkout>/..")
+    return text.replace(str(Path.home()), "~")
+
+
+def settings_markdown() -> str:
+    """The README's settings table, generated from the fields (tests/test_settings_doc.py keeps them equal)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    rows = ["| variable | default | |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        rows.append(f"| `{prefix}{name.upper()}` | `{_shown_default(info.default)}` | "
+                    f"{(info.description or '').replace('|', '/')} |")
+    return "\n".join(rows) + "\n"

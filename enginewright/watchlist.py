@@ -7,21 +7,24 @@ exactly one insert succeeds, and only that watcher announces it. A revision is n
 from __future__ import annotations
 
 import builtins
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
-from sqlalchemy import Column, DateTime, String, Table, delete, func, select
+from sqlalchemy import Column, DateTime, String, Table, Text, delete, func, select
 
-from enginewright.errors import InputError
-from enginewright.hashing import sha256_file
 from enginewright.store_db import METADATA, announce_claimed, dialect_of, open_engine
 
+# A watch keeps its spec's *content* (with paths resolved when it was added), not a path on the machine that ran
+# `watch add`: any worker can build it, and an edited spec file changes nothing already watched or claimed.
+# (Before 0.2 the table was `enginewright_watched` with a spec path; such watches must be added again.)
 WATCHED = Table(
-    "enginewright_watched", METADATA,
+    "enginewright_watches", METADATA,
     Column("source", String(1024), primary_key=True),
-    Column("spec_path", String(4096), primary_key=True),
+    Column("spec_sha256", String(64), primary_key=True),
+    Column("spec_yaml", Text, nullable=False),
+    Column("spec_name", String(4096), nullable=False),  # where it was read from, for `watch list`
     Column("added_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
 )
 CLAIMED = Table(
@@ -36,7 +39,9 @@ CLAIMED = Table(
 @dataclass(frozen=True)
 class Watched:
     source: str
-    spec_path: str
+    spec_sha256: str
+    spec_yaml: str
+    spec_name: str
 
 
 class WatchStore:
@@ -47,12 +52,12 @@ class WatchStore:
     def engine(self):
         return open_engine(self.url)
 
-    def add(self, source: str, spec_path: Path) -> Watched:
-        if not spec_path.is_file():
-            raise InputError(f"spec {str(spec_path)!r} does not exist; pass the build spec to run on new revisions")
-        entry = Watched(source, str(spec_path.resolve()))
+    def add(self, source: str, spec_yaml: str, spec_name: str) -> Watched:
+        entry = Watched(source, hashlib.sha256(spec_yaml.encode()).hexdigest(), spec_yaml, spec_name)
         with self.engine.begin() as connection:
-            connection.execute(self._insert_ignoring_duplicates(WATCHED, source=entry.source, spec_path=entry.spec_path))
+            connection.execute(self._insert_ignoring_duplicates(
+                WATCHED, source=entry.source, spec_sha256=entry.spec_sha256, spec_yaml=entry.spec_yaml,
+                spec_name=entry.spec_name))
         return entry
 
     def remove(self, source: str) -> int:
@@ -61,30 +66,30 @@ class WatchStore:
 
     def list(self) -> list[Watched]:
         with self.engine.connect() as connection:
-            rows = connection.execute(select(WATCHED.c.source, WATCHED.c.spec_path).order_by(WATCHED.c.source))
+            rows = connection.execute(select(WATCHED.c.source, WATCHED.c.spec_sha256, WATCHED.c.spec_yaml,
+                                             WATCHED.c.spec_name).order_by(WATCHED.c.source, WATCHED.c.added_at))
             return [Watched(*row) for row in rows]
 
-    def claim(self, source: str, spec_path: str, revision: str) -> bool:
+    def claim(self, source: str, spec_sha256: str, revision: str) -> bool:
         """True for exactly one caller per (source, spec contents, revision), ever."""
-        spec_sha256 = sha256_file(Path(spec_path))
         with self.engine.begin() as connection:
             inserted = connection.execute(self._insert_ignoring_duplicates(
                 CLAIMED, source=source, spec_sha256=spec_sha256, revision=revision))
             return inserted.rowcount == 1
 
-    def announce_once(self, source: str, spec_path: str, revision: str,
-                      announce: Callable[[str, str, str], None]) -> bool:
-        """Claim `revision` and announce it; True when this caller did. A failed announcement releases the claim,
-        so the next watcher tick (or webhook) claims it again: a revision is neither announced twice nor lost."""
-        return announce_claimed(lambda: self.claim(source, spec_path, revision),
-                                lambda: self.release(source, spec_path, revision),
-                                lambda: announce(source, spec_path, revision))
+    def announce_once(self, entry: Watched, revision: str, announce: Callable[[str, str, str], None]) -> bool:
+        """Claim `revision` and announce it (source, spec YAML, revision); True when this caller did. A failed
+        announcement releases the claim, so the next watcher tick (or webhook) claims it again: a revision is
+        neither announced twice nor lost."""
+        return announce_claimed(lambda: self.claim(entry.source, entry.spec_sha256, revision),
+                                lambda: self.release(entry.source, entry.spec_sha256, revision),
+                                lambda: announce(entry.source, entry.spec_yaml, revision))
 
-    def release(self, source: str, spec_path: str, revision: str) -> None:
+    def release(self, source: str, spec_sha256: str, revision: str) -> None:
         """Undo a claim whose announcement failed."""
         with self.engine.begin() as connection:
             connection.execute(delete(CLAIMED).where(
-                (CLAIMED.c.source == source) & (CLAIMED.c.spec_sha256 == sha256_file(Path(spec_path)))
+                (CLAIMED.c.source == source) & (CLAIMED.c.spec_sha256 == spec_sha256)
                 & (CLAIMED.c.revision == revision)))
 
     def claimed(self, source: str) -> builtins.list[str]:

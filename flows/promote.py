@@ -8,19 +8,16 @@ announced yet as the Prefect event `enginewright.alias.set`; the `deploy` deploy
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.events import emit_event
 
+from enginewright.events import announce_event
 from enginewright.promotion import ALIAS_EVENT, AliasStore, poll_aliases
 from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
 
 
 def announce_alias(name: str, alias: str, version: str) -> None:
-    event = emit_event(event=ALIAS_EVENT,
-                       resource={"prefect.resource.id": f"mlflow.registered-model.{name}", "mlflow.model": name},
-                       payload={"name": name, "alias": alias, "version": version})
-    if event is None:
-        raise RuntimeError("Prefect did not take the event: no PREFECT_API_URL is set for this process")
+    announce_event(ALIAS_EVENT, {"prefect.resource.id": f"mlflow.registered-model.{name}", "mlflow.model": name},
+                   {"name": name, "alias": alias, "version": version})
 
 
 @flow(name="poll_aliases")

@@ -1,37 +1,35 @@
 """`watch_checkpoints`: on a schedule, find new revisions of the watched checkpoints and announce each once.
 
-For every watched (source, spec): resolve the newest revision (tasks/revisions.py); claim it in the watch
+For every watch (source, spec content): resolve the newest revision (tasks/revisions.py); claim it in the watch
 store (enginewright/watchlist.py, exactly one claimer per revision even with several watchers); emit the
-Prefect event `enginewright.checkpoint.updated` with the source, revision and spec. The build deployment's
-trigger (prefect.yaml) turns the event into a build run with that revision. A source that cannot be reached
-(Hub 404/500/timeout, a missing prefix) is logged and tried again on the next tick; nothing is claimed.
+Prefect event `enginewright.checkpoint.updated` with the source, revision and the spec itself. The build
+deployment's trigger (prefect.yaml) turns the event into a `build_revision` run with that revision. A source
+that cannot be reached (Hub 404/500/timeout, a missing prefix, an empty directory) is logged and tried again on
+the next tick; nothing is claimed.
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
-from prefect.events import emit_event
 
-from enginewright.settings import Settings
+from enginewright.events import announce_event
+from enginewright.settings import Settings, load_settings
 from enginewright.watchlist import WatchStore
-from tasks.revisions import latest_revision
+from tasks.revisions import latest_revision, revision_spec
 
 EVENT = "enginewright.checkpoint.updated"
 GPU_BUILDS_LIMIT = "gpu-builds"
 
 
-def announce(source: str, spec_path: str, revision: str) -> None:
-    emit_event(
-        event=EVENT,
-        resource={"prefect.resource.id": f"enginewright.checkpoint.{source}", "enginewright.source": source},
-        payload={"source": source, "revision": revision, "spec_path": spec_path},
-    )
+def announce(source: str, spec_yaml: str, revision: str) -> None:
+    announce_event(EVENT, {"prefect.resource.id": f"enginewright.checkpoint.{source}", "enginewright.source": source},
+                   {"source": source, "revision": revision, "spec_yaml": spec_yaml})
 
 
 @flow(name="watch_checkpoints")
-def watch_checkpoints() -> list[dict[str, str]]:
-    settings = Settings()
+def watch_checkpoints(settings: Settings | None = None) -> list[dict[str, str]]:
+    settings = settings or load_settings()
     logger = get_run_logger()
     store = WatchStore(settings.watch_db_url)
     announced = []
@@ -43,28 +41,22 @@ def watch_checkpoints() -> list[dict[str, str]]:
             logger.warning("%s: %s: %s; trying again on the next tick", entry.source, type(exc).__name__,
                            str(exc).splitlines()[0] if str(exc) else "")
             continue
-        if not store.announce_once(entry.source, entry.spec_path, revision, announce):
+        if not store.announce_once(entry, revision, announce):
             continue
         logger.info("%s: new revision %s announced (%s)", entry.source, revision, EVENT)
-        announced.append({"source": entry.source, "revision": revision, "spec_path": entry.spec_path})
+        announced.append({"source": entry.source, "revision": revision, "spec": entry.spec_name})
     return announced
 
 
 @flow(name="build_revision")
-def build_revision(spec_path: str, source: str, revision: str):
-    """What the build deployment's trigger runs for an `enginewright.checkpoint.updated` event: the watched
-    spec, with its source pinned to the announced revision (a Hub commit sha; local and S3 sources are
-    identified by their content again when the build resolves them)."""
-    from pathlib import Path
-
-    from enginewright.spec import build_spec
+def build_revision(spec_yaml: str = "", source: str | None = None, revision: str | None = None):
+    """What the build deployment runs: for an `enginewright.checkpoint.updated` event, the watched spec with its
+    source pinned to the announced revision; by hand with no parameters, the embedded default build."""
     from flows.build import build_engine
 
-    source_override = {"model": source}
-    if not revision.startswith(("local:", "s3:")):
-        source_override["revision"] = revision
-    spec = build_spec(Settings(), Path(spec_path), {"source": source_override})
+    settings = load_settings()
+    spec = revision_spec(settings, spec_yaml, source, revision)
     # One build per GPU: a slot of the global concurrency limit `gpu-builds` (sized to the GPUs; where it does
     # not exist, e.g. on Prefect's ephemeral API, this does not wait).
     with concurrency(GPU_BUILDS_LIMIT, occupy=1, strict=False):
-        return build_engine(spec)
+        return build_engine(spec, settings)

@@ -3,11 +3,17 @@ content hash of a local directory. One GET per Hub repo (`HfApi.model_info`), on
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
-from enginewright.errors import EnginewrightError
+import yaml
+
+from enginewright.errors import CheckpointError, EnginewrightError, InputError
 from enginewright.hashing import sha256_json, sha256_tree
 from enginewright.s3 import S3Location, s3_client
+from enginewright.settings import Settings
+from enginewright.spec import BuildSpec, build_spec, deep_merge, read_spec_file
 from tasks.sources import looks_like_local_path
 
 
@@ -23,8 +29,7 @@ def latest_revision(source: str, hub_endpoint: str | None, s3_endpoint: str | No
         return "s3:" + sha256_json(sorted(listing))
     if looks_like_local_path(source):
         path = Path(source).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"{source} is not a directory")
+        check_local_checkpoint(path, source)
         return "local:" + sha256_tree(path)
     from huggingface_hub import HfApi
 
@@ -33,3 +38,51 @@ def latest_revision(source: str, hub_endpoint: str | None, s3_endpoint: str | No
     if sha is None:
         raise EnginewrightError(f"the Hub at {hub_endpoint or 'huggingface.co'} returned no commit sha for {source}")
     return sha
+
+
+def check_local_checkpoint(path: Path, source: str) -> None:
+    """A directory that cannot be a checkpoint has no revision: an unreadable or empty one would otherwise hash
+    to the empty tree and be announced (and built) as a new revision."""
+    if not path.is_dir():
+        raise CheckpointError(f"watched source {source!r} is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise CheckpointError(f"watched source {source!r} cannot be read by this process")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"watched source {source!r} holds no config.json, so no checkpoint (yet)")
+
+
+def watch_source(source: str) -> str:
+    """What `watch add` stores: a Hub id or s3:// prefix as given, a local directory as an absolute path of an
+    existing checkpoint (a relative path would mean something else on the worker that polls it)."""
+    if source.startswith("s3://"):
+        S3Location.parse(source)
+        return source.rstrip("/")
+    if looks_like_local_path(source):
+        path = Path(source).expanduser().resolve()
+        try:
+            check_local_checkpoint(path, source)
+        except CheckpointError as exc:
+            raise InputError(f"{exc}; watch a checkpoint directory (with config.json), a Hub repo id or an "
+                             "s3:// prefix") from None
+        return str(path)
+    return source
+
+
+def watched_spec_yaml(spec_file: Path) -> str:
+    """The spec a watch keeps: the file's mapping with its relative paths resolved, as canonical YAML."""
+    return yaml.safe_dump(read_spec_file(spec_file), sort_keys=True)
+
+
+def revision_spec(settings: Settings, spec_yaml: str, source: str | None, revision: str | None) -> BuildSpec:
+    """The spec of a watched revision: the stored spec, its source pinned to the announced revision (a Hub commit
+    sha; local and S3 sources are identified by content again when the build resolves them). Empty: the
+    embedded default build."""
+    raw = yaml.safe_load(spec_yaml) if spec_yaml.strip() else {}
+    if not isinstance(raw, dict):
+        raise InputError(f"the watched spec must be a mapping of sections, got {type(raw).__name__}")
+    overrides: dict[str, Any] = {}
+    if source is not None:
+        overrides["model"] = source
+        if revision is not None and not revision.startswith(("local:", "s3:")):
+            overrides["revision"] = revision
+    return build_spec(settings, None, deep_merge(raw, {"source": overrides} if overrides else {}))

@@ -90,3 +90,26 @@ def test_prefect_yaml_deployments_point_at_flows_with_those_parameters() -> None
     from flows.watch import EVENT
 
     assert {ALIAS_EVENT, EVENT} == {t["expect"][0] for d in config["deployments"] for t in d.get("triggers", [])}
+
+
+def test_the_build_deployment_builds_from_its_defaults_and_from_what_the_watcher_announces(
+        settings, tiny_model: Path, tmp_path: Path) -> None:
+    """A manual run with the deployment's default parameters must yield a valid spec (it did not: a local source
+    with `revision: main` was refused), and so must the parameters a watcher's event fills in."""
+    from enginewright.spec import build_spec
+    from tasks.revisions import revision_spec, watched_spec_yaml
+
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    build = next(d for d in config["deployments"] if d["name"] == "build")
+    defaults = build.get("parameters", {})
+    assert revision_spec(settings, defaults.get("spec_yaml", ""), defaults.get("source"),
+                         defaults.get("revision")) == build_spec(settings, None, {})
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("quantization: {format: int8_sq}\ncalibration: {source: ./calib.txt}\n")
+    announced = watched_spec_yaml(spec_file)
+    for source, revision in ((str(tiny_model), "local:" + "0" * 64), ("org/model", "a" * 40)):
+        spec = revision_spec(settings, announced, source, revision)
+        assert spec.source.model == source and spec.quantization.format == "int8_sq"
+        assert spec.source.revision == (None if revision.startswith("local:") else revision)
+        assert spec.calibration.source == str(tmp_path / "calib.txt")  # resolved against the spec's folder

@@ -3,6 +3,7 @@ tick against a local HTTP stand-in for the Hub's model-info endpoint (the Hub ca
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from enginewright.errors import CheckpointError, InputError
 from enginewright.settings import Settings
 from enginewright.watchlist import WatchStore
 from tasks.revisions import latest_revision
@@ -66,6 +68,23 @@ def hub(monkeypatch: pytest.MonkeyPatch):
     stand_in.server.shutdown()
 
 
+@pytest.fixture
+def prefect_server():
+    """A Prefect API server of its own (Prefect's temporary server, started explicitly) as PREFECT_API_URL:
+    `watch tick` refuses to announce without one."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = SubprocessASGIServer()
+    server.start(timeout=90)
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield server.api_url
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)  # the run logs reach this server before it stops
+    server.stop()
+
+
 def spec_file(tmp_path: Path) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text("source: {model: org/model}\nquantization: {format: fp8}\n")
@@ -79,8 +98,42 @@ def test_local_revisions_follow_the_content(tmp_path: Path) -> None:
     assert first == latest_revision(str(tmp_path / "m"), None, None) and first.startswith("local:")
     (tmp_path / "m" / "config.json").write_text('{"x": 1}')
     assert latest_revision(str(tmp_path / "m"), None, None) != first
-    with pytest.raises(FileNotFoundError, match="is not a directory"):
+    with pytest.raises(CheckpointError, match="is not a directory"):
         latest_revision(str(tmp_path / "missing"), None, None)
+    (tmp_path / "empty").mkdir()  # before: the hash of an empty tree, announced and built as a revision
+    with pytest.raises(CheckpointError, match="holds no config.json"):
+        latest_revision(str(tmp_path / "empty"), None, None)
+
+
+def test_watch_add_keeps_an_absolute_checkpoint_path_and_the_spec_content(
+        tmp_path: Path, tiny_model: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative path would mean another directory on the worker that polls it; a spec path another file (or
+    none) there: the watch keeps the absolute checkpoint path and the spec's content."""
+    from enginewright.cli import main
+
+    monkeypatch.chdir(tiny_model.parent)
+    spec = spec_file(tmp_path)
+    assert main(["watch", "add", tiny_model.name, "--spec", str(spec)]) == 0
+    spec.write_text("quantization: {format: int8_sq}\n")  # edited after the watch was added: changes nothing
+    [entry] = WatchStore(settings.watch_db_url).list()
+    assert entry.source == str(tiny_model) and entry.spec_name == str(spec)
+    assert "format: fp8" in entry.spec_yaml and entry.spec_sha256 == hashlib.sha256(entry.spec_yaml.encode()).hexdigest()
+
+
+def test_an_announcement_without_a_prefect_server_fails_and_releases_its_claim(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: on Prefect's ephemeral API the event reached no deployment, and the revision stayed claimed for
+    good, never built. Now the announcement fails loudly and the claim is released for the next tick."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.watch as watch
+
+    store = WatchStore(f"sqlite:///{tmp_path / 'watch.db'}")
+    entry = store.add("org/model", "quantization: {format: fp8}\n", "spec.yaml")
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        with pytest.raises(InputError, match="needs a Prefect server"):
+            store.announce_once(entry, "a" * 40, watch.announce)
+    assert store.claimed("org/model") == []
 
 
 def test_hub_revision_is_the_model_info_sha(hub: HubStandIn) -> None:
@@ -92,7 +145,7 @@ def test_hub_revision_is_the_model_info_sha(hub: HubStandIn) -> None:
 
 def test_a_revision_is_claimed_once_and_released_when_unannounced(tmp_path: Path) -> None:
     store = WatchStore(f"sqlite:///{tmp_path / 'watch.db'}")
-    spec = str(spec_file(tmp_path))
+    spec = "5" * 64  # the spec's sha256
     assert store.claim("org/model", spec, "r1") and not store.claim("org/model", spec, "r1")
     store.release("org/model", spec, "r1")
     assert store.claim("org/model", spec, "r1")
@@ -124,7 +177,7 @@ def test_two_watchers_racing_claim_each_revision_exactly_once(backend: str, tmp_
         revisions = [f"r{i}" for i in range(40)]
         context = multiprocessing.get_context("spawn")
         barrier, results = context.Barrier(2), context.Queue()
-        spec = str(spec_file(tmp_path))
+        spec = "5" * 64  # the spec's sha256
         workers = [context.Process(target=_claim_all, args=(url, spec, revisions, barrier, results)) for _ in range(2)]
         for worker in workers:
             worker.start()
@@ -140,7 +193,7 @@ def test_two_watchers_racing_claim_each_revision_exactly_once(backend: str, tmp_
 
 
 def test_a_tick_announces_a_new_sha_once_and_retries_an_unreachable_hub(
-    hub: HubStandIn, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    hub: HubStandIn, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, prefect_server
 ) -> None:
     import flows.watch as watch
     from enginewright.cli import main
@@ -150,8 +203,8 @@ def test_a_tick_announces_a_new_sha_once_and_retries_an_unreachable_hub(
     events: list[tuple[str, str]] = []
     real_announce = watch.announce
 
-    def recording_announce(source: str, spec_path: str, revision: str) -> None:
-        real_announce(source, spec_path, revision)  # the real Prefect event
+    def recording_announce(source: str, spec_yaml: str, revision: str) -> None:
+        real_announce(source, spec_yaml, revision)  # the real Prefect event, to a real (temporary) Prefect server
         events.append((source, revision))
 
     monkeypatch.setattr(watch, "announce", recording_announce)
@@ -179,7 +232,7 @@ def test_the_hub_webhook_relay_checks_the_secret_and_announces_once(tmp_path: Pa
     from enginewright.hub_relay import make_server
 
     store = WatchStore(f"sqlite:///{tmp_path / 'watch.db'}")
-    store.add("org/model", spec_file(tmp_path))
+    store.add("org/model", spec_file(tmp_path).read_text(), "spec.yaml")
     announced: list[tuple[str, str]] = []
     server = make_server("127.0.0.1", 0, "s3cret", store, lambda source, spec, rev: announced.append((source, rev)))
     threading.Thread(target=server.serve_forever, daemon=True).start()

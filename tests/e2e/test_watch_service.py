@@ -101,7 +101,9 @@ def test_a_new_hub_sha_starts_exactly_one_build_run_with_that_revision(tmp_path:
             time.sleep(1)
         created_after = time.monotonic() - tick_started
         assert len(runs) == 1, runs
-        assert runs[0].parameters == {"spec_path": str(spec), "source": "org/model", "revision": "1" * 40}
+        from tasks.revisions import watched_spec_yaml
+
+        assert runs[0].parameters == {"spec_yaml": watched_spec_yaml(spec), "source": "org/model", "revision": "1" * 40}
         while runs[0].start_time is None and time.monotonic() < deadline:
             time.sleep(1)
             runs = build_runs(env)
