@@ -29,6 +29,7 @@ import yaml
 
 from enginewright.schemas import Manifest
 from enginewright.targets import DeployTarget
+from enginewright.trtllm_contract import check_llm_api_options, check_serve_argv
 
 TRITON_MODEL = "tensorrt_llm"
 TRITON_TEMPLATE_FILES = ("config.pbtxt", "1/model.py", "1/helpers.py")
@@ -48,6 +49,7 @@ def serving_options(bundle_dir: Path, target: DeployTarget) -> dict[str, Any]:
     options["trust_remote_code"] = False
     if target.serve_legacy_engine:
         options["backend"] = "tensorrt"
+    check_llm_api_options(options)
     return options
 
 
@@ -57,8 +59,10 @@ def served_path(bundle_dir: Path, target: DeployTarget) -> Path:
 
 
 def trtllm_serve_command(model_path: Path, llm_api_yaml: Path, target: DeployTarget) -> list[str]:
-    return ["trtllm-serve", str(model_path), "--host", target.host, "--port", str(target.port),
+    argv = ["trtllm-serve", str(model_path), "--host", target.host, "--port", str(target.port),
             "--extra_llm_api_options", str(llm_api_yaml)]
+    check_serve_argv(argv)
+    return argv
 
 
 def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, model_name: str, version: str,

@@ -75,7 +75,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         # A Completed state named Skipped (or the lane's status); its data is the status either way.
         engine: dict[str, Any] = trtllm_build_task(
             work, spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens, spec.runtime.legacy_engine,
-            spec.runtime.max_batch_size, spec.runtime.max_num_tokens, spec.registry.model_name, return_state=True,
+            spec.runtime.max_batch_size, spec.runtime.max_num_tokens, return_state=True,
         ).result()
 
         baseline = baseline_task(source.path, source.identity, spec.dtype, spec.evaluation, eval_data,

@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from enginewright.hashing import sha256_json
 from enginewright.spec import BuildSpec
+from enginewright.trtllm_contract import OUTPUT_THROUGHPUT
 
 RECOMMENDED_ALIAS = "recommended"
-THROUGHPUT_KEY = "bench.performance.output_throughput_tok_s"  # from trtllm-bench's report, GPU workers only
+THROUGHPUT_KEY = f"bench.{OUTPUT_THROUGHPUT}"  # trtllm-bench's report (enginewright.trtllm_contract), GPU workers only
 
 
 class RecommendationPolicy(BaseModel):

@@ -1,7 +1,8 @@
 """The bundle's `llm_api.yaml`: TensorRT-LLM LLM-API options for the PyTorch backend.
 
 Keys follow `tensorrt_llm.llmapi` (LlmArgs, KvCacheConfig, CudaGraphConfig, SchedulerConfig) so that
-`trtllm-serve checkpoint/ --config llm_api.yaml` and `LLM(model=..., **yaml)` both accept the file.
+`trtllm-serve checkpoint/ --extra_llm_api_options llm_api.yaml` and `LLM(model=..., **yaml)` both accept the file;
+every rendered file is checked against the contract taken from TensorRT-LLM's source (trtllm_contract.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prefect import task
 
 from enginewright.cache_policies import step_policy
 from enginewright.spec import RuntimeSpec
+from enginewright.trtllm_contract import check_llm_api_options
 from enginewright.work_dir import WorkDir
 
 
@@ -42,7 +44,10 @@ def llm_api_options(spec: RuntimeSpec, kv_cache_fp8: bool) -> dict[str, Any]:
 
 
 def write_llm_api_yaml(spec: RuntimeSpec, kv_cache_fp8: bool, out_file: Path) -> Path:
-    out_file.write_text(yaml.safe_dump(llm_api_options(spec, kv_cache_fp8), sort_keys=False))
+    """Written only if TensorRT-LLM would take it (enginewright.trtllm_contract.LlmApiOptions)."""
+    options = llm_api_options(spec, kv_cache_fp8)
+    check_llm_api_options(options)
+    out_file.write_text(yaml.safe_dump(options, sort_keys=False))
     return out_file
 
 

@@ -34,6 +34,7 @@ from prefect.states import Completed
 
 from enginewright.cache_policies import step_policy
 from enginewright.errors import EnginewrightError
+from enginewright.trtllm_contract import check_bench_argv, check_bench_report
 from enginewright.work_dir import WorkDir
 from tasks.smoke import is_degenerate
 
@@ -133,23 +134,39 @@ def build_legacy_engine(bundle_dir: Path, max_batch_size: int, max_num_tokens: i
     return out
 
 
-def trtllm_bench(bundle_dir: Path, model_name: str, work: Path, requests: int = 256, isl: int = 128,
-                 osl: int = 128) -> dict[str, Any]:
-    """`trtllm-bench throughput` with the bundle's own llm_api.yaml; returns its JSON report."""
+def bench_command_lines(bundle_dir: Path, work: Path, requests: int = 256, isl: int = 128,
+                        osl: int = 128) -> tuple[list[str], list[str]]:
+    """The two `trtllm-bench` runs: a synthetic dataset, then throughput with the bundle's own llm_api.yaml.
+
+    `--model` is the checkpoint directory, not a registry name: prepare-dataset loads its tokenizer from
+    `--model` before `--model_path`, and builds run offline (enginewright.trtllm_contract)."""
     checkpoint = str(bundle_dir / "checkpoint")
-    work.mkdir(parents=True, exist_ok=True)
     dataset, report = work / "dataset.jsonl", work / "report.json"
-    base = ["trtllm-bench", "--model", model_name, "--model_path", checkpoint, "--workspace", str(work)]
-    subprocess.run([*base, "prepare-dataset", "--output", str(dataset), "token-norm-dist",
-                    "--num-requests", str(requests), "--input-mean", str(isl), "--output-mean", str(osl),
-                    "--input-stdev", "0", "--output-stdev", "0"], check=True)
-    subprocess.run([*base, "throughput", "--dataset", str(dataset), "--backend", "pytorch",
-                    "--config", str(bundle_dir / "llm_api.yaml"), "--report_json", str(report)], check=True)
-    return json.loads(report.read_text())
+    base = ["--model", checkpoint, "--model_path", checkpoint, "--workspace", str(work)]
+    prepare = [*base, "prepare-dataset", "--output", str(dataset), "token-norm-dist",
+               "--num-requests", str(requests), "--input-mean", str(isl), "--output-mean", str(osl),
+               "--input-stdev", "0", "--output-stdev", "0"]
+    throughput = [*base, "throughput", "--dataset", str(dataset), "--backend", "pytorch",
+                  "--extra_llm_api_options", str(bundle_dir / "llm_api.yaml"), "--report_json", str(report)]
+    for argv in (prepare, throughput):
+        check_bench_argv(argv)
+    return prepare, throughput
+
+
+def trtllm_bench(bundle_dir: Path, work: Path) -> dict[str, Any]:
+    """Run both; returns the throughput run's JSON report, checked against the real report's keys."""
+    work.mkdir(parents=True, exist_ok=True)
+    prepare, throughput = bench_command_lines(bundle_dir, work)
+    subprocess.run(["trtllm-bench", *prepare], check=True)
+    subprocess.run(["trtllm-bench", *throughput], check=True)
+    report = json.loads((work / "report.json").read_text())
+    check_bench_report(report)
+    return report
 
 
 def bench_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """The throughput figures of a trtllm-bench JSON report (numeric leaves whose name says throughput)."""
+    """The throughput figures of a trtllm-bench JSON report (numeric leaves whose name says throughput), e.g.
+    `bench.performance.system_output_throughput_tok_s` (what the matrix's `fastest` policy reads)."""
     found: dict[str, float] = {}
 
     def walk(node: Any, path: str) -> None:
@@ -164,7 +181,7 @@ def bench_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 
 def run_engine_lane(bundle_dir: Path, prompts: list[str], max_new_tokens: int, legacy_engine: bool,
-                    max_batch_size: int, max_num_tokens: int, model_name: str, work: Path) -> dict[str, Any]:
+                    max_batch_size: int, max_num_tokens: int, work: Path) -> dict[str, Any]:
     status = engine_lane_status()
     if status["status"] == "skipped":
         if legacy_engine:
@@ -172,7 +189,7 @@ def run_engine_lane(bundle_dir: Path, prompts: list[str], max_new_tokens: int, l
         return status
     result: dict[str, Any] = {"status": "loaded", "tensorrt_llm": tensorrt_llm_version(),
                               **load_and_smoke(bundle_dir, prompts, max_new_tokens)}
-    result.update(bench_metrics(trtllm_bench(bundle_dir, model_name, work / "trtllm-bench")))
+    result.update(bench_metrics(trtllm_bench(bundle_dir, work / "trtllm-bench")))
     if legacy_engine:
         build_legacy_engine(bundle_dir, max_batch_size, max_num_tokens)
         # An engine runs only on this SM and this TensorRT: recorded for the deploy flow's fit check.
@@ -182,11 +199,11 @@ def run_engine_lane(bundle_dir: Path, prompts: list[str], max_new_tokens: int, l
 
 
 @task(name="tensorrt-llm-build", persist_result=True,
-      cache_policy=step_policy("tensorrt-llm-build", "work", "prompts", "max_new_tokens", "model_name"))
+      cache_policy=step_policy("tensorrt-llm-build", "work", "prompts", "max_new_tokens"))
 def trtllm_build_task(work: WorkDir, prompts: list[str], max_new_tokens: int, legacy_engine: bool,
-                      max_batch_size: int, max_num_tokens: int, model_name: str) -> Any:
+                      max_batch_size: int, max_num_tokens: int) -> Any:
     result = run_engine_lane(work.bundle, prompts, max_new_tokens, legacy_engine, max_batch_size, max_num_tokens,
-                             model_name, work.path)
+                             work.path)
     if result["status"] == "skipped":
         return Completed(name="Skipped", message=f"Skipped: {result['reason']}", data=result)
     return result

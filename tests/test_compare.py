@@ -3,13 +3,15 @@
 from pathlib import Path
 
 from tasks.compare import RecommendationPolicy, VariantResult, comparison_markdown, comparison_plot, recommend
+from tasks.trtllm_build import bench_metrics
 
 
 def variant(fmt: str, verdict: str, size_mb: float, diffs: list[float], throughput: float | None = None,
             status: str = "registered") -> VariantResult:
     tasks = [{"task": f"t{i}", "difference_points": d, "ci_low_points": d - 1, "ci_high_points": d + 1,
               "verdict": verdict} for i, d in enumerate(diffs)]
-    engine = {"bench.performance.output_throughput_tok_s": throughput} if throughput else {}
+    # As the lane records it: bench_metrics over a report with trtllm-bench's real performance key.
+    engine = bench_metrics({"performance": {"system_output_throughput_tok_s": throughput}}) if throughput else {}
     return VariantResult(fmt, status, report={"gate": {"overall": verdict, "tasks": tasks}, "version": fmt[-1],
                                               "bundle_bytes": int(size_mb * 1e6), "engine": engine})
 

@@ -4,6 +4,8 @@ calls it makes, with which arguments, in which order, and what it records. Tenso
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,21 +13,29 @@ import pytest
 from enginewright.environment import key_tool_versions
 from enginewright.errors import EnginewrightError
 from enginewright.spec import RuntimeSpec
-from tasks.runtime_config import write_llm_api_yaml
+from enginewright.trtllm_contract import (
+    ContractError,
+    check_bench_argv,
+    check_llm_api_options,
+    check_serve_argv,
+)
+from tasks.compare import THROUGHPUT_KEY
+from tasks.runtime_config import llm_api_options, write_llm_api_yaml
 
 STANDINS = Path(__file__).parent / "standins"
 
 
 @pytest.fixture
 def lane(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    import sys
 
     import tasks.trtllm_build as lane
 
     monkeypatch.syspath_prepend(str(STANDINS))
     for name in [m for m in sys.modules if m == "tensorrt_llm" or m.startswith("tensorrt_llm.")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setenv("PATH", f"{STANDINS / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    # The stand-in CLI runs under this interpreter (it imports the contract from enginewright).
+    path = os.pathsep.join([str(STANDINS / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]])
+    monkeypatch.setenv("PATH", path)
     monkeypatch.setenv("TRTLLM_BENCH_STANDIN_LOG", str(tmp_path / "bench.log"))
     monkeypatch.setattr(lane.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(lane.torch.cuda, "get_device_capability", lambda device=None: (9, 0))
@@ -46,7 +56,7 @@ def test_the_bundle_is_loaded_with_its_llm_api_yaml_warmed_up_smoke_generated_an
 
     root = bundle(tmp_path)
     result = lane.run_engine_lane(root, ["a", "b"], 12, legacy_engine=False, max_batch_size=16, max_num_tokens=2048,
-                                  model_name="tiny", work=tmp_path / "work")
+                                  work=tmp_path / "work")
     names = [name for name, _ in tensorrt_llm.CALLS]
     assert names == ["LLM", "generate", "generate", "shutdown"]
     kwargs = tensorrt_llm.CALLS[0][1]
@@ -57,11 +67,13 @@ def test_the_bundle_is_loaded_with_its_llm_api_yaml_warmed_up_smoke_generated_an
     assert warmup[0] == ["a"] and smoke[0] == ["a", "b"] and smoke[1].max_tokens == 12 and smoke[1].temperature == 0
     assert result["status"] == "loaded" and result["tensorrt_llm"] == "1.2.0"
     assert result["smoke_degenerate"] == "0 of 2"
-    assert result["bench.performance.request_throughput_req_s"] == 12.5
+    assert THROUGHPUT_KEY in result  # the key the matrix's `fastest` policy reads is the real report's key
     assert "bench.performance.total_latency_ms" not in result
     prepare, throughput = (json.loads(line) for line in (tmp_path / "bench.log").read_text().splitlines())
-    assert prepare[:4] == ["--model", "tiny", "--model_path", str(root / "checkpoint")] and "prepare-dataset" in prepare
-    assert throughput[throughput.index("--config") + 1] == str(root / "llm_api.yaml")
+    # --model is the checkpoint: prepare-dataset loads its tokenizer from --model first, offline
+    assert prepare[:4] == ["--model", str(root / "checkpoint"), "--model_path", str(root / "checkpoint")]
+    assert "prepare-dataset" in prepare
+    assert throughput[throughput.index("--extra_llm_api_options") + 1] == str(root / "llm_api.yaml")
     assert throughput[throughput.index("--backend") + 1] == "pytorch"
     assert not (root / "engine").exists()
 
@@ -69,7 +81,7 @@ def test_the_bundle_is_loaded_with_its_llm_api_yaml_warmed_up_smoke_generated_an
 def test_the_legacy_lane_builds_an_engine_only_on_tensorrt_llm_up_to_1_2(lane, tmp_path, monkeypatch) -> None:
     root = bundle(tmp_path)
     result = lane.run_engine_lane(root, ["a"], 4, legacy_engine=True, max_batch_size=8, max_num_tokens=1024,
-                                  model_name="tiny", work=tmp_path / "work")
+                                  work=tmp_path / "work")
     assert (result["status"], result["compute_capability"], result["tensorrt"]) == ("built", "9.0", "10.13.3")
     assert sorted(p.name for p in (root / "engine").iterdir()) == ["config.json", "rank0.engine"]
     assert not (root / "engine.partial").exists()
@@ -77,14 +89,14 @@ def test_the_legacy_lane_builds_an_engine_only_on_tensorrt_llm_up_to_1_2(lane, t
     monkeypatch.setattr(lane, "tensorrt_llm_version", lambda: "1.3.0")
     with pytest.raises(EnginewrightError, match="needs TensorRT-LLM ≤ 1.2.*this worker has 1.3.0"):
         lane.run_engine_lane(bundle(tmp_path / "other"), ["a"], 4, legacy_engine=True, max_batch_size=8,
-                             max_num_tokens=1024, model_name="tiny", work=tmp_path / "work2")
+                             max_num_tokens=1024, work=tmp_path / "work2")
 
 
 def test_without_a_gpu_the_lane_is_skipped_and_says_an_asked_for_engine_was_not_built(tmp_path) -> None:
     import tasks.trtllm_build as lane
 
     result = lane.run_engine_lane(bundle(tmp_path), ["a"], 4, legacy_engine=True, max_batch_size=8,
-                                  max_num_tokens=1024, model_name="tiny", work=tmp_path / "work")
+                                  max_num_tokens=1024, work=tmp_path / "work")
     assert result["status"] == "skipped"
     assert result["reason"] == "no CUDA GPU on this worker; runtime.legacy_engine asked for an engine, none was built"
 
@@ -93,3 +105,52 @@ def test_an_engine_target_puts_the_gpu_and_tensorrt_version_into_the_build_key()
     assert "gpu_sm" not in key_tool_versions()
     assert {"gpu_sm", "tensorrt"} <= key_tool_versions(engine_target=True).keys()
 
+
+
+@pytest.mark.parametrize("runtime", [
+    RuntimeSpec(), RuntimeSpec(cuda_graphs=False, max_seq_len=4096, kv_cache_host_bytes=1 << 30),
+    RuntimeSpec(scheduler_policy="MAX_UTILIZATION", enable_block_reuse=False, tensor_parallel_size=2),
+])
+@pytest.mark.parametrize("kv_fp8", [False, True])
+def test_every_rendered_llm_api_yaml_is_what_tensorrt_llm_takes(runtime: RuntimeSpec, kv_fp8: bool) -> None:
+    options = check_llm_api_options(llm_api_options(runtime, kv_fp8))
+    assert options.kv_cache_config.dtype == ("fp8" if kv_fp8 else "auto")
+
+
+def test_the_contract_refuses_what_tensorrt_llm_would_refuse() -> None:
+    with pytest.raises(ContractError, match="'kv_cache_config.tokens_per_blok': Extra inputs are not permitted"):
+        check_llm_api_options({"kv_cache_config": {"tokens_per_blok": 64}})
+    with pytest.raises(ContractError, match="'scheduler_config.capacity_scheduler_policy'"):
+        check_llm_api_options({"scheduler_config": {"capacity_scheduler_policy": "FIFO"}})
+    base = ["--model", "/m", "--model_path", "/m"]
+    check_bench_argv([*base, "throughput", "--dataset", "d.jsonl", "--extra_llm_api_options", "x.yaml"])
+    with pytest.raises(ContractError, match="trtllm-bench throughput does not take '--config'"):
+        check_bench_argv([*base, "throughput", "--config", "x.yaml"])  # an alias only on newer lines
+    with pytest.raises(ContractError, match="trtllm-bench needs --model"):
+        check_bench_argv(["throughput"])
+    with pytest.raises(ContractError, match="prepare-dataset token-norm-dist needs --input-stdev"):
+        check_bench_argv([*base, "prepare-dataset", "token-norm-dist", "--num-requests", "1", "--input-mean", "8",
+                          "--output-mean", "8", "--output-stdev", "0"])
+    check_serve_argv(["trtllm-serve", "/b/checkpoint", "--host", "0.0.0.0", "--extra_llm_api_options", "x.yaml"])
+    with pytest.raises(ContractError, match="trtllm-serve does not take '--extra-llm-api-options'"):
+        check_serve_argv(["trtllm-serve", "/b/checkpoint", "--extra-llm-api-options", "x.yaml"])
+
+
+def test_the_bench_stand_in_refuses_a_registry_name_as_model_as_the_real_tool_would(lane, tmp_path) -> None:
+    """The old call passed the MLflow model name as --model; trtllm-bench loads its tokenizer from it."""
+    done = subprocess.run(["trtllm-bench", "--model", "SmolLM2-135M-Instruct", "prepare-dataset", "--output",
+                           str(tmp_path / "d.jsonl"), "token-norm-dist", "--num-requests", "1", "--input-mean", "8",
+                           "--input-stdev", "0", "--output-mean", "8", "--output-stdev", "0"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "Cannot find a tokenizer" in done.stderr
+    done = subprocess.run(["trtllm-bench", "--model", str(tmp_path), "throughput", "--config", "x.yaml"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "does not take '--config'" in done.stderr
+
+
+def test_the_llm_stand_in_refuses_an_option_the_real_llm_args_forbid(lane) -> None:
+    import pydantic
+    import tensorrt_llm
+
+    with pytest.raises(pydantic.ValidationError):
+        tensorrt_llm.LLM(model="/m", kv_cache_config={"tokens_per_blok": 64})

@@ -1,6 +1,14 @@
-"""Stand-in for `tensorrt_llm` (see ../README.md): LLM, SamplingParams, BuildConfig, recording their calls."""
+"""Stand-in for `tensorrt_llm` (see ../README.md): LLM, SamplingParams, BuildConfig, recording their calls.
+
+`LLM(**kwargs)` accepts what NVIDIA/TensorRT-LLM's LLM-API arguments accept as far as enginewright passes them
+(enginewright.trtllm_contract.LlmApiOptions, read from tensorrt_llm/llmapi/llm_args.py @
+0004396720054fd8e205cbf616f21f0b57c6b412), plus `model`; an unknown or mistyped key raises as pydantic's
+`extra="forbid"` does there. SamplingParams: tensorrt_llm/sampling_params.py (max_tokens, temperature).
+"""
 
 from dataclasses import dataclass, field
+
+from enginewright.trtllm_contract import LlmApiOptions
 
 CALLS: list[tuple[str, object]] = []
 
@@ -30,8 +38,11 @@ class _RequestOutput:
 
 
 class LLM:
-    def __init__(self, **kwargs):
-        CALLS.append(("LLM", kwargs))
+    def __init__(self, model, **kwargs):
+        if not isinstance(model, str) or not model:
+            raise ValueError("model should be provided.")  # llm_args.py _ModelWrapper
+        LlmApiOptions.model_validate(kwargs)  # pydantic ValidationError on any key the real LlmArgs would refuse
+        CALLS.append(("LLM", {"model": model, **kwargs}))
 
     def generate(self, prompts, sampling_params):
         CALLS.append(("generate", (list(prompts), sampling_params)))
