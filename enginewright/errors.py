@@ -48,6 +48,10 @@ class AnnounceError(EnginewrightError):
     """Prefect did not take an announcement (an event a deployment trigger should turn into a run)."""
 
 
+class ExportVerificationError(EnginewrightError):
+    """The exported checkpoint is not the model that was evaluated (a tensor, a scale or a config field differs)."""
+
+
 class GateFailed(EnginewrightError):
     """The candidate lost more accuracy than the spec allows (or failed the smoke check)."""
 

@@ -54,6 +54,7 @@ class Manifest(TypedDict):
     calibration: CalibrationDoc
     environment: dict[str, str]  # python, platform, torch, transformers, modelopt, lm_eval, cuda, gpu, ...
     engine: dict[str, Any]  # status of the TensorRT-LLM engine lane: "skipped" + reason, or what was built
+    export_verification: dict[str, float]  # tensors, scales, config_fields compared; codes_differing (share)
     files: list[ManifestFile]  # every file of the bundle except manifest.json itself
 
 

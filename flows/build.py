@@ -25,6 +25,7 @@ from tasks.calibration import calibration_task, fingerprint_calibration_task
 from tasks.eval_data import eval_data_task
 from tasks.evaluate import EvalResult, baseline_task, candidate_task
 from tasks.export import export_task
+from tasks.export_verify import verify_export_task
 from tasks.gate import gate_task
 from tasks.plan import plan_build
 from tasks.quantize import quantize_task
@@ -71,6 +72,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         smoke_task(source.path, state, spec.dtype, spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens,
                    spec.gate.smoke)
         export_task(work, source.path, state, spec.dtype)
+        verification = verify_export_task(work, source.path, state, spec.dtype)
         runtime_config_task(work, spec.runtime, spec.quantization.kv_cache)
         # A Completed state named Skipped (or the lane's status); its data is the status either way.
         engine: dict[str, Any] = trtllm_build_task(
@@ -84,8 +86,8 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
                                    settings.eval_cache_dir, engine)
         gate = gate_task(work, baseline, candidate, list(spec.evaluation.tasks), spec.gate)
 
-        description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, baseline, candidate,
-                                          engine, gate)
+        description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, verification,
+                                     baseline, candidate, engine, gate)
         manifest = bundle_task(work, description.card, description.manifest_fields)
         record = run_record(spec, work, description, baseline, candidate, gate, engine)
         run = log_run_task(record, settings.tracking_uri, settings.artifact_root)

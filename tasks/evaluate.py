@@ -24,6 +24,7 @@ from enginewright.models import load_model, load_tokenizer
 from enginewright.spec import EvaluationSpec
 from enginewright.work_dir import WorkDir
 from tasks.eval_data import EvalData, lm_eval_task_configs, task_family
+from tasks.export_verify import load_exported_weights
 from tasks.quantize import QuantizedState, restore_quantized
 
 SAMPLE_FIELDS = ("doc_id", "doc_hash", "prompt_hash", "target_hash", "acc", "acc_norm")
@@ -160,13 +161,16 @@ def evaluate_baseline(
 def evaluate_candidate(
     checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
     cache_dir: Path, samples_file: Path, runtime_checkpoint: Path | None = None,
+    exported_checkpoint: Path | None = None,
 ) -> EvalResult:
     """The candidate's records: through TensorRT-LLM on the exported checkpoint when `runtime_checkpoint` is
-    given (the engine lane loaded it), else ModelOpt's simulated quantization restored from `state`."""
+    given (the engine lane loaded it), else ModelOpt's simulated quantization restored from `state` — with the
+    weight codes of `exported_checkpoint` (the bytes that ship) where given and weights are folded."""
     if runtime_checkpoint is not None:
         records, seconds = run_lm_eval_on_runtime(runtime_checkpoint, spec, list(spec.tasks), data, cache_dir)
     else:
-        model = load_candidate(checkpoint, state, dtype, fold=spec.fold_weights)
+        model = load_candidate(checkpoint, state, dtype, fold=spec.fold_weights,
+                               exported=exported_checkpoint if spec.fold_weights else None)
         records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
     write_records(records, samples_file)
     return EvalResult(label="candidate", metrics=summarize(records), samples_path=samples_file,
@@ -174,10 +178,14 @@ def evaluate_candidate(
                       runtime="tensorrt_llm" if runtime_checkpoint is not None else "simulated")
 
 
-def load_candidate(checkpoint: Path, state: QuantizedState, dtype: str, fold: bool) -> torch.nn.Module:
-    """The calibrated model restored from its saved state, weight quantizers folded when `fold`."""
+def load_candidate(checkpoint: Path, state: QuantizedState, dtype: str, fold: bool,
+                   exported: Path | None = None) -> torch.nn.Module:
+    """The calibrated model restored from its saved state; weight quantizers folded when `fold` — into the
+    exported checkpoint's weights when `exported` is given (tasks/export_verify.py), else ModelOpt's own QDQ."""
     model = restore_quantized(checkpoint, state, dtype)
-    if fold:
+    if exported is not None:
+        load_exported_weights(model, exported)
+    elif fold:
         fold_weights(model)
     return model
 
@@ -220,4 +228,5 @@ def candidate_task(
 
     runtime_checkpoint = work.checkpoint if engine["status"] in RUNTIME_LOADED else None
     return evaluate_candidate(checkpoint, state, dtype, spec, data, cache_dir,
-                              work.evaluation / "candidate-samples.jsonl", runtime_checkpoint)
+                              work.evaluation / "candidate-samples.jsonl", runtime_checkpoint,
+                              exported_checkpoint=work.checkpoint)

@@ -10,10 +10,10 @@ from tasks.evaluate import EvalResult
 def render_model_card(
     model_name: str, build_key: str, source: dict[str, Any], quantization: dict[str, Any],
     calibration: dict[str, Any], baseline: EvalResult, candidate: EvalResult, engine: dict[str, Any],
-    evaluation: dict[str, Any], gate_markdown: str,
+    evaluation: dict[str, Any], gate_markdown: str, export_verified: str,
 ) -> str:
     how = ("the bundle's own checkpoint through TensorRT-LLM's LLM API" if candidate.runtime == "tensorrt_llm"
-           else "ModelOpt's simulated quantization of the same checkpoint (weights folded)")
+           else "ModelOpt's simulated quantization of the same checkpoint, computing with the exported weight codes")
     engine_line = (
         f"skipped — {engine['reason']}" if engine.get("status") == "skipped" else engine.get("status", "unknown")
     )
@@ -28,6 +28,7 @@ Build key `{build_key}`.
 - Calibration: {calibration['num_samples']} × {calibration['seq_len']} tokens, seed {calibration['seed']},
   source fingerprint `{calibration['source_fingerprint'][:16]}…`, token ids sha256 `{calibration['tokens_sha256'][:16]}…`
 - TensorRT-LLM engine: {engine_line}
+- {export_verified[0].upper()}{export_verified[1:]} (tasks/export_verify.py)
 
 ## Accuracy (lm-evaluation-harness {baseline.lm_eval_version}, stock tasks on local data copies)
 Limit {evaluation['limit'] or 'none'} documents per task (MMLU: per subject), {evaluation['num_fewshot']}-shot.

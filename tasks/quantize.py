@@ -115,6 +115,18 @@ def quantize_in_place(model: torch.nn.Module, input_ids: torch.Tensor, spec: Qua
     return block
 
 
+def prepare_as_exported(model: torch.nn.Module) -> None:
+    """Apply now what ModelOpt's export applies first: layers that read one input (q/k/v, gate/up) get one
+    pre-quant scale and one input scale, and their weights are requantized to match (export's
+    `requantize_resmooth_fused_llm_layers`). Done before the state is saved, the model that is evaluated is the
+    model that is exported; done only at export (as before), FP8 weights differed from the evaluated ones by a
+    quantization step and AWQ's q/k/v and gate/up were requantized after evaluation (tasks/export_verify.py)."""
+    from modelopt.torch.export.unified_export_hf import requantize_resmooth_fused_llm_layers
+
+    with torch.no_grad():
+        requantize_resmooth_fused_llm_layers(model)
+
+
 def calibrate_and_quantize(
     checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int | str,
     out_file: Path,
@@ -123,6 +135,7 @@ def calibrate_and_quantize(
 
     model = load_model(checkpoint, dtype)
     block = quantize_in_place(model, load_calibration_ids(calib), spec, batch_size)
+    prepare_as_exported(model)
     with written_whole(out_file) as tmp:
         mto.save(model, tmp)
     return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=RECIPES[spec.format], awq_block_size=block)

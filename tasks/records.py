@@ -3,7 +3,7 @@ MLflow run's params, metrics and tags. Pure functions of the build's results (sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from enginewright.build_key import BuildKey
@@ -14,6 +14,7 @@ from enginewright.work_dir import WorkDir
 from tasks.calibration import CalibrationSet
 from tasks.evaluate import EvalResult
 from tasks.export import exported_quant_algo
+from tasks.export_verify import ExportVerification
 from tasks.gate import gate_markdown
 from tasks.model_card import render_model_card
 from tasks.quantize import QuantizedState
@@ -47,17 +48,18 @@ def lineage_docs(source: ResolvedSource, spec: BuildSpec, calib: CalibrationSet,
 
 
 def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: ResolvedSource, calib: CalibrationSet,
-                   calibration_fingerprint: str, state: QuantizedState, baseline: EvalResult, candidate: EvalResult,
-                   engine: dict[str, Any], gate: GateReport) -> BuildDescription:
+                   calibration_fingerprint: str, state: QuantizedState, verification: ExportVerification,
+                   baseline: EvalResult, candidate: EvalResult, engine: dict[str, Any],
+                   gate: GateReport) -> BuildDescription:
     source_doc, quantization_doc, calibration_doc = lineage_docs(source, spec, calib, calibration_fingerprint,
                                                                  state, work)
     card = render_model_card(spec.registry.model_name, key.digest, dict(source_doc), dict(quantization_doc),
                              dict(calibration_doc), baseline, candidate, engine,
-                             spec.evaluation.model_dump(mode="json"), gate_markdown(gate))
+                             spec.evaluation.model_dump(mode="json"), gate_markdown(gate), verification.summary())
     return BuildDescription(card=card, manifest_fields={
         "bundle_id": key.digest, "build_key": {"digest": key.digest, "parts": key.parts}, "source": source_doc,
         "quantization": quantization_doc, "calibration": calibration_doc, "environment": environment_fingerprint(),
-        "engine": engine,
+        "engine": engine, "export_verification": asdict(verification),
     })
 
 

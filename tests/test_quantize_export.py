@@ -7,7 +7,9 @@ import torch
 from enginewright.errors import InputError
 from enginewright.spec import CalibrationSpec, QuantizationSpec
 from tasks.calibration import build_calibration_set
+from tasks.evaluate import load_candidate
 from tasks.export import export_checkpoint, exported_quant_algo
+from tasks.export_verify import read_exported, verify_exported_checkpoint
 from tasks.quantize import (
     RECIPES,
     calibrate_and_quantize,
@@ -53,6 +55,17 @@ def test_quantize_then_export_each_format(fmt: str, tiny_model: Path, calib, tmp
         assert quant["group_size"] == 64 == state.awq_block_size  # tiny model widths 64/128: 128 does not divide 64
     assert (out / "tokenizer.json").is_file() and list(out.glob("*.safetensors"))
     assert not list(tmp_path.glob("checkpoint.partial*"))
+
+    # The bytes that ship are the model that was evaluated: every quantized layer, every scale, the config.
+    verified = verify_exported_checkpoint(tiny_model, state, "bfloat16", out)
+    assert verified.tensors == 14 and verified.config_fields >= 12  # 2 layers × 7 Linear; lm_head is excluded
+    assert verified.scales >= {"fp8": 14, "int8_sq": 28, "w4a8_awq": 14}.get(fmt, 0)
+    assert verified.codes_differing < 0.1, verified.summary()
+    # ... and the candidate that is evaluated computes with exactly those weight codes.
+    candidate = load_candidate(tiny_model, state, "bfloat16", fold=True, exported=out)
+    exported = read_exported(out)
+    for name, weight in exported.weights.items():
+        assert torch.equal(candidate.get_submodule(name).weight, weight.to(torch.bfloat16)), name
 
 
 def test_kv_cache_quantization_is_exported(tiny_model: Path, calib, tmp_path: Path) -> None:

@@ -1,0 +1,304 @@
+"""The bytes that ship are the model that was evaluated: read the exported unified checkpoint back and prove it.
+
+`read_exported` dequantizes every quantized Linear weight from the exported safetensors, by the format ModelOpt
+wrote into hf_quant_config.json (the formulas are ModelOpt 0.47's export, modelopt/torch/export/quant_utils.py
+`to_quantized_weight` and `pack_int4_in_uint8`, inverted):
+
+| quant_algo | weight bytes | dequantized |
+|---|---|---|
+| FP8 | float8_e4m3fn, one fp32 `weight_scale` | w · s |
+| FP8_PER_CHANNEL_PER_TOKEN | float8_e4m3fn, fp32 `weight_scale` per output row | w · s[:, None] |
+| W8A8_SQ_PER_CHANNEL, W8A16 | int8, fp32 `weight_scale` per output row | w · s[:, None] |
+| W4A16_AWQ, W4A8_AWQ | uint8, two signed nibbles per byte along the output dim (low = even row), fp32 `weight_scale` per (row, group) | q · s[:, g] |
+
+`verify_export` then checks, against the calibrated model restored from its saved state (the one evaluated):
+- every quantized layer is exported, and its dequantized weight lies within one quantization step of the evaluated
+  weight; the share of codes that differ is reported. They may differ: the evaluated weights are ModelOpt's
+  fake-quantization rounded in bf16, the exported codes are computed from the same weight in fp32, so a weight
+  on a rounding boundary can land one code apart (measured: ≤ 0.2 % of INT8/INT4 codes, a few % of FP8 codes).
+  Therefore the candidate is evaluated *with the exported weights* (tasks/evaluate.py), and this step's
+  tolerance only has to catch a wrong scale, packing or tensor;
+- each exported activation scale (`input_scale`) and KV scale (`k_scale`, `v_scale`) equals the calibrated
+  quantizer's amax / the format's largest value (448 for FP8, 127 for INT8), in fp32;
+- a `pre_quant_scale` equals the calibrated one in bf16; where ModelOpt fused it into the preceding norm, the
+  exported norm weight equals the source norm weight × that scale, in bf16;
+- the config a runtime reads (vocabulary, head counts, sizes, rope parameters, tied embeddings, ...) equals the
+  source checkpoint's; unquantized tensors have the build's dtype; the exported exclusions are exactly the
+  layers left unquantized;
+- the tokenizer files are there and load.
+
+A mismatch raises ExportVerificationError naming the tensor or field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import get_run_logger, task
+
+from enginewright.cache_policies import step_policy
+from enginewright.errors import ExportVerificationError
+from enginewright.work_dir import WorkDir
+
+FP8_MAX = 448.0
+INT8_MAX = 127.0
+# What of config.json a runtime reads to build the model; each must equal the source checkpoint's.
+RUNTIME_CONFIG_FIELDS = ("architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
+                         "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                         "max_position_embeddings", "rms_norm_eps", "rope_parameters", "rope_theta",
+                         "rope_scaling", "tie_word_embeddings", "hidden_act", "bos_token_id", "eos_token_id")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+INT4_FORMATS = ("W4A16_AWQ", "W4A8_AWQ")
+SUPPORTED = ("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "W8A8_SQ_PER_CHANNEL", "W8A16", *INT4_FORMATS)
+
+
+@dataclass
+class ExportedModel:
+    quant_algo: str
+    kv_cache_quant_algo: str | None
+    exclude_modules: list[str]
+    config: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)  # quantized layer → dequantized fp32 weight
+    steps: dict[str, torch.Tensor] = field(default_factory=dict)  # quantized layer → one quantization step
+
+
+@dataclass(frozen=True)
+class ExportVerification:
+    tensors: int  # quantized weights dequantized and compared
+    scales: int  # activation, KV, pre-quant and weight scales compared
+    config_fields: int
+    codes_differing: float  # share of weight codes one step away from the evaluated weights' codes
+
+    def summary(self) -> str:
+        return (f"export verified: {self.tensors} tensors, {self.scales} scales, {self.config_fields} config fields; "
+                f"{100 * self.codes_differing:.2f} % of weight codes one step from the fake-quantized weights")
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """(out/2, in) uint8 → (out, in) int8 in [-8, 7]: byte j holds row 2j in its low and row 2j+1 in its high nibble."""
+    low = (packed & 0x0F).to(torch.int16)
+    high = ((packed >> 4) & 0x0F).to(torch.int16)
+    low, high = torch.where(low > 7, low - 16, low), torch.where(high > 7, high - 16, high)
+    out = torch.empty((packed.shape[0] * 2, packed.shape[1]), dtype=torch.int16)
+    out[0::2], out[1::2] = low, high
+    return out.to(torch.int8)
+
+
+def bf16_spacing(values: torch.Tensor) -> torch.Tensor:
+    """The spacing of bfloat16 values around each |value| (8 significant bits)."""
+    return torch.exp2(torch.floor(torch.log2(values.abs().clamp_min(2.0 ** -126))) - 7)
+
+
+def fp8_step(values: torch.Tensor) -> torch.Tensor:
+    """The spacing of float8_e4m3 values around each |value| (3 mantissa bits; subnormal spacing 2^-9)."""
+    exponent = torch.floor(torch.log2(values.abs().clamp_min(2.0 ** -6)))
+    return torch.exp2(exponent - 3)
+
+
+def dequantize(quant_algo: str, weight: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dequantized fp32 weight, one quantization step per element) of one exported Linear."""
+    s = scale.float()
+    if quant_algo in INT4_FORMATS:
+        codes = unpack_int4(weight).float()
+        per_element = s.repeat_interleave(codes.shape[1] // s.shape[1], dim=1)
+        return codes * per_element, per_element
+    if quant_algo in ("W8A8_SQ_PER_CHANNEL", "W8A16"):
+        per_element = s[:, None].expand_as(weight)
+        return weight.float() * per_element, per_element
+    if quant_algo in ("FP8", "FP8_PER_CHANNEL_PER_TOKEN"):
+        per_element = (s[:, None] if s.dim() == 1 else s).expand(weight.shape)
+        codes = weight.float()
+        return codes * per_element, fp8_step(codes) * per_element
+    raise ExportVerificationError(f"quant_algo {quant_algo!r} cannot be verified; verified: {', '.join(SUPPORTED)}")
+
+
+def read_exported(checkpoint_dir: Path) -> ExportedModel:
+    from safetensors.torch import load_file
+
+    quant = json.loads((checkpoint_dir / "hf_quant_config.json").read_text()).get("quantization", {})
+    tensors: dict[str, torch.Tensor] = {}
+    for file in sorted(checkpoint_dir.glob("*.safetensors")):
+        tensors.update(load_file(str(file)))
+    exported = ExportedModel(quant_algo=str(quant.get("quant_algo")), kv_cache_quant_algo=quant.get("kv_cache_quant_algo"),
+                             exclude_modules=list(quant.get("exclude_modules") or []),
+                             config=json.loads((checkpoint_dir / "config.json").read_text()), tensors=tensors)
+    for name, weight in tensors.items():
+        if name.endswith(".weight") and weight.dtype in (torch.float8_e4m3fn, torch.int8, torch.uint8):
+            layer = name.removesuffix(".weight")
+            scale = tensors.get(f"{layer}.weight_scale")
+            if scale is None:
+                raise ExportVerificationError(f"{layer}.weight_scale: expected with the quantized weight, found none")
+            exported.weights[layer], exported.steps[layer] = dequantize(exported.quant_algo, weight, scale)
+    return exported
+
+
+def quantized_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Linear layers whose weight quantizer is on (before folding): what must be exported quantized."""
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and getattr(getattr(m, "weight_quantizer", None), "is_enabled", False)}
+
+
+def _amax(quantizer: Any) -> torch.Tensor | None:
+    if quantizer is None or not quantizer.is_enabled or getattr(quantizer, "amax", None) is None:
+        return None
+    return quantizer.amax.float().squeeze()
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.scales = 0
+
+    def close(self, what: str, expected: torch.Tensor, found: torch.Tensor | None, rtol: float) -> None:
+        if found is None:
+            raise ExportVerificationError(f"{what}: expected {_show(expected)}, found none in the export")
+        found, expected = found.float().squeeze(), expected.float().squeeze()
+        if found.shape != expected.shape or not torch.allclose(found, expected, rtol=rtol, atol=1e-12):
+            raise ExportVerificationError(f"{what}: expected {_show(expected)}, found {_show(found)}")
+        self.scales += 1
+
+
+def _show(t: torch.Tensor) -> str:
+    return f"{t.item():.6g}" if t.numel() == 1 else f"shape {tuple(t.shape)}, first {t.flatten()[0].item():.6g}"
+
+
+def verify_export(exported: ExportedModel, calibrated: torch.nn.Module, evaluated: torch.nn.Module,
+                  source_config: dict[str, Any], source_tensors: dict[str, torch.Tensor], dtype: str,
+                  checkpoint_dir: Path) -> ExportVerification:
+    """`calibrated`: the restored model before folding (its quantizers); `evaluated`: the same, weights folded."""
+    check = _Checker()
+    layers = quantized_layers(calibrated)
+    evaluated_weights = dict(evaluated.named_parameters())
+    act_max = INT8_MAX if exported.quant_algo in ("W8A8_SQ_PER_CHANNEL",) else FP8_MAX
+    differing, total = 0, 0
+    for name, module in layers.items():
+        if name not in exported.weights:
+            raise ExportVerificationError(f"{name}.weight: expected a quantized weight ({exported.quant_algo}), "
+                                          "found none in the export")
+        found, step = exported.weights[name], exported.steps[name]
+        expected = evaluated_weights[f"{name}.weight"].detach().float()
+        if found.shape != expected.shape:
+            raise ExportVerificationError(f"{name}.weight: expected shape {tuple(expected.shape)}, found {tuple(found.shape)}")
+        off = (found - expected).abs()
+        allowed = step + bf16_spacing(expected)  # one code, plus the evaluated weight's own bf16 rounding
+        worst = int(torch.argmax(off - allowed))
+        if (off > allowed).any():
+            raise ExportVerificationError(
+                f"{name}.weight: expected {expected.flatten()[worst].item():.6g} (the evaluated weight), found "
+                f"{found.flatten()[worst].item():.6g} dequantized from the export, more than one step apart")
+        differing += int((off > step * 0.5).sum())
+        total += off.numel()
+        if (amax := _amax(module.input_quantizer)) is not None:
+            check.close(f"{name}.input_scale", amax / act_max, exported.tensors.get(f"{name}.input_scale"), 1e-5)
+        pre = getattr(module.input_quantizer, "_pre_quant_scale", None)
+        if pre is not None:
+            exported_pre = exported.tensors.get(f"{name}.pre_quant_scale")
+            if exported_pre is not None:
+                check.close(f"{name}.pre_quant_scale", pre.to(torch.bfloat16), exported_pre.to(torch.bfloat16), 1e-2)
+            else:  # fused into the norm before it: norm weight × pre-quant scale
+                norm = _norm_before(name, source_tensors)
+                expected_norm = (source_tensors[norm].float() * pre.float().squeeze()).to(torch.bfloat16)
+                check.close(norm, expected_norm, exported.tensors.get(norm), 1e-2)
+    for kv in ("k", "v"):
+        for name, module in calibrated.named_modules():
+            quantizer = getattr(module, f"{kv}_bmm_quantizer", None)
+            if (amax := _amax(quantizer)) is not None:
+                layer = f"{name}.{kv}_proj"  # the attention module holds the quantizer; export names the projection
+                check.close(f"{layer}.{kv}_scale", amax / FP8_MAX, exported.tensors.get(f"{layer}.{kv}_scale"), 1e-5)
+    fields = _verify_config(exported, source_config)
+    _verify_unquantized(exported, layers, dtype)
+    _verify_tokenizer(checkpoint_dir)
+    return ExportVerification(tensors=len(layers), scales=check.scales, config_fields=fields,
+                              codes_differing=differing / total if total else 0.0)
+
+
+def _norm_before(layer: str, source_tensors: dict[str, torch.Tensor]) -> str:
+    """The norm whose output a fused q/k/v or gate/up reads (Llama-style names)."""
+    block = layer.rsplit(".", 2)[0]
+    norm = (f"{block}.input_layernorm.weight" if ".self_attn." in layer else f"{block}.post_attention_layernorm.weight")
+    if norm not in source_tensors:
+        raise ExportVerificationError(f"{layer}.pre_quant_scale: expected in the export or fused into {norm}, found neither")
+    return norm
+
+
+def _verify_config(exported: ExportedModel, source: dict[str, Any]) -> int:
+    compared = 0
+    for key in RUNTIME_CONFIG_FIELDS:
+        if key in source or key in exported.config:
+            if source.get(key) != exported.config.get(key):
+                raise ExportVerificationError(f"config.json {key}: expected {source.get(key)!r} (the source checkpoint), "
+                                              f"found {exported.config.get(key)!r}")
+            compared += 1
+    return compared
+
+
+def _verify_unquantized(exported: ExportedModel, layers: dict[str, torch.nn.Module], dtype: str) -> None:
+    want = getattr(torch, dtype)
+    quantized_prefixes = tuple(f"{name}." for name in layers)
+    for name, tensor in exported.tensors.items():
+        if not name.startswith(quantized_prefixes) and tensor.is_floating_point() and tensor.dtype != want:
+            raise ExportVerificationError(f"{name}: expected dtype {dtype} (unquantized), found {tensor.dtype}")
+    for excluded in exported.exclude_modules:
+        if excluded in layers:
+            raise ExportVerificationError(f"exclude_modules lists {excluded!r}, which the calibrated model quantizes")
+
+
+def _verify_tokenizer(checkpoint_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    missing = [f for f in TOKENIZER_FILES if not (checkpoint_dir / f).is_file()]
+    if missing:
+        raise ExportVerificationError(f"tokenizer: expected {', '.join(missing)} in {checkpoint_dir}, found none")
+    try:
+        AutoTokenizer.from_pretrained(checkpoint_dir)
+    except Exception as exc:  # noqa: BLE001 (any load failure is the verification's failure)
+        raise ExportVerificationError(f"tokenizer in {checkpoint_dir} does not load: {str(exc).splitlines()[0]}") from None
+
+
+def verify_exported_checkpoint(source: Path, state: Any, dtype: str, checkpoint_dir: Path) -> ExportVerification:
+    """Restore the calibrated model from its saved state (as evaluated) and verify `checkpoint_dir` against it."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from tasks.evaluate import fold_weights
+    from tasks.quantize import restore_quantized
+
+    calibrated = restore_quantized(source, state, dtype)
+    evaluated = copy.deepcopy(calibrated)
+    fold_weights(evaluated)
+    source_tensors: dict[str, torch.Tensor] = {}
+    for file in sorted(source.glob("*.safetensors")):
+        source_tensors.update(load_file(str(file)))
+    return verify_export(read_exported(checkpoint_dir), calibrated, evaluated,
+                         json.loads((source / "config.json").read_text()), source_tensors, dtype, checkpoint_dir)
+
+
+def load_exported_weights(model: torch.nn.Module, checkpoint_dir: Path) -> int:
+    """Put the exported (dequantized) weights into a restored fake-quantized model and turn its weight quantizers
+    off: the forward pass then computes with exactly the weight codes that ship (activation quantizers stay on).
+    Returns the number of layers replaced."""
+    exported = read_exported(checkpoint_dir)
+    layers = quantized_layers(model)
+    missing = sorted(set(layers) - set(exported.weights))
+    if missing:
+        raise ExportVerificationError(f"{missing[0]}.weight: expected a quantized weight in {checkpoint_dir}, found none")
+    with torch.no_grad():
+        for name, module in layers.items():
+            weight: Any = module.weight
+            weight.copy_(exported.weights[name].to(weight.dtype))
+            quantizer: Any = module.weight_quantizer
+            quantizer.disable()
+    return len(layers)
+
+
+@task(name="verify-export", persist_result=True, cache_policy=step_policy("verify-export", "work", "state", "dtype"))
+def verify_export_task(work: WorkDir, source: Path, state: Any, dtype: str) -> ExportVerification:
+    """Before anything is registered: an export that is not the evaluated model fails the build (exit 1)."""
+    verification = verify_exported_checkpoint(source, state, dtype, work.checkpoint)
+    get_run_logger().info(verification.summary())
+    return verification
