@@ -25,7 +25,6 @@ from tasks.calibration import calibration_task, fingerprint_calibration_task
 from tasks.eval_data import eval_data_task
 from tasks.evaluate import EvalResult, baseline_task, candidate_task
 from tasks.export import export_task
-from tasks.export_verify import verify_export_task
 from tasks.gate import gate_task
 from tasks.plan import plan_build
 from tasks.quantize import quantize_task
@@ -71,8 +70,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         state = quantize_task(work, source.path, calib, spec.quantization, spec.dtype, spec.calibration.batch_size)
         smoke_task(source.path, state, spec.dtype, spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens,
                    spec.gate.smoke)
-        export_task(work, source.path, state, spec.dtype)
-        verification = verify_export_task(work, source.path, state, spec.dtype)
+        exported = export_task(work, source.path, state, spec.dtype)
         runtime_config_task(work, spec.runtime, spec.quantization.kv_cache)
         # A Completed state named Skipped (or the lane's status); its data is the status either way.
         engine: dict[str, Any] = trtllm_build_task(
@@ -86,7 +84,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
                                    settings.eval_cache_dir, engine)
         gate = gate_task(work, baseline, candidate, list(spec.evaluation.tasks), spec.gate)
 
-        description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, verification,
+        description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
                                      baseline, candidate, engine, gate)
         manifest = bundle_task(work, description.card, description.manifest_fields)
         record = run_record(spec, work, description, baseline, candidate, gate, engine)

@@ -3,23 +3,45 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from prefect import task
+from prefect import get_run_logger, task
 
 from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_policy
 from enginewright.models import load_tokenizer
 from enginewright.work_dir import WorkDir
+from tasks.export_verify import ExportVerification, read_exported, snapshot_evaluated, verify_export
 from tasks.quantize import QuantizedState, restore_quantized
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    checkpoint: Path
+    verification: ExportVerification
+
+
+def export_and_verify(checkpoint: Path, state: QuantizedState, dtype: str, out_dir: Path) -> ExportResult:
+    """Export, then prove the exported bytes are the evaluated model (tasks/export_verify.py), from one restore:
+    the evaluated weights and scales are taken from the model just before ModelOpt's export changes it."""
+    model = restore_quantized(checkpoint, state, dtype)
+    evaluated = snapshot_evaluated(model)
+    write_checkpoint(model, checkpoint, dtype, out_dir)
+    verification = verify_export(read_exported(out_dir), evaluated,
+                                 json.loads((checkpoint / "config.json").read_text()), dtype, out_dir)
+    return ExportResult(out_dir, verification)
 
 
 def export_checkpoint(checkpoint: Path, state: QuantizedState, dtype: str, out_dir: Path) -> Path:
     """Write `out_dir` (config.json, safetensors, hf_quant_config.json, tokenizer) all at once or not at all."""
+    return write_checkpoint(restore_quantized(checkpoint, state, dtype), checkpoint, dtype, out_dir)
+
+
+def write_checkpoint(model: torch.nn.Module, checkpoint: Path, dtype: str, out_dir: Path) -> Path:
     from modelopt.torch.export import export_hf_checkpoint
 
-    model = restore_quantized(checkpoint, state, dtype)
     with written_whole(out_dir, folder=True) as tmp:
         with torch.inference_mode():
             export_hf_checkpoint(model, dtype=getattr(torch, dtype), export_dir=tmp)
@@ -35,5 +57,8 @@ def exported_quant_algo(checkpoint_dir: Path) -> dict:
 
 
 @task(name="export", cache_policy=step_policy("export", "work", "state"), persist_result=True)
-def export_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str) -> Path:
-    return export_checkpoint(checkpoint, state, dtype, work.checkpoint)
+def export_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str) -> ExportResult:
+    """The bundle's checkpoint; an export that is not the evaluated model fails here, before registration."""
+    result = export_and_verify(checkpoint, state, dtype, work.checkpoint)
+    get_run_logger().info(result.verification.summary())
+    return result

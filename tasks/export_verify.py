@@ -20,11 +20,10 @@ wrote into hf_quant_config.json (the formulas are ModelOpt 0.47's export, modelo
   tolerance only has to catch a wrong scale, packing or tensor;
 - each exported activation scale (`input_scale`) and KV scale (`k_scale`, `v_scale`) equals the calibrated
   quantizer's amax / the format's largest value (448 for FP8, 127 for INT8), in fp32;
-- a `pre_quant_scale` equals the calibrated one in bf16; where ModelOpt fused it into the preceding norm, the
-  exported norm weight equals the source norm weight × that scale, in bf16;
+- a `pre_quant_scale` equals the calibrated one in bf16; every unquantized tensor (norms, with any pre-quant
+  scale ModelOpt fused into them; embeddings) equals the evaluated model's, bit for bit in the build's dtype;
 - the config a runtime reads (vocabulary, head counts, sizes, rope parameters, tied embeddings, ...) equals the
-  source checkpoint's; unquantized tensors have the build's dtype; the exported exclusions are exactly the
-  layers left unquantized;
+  source checkpoint's; the exported exclusions are layers the evaluated model left unquantized;
 - the tokenizer files are there and load.
 
 A mismatch raises ExportVerificationError naming the tensor or field, what was expected and what was found.
@@ -38,11 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import get_run_logger, task
 
-from enginewright.cache_policies import step_policy
 from enginewright.errors import ExportVerificationError
-from enginewright.work_dir import WorkDir
 
 FP8_MAX = 448.0
 INT8_MAX = 127.0
@@ -69,7 +65,7 @@ class ExportedModel:
 
 @dataclass(frozen=True)
 class ExportVerification:
-    tensors: int  # quantized weights dequantized and compared
+    tensors: int  # tensors compared: quantized weights (dequantized) and unquantized ones
     scales: int  # activation, KV, pre-quant and weight scales compared
     config_fields: int
     codes_differing: float  # share of weight codes one step away from the evaluated weights' codes
@@ -166,63 +162,93 @@ def _show(t: torch.Tensor) -> str:
     return f"{t.item():.6g}" if t.numel() == 1 else f"shape {tuple(t.shape)}, first {t.flatten()[0].item():.6g}"
 
 
-def verify_export(exported: ExportedModel, calibrated: torch.nn.Module, evaluated: torch.nn.Module,
-                  source_config: dict[str, Any], source_tensors: dict[str, torch.Tensor], dtype: str,
+@dataclass
+class EvaluatedSnapshot:
+    """What verification compares against, taken from the calibrated model before export changes it: each quantized
+    layer's fake-quantized weight (what folding gives the evaluated candidate) and calibrated quantizer amaxes, and
+    every other parameter (norms, with any pre-quant scale ModelOpt fused into them; embeddings)."""
+
+    weights: dict[str, torch.Tensor]
+    input_amax: dict[str, torch.Tensor]
+    pre_quant: dict[str, torch.Tensor]
+    kv_amax: dict[str, torch.Tensor]  # exported name (`…k_proj.k_scale`) → amax
+    unquantized: dict[str, torch.Tensor]
+    weight_amax_2: dict[str, torch.Tensor] = field(default_factory=dict)  # W4A8: the FP8 stage's amax
+
+
+def weight_quantizer_stages(module: torch.nn.Module) -> tuple[Any, Any]:
+    """(the quantizer that makes the weight codes, the one after it or None). W4A8-AWQ's weight quantizer is a
+    ModelOpt SequentialQuantizer: INT4 blocks (the exported codes and `weight_scale`), then FP8 per tensor (the
+    exported `weight_scale_2` = its amax / 448; the runtime applies it). `mtq.fold_weight` folds neither stage."""
+    from modelopt.torch.quantization.nn import SequentialQuantizer
+
+    quantizer: Any = module.weight_quantizer
+    if isinstance(quantizer, SequentialQuantizer):
+        return quantizer[0], quantizer[1]
+    return quantizer, None
+
+
+def snapshot_evaluated(model: torch.nn.Module) -> EvaluatedSnapshot:
+    layers = quantized_layers(model)
+    snapshot = EvaluatedSnapshot({}, {}, {}, {}, {})
+    with torch.no_grad():
+        for name, module in layers.items():
+            first, second = weight_quantizer_stages(module)
+            snapshot.weights[name] = first(module.weight).detach().cpu()
+            if second is not None and (amax := _amax(second)) is not None:
+                snapshot.weight_amax_2[name] = amax.cpu()
+            if (amax := _amax(module.input_quantizer)) is not None:
+                snapshot.input_amax[name] = amax.cpu()
+            if (pre := getattr(module.input_quantizer, "_pre_quant_scale", None)) is not None:
+                snapshot.pre_quant[name] = pre.detach().float().squeeze().cpu()
+        for name, module in model.named_modules():
+            for kv in ("k", "v"):
+                if (amax := _amax(getattr(module, f"{kv}_bmm_quantizer", None))) is not None:
+                    snapshot.kv_amax[f"{name}.{kv}_proj.{kv}_scale"] = amax.cpu()
+        prefixes = tuple(f"{name}." for name in layers)
+        snapshot.unquantized = {name: p.detach().cpu() for name, p in model.named_parameters()
+                                if not name.startswith(prefixes)}
+    return snapshot
+
+
+def verify_export(exported: ExportedModel, evaluated: EvaluatedSnapshot, source_config: dict[str, Any], dtype: str,
                   checkpoint_dir: Path) -> ExportVerification:
-    """`calibrated`: the restored model before folding (its quantizers); `evaluated`: the same, weights folded."""
     check = _Checker()
-    layers = quantized_layers(calibrated)
-    evaluated_weights = dict(evaluated.named_parameters())
-    act_max = INT8_MAX if exported.quant_algo in ("W8A8_SQ_PER_CHANNEL",) else FP8_MAX
+    act_max = INT8_MAX if exported.quant_algo == "W8A8_SQ_PER_CHANNEL" else FP8_MAX
     differing, total = 0, 0
-    for name, module in layers.items():
+    for name, expected_weight in evaluated.weights.items():
         if name not in exported.weights:
             raise ExportVerificationError(f"{name}.weight: expected a quantized weight ({exported.quant_algo}), "
                                           "found none in the export")
         found, step = exported.weights[name], exported.steps[name]
-        expected = evaluated_weights[f"{name}.weight"].detach().float()
+        expected = expected_weight.float()
         if found.shape != expected.shape:
             raise ExportVerificationError(f"{name}.weight: expected shape {tuple(expected.shape)}, found {tuple(found.shape)}")
         off = (found - expected).abs()
         allowed = step + bf16_spacing(expected)  # one code, plus the evaluated weight's own bf16 rounding
-        worst = int(torch.argmax(off - allowed))
         if (off > allowed).any():
+            worst = int(torch.argmax(off - allowed))
             raise ExportVerificationError(
                 f"{name}.weight: expected {expected.flatten()[worst].item():.6g} (the evaluated weight), found "
                 f"{found.flatten()[worst].item():.6g} dequantized from the export, more than one step apart")
         differing += int((off > step * 0.5).sum())
         total += off.numel()
-        if (amax := _amax(module.input_quantizer)) is not None:
-            check.close(f"{name}.input_scale", amax / act_max, exported.tensors.get(f"{name}.input_scale"), 1e-5)
-        pre = getattr(module.input_quantizer, "_pre_quant_scale", None)
-        if pre is not None:
-            exported_pre = exported.tensors.get(f"{name}.pre_quant_scale")
-            if exported_pre is not None:
-                check.close(f"{name}.pre_quant_scale", pre.to(torch.bfloat16), exported_pre.to(torch.bfloat16), 1e-2)
-            else:  # fused into the norm before it: norm weight × pre-quant scale
-                norm = _norm_before(name, source_tensors)
-                expected_norm = (source_tensors[norm].float() * pre.float().squeeze()).to(torch.bfloat16)
-                check.close(norm, expected_norm, exported.tensors.get(norm), 1e-2)
-    for kv in ("k", "v"):
-        for name, module in calibrated.named_modules():
-            quantizer = getattr(module, f"{kv}_bmm_quantizer", None)
-            if (amax := _amax(quantizer)) is not None:
-                layer = f"{name}.{kv}_proj"  # the attention module holds the quantizer; export names the projection
-                check.close(f"{layer}.{kv}_scale", amax / FP8_MAX, exported.tensors.get(f"{layer}.{kv}_scale"), 1e-5)
+        if name in evaluated.input_amax:
+            check.close(f"{name}.input_scale", evaluated.input_amax[name] / act_max,
+                        exported.tensors.get(f"{name}.input_scale"), 1e-5)
+        if name in evaluated.weight_amax_2:
+            check.close(f"{name}.weight_scale_2", evaluated.weight_amax_2[name] / FP8_MAX,
+                        exported.tensors.get(f"{name}.weight_scale_2"), 1e-5)
+        if name in evaluated.pre_quant:
+            check.close(f"{name}.pre_quant_scale", evaluated.pre_quant[name].to(torch.bfloat16),
+                        exported.tensors.get(f"{name}.pre_quant_scale"), 1e-2)
+    for exported_name, amax in evaluated.kv_amax.items():
+        check.close(exported_name, amax / FP8_MAX, exported.tensors.get(exported_name), 1e-5)
     fields = _verify_config(exported, source_config)
-    _verify_unquantized(exported, layers, dtype)
+    unquantized = _verify_unquantized(exported, evaluated, dtype)
     _verify_tokenizer(checkpoint_dir)
-    return ExportVerification(tensors=len(layers), scales=check.scales, config_fields=fields,
-                              codes_differing=differing / total if total else 0.0)
-
-
-def _norm_before(layer: str, source_tensors: dict[str, torch.Tensor]) -> str:
-    """The norm whose output a fused q/k/v or gate/up reads (Llama-style names)."""
-    block = layer.rsplit(".", 2)[0]
-    norm = (f"{block}.input_layernorm.weight" if ".self_attn." in layer else f"{block}.post_attention_layernorm.weight")
-    if norm not in source_tensors:
-        raise ExportVerificationError(f"{layer}.pre_quant_scale: expected in the export or fused into {norm}, found neither")
-    return norm
+    return ExportVerification(tensors=len(evaluated.weights) + unquantized, scales=check.scales,
+                              config_fields=fields, codes_differing=differing / total if total else 0.0)
 
 
 def _verify_config(exported: ExportedModel, source: dict[str, Any]) -> int:
@@ -236,15 +262,26 @@ def _verify_config(exported: ExportedModel, source: dict[str, Any]) -> int:
     return compared
 
 
-def _verify_unquantized(exported: ExportedModel, layers: dict[str, torch.nn.Module], dtype: str) -> None:
+def _verify_unquantized(exported: ExportedModel, evaluated: EvaluatedSnapshot, dtype: str) -> int:
+    """Unquantized tensors (norms, embeddings) equal the evaluated model's, in the build's dtype; the exported
+    exclusions are layers the evaluated model left unquantized. Returns the number of tensors compared."""
     want = getattr(torch, dtype)
-    quantized_prefixes = tuple(f"{name}." for name in layers)
-    for name, tensor in exported.tensors.items():
-        if not name.startswith(quantized_prefixes) and tensor.is_floating_point() and tensor.dtype != want:
-            raise ExportVerificationError(f"{name}: expected dtype {dtype} (unquantized), found {tensor.dtype}")
+    compared = 0
+    for name, expected in evaluated.unquantized.items():
+        found = exported.tensors.get(name)
+        if found is None:
+            continue  # a tied lm_head is exported once, as the embedding
+        if found.dtype != want:
+            raise ExportVerificationError(f"{name}: expected dtype {dtype} (unquantized), found {found.dtype}")
+        if not torch.equal(found, expected.to(want)):
+            worst = int(torch.argmax((found.float() - expected.float()).abs()))
+            raise ExportVerificationError(f"{name}: expected {expected.flatten()[worst].item():.6g} (the evaluated "
+                                          f"model), found {found.flatten()[worst].item():.6g}")
+        compared += 1
     for excluded in exported.exclude_modules:
-        if excluded in layers:
+        if excluded in evaluated.weights:
             raise ExportVerificationError(f"exclude_modules lists {excluded!r}, which the calibrated model quantizes")
+    return compared
 
 
 def _verify_tokenizer(checkpoint_dir: Path) -> None:
@@ -260,27 +297,18 @@ def _verify_tokenizer(checkpoint_dir: Path) -> None:
 
 
 def verify_exported_checkpoint(source: Path, state: Any, dtype: str, checkpoint_dir: Path) -> ExportVerification:
-    """Restore the calibrated model from its saved state (as evaluated) and verify `checkpoint_dir` against it."""
-    import copy
-
-    from safetensors.torch import load_file
-
-    from tasks.evaluate import fold_weights
+    """Restore the calibrated model from its saved state (as evaluated) and verify `checkpoint_dir` against it
+    (the build verifies inside the export step instead, from the model it exports: tasks/export.py)."""
     from tasks.quantize import restore_quantized
 
-    calibrated = restore_quantized(source, state, dtype)
-    evaluated = copy.deepcopy(calibrated)
-    fold_weights(evaluated)
-    source_tensors: dict[str, torch.Tensor] = {}
-    for file in sorted(source.glob("*.safetensors")):
-        source_tensors.update(load_file(str(file)))
-    return verify_export(read_exported(checkpoint_dir), calibrated, evaluated,
-                         json.loads((source / "config.json").read_text()), source_tensors, dtype, checkpoint_dir)
+    return verify_export(read_exported(checkpoint_dir), snapshot_evaluated(restore_quantized(source, state, dtype)),
+                         json.loads((source / "config.json").read_text()), dtype, checkpoint_dir)
 
 
 def load_exported_weights(model: torch.nn.Module, checkpoint_dir: Path) -> int:
-    """Put the exported (dequantized) weights into a restored fake-quantized model and turn its weight quantizers
-    off: the forward pass then computes with exactly the weight codes that ship (activation quantizers stay on).
+    """Put the exported (dequantized) weights into a restored fake-quantized model and turn the quantizer that made
+    those codes off: the forward pass then computes with exactly the weight codes that ship (activation quantizers,
+    and W4A8's FP8 weight stage, stay on).
     Returns the number of layers replaced."""
     exported = read_exported(checkpoint_dir)
     layers = quantized_layers(model)
@@ -291,14 +319,6 @@ def load_exported_weights(model: torch.nn.Module, checkpoint_dir: Path) -> int:
         for name, module in layers.items():
             weight: Any = module.weight
             weight.copy_(exported.weights[name].to(weight.dtype))
-            quantizer: Any = module.weight_quantizer
-            quantizer.disable()
+            first, _ = weight_quantizer_stages(module)  # W4A8 keeps its FP8 stage, as the runtime applies it
+            first.disable()
     return len(layers)
-
-
-@task(name="verify-export", persist_result=True, cache_policy=step_policy("verify-export", "work", "state", "dtype"))
-def verify_export_task(work: WorkDir, source: Path, state: Any, dtype: str) -> ExportVerification:
-    """Before anything is registered: an export that is not the evaluated model fails the build (exit 1)."""
-    verification = verify_exported_checkpoint(source, state, dtype, work.checkpoint)
-    get_run_logger().info(verification.summary())
-    return verification

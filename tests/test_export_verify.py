@@ -43,7 +43,7 @@ LAYER = "model.layers.1.self_attn.o_proj"
 
 def test_the_untouched_export_verifies(exported, tiny_model: Path) -> None:
     _, state, checkpoint = exported
-    assert verify_exported_checkpoint(tiny_model, state, "bfloat16", checkpoint).tensors == 14
+    assert verify_exported_checkpoint(tiny_model, state, "bfloat16", checkpoint).tensors == 20
 
 
 def test_a_flipped_weight_scale_is_caught(exported, tiny_model: Path, tmp_path: Path) -> None:
@@ -94,3 +94,12 @@ def test_int4_unpacking_inverts_modelopts_packing() -> None:
     codes = torch.randint(-8, 8, (6, 8)).float()
     packed = pack_int4_in_uint8(codes, torch.ones(6, 1), 8)
     assert torch.equal(unpack_int4(packed).float(), codes)
+
+
+def test_a_norm_that_differs_from_the_evaluated_model_is_caught(exported, tiny_model: Path, tmp_path: Path) -> None:
+    """Norms carry any pre-quant scale ModelOpt fused into them (AWQ's q/k/v): they must be the evaluated ones."""
+    _, state, checkpoint = exported
+    norm = "model.layers.0.input_layernorm.weight"
+    bad = corrupt(checkpoint, tmp_path, lambda t: t.__setitem__(norm, t[norm] * 1.25))
+    with pytest.raises(ExportVerificationError, match=rf"^{norm}: expected .* \(the evaluated model\), found "):
+        verify_exported_checkpoint(tiny_model, state, "bfloat16", bad)

@@ -58,7 +58,8 @@ def test_quantize_then_export_each_format(fmt: str, tiny_model: Path, calib, tmp
 
     # The bytes that ship are the model that was evaluated: every quantized layer, every scale, the config.
     verified = verify_exported_checkpoint(tiny_model, state, "bfloat16", out)
-    assert verified.tensors == 14 and verified.config_fields >= 12  # 2 layers × 7 Linear; lm_head is excluded
+    # 2 layers × 7 quantized Linear, + embedding, final norm, 2 × 2 layer norms (lm_head is tied, so not exported)
+    assert verified.tensors == 20 and verified.config_fields >= 12
     assert verified.scales >= {"fp8": 14, "int8_sq": 28, "w4a8_awq": 14}.get(fmt, 0)
     assert verified.codes_differing < 0.1, verified.summary()
     # ... and the candidate that is evaluated computes with exactly those weight codes.
