@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def pick_device() -> str:
@@ -14,6 +17,7 @@ def pick_device() -> str:
 def load_model(path: Path, dtype: str, trust_remote_code: bool = False) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
+    logger.info("loading model %s (%s)", path, dtype)  # benchmarks/gpu_build.py counts these
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=getattr(torch, dtype), use_safetensors=None, trust_remote_code=trust_remote_code
     )
