@@ -374,11 +374,22 @@ def cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if any(v.status == "registered" for v in outcome.variants) else 1
 
 
+def check_report_destination(path: Path) -> None:
+    """Before any work: a report that cannot be written would fail the command after a version was registered."""
+    if path.is_dir():
+        raise InputError(f"--report-json {str(path)!r} is a directory; pass a file path (its folder must exist)")
+    if not path.parent.is_dir():
+        raise InputError(f"--report-json {str(path)!r}: folder {str(path.parent)!r} does not exist; create it or "
+                         "pass a path in an existing folder")
+
+
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.spec import build_spec
 
     spec = build_spec(settings, args.spec, overrides_from_args(args))
     check_before_work(spec, settings)
+    if args.report_json is not None:
+        check_report_destination(args.report_json)
     if args.dry_run:
         import yaml
 

@@ -257,14 +257,30 @@ def _resolve_relative_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, An
     return raw
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: Path, what: str, missing_hint: str, holds: str) -> dict[str, Any]:
     """A YAML file holding a mapping (a build spec, a deploy target); one InputError line naming `what` else."""
     if not path.is_file():
         raise InputError(f"{what} {str(path)!r} does not exist; {missing_hint}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        raise InputError(f"{what} {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        raise InputError(f"{what} {str(path)!r} is not valid YAML{at}: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise InputError(f"{what} {str(path)!r} must hold a mapping of {holds}, got {type(raw).__name__}")
     return raw

@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 
 from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_policy
+from enginewright.errors import ExportVerificationError
 from enginewright.models import load_tokenizer
 from enginewright.work_dir import WorkDir
 from tasks.export_verify import ExportVerification, read_exported, snapshot_evaluated, verify_export
@@ -47,8 +48,17 @@ def write_checkpoint(model: torch.nn.Module, checkpoint: Path, dtype: str, out_d
             export_hf_checkpoint(model, dtype=getattr(torch, dtype), export_dir=tmp)
         load_tokenizer(checkpoint).save_pretrained(tmp)
         if not (tmp / "hf_quant_config.json").is_file():
-            raise RuntimeError(f"ModelOpt export wrote no hf_quant_config.json in {tmp}")
+            raise ExportVerificationError(f"ModelOpt export wrote no hf_quant_config.json in {tmp}")
+        readable_by_all(tmp)
     return out_dir
+
+
+def readable_by_all(folder: Path) -> None:
+    """The weights file is written owner-only (mode 0600) by the export, every other file 0644: a serving container
+    running as another user could not read it. Every file of the checkpoint gets the same mode, 0644."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)
 
 
 def exported_quant_algo(checkpoint_dir: Path) -> dict:

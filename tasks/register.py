@@ -121,6 +121,18 @@ def _existing(version, created: bool = False) -> RegisteredVersion:
                              aliases=list(version.aliases or []))
 
 
+def converge_candidate_alias(client: MlflowClient, model_name: str, version) -> None:
+    """A rerun sets what the gate earned: a version whose build passed gets `candidate` if no newer version
+    holds it. (A build killed between creating its version and setting the alias, or an alias call that failed
+    after its retries, left a passing version without it; reruns then found the version and stopped.)"""
+    try:
+        holder = client.get_model_version_by_alias(model_name, CANDIDATE_ALIAS)
+    except MlflowException:
+        holder = None
+    if holder is None or int(holder.version) < int(version.version):
+        client.set_registered_model_alias(model_name, CANDIDATE_ALIAS, version.version)
+
+
 def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passed: bool, tracking_uri: str,
                      discard_bundle: Callable[[str], None] = lambda uri: None) -> RegisteredVersion:
     """Create the version for `record.build_key` pointing at the verified `bundle_uri`, unless one exists.
@@ -132,6 +144,9 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
     if existing is not None:
         if existing.source != bundle_uri:
             discard_bundle(bundle_uri)
+        if gate_passed:
+            converge_candidate_alias(client, record.model_name, existing)
+            existing = client.get_model_version(record.model_name, existing.version)
         return _existing(existing)
     try:
         client.create_registered_model(record.model_name, tags={"managed_by": "enginewright"})

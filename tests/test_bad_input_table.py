@@ -40,6 +40,7 @@ def inputs(tmp: Path, tiny: Path, data: Path) -> dict[str, str]:
     shutil.copytree(data / "eval" / "hellaswag", eval_missing / "hellaswag")
     (tmp / "bad.yaml").write_text("quantization: {format: fp8\n")
     (tmp / "typo.yaml").write_text("quantisation: {format: fp8}\n")
+    (tmp / "dup.yaml").write_text("quantization: {format: fp8}\nquantization: {format: int8_sq}\n")
     (tmp / "batch0.yaml").write_text("calibration: {batch_size: 0}\n")
     (tmp / "trust.yaml").write_text("source: {trust_remote_code: true}\n")
     (tmp / "target-cc.yaml").write_text("name: t\ngpu: g\ncompute_capability: nine\n")

@@ -55,6 +55,8 @@ def test_quantize_then_export_each_format(fmt: str, tiny_model: Path, calib, tmp
         assert quant["group_size"] == 64 == state.awq_block_size  # tiny model widths 64/128: 128 does not divide 64
     assert (out / "tokenizer.json").is_file() and list(out.glob("*.safetensors"))
     assert not list(tmp_path.glob("checkpoint.partial*"))
+    # every file readable by a serving container running as another user (the weights were 0600)
+    assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()} == {f.name: 0o644 for f in out.iterdir()}
 
     # The bytes that ship are the model that was evaluated: every quantized layer, every scale, the config.
     verified = verify_exported_checkpoint(tiny_model, state, "bfloat16", out)

@@ -1,0 +1,36 @@
+"""Registration converges: a rerun sets what the gate earned (the `candidate` alias), once, on the right version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from enginewright.registry_client import registry_client
+from tasks.register import CANDIDATE_ALIAS, RunRecord, log_build_run, register_version
+
+
+def record(key: str) -> RunRecord:
+    return RunRecord(model_name="converge", build_key=key, evidence={}, params={}, metrics={},
+                     tags={"build_key": key, "gate.verdict": "pass"}, description="# card")
+
+
+def test_a_passing_version_left_without_its_alias_gets_it_on_the_rerun(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    root = (tmp_path / "artifacts").as_uri()
+    first = record("a" * 64)
+    run = log_build_run(first, uri, root)
+    # As a build killed between creating the version and setting the alias leaves it:
+    created = register_version(first, run.run_id, str(tmp_path / "bundle-a"), gate_passed=False, tracking_uri=uri)
+    assert created.created and created.aliases == []
+
+    rerun = register_version(first, run.run_id, str(tmp_path / "bundle-a"), gate_passed=True, tracking_uri=uri)
+    assert not rerun.created and rerun.version == created.version and rerun.aliases == [CANDIDATE_ALIAS]
+    client = registry_client(uri)
+    assert str(client.get_model_version_by_alias("converge", CANDIDATE_ALIAS).version) == created.version
+
+    # A newer passing version takes the alias; a rerun of the older build does not take it back.
+    second = record("b" * 64)
+    run2 = log_build_run(second, uri, root)
+    newer = register_version(second, run2.run_id, str(tmp_path / "bundle-b"), gate_passed=True, tracking_uri=uri)
+    register_version(first, run.run_id, str(tmp_path / "bundle-a"), gate_passed=True, tracking_uri=uri)
+    assert str(client.get_model_version_by_alias("converge", CANDIDATE_ALIAS).version) == newer.version
+    assert len(client.search_model_versions("name = 'converge'")) == 2
