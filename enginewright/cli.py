@@ -434,9 +434,10 @@ def check_before_work(spec: BuildSpec, settings: Settings) -> None:
         # Nothing this build reads is on the Hub: never try to reach it (libraries read these at import).
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from tasks.preflight import check_inputs
+    from tasks.preflight import check_inputs, check_stores
 
     check_inputs(spec)
+    check_stores(settings)
 
 
 def uses_only_local_inputs(spec: BuildSpec) -> bool:

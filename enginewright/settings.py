@@ -12,6 +12,7 @@ Two modes, chosen by these settings alone:
   printed or logged. `enginewright stack up` writes these variables for its local stack to `<home>/stack/env`.
 """
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -106,6 +107,21 @@ class Settings(BaseSettings):
         default=_REPO_ROOT.parent / "shared" / "data",
         description="Offline copies of the evaluation and calibration data (defaults of the embedded spec).",
     )
+
+    @field_validator("bundle_store")
+    @classmethod
+    def _a_store_not_a_typo(cls, value: str | None) -> str | None:
+        """`s3:/bucket` (one slash) was taken for a relative directory and the bundle copied into the working
+        directory: a store is an s3:// URI or an absolute directory."""
+        if value is None:
+            return value
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
+            if not value.startswith("s3://") or not value[5:].split("/", 1)[0]:
+                raise ValueError(f"{value!r} is not s3://<bucket>[/<prefix>] or an absolute directory")
+            return value
+        if not Path(value).expanduser().is_absolute():
+            raise ValueError(f"{value!r} is a relative path; give s3://<bucket>[/<prefix>] or an absolute directory")
+        return str(Path(value).expanduser())
 
     @field_serializer("mlflow_tracking_uri", "stack_postgres_url", "watch_db", when_used="json")
     @classmethod

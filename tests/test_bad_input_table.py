@@ -63,7 +63,7 @@ def run_row(command: str, values: dict[str, str], capsys, monkeypatch) -> tuple[
     from enginewright.cli import main
 
     words = shlex.split(fill(command, values))
-    while words and re.match(r"^[A-Z_]+=", words[0]):  # leading VAR=value: the environment of this row
+    while words and re.match(r"^[A-Z][A-Z0-9_]*=", words[0]):  # leading VAR=value: the environment of this row
         name, value = words.pop(0).split("=", 1)
         monkeypatch.setenv(name, value)
     capsys.readouterr()

@@ -257,3 +257,25 @@ def test_the_build_flow_in_production_mode_uploads_to_s3_and_registers_through_t
 
     manifest = fetch_bundle(version.source, pulled, settings.s3_endpoint_url, settings.transfer, settings.tracking_uri)
     assert manifest["build_key"]["digest"] == outcome.build_key
+
+
+def test_the_store_and_the_registry_are_checked_before_any_work(stack: Stack, tmp_path: Path, monkeypatch) -> None:
+    """A bucket that does not exist or credentials the store refuses: one line in seconds, before calibration."""
+    import time
+
+    from enginewright.errors import InputError
+    from tasks.preflight import check_stores
+
+    for name, value in stack.client_env().items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    check_stores(settings)  # the stack's own store and MLflow server: fine
+    monkeypatch.setenv("ENGINEWRIGHT_BUNDLE_STORE", "s3://no-such-bucket-here/bundles")
+    started = time.monotonic()
+    with pytest.raises(InputError, match="bucket 'no-such-bucket-here' does not exist at S3 at http"):
+        check_stores(Settings())
+    monkeypatch.setenv("ENGINEWRIGHT_BUNDLE_STORE", f"s3://{stack.settings.stack_bucket}/bundles")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(InputError, match="refuses these credentials"):
+        check_stores(Settings())
+    assert time.monotonic() - started < 20
