@@ -38,6 +38,10 @@ def inputs(tmp: Path, tiny: Path, data: Path) -> dict[str, str]:
     (remote / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "modeling.Model"}}))
     eval_missing = tmp / "eval"
     shutil.copytree(data / "eval" / "hellaswag", eval_missing / "hellaswag")
+    eval_bad = tmp / "eval-bad"
+    shutil.copytree(data / "eval" / "arc_easy", eval_bad / "arc_easy")
+    with (eval_bad / "arc_easy" / "test.jsonl").open("a") as handle:
+        handle.write('{"id": "x", "question": \n')
     (tmp / "bad.yaml").write_text("quantization: {format: fp8\n")
     (tmp / "typo.yaml").write_text("quantisation: {format: fp8}\n")
     (tmp / "dup.yaml").write_text("quantization: {format: fp8}\nquantization: {format: int8_sq}\n")
@@ -51,7 +55,7 @@ def inputs(tmp: Path, tiny: Path, data: Path) -> dict[str, str]:
     base = (f"--model {tiny} --calib {calib} --calib-samples 4 --calib-seq-len 32 --limit 2 --tasks arc_easy "
             f"--eval-data {data / 'eval'}")
     return {"ok": base + " --dry-run", "base": base, "tmp": str(tmp), "tiny": str(tiny), "calib": str(calib), "broken": str(broken),
-            "pickled": str(pickled), "remote": str(remote), "eval_missing": str(eval_missing)}
+            "pickled": str(pickled), "remote": str(remote), "eval_missing": str(eval_missing), "eval_bad": str(eval_bad)}
 
 
 def fill(text: str, values: dict[str, str]) -> str:
