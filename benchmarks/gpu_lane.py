@@ -82,13 +82,14 @@ def requests_of(records: list[dict]) -> int:
 
 def main() -> None:
     from enginewright.devices import calibration_batch_size, compute_capability, describe
+    from enginewright.formats import FORMATS
     from enginewright.models import load_model, load_tokenizer
     from enginewright.spec import CalibrationSpec, EvaluationSpec, QuantizationSpec
     from tasks.calibration import build_calibration_set, load_calibration_ids
     from tasks.eval_data import check_eval_data
     from tasks.evaluate import load_candidate, run_lm_eval
     from tasks.export import export_checkpoint
-    from tasks.quantize import RECIPES, QuantizedState, quantize_in_place
+    from tasks.quantize import QuantizedState, quantize_in_place
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -141,7 +142,7 @@ def main() -> None:
 
     with step("save calibrated state (mto.save)"):
         mto.save(model, work / "fp8.mto.pth")
-    state = QuantizedState(work / "fp8.mto.pth", sha256_file(work / "fp8.mto.pth"), RECIPES["fp8"], None)
+    state = QuantizedState(work / "fp8.mto.pth", sha256_file(work / "fp8.mto.pth"), FORMATS["fp8"].modelopt_preset, None)
     del model
     torch.cuda.empty_cache()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from enginewright.errors import InputError
-from enginewright.gpu_formats import GPU_ONLY_FORMATS
+from enginewright.formats import CPU_FORMATS, FORMATS
 
 AUTO_BATCH_CPU = 8
 MAX_AUTO_BATCH = 64
@@ -30,12 +30,12 @@ def describe(capability: tuple[int, int] | None) -> str:
 
 def check_format_supported(fmt: str, capability: tuple[int, int] | None) -> None:
     """Raise InputError when `fmt` cannot be calibrated on this worker."""
-    needed = GPU_ONLY_FORMATS.get(fmt)
+    needed = FORMATS[fmt].calibrate_min_capability
     if needed is not None and (capability is None or capability < needed):
         raise InputError(
             f"quantization.format={fmt!r} needs an NVIDIA GPU with compute capability {needed[0]}.{needed[1]}+ "
             f"(Blackwell) to calibrate; this worker has {describe(capability)}. Run it on such a worker of the gpu pool, "
-            "or pick fp8, int8_sq, int4_awq, w4a8_awq, int8_wo or fp8_pcpt"
+            f"or pick {', '.join(CPU_FORMATS[:-1])} or {CPU_FORMATS[-1]}"
         )
 
 

@@ -2,7 +2,7 @@
 
 - the gate: only a version whose accuracy gate passed (`gate.verdict=pass` on the version) is deployed;
 - the quantization format against the target GPU: FP8 (and W4A8, FP8 per-channel) needs compute capability 8.9+
-  to run natively, NVFP4 and the MX formats 10.0+ (enginewright.gpu_formats.SERVING_MIN_CAPABILITY);
+  to run natively, NVFP4 and the MX formats 10.0+ (enginewright.formats);
 - a legacy TensorRT engine, when the target asks to serve one: the bundle must carry an engine built on the
   same GPU architecture and TensorRT version, because an engine runs nowhere else.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from enginewright.gpu_formats import SERVING_MIN_CAPABILITY
+from enginewright.formats import FORMATS
 from enginewright.schemas import Manifest
 from enginewright.targets import DeployTarget
 
@@ -23,7 +23,7 @@ def fit_problems(manifest: Manifest, version_tags: Mapping[str, str], target: De
     if verdict != "pass":
         problems.append(f"the accuracy gate verdict is {verdict!r}; only versions whose gate passed are deployed")
     fmt = str(manifest.get("quantization", {}).get("format"))
-    needed = SERVING_MIN_CAPABILITY.get(fmt)
+    needed = FORMATS[fmt].serve_min_capability if fmt in FORMATS else None
     if needed is not None and target.capability < needed:
         problems.append(f"{fmt} needs a GPU of compute capability {needed[0]}.{needed[1]}+ to be served; target "
                         f"{target.name!r} ({target.gpu}) has {target.compute_capability}")

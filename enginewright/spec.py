@@ -12,10 +12,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from enginewright.errors import InputError, describe_validation_error
+from enginewright.formats import CPU_FORMATS, FORMAT_NAMES, FORMATS
 from enginewright.settings import Settings
 
-QuantFormat = Literal["fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_wo", "fp8_pcpt", "nvfp4", "nvfp4_awq", "mxfp8",
-                      "mxfp4"]
+QuantFormat = Literal[FORMAT_NAMES]  # type: ignore[valid-type]  # the rows of enginewright.formats
 EvalTask = Literal["mmlu", "arc_easy", "arc_challenge", "hellaswag"]
 DType = Literal["bfloat16", "float16", "float32"]
 
@@ -44,9 +44,9 @@ class SourceSpec(StrictModel):
 class QuantizationSpec(StrictModel):
     format: QuantFormat = Field(
         default="fp8",
-        description="ModelOpt recipe: fp8 (FP8_DEFAULT), int8_sq (INT8 SmoothQuant), int4_awq (W4A16 AWQ), "
-        "w4a8_awq (W4A8 AWQ), int8_wo (INT8 weight-only), fp8_pcpt (FP8 per-channel weights, per-token acts); "
-        "on Blackwell GPUs (compute capability 10.0+) also nvfp4, nvfp4_awq, mxfp8, mxfp4.",
+        description="ModelOpt recipe: " + ", ".join(f"{n} ({FORMATS[n].description})" for n in CPU_FORMATS)
+        + "; on Blackwell GPUs (compute capability 10.0+) also "
+        + ", ".join(n for n in FORMAT_NAMES if n not in CPU_FORMATS) + ".",
     )
     kv_cache: bool = Field(default=False, description="Also quantize the KV cache to FP8.")
     awq_block_size: int | None = Field(

@@ -19,27 +19,13 @@ from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_policy
 from enginewright.devices import calibration_batch_size, check_format_supported, compute_capability
 from enginewright.errors import InputError
+from enginewright.formats import FORMATS
 from enginewright.hashing import sha256_file
 from enginewright.models import load_model
 from enginewright.spec import QuantizationSpec
 from enginewright.work_dir import WorkDir
 from tasks.calibration import CalibrationSet, load_calibration_ids
 
-# Our format names → ModelOpt's preset configs (modelopt.torch.quantization.config).
-RECIPES: dict[str, str] = {
-    "fp8": "FP8_DEFAULT_CFG",
-    "int8_sq": "INT8_SMOOTHQUANT_CFG",
-    "int4_awq": "INT4_AWQ_CFG",
-    "w4a8_awq": "W4A8_AWQ_BETA_CFG",
-    "int8_wo": "INT8_WEIGHT_ONLY_CFG",
-    "fp8_pcpt": "FP8_PER_CHANNEL_PER_TOKEN_CFG",
-    # Blackwell only (enginewright.devices.GPU_ONLY_FORMATS)
-    "nvfp4": "NVFP4_DEFAULT_CFG",
-    "nvfp4_awq": "NVFP4_AWQ_LITE_CFG",
-    "mxfp8": "MXFP8_DEFAULT_CFG",
-    "mxfp4": "MXFP4_DEFAULT_CFG",
-}
-AWQ_FORMATS = ("int4_awq", "w4a8_awq")  # INT4 weight blocks: the block size must divide the layer widths
 AWQ_BLOCK_CANDIDATES = (128, 64, 32, 16)
 
 
@@ -78,7 +64,7 @@ def quant_config(spec: QuantizationSpec, awq_block_size: int | None) -> dict[str
     """A private copy of the ModelOpt preset, with the block size and KV-cache entries applied."""
     import modelopt.torch.quantization as mtq
 
-    config = copy.deepcopy(getattr(mtq, RECIPES[spec.format]))
+    config = copy.deepcopy(getattr(mtq, FORMATS[spec.format].modelopt_preset))
     if awq_block_size is not None:
         for entry in config["quant_cfg"]:
             cfgs = entry.get("cfg")
@@ -109,7 +95,7 @@ def quantize_in_place(model: torch.nn.Module, input_ids: torch.Tensor, spec: Qua
     import modelopt.torch.quantization as mtq
 
     check_format_supported(spec.format, compute_capability())
-    block = choose_awq_block_size(quantized_in_features(model), spec.awq_block_size) if spec.format in AWQ_FORMATS else None
+    block = choose_awq_block_size(quantized_in_features(model), spec.awq_block_size) if FORMATS[spec.format].awq_blocks else None
     batch = calibration_batch_size(batch_size, model.config, input_ids.shape[1])
     mtq.quantize(model, quant_config(spec, block), forward_loop=forward_loop_over(input_ids, batch))
     return block
@@ -138,7 +124,8 @@ def calibrate_and_quantize(
     prepare_as_exported(model)
     with written_whole(out_file) as tmp:
         mto.save(model, tmp)
-    return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=RECIPES[spec.format], awq_block_size=block)
+    return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=FORMATS[spec.format].modelopt_preset,
+                          awq_block_size=block)
 
 
 def restore_quantized(checkpoint: Path, state: QuantizedState, dtype: str) -> torch.nn.Module:

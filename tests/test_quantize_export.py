@@ -5,24 +5,21 @@ import pytest
 import torch
 
 from enginewright.errors import InputError
+from enginewright.formats import CPU_FORMATS, FORMATS
 from enginewright.spec import CalibrationSpec, QuantizationSpec
 from tasks.calibration import build_calibration_set
 from tasks.evaluate import load_candidate
 from tasks.export import export_checkpoint, exported_quant_algo
 from tasks.export_verify import read_exported, verify_exported_checkpoint
 from tasks.quantize import (
-    RECIPES,
     calibrate_and_quantize,
     choose_awq_block_size,
     quant_config,
     restore_quantized,
 )
 
-# What ModelOpt writes into hf_quant_config.json for each of our formats (TensorRT-LLM reads it).
-EXPECTED_ALGO = {
-    "fp8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "w4a8_awq": "W4A8_AWQ",
-    "int8_wo": "W8A16", "fp8_pcpt": "FP8_PER_CHANNEL_PER_TOKEN",
-}
+# What ModelOpt writes into hf_quant_config.json for each CPU format (TensorRT-LLM reads it): the table's rows.
+EXPECTED_ALGO = {name: FORMATS[name].quant_algo for name in CPU_FORMATS}
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +29,17 @@ def calib(shared_data: Path, tokenizer_dir: Path, tmp_path_factory: pytest.TempP
 
 
 def test_every_format_has_a_modelopt_preset() -> None:
-    """Every format the spec accepts maps to a ModelOpt preset; those not exported here need a Blackwell GPU."""
+    """Every format the spec accepts is a row with a ModelOpt preset; those not exported here need a GPU."""
     import typing
 
     import modelopt.torch.quantization as mtq
 
-    from enginewright.gpu_formats import GPU_ONLY_FORMATS
     from enginewright.spec import QuantFormat
 
-    assert set(RECIPES) == set(typing.get_args(QuantFormat)) == set(EXPECTED_ALGO) | set(GPU_ONLY_FORMATS)
-    assert all(isinstance(getattr(mtq, preset), dict) for preset in RECIPES.values())
+    assert set(typing.get_args(QuantFormat)) == set(FORMATS)
+    assert all(isinstance(getattr(mtq, f.modelopt_preset), dict) for f in FORMATS.values())
+    assert all(f.quant_algo for f in FORMATS.values() if f.name in CPU_FORMATS)
+    assert all(f.calibrate_min_capability for f in FORMATS.values() if f.name not in CPU_FORMATS)
 
 
 @pytest.mark.parametrize("fmt", sorted(EXPECTED_ALGO))
