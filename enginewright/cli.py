@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from enginewright.errors import EnginewrightError, InputError
 from enginewright.events import require_prefect_server
+from enginewright.redact import redact_url
 from enginewright.settings import Settings, load_settings
 from enginewright.spec import (
     BuildSpec,
@@ -459,7 +460,7 @@ def print_summary(outcome: Any, settings: Settings) -> None:
     print(f"\nmodel version: {reg.name} v{reg.version}{aliases} — {state}")
     print(f"build key:     {outcome.build_key}")
     print(f"bundle:        {reg.source}")
-    print(f"mlflow:        {settings.tracking_uri} (run {reg.run_id})")
+    print(f"mlflow:        {redact_url(settings.tracking_uri)} (run {reg.run_id})")
     engine = outcome.engine
     print(f"engine:        {engine['status']}" + (f" — {engine['reason']}" if engine.get("reason") else ""))
     gate = outcome.gate

@@ -48,6 +48,10 @@ class AnnounceError(EnginewrightError):
     """Prefect did not take an announcement (an event a deployment trigger should turn into a run)."""
 
 
+class BundleVerificationError(EnginewrightError):
+    """A bundle's files do not match its manifest (missing, resized, changed, unlisted): never transient."""
+
+
 class ExportVerificationError(EnginewrightError):
     """The exported checkpoint is not the model that was evaluated (a tensor, a scale or a config field differs)."""
 

@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from enginewright.atomic import written_whole
-from enginewright.errors import EnginewrightError
+from enginewright.errors import BundleVerificationError
 from enginewright.hashing import list_files, sha256_file
 from enginewright.schemas import MANIFEST_SCHEMA_VERSION, Manifest, ManifestFile
 
@@ -34,7 +34,7 @@ def safe_relative_path(path: str) -> PurePosixPath:
     """A manifest path must stay inside the bundle: relative, no '..', no backslashes."""
     candidate = PurePosixPath(path)
     if not path or candidate.is_absolute() or ".." in candidate.parts or "\\" in path:
-        raise EnginewrightError(f"manifest path {path!r} escapes the bundle directory; refusing it")
+        raise BundleVerificationError(f"manifest path {path!r} escapes the bundle directory; refusing it")
     return candidate
 
 
@@ -42,7 +42,7 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
     """Every listed file present with its size and sha256, and no unlisted file. Raises on the first problem."""
     manifest_file = bundle_dir / MANIFEST_NAME
     if not manifest_file.is_file():
-        raise EnginewrightError(f"{bundle_dir} has no {MANIFEST_NAME}; not a bundle or an incomplete download")
+        raise BundleVerificationError(f"{bundle_dir} has no {MANIFEST_NAME}; not a bundle or an incomplete download")
     manifest: Manifest = json.loads(manifest_file.read_text())
     listed = set()
     for entry in manifest["files"]:
@@ -50,12 +50,12 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
         listed.add(rel.as_posix())
         path = bundle_dir / rel
         if not path.is_file():
-            raise EnginewrightError(f"bundle file {rel} is missing from {bundle_dir}")
+            raise BundleVerificationError(f"bundle file {rel} is missing from {bundle_dir}")
         if path.stat().st_size != entry["size"]:
-            raise EnginewrightError(f"bundle file {rel} has {path.stat().st_size} bytes, manifest says {entry['size']}")
+            raise BundleVerificationError(f"bundle file {rel} has {path.stat().st_size} bytes, manifest says {entry['size']}")
         if sha256_file(path) != entry["sha256"]:
-            raise EnginewrightError(f"bundle file {rel} does not match its sha256 in the manifest")
+            raise BundleVerificationError(f"bundle file {rel} does not match its sha256 in the manifest")
     extra = {p.relative_to(bundle_dir).as_posix() for p in list_files(bundle_dir)} - listed - {MANIFEST_NAME}
     if extra:
-        raise EnginewrightError(f"bundle has files not in its manifest: {sorted(extra)[:5]}")
+        raise BundleVerificationError(f"bundle has files not in its manifest: {sorted(extra)[:5]}")
     return manifest

@@ -36,6 +36,7 @@ from enginewright.errors import DeployRefused, EnginewrightError, InputError, St
 from enginewright.fit_check import fit_problems
 from enginewright.manifest import verify_bundle
 from enginewright.registry_client import registry_client
+from enginewright.retries import retry_unless_input_error
 from enginewright.schemas import Manifest
 from enginewright.serving_config import (
     current_release,
@@ -94,7 +95,7 @@ def resolve_version(client, model_name: str, version: str | None, alias: str | N
         raise InputError(f"{model_name} {'@' + alias if alias else 'version ' + str(version)}: {exc.message}") from None
 
 
-@task(name="pull-and-verify", retries=2, retry_delay_seconds=5)
+@task(name="pull-and-verify", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_input_error)
 def pull_and_verify(source: str, bundle_dir: Path, settings: Settings) -> Manifest:
     """The bundle at `bundle_dir`, verified; downloaded first when it is not there yet."""
     if bundle_dir.is_dir():
