@@ -437,7 +437,7 @@ def check_before_work(spec: BuildSpec, settings: Settings) -> None:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from tasks.preflight import check_inputs, check_stores
 
-    check_inputs(spec)
+    check_inputs(spec, settings)
     check_stores(settings)
 
 

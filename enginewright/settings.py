@@ -143,6 +143,11 @@ class Settings(BaseSettings):
         return self.home / "builds"
 
     @property
+    def sources_dir(self) -> Path:
+        """Checkpoints downloaded from S3, one folder per revision."""
+        return self.home / "sources"
+
+    @property
     def calibration_dir(self) -> Path:
         return self.home / "calibration"
 

@@ -22,6 +22,7 @@ from enginewright.settings import Settings, load_settings
 from enginewright.spec import BuildSpec
 from tasks.bundle import bundle_task
 from tasks.calibration import calibration_task, fingerprint_calibration_task
+from tasks.checkpoint_sources import source_context
 from tasks.eval_data import eval_data_task
 from tasks.evaluate import EvalResult, baseline_task, candidate_task
 from tasks.export import export_task
@@ -58,7 +59,7 @@ class BuildOutcome:
 @flow(name="build_engine")
 def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutcome:
     settings = settings or load_settings()
-    source = resolve_task(spec.source)
+    source = resolve_task(spec.source, source_context(settings))
     fingerprint = fingerprint_calibration_task(spec.calibration)
     eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
     log = get_run_logger().info

@@ -32,6 +32,7 @@ from enginewright.registry_client import registry_client
 from enginewright.settings import Settings, load_settings
 from enginewright.spec import BuildSpec
 from tasks.calibration import calibration_task, fingerprint_calibration_task
+from tasks.checkpoint_sources import source_context
 from tasks.compare import (
     RECOMMENDED_ALIAS,
     RecommendationPolicy,
@@ -159,7 +160,7 @@ def build_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: Rec
     settings = settings or load_settings()
     logger = get_run_logger()
     # What every variant shares, computed once, with the keys the variant builds use.
-    source = resolve_task(spec.source)
+    source = resolve_task(spec.source, source_context(settings))
     fingerprint = fingerprint_calibration_task(spec.calibration)
     calibration_task(spec.calibration, source.path, source.identity, fingerprint, settings.calibration_dir)
     eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)

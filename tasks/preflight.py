@@ -8,15 +8,16 @@ from enginewright.s3 import S3Location
 from enginewright.settings import Settings
 from enginewright.spec import BuildSpec
 from tasks.calibration import calibration_files, check_enough_text
+from tasks.checkpoint_sources import source_context
 from tasks.eval_data import check_eval_data
 from tasks.sources import check_checkpoint_dir, locate_source
 
 
-def check_inputs(spec: BuildSpec) -> None:
+def check_inputs(spec: BuildSpec, settings: Settings) -> None:
     from enginewright.models import load_tokenizer
 
     check_format_supported(spec.quantization.format, compute_capability())
-    _, path, _ = locate_source(spec.source)
+    _, path, _ = locate_source(spec.source, source_context(settings))
     check_checkpoint_dir(path, spec.source)
     check_eval_data(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
     calibration_files(spec.calibration)

@@ -3,52 +3,22 @@ content hash of a local directory. One GET per Hub repo (`HfApi.model_info`), on
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from enginewright.errors import CheckpointError, EnginewrightError, InputError
-from enginewright.hashing import sha256_json, sha256_tree
-from enginewright.s3 import S3Location, s3_client
+from enginewright.errors import CheckpointError, InputError
+from enginewright.s3 import S3Location
 from enginewright.settings import Settings
 from enginewright.spec import BuildSpec, build_spec, deep_merge, read_spec_file
-from tasks.sources import looks_like_local_path
+from tasks.checkpoint_sources import SourceContext, backend_for, check_local_checkpoint, looks_like_local_path
 
 
 def latest_revision(source: str, hub_endpoint: str | None, s3_endpoint: str | None, timeout_s: float = 10) -> str:
-    if source.startswith("s3://"):
-        prefix = S3Location.parse(source)
-        client = s3_client(s3_endpoint)
-        listing = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=prefix.bucket, Prefix=prefix.key + "/"):
-            listing += [(o["Key"], o["ETag"], o["Size"]) for o in page.get("Contents", [])]
-        if not listing:
-            raise FileNotFoundError(f"{source} holds no objects")
-        return "s3:" + sha256_json(sorted(listing))
-    if looks_like_local_path(source):
-        path = Path(source).expanduser()
-        check_local_checkpoint(path, source)
-        return "local:" + sha256_tree(path)
-    from huggingface_hub import HfApi
-
-    # token=None: huggingface_hub reads HF_TOKEN itself, so the token never passes through our code or logs.
-    sha = HfApi(endpoint=hub_endpoint).model_info(source, timeout=timeout_s).sha
-    if sha is None:
-        raise EnginewrightError(f"the Hub at {hub_endpoint or 'huggingface.co'} returned no commit sha for {source}")
-    return sha
-
-
-def check_local_checkpoint(path: Path, source: str) -> None:
-    """A directory that cannot be a checkpoint has no revision: an unreadable or empty one would otherwise hash
-    to the empty tree and be announced (and built) as a new revision."""
-    if not path.is_dir():
-        raise CheckpointError(f"watched source {source!r} is not a directory")
-    if not os.access(path, os.R_OK | os.X_OK):
-        raise CheckpointError(f"watched source {source!r} cannot be read by this process")
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"watched source {source!r} holds no config.json, so no checkpoint (yet)")
+    """The newest revision of a watched source, by its backend (tasks/checkpoint_sources.py)."""
+    context = SourceContext(hub_endpoint=hub_endpoint, s3_endpoint_url=s3_endpoint, timeout_s=timeout_s)
+    return backend_for(source).latest_revision(source, context)
 
 
 def watch_source(source: str) -> str:

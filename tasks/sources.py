@@ -15,6 +15,7 @@ from enginewright.errors import CheckpointError
 from enginewright.hashing import sha256_tree, stat_fingerprint
 from enginewright.retries import retry_unless_input_error
 from enginewright.spec import SourceSpec
+from tasks.checkpoint_sources import S3Backend, SourceContext, looks_like_local_path
 
 SAFE_WEIGHTS = ("*.safetensors",)
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -23,7 +24,7 @@ HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", 
 
 @dataclass(frozen=True)
 class ResolvedSource:
-    kind: str  # "local" or "hub"
+    kind: str  # "local", "s3" or "hub"
     model: str  # what the spec said
     path: Path  # a local directory holding the checkpoint files
     revision: str  # hub commit sha, or sha256 of a local directory's contents
@@ -32,14 +33,10 @@ class ResolvedSource:
     @property
     def identity(self) -> str:
         """What the build key uses: content, not location, for local directories."""
-        return f"hub:{self.repo_id}@{self.revision}" if self.kind == "hub" else f"local:{self.revision}"
+        return f"hub:{self.repo_id}@{self.revision}" if self.kind == "hub" else f"{self.kind}:{self.revision}"
 
     def cache_identity(self) -> str:
         return self.identity
-
-
-def looks_like_local_path(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or Path(model).exists()
 
 
 def check_checkpoint_dir(path: Path, spec: SourceSpec) -> None:
@@ -84,8 +81,15 @@ def _check_safetensors_header(path: Path) -> None:
         raise CheckpointError(f"checkpoint weights {str(path)!r} are unreadable: {exc}") from None
 
 
-def locate_source(spec: SourceSpec) -> tuple[str, Path, str | None]:
-    """(kind, local directory, hub commit sha or None), downloading from the Hub where needed."""
+def locate_source(spec: SourceSpec, context: SourceContext) -> tuple[str, Path, str | None]:
+    """(kind, local directory, immutable revision or None for a local directory, which is hashed), downloading
+    from the Hub or S3 where needed (tasks/checkpoint_sources.py)."""
+    if S3Backend().matches(spec.model):
+        if spec.revision is not None:
+            raise CheckpointError(f"source.revision {spec.revision!r} was given for S3 prefix {spec.model!r}; S3 "
+                                  "prefixes are identified by their listing, leave revision unset")
+        path, revision = S3Backend().fetch(spec.model, context)
+        return "s3", path, revision.removeprefix("s3:")
     if looks_like_local_path(spec.model):
         path = Path(spec.model).expanduser()
         if not path.is_dir():
@@ -126,8 +130,8 @@ def _download_from_hub(spec: SourceSpec) -> tuple[Path, str]:
     return path, path.name  # snapshot directories are named by commit sha
 
 
-def resolve_source(spec: SourceSpec) -> ResolvedSource:
-    kind, path, sha = locate_source(spec)
+def resolve_source(spec: SourceSpec, context: SourceContext = SourceContext()) -> ResolvedSource:  # noqa: B008
+    kind, path, sha = locate_source(spec, context)
     check_checkpoint_dir(path, spec)
     revision = sha if sha is not None else sha256_tree(path)
     return ResolvedSource(kind=kind, model=spec.model, path=path, revision=revision,
@@ -136,8 +140,11 @@ def resolve_source(spec: SourceSpec) -> ResolvedSource:
 
 
 def _resolve_change(inputs: dict[str, Any]) -> Any:
-    """Local dirs: re-hash only when a file's size or mtime changed. Hub: cache only pinned commit shas."""
+    """Local dirs: re-hash only when a file's size or mtime changed. Hub: cache only pinned commit shas. S3: never
+    (its listing is the revision, read on every run)."""
     spec: SourceSpec = inputs["spec"]
+    if S3Backend().matches(spec.model):
+        return None
     if looks_like_local_path(spec.model):
         path = Path(spec.model).expanduser()
         return [spec.model_dump(), stat_fingerprint(path)] if path.is_dir() else None

@@ -279,3 +279,46 @@ def test_the_store_and_the_registry_are_checked_before_any_work(stack: Stack, tm
     with pytest.raises(InputError, match="refuses these credentials"):
         check_stores(Settings())
     assert time.monotonic() - started < 20
+
+
+def test_a_checkpoint_in_s3_builds_at_the_revision_the_watcher_announces(
+    stack: Stack, tiny_model: Path, shared_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A watched `s3://` prefix was announced but could not be built. Now resolve downloads it once per revision,
+    and its revision is the watcher's: the announced revision is the one that is built."""
+    from enginewright.spec import build_spec
+    from flows.build import run_build
+    from tasks.checkpoint_sources import source_context
+    from tasks.revisions import latest_revision
+    from tasks.sources import resolve_source
+
+    for name, value in stack.client_env().items():
+        if name != "PREFECT_API_URL":  # the flow itself runs on Prefect's ephemeral API here
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ENGINEWRIGHT_HOME", str(tmp_path / "home"))
+    settings = Settings()
+    prefix = f"s3://{stack.settings.stack_bucket}/checkpoints/tiny-{tmp_path.name}"
+    client = s3(stack)
+    for path in sorted(tiny_model.iterdir()):
+        client.upload_file(str(path), stack.settings.stack_bucket, f"{S3Location.parse(prefix).key}/{path.name}")
+
+    announced = latest_revision(prefix, None, settings.s3_endpoint_url)
+    spec = build_spec(settings, None, {
+        "source": {"model": prefix},
+        "calibration": {"source": str(shared_data / "calib" / "tiny_shakespeare.txt"), "num_samples": 2, "seq_len": 16},
+        "evaluation": {"tasks": ["arc_easy"], "limit": 2},
+        "gate": {"max_drop_points": 100, "smoke": False},
+        "registry": {"model_name": "tiny-from-s3"},
+    })
+    resolved = resolve_source(spec.source, source_context(settings))
+    assert resolved.kind == "s3" and announced == f"s3:{resolved.revision}"
+    assert sorted(p.name for p in resolved.path.iterdir()) == sorted(p.name for p in tiny_model.iterdir())
+
+    outcome = run_build(spec, settings).result()
+    version = registry_client(settings.tracking_uri).get_model_version("tiny-from-s3", outcome.registered.version)
+    assert version.tags["source.kind"] == "s3" and version.tags["source.revision"] == resolved.revision
+
+    # A changed object is a new revision, announced and resolved alike.
+    client.put_object(Bucket=stack.settings.stack_bucket, Key=f"{S3Location.parse(prefix).key}/README.md", Body=b"v2")
+    assert latest_revision(prefix, None, settings.s3_endpoint_url) != announced
+    assert resolve_source(spec.source, source_context(settings)).revision != resolved.revision
