@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import task
+from prefect import get_run_logger, task
 
 from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_code_version, step_policy
@@ -91,18 +91,6 @@ def run_lm_eval(
     return evaluate_lm(lm, spec, tasks, data, cache_dir), time.perf_counter() - started
 
 
-def run_lm_eval_on_runtime(
-    checkpoint_dir: Path, spec: EvaluationSpec, tasks: Sequence[str], data: EvalData, cache_dir: Path
-) -> tuple[list[dict[str, Any]], float]:
-    """The same, for the exported bundle served by TensorRT-LLM: lm-eval's `trtllm` model class, whose
-    loglikelihood comes from the runtime's prompt log-probabilities (GPU workers with TensorRT-LLM only)."""
-    from lm_eval.models.trtllm_causallms import TRTLLM
-
-    started = time.perf_counter()
-    lm = TRTLLM(model=str(checkpoint_dir), batch_size=spec.batch_size, trust_remote_code=False)
-    return evaluate_lm(lm, spec, tasks, data, cache_dir), time.perf_counter() - started
-
-
 def evaluate_lm(lm: Any, spec: EvaluationSpec, tasks: Sequence[str], data: EvalData, cache_dir: Path) -> list[dict[str, Any]]:
     import lm_eval
 
@@ -160,22 +148,17 @@ def evaluate_baseline(
 
 def evaluate_candidate(
     checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
-    cache_dir: Path, samples_file: Path, runtime_checkpoint: Path | None = None,
-    exported_checkpoint: Path | None = None,
+    cache_dir: Path, samples_file: Path, exported_checkpoint: Path | None = None,
 ) -> EvalResult:
-    """The candidate's records: through TensorRT-LLM on the exported checkpoint when `runtime_checkpoint` is
-    given (the engine lane loaded it), else ModelOpt's simulated quantization restored from `state` — with the
-    weight codes of `exported_checkpoint` (the bytes that ship) where given and weights are folded."""
-    if runtime_checkpoint is not None:
-        records, seconds = run_lm_eval_on_runtime(runtime_checkpoint, spec, list(spec.tasks), data, cache_dir)
-    else:
-        model = load_candidate(checkpoint, state, dtype, fold=spec.fold_weights,
-                               exported=exported_checkpoint if spec.fold_weights else None)
-        records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
+    """The candidate's records: ModelOpt's simulated quantization restored from `state`, computing with the weight
+    codes of `exported_checkpoint` (the bytes that ship) where given and weights are folded."""
+    model = load_candidate(checkpoint, state, dtype, fold=spec.fold_weights,
+                           exported=exported_checkpoint if spec.fold_weights else None)
+    records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
     write_records(records, samples_file)
     return EvalResult(label="candidate", metrics=summarize(records), samples_path=samples_file,
                       lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=len(records),
-                      runtime="tensorrt_llm" if runtime_checkpoint is not None else "simulated")
+                      runtime="simulated")
 
 
 def load_candidate(checkpoint: Path, state: QuantizedState, dtype: str, fold: bool,
@@ -223,10 +206,11 @@ def candidate_task(
     work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
     cache_dir: Path, engine: dict[str, Any],
 ) -> EvalResult:
-    """Through the runtime where the TensorRT-LLM lane loaded the bundle, else the simulated candidate."""
-    from tasks.trtllm_build import RUNTIME_LOADED
-
-    runtime_checkpoint = work.checkpoint if engine["status"] in RUNTIME_LOADED else None
+    """The simulated candidate, also where the TensorRT-LLM lane loaded the bundle: lm-eval's stock `trtllm` model
+    misreads TensorRT-LLM's next-token-aligned prompt log-probabilities on every loglikelihood task and ignores
+    the bundle's llm_api.yaml (issue 19), so it is not used until our own runtime model class exists."""
+    if engine.get("status") in ("loaded", "built"):
+        get_run_logger().warning("TensorRT-LLM loaded the bundle, but the candidate is evaluated simulated: no "
+                                 "runtime evaluation that computes loglikelihood correctly exists yet")
     return evaluate_candidate(checkpoint, state, dtype, spec, data, cache_dir,
-                              work.evaluation / "candidate-samples.jsonl", runtime_checkpoint,
-                              exported_checkpoint=work.checkpoint)
+                              work.evaluation / "candidate-samples.jsonl", exported_checkpoint=work.checkpoint)

@@ -12,8 +12,8 @@ def render_model_card(
     calibration: dict[str, Any], baseline: EvalResult, candidate: EvalResult, engine: dict[str, Any],
     evaluation: dict[str, Any], gate_markdown: str, export_verified: str,
 ) -> str:
-    how = ("the bundle's own checkpoint through TensorRT-LLM's LLM API" if candidate.runtime == "tensorrt_llm"
-           else "ModelOpt's simulated quantization of the same checkpoint, computing with the exported weight codes")
+    how = f"{candidate.runtime}: ModelOpt's simulated quantization of the same checkpoint, computing with the " \
+          "exported weight codes"
     engine_line = (
         f"skipped — {engine['reason']}" if engine.get("status") == "skipped" else engine.get("status", "unknown")
     )

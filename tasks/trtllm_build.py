@@ -8,7 +8,8 @@
   engine for this GPU and saves it to `bundle/engine/`. Engines only run on the SM and TensorRT version they
   were built for, so both enter the build key (enginewright.environment.key_tool_versions).
 - benchmark: `trtllm-bench throughput` on a synthetic dataset; its report is logged on the model version.
-- evaluation of the exact runtime: tasks/evaluate.py, through lm-eval's `trtllm` model class.
+- evaluation of the exact runtime: not yet — lm-eval's stock `trtllm` class misreads the runtime's prompt
+  log-probabilities (issue 19); the candidate is evaluated simulated, with the exported weights, everywhere.
 
 Where this worker has no CUDA GPU or no `tensorrt_llm`, the step ends in a Completed state named "Skipped"
 with the reason, and the manifest records `engine: {status: skipped, reason: ...}`. Nothing pretends an
@@ -38,7 +39,6 @@ from enginewright.trtllm_contract import check_bench_argv, check_bench_report
 from enginewright.work_dir import WorkDir
 from tasks.smoke import is_degenerate
 
-RUNTIME_LOADED = ("loaded", "built")  # lane statuses after which the candidate is evaluated through the runtime
 LAST_ENGINE_RELEASE = (1, 2)  # TensorRT-LLM's TensorRT-engine path was removed after the 1.2 line
 
 
