@@ -35,6 +35,7 @@ from enginewright.bundle_store import fetch_bundle
 from enginewright.errors import DeployRefused, EnginewrightError, InputError, StoreError
 from enginewright.fit_check import fit_problems
 from enginewright.manifest import verify_bundle
+from enginewright.promotion import AliasStore
 from enginewright.registry_client import registry_client
 from enginewright.retries import retry_unless_input_error
 from enginewright.schemas import Manifest
@@ -164,6 +165,12 @@ def deploy_version(model_name: str, version: str | None = None, alias: str | Non
                                                      "time": now})
         logger.error("refused to deploy %s version %s to %s: %s (serving config unchanged: %s)", model_name,
                      version, target.name, reason, live or "none yet")
+        if alias is not None and live is not None:
+            moved = alias_back_to_serving(client, AliasStore(settings.watch_db_url), model_name, alias, version,
+                                          live_deployment["version"])
+            if moved:
+                logger.warning("%s@%s moved back to version %s, which still serves", model_name, alias,
+                               live_deployment["version"])
         raise
 
     release, deployment = render_task(bundle_dir, manifest, target, model_name, version, root)
@@ -187,6 +194,22 @@ def deploy_version(model_name: str, version: str | None = None, alias: str | Non
     message = f"{model_name} version {version} deployed to {target.name}: {release}"
     logger.info(message)
     return DeployOutcome("deployed", model_name, version, target.name, str(release), message)
+
+
+def alias_back_to_serving(client, store: AliasStore, model_name: str, alias: str, refused: str,
+                          serving: str) -> bool:
+    """A refused promotion left `alias` on the refused version while the old one serves: move it back. The change
+    is claimed first, so the webhook relay and the poll that see it deploy nothing (the version already serves).
+    Returns whether the alias moved (a person may have moved it on meanwhile: then it stays)."""
+    try:
+        current = str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return False
+    if current != refused:
+        return False
+    store.claim(model_name, alias, serving)
+    client.set_registered_model_alias(model_name, alias, serving)
+    return True
 
 
 def rollback(model_name: str, settings: Settings, target_path: Path | None = None,

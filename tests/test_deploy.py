@@ -165,3 +165,22 @@ def test_rollback_needs_an_earlier_deployed_version(settings: Settings, tmp_path
     deploy_version("solo", alias="production", target_path=str(H100))
     with pytest.raises(InputError, match="no earlier deployed version on h100"):
         rollback("solo", settings)
+
+
+def test_a_refused_promotion_moves_the_alias_back_to_the_version_that_serves(settings: Settings, tmp_path: Path) -> None:
+    """Before: `production` stayed on the refused version while the old one served, so the registry said one thing
+    and the serving host did another. The move back is claimed, so the relay and the poll deploy nothing for it."""
+    from enginewright.promotion import AliasStore
+
+    client = registry_client(settings.tracking_uri)
+    v1 = register_bundle(settings, tmp_path / "b", "chat", fmt="int4_awq")
+    client.set_registered_model_alias("chat", "production", v1.version)
+    assert deploy_version("chat", alias="production", target_path=str(A100)).status == "deployed"
+    v2 = register_bundle(settings, tmp_path / "b", "chat", fmt="fp8")  # FP8 does not run on an A100
+    client.set_registered_model_alias("chat", "production", v2.version)
+    with pytest.raises(DeployRefused, match="fp8 needs a GPU of compute capability 8.9"):
+        deploy_version("chat", v2.version, alias="production", target_path=str(A100))
+    assert str(client.get_model_version_by_alias("chat", "production").version) == v1.version
+    assert current_version(settings, "a100", "chat") == v1.version
+    assert AliasStore(settings.watch_db_url).announced("chat", "production") == v1.version  # claimed: no redeploy
+    assert client.get_model_version("chat", v2.version).tags["deploy.a100.status"] == "refused"
