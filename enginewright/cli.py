@@ -385,12 +385,33 @@ def check_report_destination(path: Path) -> None:
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
+    """A build; with --report-json, its outcome is written on success *and* on failure (the matrix reads it)."""
+    if args.report_json is not None:
+        check_report_destination(args.report_json)
+    try:
+        return run_build_command(args, settings)
+    except Exception as exc:
+        if args.report_json is not None:
+            write_failure_report(exc, args.report_json)
+        raise
+
+
+def write_failure_report(exc: Exception, path: Path) -> None:
+    import json
+
+    from enginewright.errors import GateFailed
+
+    code = exc.exit_code if isinstance(exc, EnginewrightError) else 1
+    status = "gate failed" if isinstance(exc, GateFailed) else "refused" if code == 2 else "failed"
+    error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    path.write_text(json.dumps({"status": status, "exit_code": code, "error": error}, indent=2))
+
+
+def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.spec import build_spec
 
     spec = build_spec(settings, args.spec, overrides_from_args(args))
     check_before_work(spec, settings)
-    if args.report_json is not None:
-        check_report_destination(args.report_json)
     if args.dry_run:
         import yaml
 
@@ -418,7 +439,7 @@ def write_report(outcome: Any, path: Path) -> None:
 
     reg = outcome.registered
     report = {
-        "build_key": outcome.build_key, "model_name": reg.name, "version": reg.version, "aliases": reg.aliases,
+        "status": "registered", "build_key": outcome.build_key, "model_name": reg.name, "version": reg.version, "aliases": reg.aliases,
         "source": reg.source, "run_id": reg.run_id, "registered_now": outcome.registered_now,
         "bundle_bytes": outcome.bundle_bytes, "gate": outcome.gate, "engine": outcome.engine,
         "candidate_docs_per_second": outcome.candidate.docs_per_second,

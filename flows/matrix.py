@@ -103,14 +103,14 @@ def _result(running: _Running) -> VariantResult:
     import json
 
     code = running.process.returncode
-    if code == 0 and running.report.is_file():
-        return VariantResult(running.fmt, "registered", report=json.loads(running.report.read_text()))
-    errors = [line for line in running.log.read_text(errors="replace").splitlines() if "error" in line.lower()]
-    reason = errors[-1].split("enginewright: error: ", 1)[-1].strip() if errors else f"exit code {code}"
-    status: VariantStatus = {2: "refused", 1: "gate failed" if "gate" in reason.lower() else "failed"}.get(code, "failed")
-    if code and code < 0:
-        reason = f"killed by signal {-code} (see {running.log})"
-    return VariantResult(running.fmt, status, reason=reason[:300])
+    if running.report.is_file():  # the build writes its report on success and on failure
+        report = json.loads(running.report.read_text())
+        if report.get("status") == "registered":
+            return VariantResult(running.fmt, "registered", report=report)
+        status: VariantStatus = report.get("status", "failed")
+        return VariantResult(running.fmt, status, reason=str(report.get("error", ""))[:300])
+    reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}, no report"  # it died before writing one
+    return VariantResult(running.fmt, "failed", reason=f"{reason} (see {running.log})")
 
 
 def run_variants(spec: BuildSpec, formats: list[str], parallel: int, run_dir: Path, api_url: str,

@@ -41,3 +41,18 @@ def test_help_describes_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--model", "--quant", "--calib-samples", "--tasks", "--limit", "--eval-data", "--kv-quant"):
         assert flag in out
     assert "int4_awq (W4A16 AWQ)" in out
+
+
+def test_a_failed_build_writes_its_report_too(tiny_model: Path, shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """The matrix learns why a variant failed from this report, never from scraping its log for 'error'."""
+    import json
+
+    from enginewright.cli import main
+
+    monkeypatch.setenv("ENGINEWRIGHT_HOME", str(tmp_path / "home"))
+    report = tmp_path / "report.json"
+    code = main(["build", "--model", str(tiny_model), "--calib", str(shared_data / "calib" / "tiny_shakespeare.txt"),
+                 "--eval-data", str(shared_data / "eval"), "--quant", "nvfp4", "--report-json", str(report)])
+    written = json.loads(report.read_text())
+    assert code == 2 and written["status"] == "refused" and written["exit_code"] == 2
+    assert written["error"].startswith("quantization.format='nvfp4' needs an NVIDIA GPU with compute capability 10.0+")
