@@ -1,4 +1,11 @@
-"""Stand-in for the TensorRT-backend LLM of TensorRT-LLM <= 1.2: `save` writes a fake engine directory."""
+"""Stand-in for the TensorRT-backend LLM of TensorRT-LLM <= 1.2: `save` writes a fake engine directory.
+
+Real one: `from tensorrt_llm._tensorrt_engine import LLM`, as NVIDIA/TensorRT-LLM imports it in
+tensorrt_llm/bench/benchmark/throughput.py @ 000a01de66f0eab4ab05640711f0253f50f5209c and
+tensorrt_llm/commands/serve.py @ 00209af149e7774406881a37283dce303571eb11 (backend "tensorrt"). Its
+`LLM(model=..., build_config=BuildConfig(...))` / `save(dir)` / `shutdown()` calls are not in the contract yet
+(enginewright/trtllm_contract.py): this legacy lane is unverified.
+"""
 
 from pathlib import Path
 
