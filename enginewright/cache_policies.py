@@ -22,7 +22,7 @@ import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -112,7 +112,11 @@ def module_closure(module: str) -> dict[str, str]:
 
 
 def enginewright_version() -> str:
-    return version("enginewright")
+    """The installed version; a checkout run without installing has none (its sources still enter every key)."""
+    try:
+        return version("enginewright")
+    except PackageNotFoundError:
+        return "not-installed"
 
 
 @cache
