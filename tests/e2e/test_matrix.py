@@ -39,7 +39,11 @@ def test_matrix_builds_variants_apart_shares_the_baseline_and_recommends_one(
     assert len(list((settings.home / "calibration").glob("*/calibration.safetensors"))) == 1
     import json
 
-    reports = [json.loads(p.read_text()) for p in settings.builds_dir.glob("matrix-*/*/report.json")]
+    written = [json.loads(p.read_text()) for p in settings.builds_dir.glob("matrix-*/*/report.json")]
+    # every variant writes its report, the refused one too: the comparison reads why from it, not from a log
+    assert sorted(r["status"] for r in written) == ["refused", "registered", "registered"]
+    assert [r["error"] for r in written if r["status"] == "refused"][0].startswith("quantization.format='nvfp4'")
+    reports = [r for r in written if r["status"] == "registered"]
     assert len(reports) == 2 and all(r["baseline_seconds"] == 0 for r in reports)
     smallest = min(reports, key=lambda r: r["bundle_bytes"])
     assert str(recommended.version) == str(smallest["version"])
