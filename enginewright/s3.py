@@ -69,8 +69,9 @@ class TransferSettings:
         return max(self.part_size, -(-size // MAX_PARTS))
 
 
-def s3_client(endpoint_url: str | None, concurrency: int = 8):
-    """boto3 S3 client: path-style addressing and SigV4 for S3-compatible endpoints, standard retries.
+def s3_client(endpoint_url: str | None, concurrency: int = 8, timeout_s: float | None = None, attempts: int = 8):
+    """boto3 S3 client: path-style addressing and SigV4 for S3-compatible endpoints, standard retries (`attempts`;
+    a preflight check asks for 1 and a short `timeout_s`).
 
     Each client comes from a session of its own: boto3's default session keeps the first credentials it
     resolved for the life of the process, so a long-lived worker would miss rotated keys."""
@@ -80,8 +81,9 @@ def s3_client(endpoint_url: str | None, concurrency: int = 8):
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"} if endpoint_url else {},
-        retries={"max_attempts": 8, "mode": "standard"},
+        retries={"max_attempts": attempts, "mode": "standard"},
         max_pool_connections=concurrency + 4,
+        **({"connect_timeout": timeout_s, "read_timeout": timeout_s} if timeout_s is not None else {}),
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 

@@ -38,7 +38,6 @@ class EvalResult:
     lm_eval_version: str
     seconds: float  # time spent evaluating in this run (0 when every task came from the baseline store)
     docs_evaluated: int  # documents evaluated in this run
-    runtime: str = "hf"  # what computed the log-likelihoods: hf (baseline), simulated or tensorrt_llm (candidate)
 
     def cache_identity(self) -> dict[str, str]:
         """The records themselves: a downstream step is keyed by what was evaluated, not where it lies."""
@@ -157,8 +156,7 @@ def evaluate_candidate(
     records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
     write_records(records, samples_file)
     return EvalResult(label="candidate", metrics=summarize(records), samples_path=samples_file,
-                      lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=len(records),
-                      runtime="simulated")
+                      lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=len(records))
 
 
 def load_candidate(checkpoint: Path, state: QuantizedState, dtype: str, fold: bool,

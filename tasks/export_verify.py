@@ -55,7 +55,6 @@ SUPPORTED = ("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "W8A8_SQ_PER_CHANNEL", "W8A16",
 @dataclass
 class ExportedModel:
     quant_algo: str
-    kv_cache_quant_algo: str | None
     exclude_modules: list[str]
     config: dict[str, Any]
     tensors: dict[str, torch.Tensor]
@@ -120,7 +119,7 @@ def read_exported(checkpoint_dir: Path) -> ExportedModel:
     tensors: dict[str, torch.Tensor] = {}
     for file in sorted(checkpoint_dir.glob("*.safetensors")):
         tensors.update(load_file(str(file)))
-    exported = ExportedModel(quant_algo=str(quant.get("quant_algo")), kv_cache_quant_algo=quant.get("kv_cache_quant_algo"),
+    exported = ExportedModel(quant_algo=str(quant.get("quant_algo")),
                              exclude_modules=list(quant.get("exclude_modules") or []),
                              config=json.loads((checkpoint_dir / "config.json").read_text()), tensors=tensors)
     for name, weight in tensors.items():

@@ -9,11 +9,9 @@ from tasks.evaluate import EvalResult
 
 def render_model_card(
     model_name: str, build_key: str, source: dict[str, Any], quantization: dict[str, Any],
-    calibration: dict[str, Any], baseline: EvalResult, candidate: EvalResult, engine: dict[str, Any],
+    calibration: dict[str, Any], baseline: EvalResult, engine: dict[str, Any],
     evaluation: dict[str, Any], gate_markdown: str, export_verified: str,
 ) -> str:
-    how = f"{candidate.runtime}: ModelOpt's simulated quantization of the same checkpoint, computing with the " \
-          "exported weight codes"
     engine_line = (
         f"skipped — {engine['reason']}" if engine.get("status") == "skipped" else engine.get("status", "unknown")
     )
@@ -32,7 +30,8 @@ Build key `{build_key}`.
 
 ## Accuracy (lm-evaluation-harness {baseline.lm_eval_version}, stock tasks on local data copies)
 Limit {evaluation['limit'] or 'none'} documents per task (MMLU: per subject), {evaluation['num_fewshot']}-shot.
-The candidate is {how}, on the same documents.
+The candidate is ModelOpt's simulated quantization of the same checkpoint, computing with the exported weight
+codes, on the same documents.
 
 {gate_markdown.replace("## ", "### ")}
 ## Use

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enginewright.devices import check_format_supported, compute_capability
 from enginewright.errors import InputError, RegistryError, StoreError
-from enginewright.s3 import S3Location
+from enginewright.s3 import S3Location, s3_client
 from enginewright.settings import Settings
 from enginewright.spec import BuildSpec
 from tasks.calibration import calibration_files, check_enough_text
@@ -51,14 +51,10 @@ def _check_mlflow(uri: str, timeout_s: float) -> None:
 
 
 def _check_bucket(store: str, endpoint_url: str | None, timeout_s: float) -> None:
-    import boto3
-    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     location = S3Location.parse(store)
-    config = Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 1},
-                    signature_version="s3v4", s3={"addressing_style": "path"} if endpoint_url else {})
-    client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    client = s3_client(endpoint_url, timeout_s=timeout_s, attempts=1)
     where = f"S3 at {endpoint_url or 'AWS'}"
     try:
         client.head_bucket(Bucket=location.bucket)

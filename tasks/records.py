@@ -54,7 +54,7 @@ def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: Resolv
     source_doc, quantization_doc, calibration_doc = lineage_docs(source, spec, calib, calibration_fingerprint,
                                                                  state, work)
     card = render_model_card(spec.registry.model_name, key.digest, dict(source_doc), dict(quantization_doc),
-                             dict(calibration_doc), baseline, candidate, engine,
+                             dict(calibration_doc), baseline, engine,
                              spec.evaluation.model_dump(mode="json"), gate_markdown(gate), verification.summary())
     return BuildDescription(card=card, manifest_fields={
         "bundle_id": key.digest, "build_key": {"digest": key.digest, "parts": key.parts}, "source": source_doc,
