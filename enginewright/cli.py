@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from enginewright.errors import EnginewrightError, InputError
 from enginewright.events import require_prefect_server
 from enginewright.redact import redact_url
-from enginewright.settings import Settings, load_settings
+from enginewright.settings import Settings, load_settings, revealed
 from enginewright.spec import (
     BuildSpec,
     CalibrationSpec,
@@ -272,7 +272,7 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.promotion import AliasStore, make_relay
     from flows.promote import announce_alias, poll_aliases_flow
 
-    secret = settings.mlflow_webhook_secret.get_secret_value() if settings.mlflow_webhook_secret else ""
+    secret = revealed(settings.mlflow_webhook_secret)
     if args.action in ("relay", "webhook") and not secret:
         raise InputError(f"promote {args.action} needs ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET: the secret MLflow signs "
                          "its webhook deliveries with")
@@ -333,8 +333,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         from enginewright.hub_relay import make_server
         from flows.watch import announce
 
-        hub_secret = settings.hub_webhook_secret.get_secret_value() if settings.hub_webhook_secret else ""
-        server = make_server("127.0.0.1", args.port, hub_secret, store, announce)
+        server = make_server("127.0.0.1", args.port, revealed(settings.hub_webhook_secret), store, announce)
         print(f"Hub webhook relay on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)")
         try:
             server.serve_forever()

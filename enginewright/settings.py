@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         default=None, description="Hugging Face Hub endpoint the watcher polls. Unset: huggingface_hub's default."
     )
     # Secrets are SecretStr: hidden in reprs and in every serialization (a flow run's parameters on the Prefect
-    # server included); read them with `.get_secret_value()` where they are used.
+    # server included); `revealed()` gives the text where they are used.
     hub_webhook_secret: SecretStr | None = Field(
         default=None, description="Secret the Hub webhook relay requires in X-Webhook-Secret."
     )
@@ -225,3 +225,8 @@ def settings_markdown() -> str:
         rows.append(f"| `{prefix}{name.upper()}` | `{_shown_default(info.default)}` | "
                     f"{(info.description or '').replace('|', '/')} |")
     return "\n".join(rows) + "\n"
+
+
+def revealed(secret: SecretStr | None) -> str:
+    """The text of an optional secret setting ("" when unset), for the one place that uses it."""
+    return secret.get_secret_value() if secret is not None else ""
