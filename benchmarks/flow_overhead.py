@@ -27,10 +27,11 @@ def plain_steps(spec, settings) -> dict[str, float]:
     """The flow's steps as plain function calls, in the flow's order, with the same inputs."""
     from enginewright.build_key import compute_build_key
     from enginewright.environment import environment_fingerprint, key_tool_versions
+    from enginewright.work_dir import WorkDir
     from tasks.bundle import finish_bundle
     from tasks.calibration import build_calibration_set, source_fingerprint
     from tasks.eval_data import check_eval_data
-    from tasks.evaluate import evaluate_baseline, evaluate_candidate
+    from tasks.evaluate import evaluate_until_decided
     from tasks.export import export_checkpoint, exported_quant_algo
     from tasks.gate import evaluate_gate, write_gate_outputs
     from tasks.quantize import calibrate_and_quantize
@@ -54,9 +55,8 @@ def plain_steps(spec, settings) -> dict[str, float]:
     data = timed("eval-data", check_eval_data, spec.evaluation.data_dir, list(spec.evaluation.tasks),
                  spec.evaluation.num_fewshot)
     key = compute_build_key(source.identity, spec, fingerprint, key_tool_versions())
-    work = settings.builds_dir / key.short
-    bundle = work / "bundle"
-    bundle.mkdir(parents=True)
+    workdir = WorkDir.open(settings.builds_dir, key.digest)
+    work, bundle = workdir.path, workdir.bundle
     calib = timed("calibration-data", build_calibration_set, spec.calibration, source.path, work / "calib.safetensors")
     state = timed("quantize", calibrate_and_quantize, source.path, calib, spec.quantization, spec.dtype,
                   spec.calibration.batch_size, work / "q.pth")
@@ -66,12 +66,11 @@ def plain_steps(spec, settings) -> dict[str, float]:
     timed("smoke-check", smoke_check, source.path, state, spec.dtype, spec.gate.smoke_prompts,
           spec.gate.smoke_max_new_tokens)
     cache = settings.home / "eval-data"
-    baseline = timed("evaluate-baseline", evaluate_baseline, source.path, source.identity, spec.dtype,
-                     spec.evaluation, data, cache, settings.home / "baselines", work / "b.jsonl")
-    candidate = timed("evaluate-candidate", evaluate_candidate, source.path, state, spec.dtype, spec.evaluation,
-                      data, cache, work / "c.jsonl")
-    gate = timed("gate", evaluate_gate, baseline.samples_path, candidate.samples_path, list(spec.evaluation.tasks),
-                 spec.gate)
+    evaluation = timed("evaluate", evaluate_until_decided, source.path, source.identity, state, spec.dtype,
+                       spec.evaluation, spec.gate, data, cache, settings.home / "baselines", workdir)
+    baseline, candidate = evaluation.baseline, evaluation.candidate
+    gate = timed("gate", evaluate_gate, baseline.samples_path, candidate.samples_path, evaluation.plans, spec.gate,
+                 spec.evaluation)
     write_gate_outputs(gate, work / "gate")
     quant = exported_quant_algo(checkpoint)
     source_doc = {"kind": source.kind, "model": source.model, "repo_id": source.repo_id, "revision": source.revision}

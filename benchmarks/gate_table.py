@@ -56,13 +56,14 @@ def main() -> None:
 
     print(f"\nlimit {spec.evaluation.limit} documents per task, {spec.calibration.num_samples} × "
           f"{spec.calibration.seq_len} calibration tokens, gate max drop {spec.gate.max_drop_points} points\n")
-    print("| format | task | metric | n | baseline % | candidate % | Δ points [95% CI] | McNemar p | verdict | "
-          "build wall s | candidate docs/s |")
+    print("| format | task | metric | documents | baseline % | candidate % | Δ points [interval] | p non-inf. | "
+          "verdict | build wall s | candidate docs/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for fmt, row, seconds, dps in rows:
-        print(f"| {fmt} | {row['task']} | {row['metric']} | {row['n']} | {100 * row['baseline']:.1f} | "
-              f"{100 * row['candidate']:.1f} | {row['difference_points']:+.1f} [{row['ci_low_points']:+.1f}, "
-              f"{row['ci_high_points']:+.1f}] | {row['mcnemar_p']:.3g} | {row['verdict']} | {seconds:.0f} | {dps:.1f} |")
+        print(f"| {fmt} | {row['task']} | {row['metric']} | {row['n']}/{row['documents_planned']} | "
+              f"{100 * row['baseline']:.1f} | {100 * row['candidate']:.1f} | {row['difference_points']:+.1f} "
+              f"[{row['ci_low_points']:+.1f}, {row['ci_high_points']:+.1f}] | {row['p_noninferiority']:.3g} | "
+              f"{row['verdict']} | {seconds:.0f} | {dps:.1f} |")
 
 
 if __name__ == "__main__":

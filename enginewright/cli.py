@@ -18,6 +18,7 @@ from enginewright.spec import (
     BuildSpec,
     CalibrationSpec,
     EvaluationSpec,
+    GateSpec,
     QuantizationSpec,
     RegistrySpec,
     SourceSpec,
@@ -36,6 +37,8 @@ BUILD_FLAGS: dict[str, tuple[str, str, type, Any]] = {
     "--seed": ("calibration", "seed", CalibrationSpec, int),
     "--tasks": ("evaluation", "tasks", EvaluationSpec, lambda s: [t.strip() for t in s.split(",") if t.strip()]),
     "--limit": ("evaluation", "limit", EvaluationSpec, int),
+    "--look-size": ("evaluation", "look_size", EvaluationSpec, int),
+    "--max-drop": ("gate", "max_drop_points", GateSpec, float),
     "--num-fewshot": ("evaluation", "num_fewshot", EvaluationSpec, int),
     "--eval-data": ("evaluation", "data_dir", EvaluationSpec, str),
     "--model-name": ("registry", "model_name", RegistrySpec, str),
@@ -45,7 +48,7 @@ BUILD_FLAGS: dict[str, tuple[str, str, type, Any]] = {
 def _help(model: type[BaseModel], field: str) -> str:
     info = model.model_fields[field]
     default = "" if info.is_required() else f" [default: {info.default}]"
-    return (info.description or "") + default
+    return ((info.description or "") + default).replace("%", "%%")  # argparse formats help with %
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -410,11 +413,12 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.spec import build_spec
 
     spec = build_spec(settings, args.spec, overrides_from_args(args))
-    check_before_work(spec, settings)
+    power = check_before_work(spec, settings)
     if args.dry_run:
         import yaml
 
         print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        print(power)
         return 0
     from enginewright.disk import disk_full_error
     from flows.build import run_build
@@ -448,17 +452,23 @@ def write_report(outcome: Any, path: Path) -> None:
     path.write_text(json.dumps(report, indent=2, default=str))
 
 
-def check_before_work(spec: BuildSpec, settings: Settings) -> None:
-    """Every input checked before anything is written; offline mode when nothing is on the Hub."""
+def check_before_work(spec: BuildSpec, settings: Settings) -> str:
+    """Every input checked before anything is written; offline mode when nothing is on the Hub. Returns the gate's
+    power table, and warns when the plan is under 80 % power to pass a harmless candidate."""
     _check_default_model(spec, settings)
     if uses_only_local_inputs(spec):
         # Nothing this build reads is on the Hub: never try to reach it (libraries read these at import).
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from tasks.preflight import check_inputs, check_stores
+    from tasks.preflight import check_inputs, check_stores, gate_power, power_markdown, underpowered
 
-    check_inputs(spec, settings)
+    data = check_inputs(spec, settings)
     check_stores(settings)
+    power = gate_power(spec, data)
+    warning = underpowered(power)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return power_markdown(power, spec)
 
 
 def uses_only_local_inputs(spec: BuildSpec) -> bool:
@@ -484,17 +494,20 @@ def print_summary(outcome: Any, settings: Settings) -> None:
     engine = outcome.engine
     print(f"engine:        {engine['status']}" + (f" — {engine['reason']}" if engine.get("reason") else ""))
     gate = outcome.gate
-    print(f"\n{'task':<15}{'metric':<10}{'n':>5}{'baseline':>10}{'candidate':>11}{'Δ points':>10}"
-          f"{'95% CI':>18}{'McNemar p':>11}  verdict")
+    print(f"\n{'task':<15}{'metric':<10}{'docs':>11}{'baseline':>10}{'candidate':>11}{'Δ points':>10}"
+          f"{'interval':>16}{'allowed':>9}{'p (pass at)':>20}  verdict")
     for row in gate["tasks"]:
         ci = f"[{row['ci_low_points']:+.1f}, {row['ci_high_points']:+.1f}]"
-        print(f"{row['task']:<15}{row['metric']:<10}{row['n']:>5}{100 * row['baseline']:>10.2f}"
-              f"{100 * row['candidate']:>11.2f}{row['difference_points']:>+10.2f}{ci:>18}{row['mcnemar_p']:>11.3g}"
-              f"  {row['verdict']}")
+        docs = f"{row['n']}/{row['documents_planned']}"
+        p = f"{row['p_noninferiority']:.2g} (≤{row['alpha_at_look']:.2g})"
+        print(f"{row['task']:<15}{row['metric']:<10}{docs:>11}{100 * row['baseline']:>10.2f}"
+              f"{100 * row['candidate']:>11.2f}{row['difference_points']:>+10.2f}{ci:>16}"
+              f"{-row['allowed_drop_points']:>9.2f}{p:>20}  {row['verdict']}")
     print(f"\n{gate['message']}")
     if gate["overall"] == "inconclusive":
-        print("warning: the gate is inconclusive; the version has no `candidate` alias (raise evaluation.limit)",
-              file=sys.stderr)
+        print("warning: the gate is inconclusive: the plan ran out of documents before the test decided; the version "
+              "has no `candidate` alias. Raising evaluation.limit afterwards is a second look at the same data "
+              "(docs/gate.md); plan a larger one up front, or allow a larger drop", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

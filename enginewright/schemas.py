@@ -58,26 +58,50 @@ class Manifest(TypedDict):
     files: list[ManifestFile]  # every file of the bundle except manifest.json itself
 
 
-GATE_REPORT_SCHEMA_VERSION = 1
+GATE_REPORT_SCHEMA_VERSION = 2
 Verdict = str  # "pass" | "fail" | "inconclusive"
 
 
 class GateTaskResult(TypedDict):
     task: str  # mmlu | arc_easy | arc_challenge | hellaswag (MMLU's 57 subjects pooled)
     metric: str  # acc or acc_norm: per-document 0/1 correctness compared
-    n: int  # documents joined by (lm-eval task, doc_id) with equal doc and prompt hashes
+    n: int  # documents judged: the first n of the task's seeded order, paired by (lm-eval task, doc_id)
+    documents_planned: int  # the plan's last look
+    documents_available: int  # in the local data
+    look: int  # the look that decided (or the last one evaluated)
+    looks_planned: int
     baseline: float  # accuracy, fraction
     candidate: float
     difference_points: float  # 100 × (candidate - baseline)
-    ci_low_points: float  # paired-bootstrap interval of the difference, points
+    ci_low_points: float  # repeated confidence interval of the difference at this look (Tango's score), points
     ci_high_points: float
+    z: float  # Tango's score statistic at Δ = -allowed drop
+    pass_bound: float  # pass when z ≥ pass_bound (O'Brien–Fleming spending at this look)
+    fail_bound: float  # fail when z (continuity-corrected) ≤ -fail_bound
+    p_noninferiority: float  # nominal one-sided p of "the drop exceeds the allowed one" at this look
+    alpha_at_look: float  # the nominal level the pass bound stands for: pass when p_noninferiority ≤ it
     only_baseline_right: int  # discordant pairs
     only_candidate_right: int
-    mcnemar_p: float  # exact two-sided McNemar test (no difference at all)
+    mcnemar_p: float  # exact two-sided McNemar test of *any* difference: a description; nothing decides by it
     recovery: float | None  # candidate / baseline; None when the baseline scores 0
     allowed_drop_points: float  # the threshold: the stricter of max_drop_points and (1 - min_recovery) × baseline
-    verdict: Verdict  # pass: interval above -allowed; fail: interval below; inconclusive: straddles it
-    samples_to_decide: int | None  # inconclusive only: rough number of documents that would decide it
+    verdict: Verdict  # pass: the drop is shown smaller than allowed; fail: shown larger; inconclusive: neither
+    documents_needed: int  # for 80 % power to pass a harmless candidate at this margin and discordance
+    tie_rate_baseline: float  # share of documents whose top choice ties another exactly in log-likelihood
+    tie_rate_candidate: float
+
+
+class GateReport(TypedDict):
+    schema_version: int  # GATE_REPORT_SCHEMA_VERSION
+    overall: Verdict  # fail if any task fails, else inconclusive if any is, else pass
+    method: str  # the test and the stopping rule, in words
+    confidence: float
+    alpha_pass: float  # each task's pass test
+    alpha_fail: float  # each task's fail test
+    sample_seed: int  # seed of the document order (enginewright.tasks.eval_data.document_order)
+    look_size: int | None
+    tasks: list[GateTaskResult]
+    message: str  # one line naming the deciding task, its drop and threshold
 
 
 class SmokeResult(TypedDict):
@@ -89,11 +113,4 @@ class SmokeResult(TypedDict):
     reason: str
 
 
-class GateReport(TypedDict):
-    schema_version: int  # GATE_REPORT_SCHEMA_VERSION
-    overall: Verdict  # fail if any task fails, else inconclusive if any is, else pass
-    confidence: float
-    bootstrap_iterations: int
-    seed: int
-    tasks: list[GateTaskResult]
-    message: str  # one line naming the deciding task, its drop and threshold
+

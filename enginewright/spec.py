@@ -12,11 +12,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from enginewright.errors import InputError, describe_validation_error
+from enginewright.eval_tasks import EVAL_TASK_NAMES
 from enginewright.formats import CPU_FORMATS, FORMAT_NAMES, FORMATS
 from enginewright.settings import Settings
 
 QuantFormat = Literal[FORMAT_NAMES]  # type: ignore[valid-type]  # the rows of enginewright.formats
-EvalTask = Literal["mmlu", "arc_easy", "arc_challenge", "hellaswag"]
+EvalTask = Literal[EVAL_TASK_NAMES]  # type: ignore[valid-type]  # the rows of enginewright.eval_tasks
 DType = Literal["bfloat16", "float16", "float32"]
 
 
@@ -81,6 +82,15 @@ class CalibrationSpec(StrictModel):
     split: str = Field(default="train", description="Split of a Hugging Face dataset source.")
 
 
+# The default main job, sized to decide (docs/gate.md, "The default main job"): FP8 SmolLM2 disagrees with its
+# baseline on 3.7-5.6 % of documents; at 800 documents per task and a 3-point margin a harmless candidate passes
+# all three tasks with 84 % power, in about 10 minutes on 2 cores.
+LIMIT_DEFAULT = 800
+LOOK_DEFAULT = 100
+PLANNING_DISCORDANCE = 0.05
+MAX_DROP_DEFAULT = 3.0
+
+
 class EvaluationSpec(StrictModel):
     tasks: list[EvalTask] = Field(
         default=["arc_easy", "arc_challenge", "hellaswag"],
@@ -88,12 +98,25 @@ class EvaluationSpec(StrictModel):
         description="lm-eval tasks, run with their stock definitions against local data copies.",
     )
     limit: int | None = Field(
-        default=250,
+        default=LIMIT_DEFAULT,
         ge=1,
-        description="Documents per lm-eval task (for mmlu: per subject, 57 subjects). Unset: all.",
+        description="Documents planned per task: the first N of a seeded random order (MMLU stratified by "
+        "subject), capped at the documents available. Unset: all local documents.",
     )
+    look_size: int | None = Field(
+        default=LOOK_DEFAULT,
+        ge=1,
+        description="Documents per task in each look of the sequential gate: a task stops as soon as its test "
+        "decides. Unset: one look of `limit` documents (a fixed-n test).",
+    )
+    sample_seed: int = Field(default=0, description="Seed of the random order of each task's documents.")
+    logprob_dtype: Literal["model", "float32"] = Field(
+        default="float32",
+        description="dtype of lm-eval's log-softmax and of the summed log-likelihoods (HFLM softmax_dtype): "
+        "float32 removes the ties that bf16 sums make between choices; `model` keeps the model's dtype.")
     num_fewshot: int = Field(default=0, ge=0, description="Few-shot examples per prompt.")
-    batch_size: int = Field(default=8, ge=1, description="lm-eval batch size.")
+    batch_size: int = Field(default=8, ge=1, description="lm-eval batch size (baseline and candidate alike; it "
+                            "changes log-likelihoods, so it is part of the baseline's key).")
     fold_weights: bool = Field(
         default=True,
         description="Evaluate the candidate with its weight quantizers folded into the weights "
@@ -168,17 +191,28 @@ class GateSpec(StrictModel):
     """The accuracy gate: a paired comparison of candidate and baseline on the same documents."""
 
     max_drop_points: float | None = Field(
-        default=1.0, ge=0, description="Largest accepted accuracy drop per task, in points. Unset: not checked."
-    )
+        default=MAX_DROP_DEFAULT, ge=0,
+        description="Largest accepted accuracy drop per task, in points. Unset: not checked. The default suits the "
+        "embedded main job's 800 documents per task; a 1-point margin needs about 4,000 per task (at 5 % "
+        "discordance, 80 % power; docs/gate.md).")
     min_recovery: float | None = Field(
         default=None, gt=0, le=1, description="Smallest accepted candidate/baseline accuracy ratio per task."
     )
     tasks: dict[EvalTask, TaskCriteria] = Field(
         default_factory=dict, description="Per-task overrides of max_drop_points, min_recovery and metric."
     )
-    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence of the bootstrap interval.")
-    bootstrap_iterations: int = Field(default=10_000, ge=100, description="Paired-bootstrap resamples.")
-    seed: int = Field(default=0, description="Seed of the bootstrap resampling.")
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1,
+        description="Two-sided confidence of the interval; the pass and the fail test are each one-sided at "
+        "(1 - confidence)/2.")
+    family_false_fail: float | None = Field(
+        default=None, gt=0, lt=0.5,
+        description="Bound on the chance that a harmless candidate fails any of the k tasks: each task's fail "
+        "test at this / k (Bonferroni). Unset: each task's at (1 - confidence)/2, about k times that in all.")
+    planning_discordance: float = Field(
+        default=PLANNING_DISCORDANCE, gt=0, le=1,
+        description="Expected share of documents on which baseline and candidate disagree, for the power "
+        "figures of the preflight and --dry-run (measured for FP8 SmolLM2; see docs/gate.md).")
     smoke: bool = Field(
         default=True,
         description="Before the long evaluation, generate greedily on a few prompts; an empty or repetitive "
@@ -190,14 +224,14 @@ class GateSpec(StrictModel):
     @model_validator(mode="after")
     def _some_criterion(self) -> GateSpec:
         if self.max_drop_points is None and self.min_recovery is None:
-            missing = [t for t in ("mmlu", "arc_easy", "arc_challenge", "hellaswag") if t not in self.tasks]
+            missing = [t for t in EVAL_TASK_NAMES if t not in self.tasks]
             if missing:
                 raise ValueError("set gate.max_drop_points or gate.min_recovery (or both per task in gate.tasks)")
         return self
 
     def criteria_for(self, task: str) -> tuple[float | None, float | None]:
         """(max_drop_points, min_recovery) for `task`: its override where given, else the defaults."""
-        override = self.tasks.get(task)  # type: ignore[call-overload]
+        override = self.tasks.get(task)
         if override is None:
             return self.max_drop_points, self.min_recovery
         fields = override.model_fields_set

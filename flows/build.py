@@ -24,7 +24,7 @@ from tasks.bundle import bundle_task
 from tasks.calibration import calibration_task, fingerprint_calibration_task
 from tasks.checkpoint_sources import source_context
 from tasks.eval_data import eval_data_task
-from tasks.evaluate import EvalResult, baseline_task, candidate_task
+from tasks.evaluate import EvalResult, evaluate_task
 from tasks.export import export_task
 from tasks.gate import gate_task
 from tasks.plan import plan_build
@@ -79,11 +79,10 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
             spec.runtime.max_batch_size, spec.runtime.max_num_tokens, return_state=True,
         ).result()
 
-        baseline = baseline_task(source.path, source.identity, spec.dtype, spec.evaluation, eval_data,
-                                 settings.eval_cache_dir, settings.baselines_dir, work.evaluation)
-        candidate = candidate_task(work, source.path, state, spec.dtype, spec.evaluation, eval_data,
-                                   settings.eval_cache_dir, engine)
-        gate = gate_task(work, baseline, candidate, list(spec.evaluation.tasks), spec.gate)
+        evaluation = evaluate_task(work, source.path, source.identity, state, spec.dtype, spec.evaluation,
+                                   spec.gate, eval_data, settings.eval_cache_dir, settings.baselines_dir, engine)
+        baseline, candidate = evaluation.baseline, evaluation.candidate
+        gate = gate_task(work, evaluation, spec.gate, spec.evaluation)
 
         description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
                                      baseline, candidate, engine, gate)

@@ -166,7 +166,7 @@ def build_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: Rec
     eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
     run_dir = matrix_dir(settings.builds_dir, spec, formats)
     baseline_task(source.path, source.identity, spec.dtype, spec.evaluation, eval_data, settings.eval_cache_dir,
-                  settings.baselines_dir, run_dir)
+                  settings.baselines_dir)
     logger.info("shared calibration set and baseline ready; %d variants, %d at a time", len(formats), parallel)
 
     with get_client(sync_client=True) as client:

@@ -17,18 +17,8 @@ from prefect import task as prefect_task
 
 from enginewright.cache_policies import ChangeDetector
 from enginewright.errors import EvalDataError
+from enginewright.eval_tasks import EVAL_TASKS
 from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
-
-# Which local files each task reads: <data_dir>/<folder>/<split>.jsonl
-TASK_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "arc_easy": ("arc_easy", ("train", "validation", "test")),
-    "arc_challenge": ("arc_challenge", ("train", "validation", "test")),
-    "hellaswag": ("hellaswag", ("validation",)),
-    "mmlu": ("mmlu", ("dev", "test")),
-}
-
-# lm-eval's conventional metric per task: length-normalised accuracy for ARC and HellaSwag, accuracy for MMLU.
-PRIMARY_METRIC = {"arc_easy": "acc_norm", "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "mmlu": "acc"}
 
 
 @dataclass(frozen=True)
@@ -43,8 +33,8 @@ class EvalData:
 
 
 def required_files(data_dir: Path, task: str) -> dict[str, Path]:
-    folder, splits = TASK_FILES[task]
-    return {split: data_dir / folder / f"{split}.jsonl" for split in splits}
+    row = EVAL_TASKS[task]
+    return {split: data_dir / row.folder / f"{split}.jsonl" for split in row.splits}
 
 
 def check_eval_data(data_dir: Path, tasks: list[str], num_fewshot: int) -> EvalData:
@@ -123,8 +113,10 @@ def _override(task: str, data_files: dict[str, str], **extra: Any) -> dict[str, 
 EVAL_GROUP = "enginewright"
 
 
-def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path) -> list[dict[str, Any]]:
-    """`lm_eval.simple_evaluate(tasks=...)` argument: stock tasks, local data.
+def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path,
+                         only: set[str] | None = None) -> list[dict[str, Any]]:
+    """`lm_eval.simple_evaluate(tasks=...)` argument: stock tasks, local data; `only` keeps just those lm-eval
+    tasks (MMLU subjects without a document in a look are left out, not evaluated whole).
 
     The overrides sit inside a group: lm-eval 0.4.13 merges a group member's dict into the registered
     task's YAML, whereas a top-level dict is taken as a whole new task without the stock prompts.
@@ -141,7 +133,38 @@ def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path) 
             configs.append(_override(task, files, training_split=None))
         else:
             configs.append(_override(task, files))
+    if only is not None:
+        configs = [c for c in configs if c["task"] in only]
     return [{"group": EVAL_GROUP, "task": configs}]
+
+
+def document_order(data: EvalData, task: str, seed: int) -> list[tuple[str, int]]:
+    """Every document of `task` as (lm-eval task, index in its evaluated split), in a seeded random order.
+
+    Where the task has strata (MMLU's subjects, each its own lm-eval task), each stratum is shuffled on its own and
+    the strata are interleaved in proportion to their sizes (document j of a stratum of size n sorts at
+    (j + u)/n, u drawn once per stratum), so every prefix of the order is a stratified sample. lm-eval's
+    `--samples` takes these indices per lm-eval task."""
+    import numpy as np
+
+    row = EVAL_TASKS[task]
+    rng = np.random.default_rng([seed, *task.encode()])
+    path = Path(data.files[task][row.eval_split])
+    if row.strata is None:
+        count = sum(1 for line in path.open(encoding="utf-8") if line.strip())
+        return [(task, int(i)) for i in rng.permutation(count)]
+    sizes: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                stratum = json.loads(line)[row.strata]
+                sizes[stratum] = sizes.get(stratum, 0) + 1
+    keyed: list[tuple[float, str, int]] = []
+    for stratum in sorted(sizes):
+        n, offset = sizes[stratum], float(rng.random())
+        keyed += [((rank + offset) / n, stratum, int(i)) for rank, i in enumerate(rng.permutation(n))]
+    keyed.sort()
+    return [(f"{task}_{stratum}", index) for _, stratum, index in keyed]
 
 
 def task_family(lm_eval_task: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,12 @@ from prefect import get_run_logger, task
 
 from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_code_version, step_policy
+from enginewright.gate_decision import TaskPlan, decide, metric_of, paired_sequence, task_plan
 from enginewright.hashing import sha256_file, sha256_json
 from enginewright.models import load_model, load_tokenizer
-from enginewright.spec import EvaluationSpec
+from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
-from tasks.eval_data import EvalData, lm_eval_task_configs, task_family
+from tasks.eval_data import EvalData, document_order, lm_eval_task_configs, task_family
 from tasks.export_verify import load_exported_weights
 from tasks.quantize import QuantizedState, restore_quantized
 
@@ -79,31 +80,38 @@ def task_manager():
     return TaskManager()
 
 
-def run_lm_eval(
-    model: torch.nn.Module, tokenizer: Any, spec: EvaluationSpec, tasks: Sequence[str], data: EvalData, cache_dir: Path
-) -> tuple[list[dict[str, Any]], float]:
-    """Per-sample records of `tasks` for an in-memory model, and the seconds the evaluation took."""
-    from lm_eval.models.huggingface import HFLM
-
-    started = time.perf_counter()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
-    return evaluate_lm(lm, spec, tasks, data, cache_dir), time.perf_counter() - started
-
-
-def evaluate_lm(lm: Any, spec: EvaluationSpec, tasks: Sequence[str], data: EvalData, cache_dir: Path) -> list[dict[str, Any]]:
+def evaluate_documents(
+    lm: Any, spec: EvaluationSpec, documents: dict[str, list[tuple[str, int]]], data: EvalData, cache_dir: Path,
+) -> dict[str, list[dict[str, Any]]]:
+    """Per-sample records of the given documents (task → [(lm-eval task, index)]), in the order given."""
     import lm_eval
 
+    subtasks: dict[str, list[int]] = {}
+    for docs in documents.values():
+        for subtask, index in docs:
+            subtasks.setdefault(subtask, []).append(index)
+    if not subtasks:
+        return {task: [] for task in documents}
     output = lm_eval.simple_evaluate(
         model=lm,
-        tasks=lm_eval_task_configs(data, tasks, cache_dir),
+        tasks=lm_eval_task_configs(data, list(documents), cache_dir, only=set(subtasks)),
         num_fewshot=spec.num_fewshot,
-        limit=spec.limit,
+        # Sorted: lm-eval 0.4.13 evaluates a task's selected documents in split order and labels the k-th with
+        # samples[k] (EleutherAI/lm-evaluation-harness lm_eval/evaluator.py, `doc_id_true = indices[doc_id]`), so
+        # an unsorted list would mislabel them. Every lm-eval task named here has a non-empty list: an empty one
+        # means "all documents" there.
+        samples={subtask: sorted(indices) for subtask, indices in subtasks.items()},
         log_samples=True,
         task_manager=task_manager(),
         bootstrap_iters=0,  # the gate does its own paired statistics
         random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
     )
-    return sample_records(output["samples"])
+    by_key = {(r["subtask"], r["doc_id"]): r for r in sample_records(output["samples"])}
+    return {task: [by_key[(subtask, index)] for subtask, index in docs] for task, docs in documents.items()}
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def write_records(records: list[dict[str, Any]], path: Path) -> None:
@@ -117,46 +125,166 @@ def lm_eval_version() -> str:
     return version("lm-eval")
 
 
+def numerics(spec: EvaluationSpec, dtype: str) -> dict[str, str]:
+    """What changes a log-likelihood besides the model: baseline and candidate must share all of it."""
+    from importlib.metadata import version
+
+    from enginewright.models import pick_device
+
+    return {"dtype": dtype, "logprob_dtype": spec.logprob_dtype, "batch_size": str(spec.batch_size),
+            "torch": torch.__version__,
+            "transformers": version("transformers"), "lm-eval": lm_eval_version(), "device": str(pick_device())}
+
+
 def baseline_key(source_identity: str, task_name: str, data: EvalData, spec: EvaluationSpec, dtype: str) -> str:
-    """What a baseline result depends on; every later build of the same revision reuses it, until the
-    evaluation code changes (an upgrade never pairs a candidate with a baseline of older code)."""
-    return sha256_json([source_identity, task_name, data.task_fingerprints[task_name], lm_eval_version(),
-                        spec.num_fewshot, spec.limit, dtype, step_code_version("evaluate-baseline")])
+    """What a baseline sequence depends on; every later build of the same revision continues it, until the
+    evaluation code or the numerics change (an upgrade never pairs a candidate with a baseline of older code)."""
+    return sha256_json([source_identity, task_name, data.task_fingerprints[task_name], spec.num_fewshot,
+                        spec.sample_seed, numerics(spec, dtype), step_code_version("evaluate")])
 
 
-def evaluate_baseline(
-    checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData, cache_dir: Path,
-    store_dir: Path, samples_file: Path,
-) -> EvalResult:
-    """Baseline records per task from the store; the missing tasks evaluated together in one lm-eval run."""
-    stored = {t: store_dir / baseline_key(source_identity, t, data, spec, dtype)[:32] / "samples.jsonl"
-              for t in spec.tasks}
-    missing = [t for t, path in stored.items() if not path.is_file()]
-    seconds, evaluated = 0.0, 0
-    if missing:
-        model = load_model(checkpoint, dtype)
-        records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, missing, data, cache_dir)
-        evaluated = len(records)
-        for task_name in missing:
-            write_records([r for r in records if r["task"] == task_name], stored[task_name])
-    merged = [json.loads(line) for t in spec.tasks for line in stored[t].read_text().splitlines() if line]
-    write_records(merged, samples_file)
-    return EvalResult(label="baseline", metrics=summarize(merged), samples_path=samples_file,
-                      lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=evaluated)
+class Sequence:
+    """The records of one side on one task, in sequence order, kept as a JSONL file next to the key that made them:
+    a later run with the same key continues it; another key starts it over."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+        key_file = path.with_suffix(".key")
+        fresh = key_file.is_file() and key_file.read_text() == key
+        self.records = read_records(path) if fresh else []
+
+    def extend(self, records: list[dict[str, Any]]) -> None:
+        start = len(self.records)
+        self.records += [dict(r, position=start + i) for i, r in enumerate(records)]
+        write_records(self.records, self.path)
+        with written_whole(self.path.with_suffix(".key")) as tmp:
+            tmp.write_text(self.key)
 
 
-def evaluate_candidate(
-    checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
-    cache_dir: Path, samples_file: Path, exported_checkpoint: Path | None = None,
-) -> EvalResult:
-    """The candidate's records: ModelOpt's simulated quantization restored from `state`, computing with the weight
-    codes of `exported_checkpoint` (the bytes that ship) where given and weights are folded."""
-    model = load_candidate(checkpoint, state, dtype, fold=spec.fold_weights,
-                           exported=exported_checkpoint if spec.fold_weights else None)
-    records, seconds = run_lm_eval(model, load_tokenizer(checkpoint), spec, list(spec.tasks), data, cache_dir)
-    write_records(records, samples_file)
-    return EvalResult(label="candidate", metrics=summarize(records), samples_path=samples_file,
-                      lm_eval_version=lm_eval_version(), seconds=seconds, docs_evaluated=len(records))
+@dataclass(frozen=True)
+class Evaluation:
+    baseline: EvalResult
+    candidate: EvalResult
+    plans: dict[str, TaskPlan]
+    samples_file: Path  # {lm-eval task: [indices]} of every document the gate judged: lm-eval's --samples
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {"baseline": self.baseline.cache_identity(), "candidate": self.candidate.cache_identity(),
+                "plans": {t: list(p.looks) for t, p in sorted(self.plans.items())}}
+
+
+class _Side:
+    """One model under evaluation, loaded on first use only (a look that needs nothing new loads nothing)."""
+
+    def __init__(self, label: str, load: Callable[[], torch.nn.Module], tokenizer: Any, spec: EvaluationSpec) -> None:
+        self.label, self._load, self._tokenizer, self._spec = label, load, tokenizer, spec
+        self._lm: Any = None
+        self.seconds, self.evaluated = 0.0, 0
+
+    def evaluate(self, documents: dict[str, list[tuple[str, int]]], data: EvalData, cache_dir: Path,
+                 ) -> dict[str, list[dict[str, Any]]]:
+        from lm_eval.models.huggingface import HFLM
+
+        started = time.perf_counter()
+        if self._lm is None:
+            self._lm = HFLM(pretrained=self._load(), tokenizer=self._tokenizer, batch_size=self._spec.batch_size,
+                            softmax_dtype=None if self._spec.logprob_dtype == "model" else self._spec.logprob_dtype)
+        records = evaluate_documents(self._lm, self._spec, documents, data, cache_dir)
+        self.seconds += time.perf_counter() - started
+        self.evaluated += sum(len(docs) for docs in documents.values())
+        return records
+
+
+def baseline_sequences(source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData, store_dir: Path,
+                       ) -> dict[str, Sequence]:
+    return {t: Sequence(store_dir / baseline_key(source_identity, t, data, spec, dtype)[:32] / f"{t}.jsonl", "baseline")
+            for t in spec.tasks}
+
+
+def evaluate_baseline_plan(checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData,
+                           cache_dir: Path, store_dir: Path) -> int:
+    """Every planned baseline document into the store at once (the matrix does this before its variants start,
+    so no variant evaluates the baseline); returns the documents evaluated now."""
+    sequences = baseline_sequences(source_identity, dtype, spec, data, store_dir)
+    missing = {}
+    for t in spec.tasks:
+        order = document_order(data, t, spec.sample_seed)
+        planned = task_plan(t, len(order), spec).planned
+        missing[t] = order[len(sequences[t].records):planned]
+    missing = {t: docs for t, docs in missing.items() if docs}
+    if not missing:
+        return 0
+    side = _Side("baseline", lambda: load_model(checkpoint, dtype), load_tokenizer(checkpoint), spec)
+    for t, records in side.evaluate(missing, data, cache_dir).items():
+        sequences[t].extend(records)
+    return side.evaluated
+
+
+def evaluate_until_decided(
+    checkpoint: Path, source_identity: str, state: QuantizedState, dtype: str, spec: EvaluationSpec,
+    gate: GateSpec, data: EvalData, cache_dir: Path, store_dir: Path, work: WorkDir,
+    log: Callable[[str], None] = lambda message: None,
+) -> Evaluation:
+    """Baseline and candidate on each task's documents in seeded random order, look by look, until the task's
+    sequential test decides or its plan ends. Each side's records continue from what earlier runs of the same
+    keys left (the baseline's in the store, shared by every build of the revision; the candidate's in the work
+    dir), so a rerun evaluates only documents no run has evaluated yet."""
+    tasks = list(spec.tasks)
+    orders = {t: document_order(data, t, spec.sample_seed) for t in tasks}
+    plans = {t: task_plan(t, len(orders[t]), spec) for t in tasks}
+    tokenizer = load_tokenizer(checkpoint)
+    candidate_key = sha256_json([state.cache_identity(), spec.num_fewshot, spec.sample_seed, numerics(spec, dtype),
+                                 step_code_version("evaluate"), spec.fold_weights])
+    sequences = {
+        "baseline": baseline_sequences(source_identity, dtype, spec, data, store_dir),
+        "candidate": {t: Sequence(work.evaluation / "candidate" / f"{t}.jsonl", candidate_key) for t in tasks},
+    }
+    sides = {
+        "baseline": _Side("baseline", lambda: load_model(checkpoint, dtype), tokenizer, spec),
+        "candidate": _Side("candidate", lambda: load_candidate(
+            checkpoint, state, dtype, fold=spec.fold_weights, exported=work.checkpoint if spec.fold_weights else None),
+            tokenizer, spec),
+    }
+    reached: dict[str, int] = {}
+    for look in range(max(len(p.looks) for p in plans.values())):
+        active = [t for t in tasks if t not in reached and look < len(plans[t].looks)]
+        if not active:
+            break
+        for label, side in sides.items():
+            missing = {t: orders[t][len(sequences[label][t].records):plans[t].looks[look]] for t in active}
+            missing = {t: docs for t, docs in missing.items() if docs}
+            if missing:
+                for t, records in side.evaluate(missing, data, cache_dir).items():
+                    sequences[label][t].extend(records)
+        for t in active:
+            n = plans[t].looks[look]
+            base, cand, _, _ = paired_sequence(sequences["baseline"][t].records[:n],
+                                               sequences["candidate"][t].records[:n], t, metric_of(t, gate))
+            decided = decide(base, cand, plans[t], gate, len(tasks))
+            assert decided is not None
+            log(f"{t}: look {look + 1}/{len(plans[t].looks)}, {n} documents: {decided.decision.verdict} "
+                f"(Z {decided.decision.z:+.2f}; pass at ≥ {decided.decision.pass_bound:.2f}, "
+                f"fail at ≤ {-decided.decision.fail_bound:.2f})")
+            if decided.decision.verdict != "inconclusive" or look == len(plans[t].looks) - 1:
+                reached[t] = n
+    results = {}
+    for label, side in sides.items():
+        records = [r for t in tasks for r in sequences[label][t].records[:reached[t]]]
+        path = work.evaluation / f"{label}-samples.jsonl"
+        write_records(records, path)
+        results[label] = EvalResult(label=label, metrics=summarize(records), samples_path=path,
+                                    lm_eval_version=lm_eval_version(), seconds=side.seconds,
+                                    docs_evaluated=side.evaluated)
+    samples_file = work.evaluation / "samples.json"
+    chosen: dict[str, list[int]] = {}
+    for t in tasks:
+        for subtask, index in orders[t][:reached[t]]:
+            chosen.setdefault(subtask, []).append(index)
+    with written_whole(samples_file) as tmp:
+        # Sorted, as lm-eval's --samples needs them (see evaluate_documents); the order is in each record's position.
+        tmp.write_text(json.dumps({k: sorted(v) for k, v in chosen.items()}, sort_keys=True) + "\n")
+    return Evaluation(baseline=results["baseline"], candidate=results["candidate"], plans=plans,
+                      samples_file=samples_file)
 
 
 def load_candidate(checkpoint: Path, state: QuantizedState, dtype: str, fold: bool,
@@ -182,33 +310,31 @@ def fold_weights(model: torch.nn.Module) -> None:
         mtq.fold_weight(model)
 
 
-# What the evaluation settings change; where the data lives and the batch size do not (the data by content).
-EVAL_EXCLUDE: dict[str, tuple[str, ...]] = {"spec": ("data_dir", "batch_size")}
+# Where the data lives does not change a result (the data is keyed by content).
+EVAL_EXCLUDE: dict[str, tuple[str, ...]] = {"spec": ("data_dir",)}
 
 
 @task(name="evaluate-baseline", persist_result=True, cache_policy=step_policy(
-    "evaluate-baseline", "source_identity", "dtype", "spec", "data", exclude=EVAL_EXCLUDE, tools=("lm-eval",),
-    writes_into="out_dir"))
-def baseline_task(
-    checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData, cache_dir: Path,
-    store_dir: Path, out_dir: Path,
-) -> EvalResult:
-    return evaluate_baseline(checkpoint, source_identity, dtype, spec, data, cache_dir, store_dir,
-                             out_dir / "baseline-samples.jsonl")
+    "evaluate-baseline", "source_identity", "dtype", "spec", "data", exclude=EVAL_EXCLUDE, tools=("lm-eval",)))
+def baseline_task(checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData,
+                  cache_dir: Path, store_dir: Path) -> int:
+    return evaluate_baseline_plan(checkpoint, source_identity, dtype, spec, data, cache_dir, store_dir)
 
 
-@task(name="evaluate-candidate", persist_result=True, cache_policy=step_policy(
-    "evaluate-candidate", "work", "state", "dtype", "spec", "data", "engine", exclude=EVAL_EXCLUDE,
+@task(name="evaluate", persist_result=True, cache_policy=step_policy(
+    "evaluate", "work", "source_identity", "state", "dtype", "spec", "gate", "data", "engine", exclude=EVAL_EXCLUDE,
     tools=("lm-eval",)))
-def candidate_task(
-    work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str, spec: EvaluationSpec, data: EvalData,
-    cache_dir: Path, engine: dict[str, Any],
-) -> EvalResult:
-    """The simulated candidate, also where the TensorRT-LLM lane loaded the bundle: lm-eval's stock `trtllm` model
-    misreads TensorRT-LLM's next-token-aligned prompt log-probabilities on every loglikelihood task and ignores
-    the bundle's llm_api.yaml (issue 19), so it is not used until our own runtime model class exists."""
+def evaluate_task(
+    work: WorkDir, checkpoint: Path, source_identity: str, state: QuantizedState, dtype: str, spec: EvaluationSpec,
+    gate: GateSpec, data: EvalData, cache_dir: Path, store_dir: Path, engine: dict[str, Any],
+) -> Evaluation:
+    """Baseline and simulated candidate, look by look. The candidate is simulated also where the TensorRT-LLM lane
+    loaded the bundle: lm-eval's stock `trtllm` model misreads TensorRT-LLM's next-token-aligned prompt
+    log-probabilities on every loglikelihood task and ignores the bundle's llm_api.yaml (issue 19), so it is not
+    used until our own runtime model class exists."""
+    logger = get_run_logger()
     if engine.get("status") in ("loaded", "built"):
-        get_run_logger().warning("TensorRT-LLM loaded the bundle, but the candidate is evaluated simulated: no "
-                                 "runtime evaluation that computes loglikelihood correctly exists yet")
-    return evaluate_candidate(checkpoint, state, dtype, spec, data, cache_dir,
-                              work.evaluation / "candidate-samples.jsonl", exported_checkpoint=work.checkpoint)
+        logger.warning("TensorRT-LLM loaded the bundle, but the candidate is evaluated simulated: no "
+                       "runtime evaluation that computes loglikelihood correctly exists yet")
+    return evaluate_until_decided(checkpoint, source_identity, state, dtype, spec, gate, data, cache_dir, store_dir,
+                                  work, log=logger.info)

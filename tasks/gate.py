@@ -1,84 +1,65 @@
-"""The accuracy gate: per task, a paired comparison of baseline and candidate on the same documents.
+"""The accuracy gate: per task, a non-inferiority test of candidate against baseline on the same documents.
 
-Verdicts: **pass** when the whole confidence interval of the accuracy difference lies above the allowed
-drop, **fail** when it lies below, **inconclusive** when it straddles the threshold (with a rough number
-of documents that would decide it). Report schema: enginewright.schemas.GateReport.
+Per task, in its seeded sequence order: Tango's score statistic of the paired difference at Δ = −allowed drop,
+against O'Brien–Fleming group-sequential boundaries at each planned look (enginewright.paired_stats,
+enginewright.gate_decision). **pass** when the drop is shown smaller than allowed, **fail** when shown larger,
+**inconclusive** when the plan ended first. Report schema: enginewright.schemas.GateReport.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import task
 
 from enginewright.cache_policies import step_policy
-from enginewright.errors import EnginewrightError
-from enginewright.paired_stats import PairedComparison, compare_paired, samples_to_decide
+from enginewright.gate_decision import TaskPlan, alphas, decide, metric_of, paired_sequence, tie_rate
+from enginewright.paired_stats import documents_for_power, mcnemar_exact_p, tango_bounds
 from enginewright.schemas import GATE_REPORT_SCHEMA_VERSION, GateReport, GateTaskResult
-from enginewright.spec import GateSpec
+from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
-from tasks.eval_data import PRIMARY_METRIC
 
 if TYPE_CHECKING:
-    from tasks.evaluate import EvalResult
+    from tasks.evaluate import Evaluation
+
+METHOD = ("non-inferiority per task: Tango's score statistic of the paired difference, group-sequential with "
+          "Lan-DeMets O'Brien-Fleming alpha spending over the planned looks")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def join_records(
-    baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], task_name: str, metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Correctness arrays aligned by (lm-eval task, doc_id), refusing pairs whose documents or prompts differ."""
-    base = {(r["subtask"], r["doc_id"]): r for r in baseline if r["task"] == task_name}
-    cand = {(r["subtask"], r["doc_id"]): r for r in candidate if r["task"] == task_name}
-    if base.keys() != cand.keys():
-        missing = sorted(base.keys() ^ cand.keys())[:3]
-        raise EnginewrightError(f"task {task_name}: baseline and candidate evaluated different documents, e.g. {missing}")
-    keys = sorted(base)
-    for key in keys:
-        for field in ("doc_hash", "prompt_hash"):
-            if base[key][field] != cand[key][field]:
-                raise EnginewrightError(f"task {task_name}: {field} differs for document {key}; the runs are not paired")
-    return (np.array([base[k][metric] for k in keys], dtype=np.float64),
-            np.array([cand[k][metric] for k in keys], dtype=np.float64))
-
-
-def allowed_drop(max_drop_points: float | None, min_recovery: float | None, baseline_accuracy: float) -> float:
-    """The stricter of the criteria, as a fraction of accuracy."""
-    limits = []
-    if max_drop_points is not None:
-        limits.append(max_drop_points / 100)
-    if min_recovery is not None:
-        limits.append((1 - min_recovery) * baseline_accuracy)
-    return min(limits)
-
-
-def task_verdict(comparison: PairedComparison, allowed: float) -> str:
-    if comparison.ci_low >= -allowed:
-        return "pass"
-    if comparison.ci_high < -allowed:
-        return "fail"
-    return "inconclusive"
-
-
-def judge_task(task_name: str, baseline: list[dict], candidate: list[dict], spec: GateSpec) -> GateTaskResult:
-    override = spec.tasks.get(task_name)  # type: ignore[call-overload]
-    metric = (override.metric if override and override.metric else None) or PRIMARY_METRIC[task_name]
-    base, cand = join_records(baseline, candidate, task_name, metric)
-    cmp = compare_paired(base, cand, spec.bootstrap_iterations, spec.seed, spec.confidence)
-    allowed = allowed_drop(*spec.criteria_for(task_name), cmp.baseline_accuracy)
-    verdict = task_verdict(cmp, allowed)
+def judge_task(task_name: str, baseline: list[dict], candidate: list[dict], plan: TaskPlan, spec: GateSpec,
+               task_count: int) -> GateTaskResult:
+    metric = metric_of(task_name, spec)
+    base, cand, base_records, cand_records = paired_sequence(baseline, candidate, task_name, metric)
+    decided = decide(base, cand, plan, spec, task_count)
+    if decided is None:
+        raise ValueError(f"task {task_name}: {base.size} documents do not reach the plan's first look "
+                         f"({plan.looks[0]})")
+    d, counts = decided.decision, decided.counts
+    low, high = tango_bounds(counts, d.pass_bound, d.fail_bound)
+    base_acc = float(base[:counts.n].mean())
+    cand_acc = float(cand[:counts.n].mean())
+    alpha_pass, _ = alphas(spec, task_count)
     return GateTaskResult(
-        task=task_name, metric=metric, n=cmp.n, baseline=cmp.baseline_accuracy, candidate=cmp.candidate_accuracy,
-        difference_points=100 * cmp.difference, ci_low_points=100 * cmp.ci_low, ci_high_points=100 * cmp.ci_high,
-        only_baseline_right=cmp.only_baseline_right, only_candidate_right=cmp.only_candidate_right,
-        mcnemar_p=cmp.mcnemar_p, recovery=cmp.recovery, allowed_drop_points=100 * allowed, verdict=verdict,
-        samples_to_decide=samples_to_decide(cmp, allowed, spec.confidence) if verdict == "inconclusive" else None,
+        task=task_name, metric=metric, n=counts.n, documents_planned=plan.planned,
+        documents_available=plan.available, look=d.look, looks_planned=len(plan.looks), baseline=base_acc,
+        candidate=cand_acc, difference_points=100 * (cand_acc - base_acc), ci_low_points=100 * low,
+        ci_high_points=100 * high, z=d.z, pass_bound=d.pass_bound, fail_bound=d.fail_bound,
+        p_noninferiority=1 - NormalDist().cdf(d.z), alpha_at_look=1 - NormalDist().cdf(d.pass_bound),
+        only_baseline_right=counts.only_baseline_right, only_candidate_right=counts.only_candidate_right,
+        mcnemar_p=mcnemar_exact_p(counts.only_baseline_right, counts.only_candidate_right),
+        recovery=cand_acc / base_acc if base_acc > 0 else None, allowed_drop_points=100 * decided.allowed,
+        verdict=d.verdict,
+        documents_needed=documents_for_power(max(counts.discordance, 1 / counts.n), decided.allowed, alpha_pass)
+        if decided.allowed > 0 else plan.available,
+        tie_rate_baseline=tie_rate(base_records[:counts.n]), tie_rate_candidate=tie_rate(cand_records[:counts.n]),
     )
 
 
@@ -90,7 +71,7 @@ def overall_verdict(results: list[GateTaskResult]) -> str:
 def gate_message(results: list[GateTaskResult], overall: str) -> str:
     def describe(r: GateTaskResult) -> str:
         return (f"{r['task']} {r['metric']} changed {r['difference_points']:+.2f} points "
-                f"(CI {r['ci_low_points']:+.2f} to {r['ci_high_points']:+.2f}), allowed drop "
+                f"(CI {r['ci_low_points']:+.2f} to {r['ci_high_points']:+.2f}, {r['n']} documents), allowed drop "
                 f"{r['allowed_drop_points']:.2f}")
 
     deciding = [r for r in results if r["verdict"] == overall]
@@ -98,59 +79,76 @@ def gate_message(results: list[GateTaskResult], overall: str) -> str:
         return "gate failed: " + "; ".join(describe(r) for r in deciding)
     if overall == "inconclusive":
         return "gate inconclusive: " + "; ".join(
-            f"{describe(r)}, ~{r['samples_to_decide'] or 'more than available'} documents would decide it"
+            f"{describe(r)}; 80 % power needs ~{r['documents_needed']} documents"
+            + (f" ({r['documents_available']} available)" if r["documents_needed"] > r["documents_available"] else "")
             for r in deciding)
     return "gate passed: " + "; ".join(describe(r) for r in results)
 
 
-def evaluate_gate(baseline_samples: Path, candidate_samples: Path, tasks: list[str], spec: GateSpec) -> GateReport:
+def evaluate_gate(baseline_samples: Path, candidate_samples: Path, plans: dict[str, TaskPlan], spec: GateSpec,
+                  evaluation: EvaluationSpec) -> GateReport:
     baseline, candidate = read_records(baseline_samples), read_records(candidate_samples)
-    results = [judge_task(t, baseline, candidate, spec) for t in sorted(tasks)]
+    results = [judge_task(t, baseline, candidate, plans[t], spec, len(plans)) for t in sorted(plans)]
     overall = overall_verdict(results)
-    return GateReport(schema_version=GATE_REPORT_SCHEMA_VERSION, overall=overall, confidence=spec.confidence,
-                      bootstrap_iterations=spec.bootstrap_iterations, seed=spec.seed, tasks=results,
+    alpha_pass, alpha_fail = alphas(spec, len(plans))
+    return GateReport(schema_version=GATE_REPORT_SCHEMA_VERSION, overall=overall, method=METHOD,
+                      confidence=spec.confidence, alpha_pass=alpha_pass, alpha_fail=alpha_fail,
+                      sample_seed=evaluation.sample_seed, look_size=evaluation.look_size, tasks=results,
                       message=gate_message(results, overall))
 
 
 def gate_markdown(report: GateReport) -> str:
     rows = "\n".join(
-        f"| {r['task']} | {r['metric']} | {r['n']} | {100 * r['baseline']:.2f} | {100 * r['candidate']:.2f} | "
+        f"| {r['task']} | {r['metric']} | {r['n']} of {r['documents_planned']} (look {r['look']}/"
+        f"{r['looks_planned']}) | {100 * r['baseline']:.2f} | {100 * r['candidate']:.2f} | "
         f"{r['difference_points']:+.2f} [{r['ci_low_points']:+.2f}, {r['ci_high_points']:+.2f}] | "
-        f"{r['mcnemar_p']:.3g} | {r['allowed_drop_points']:.2f} | **{r['verdict']}**"
-        + (f" (~{r['samples_to_decide']} docs to decide)" if r["samples_to_decide"] else "") + " |"
+        f"−{r['allowed_drop_points']:.2f} | {r['p_noninferiority']:.3g} (≤ {r['alpha_at_look']:.3g}) | "
+        f"**{r['verdict']}** |"
         for r in report["tasks"]
     )
     return (f"## Accuracy gate: **{report['overall']}**\n\n{report['message']}\n\n"
-            f"| task | metric | n | baseline % | candidate % | Δ points [{int(100 * report['confidence'])}% CI] | "
-            f"McNemar p | allowed drop | verdict |\n|---|---|---|---|---|---|---|---|---|\n{rows}\n")
+            f"| task | metric | documents | baseline % | candidate % | Δ points [interval] | allowed | "
+            f"p non-inferiority (pass at) | verdict |\n|---|---|---|---|---|---|---|---|---|\n{rows}\n\n"
+            f"{report['method']}; each task's pass test at α = {report['alpha_pass']:.3g}, fail test at "
+            f"α = {report['alpha_fail']:.3g}.\n")
+
+
+VERDICT_COLOURS = {"pass": "#16a34a", "fail": "#dc2626", "inconclusive": "#d97706"}
 
 
 def gate_plot(report: GateReport, out_file: Path) -> Path:
-    """Per task: baseline and candidate accuracy, the candidate's interval, and the lowest accepted accuracy."""
+    """A non-inferiority forest plot: per task the difference with its interval against the allowed drop,
+    coloured by verdict, accuracies as labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = report["tasks"]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(results), 3.6))
-    x = np.arange(len(results))
-    base = np.array([100 * r["baseline"] for r in results])
-    cand = np.array([100 * r["candidate"] for r in results])
-    low = base + np.array([r["ci_low_points"] for r in results])
-    high = base + np.array([r["ci_high_points"] for r in results])
-    ax.bar(x - 0.18, base, 0.36, label="baseline", color="#9aa5b1")
-    ax.bar(x + 0.18, cand, 0.36, label="candidate", color="#3b82f6")
-    ax.errorbar(x + 0.18, base + (cand - base), yerr=[cand - low, high - cand], fmt="none", ecolor="black",
-                capsize=4, label=f"{int(100 * report['confidence'])}% CI (paired)")
-    threshold = base - np.array([r["allowed_drop_points"] for r in results])
-    ax.hlines(threshold, x - 0.4, x + 0.4, colors="#dc2626", linestyles="dashed", label="lowest accepted")
-    ax.set_xticks(x, [f"{r['task']}\n{r['verdict']}" for r in results])
-    ax.set_ylabel("accuracy, %")
-    ax.set_title(f"accuracy gate: {report['overall']}")
-    ax.legend(fontsize=7, loc="lower right")
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.75 * len(results)))
+    y = np.arange(len(results))[::-1]
+    for row, r in zip(y, results, strict=True):
+        colour = VERDICT_COLOURS.get(r["verdict"], "#6b7280")
+        ax.plot([r["ci_low_points"], r["ci_high_points"]], [row, row], color=colour, linewidth=3,
+                solid_capstyle="butt")
+        ax.plot([r["difference_points"]], [row], "o", color=colour, markersize=8)
+        ax.plot([-r["allowed_drop_points"]] * 2, [row - 0.35, row + 0.35], color="#111827", linestyle="--",
+                linewidth=1.2)
+        ax.annotate(f"{100 * r['baseline']:.1f}% → {100 * r['candidate']:.1f}%  ({r['n']} docs)  {r['verdict']}",
+                    (r["ci_high_points"], row), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8,
+                    color=colour)
+    ax.axvline(0, color="#9ca3af", linewidth=0.8)
+    ax.set_yticks(y, [r["task"] for r in results])
+    ax.set_ylim(-0.7, len(results) - 0.3)
+    lows = [min(r["ci_low_points"], -r["allowed_drop_points"]) for r in results]
+    highs = [r["ci_high_points"] for r in results]
+    span = max(highs) - min(lows)
+    ax.set_xlim(min(lows) - 0.1 * span, max(highs) + 0.6 * span)
+    ax.set_xlabel("candidate − baseline, accuracy points (interval; dashed: the allowed drop)")
+    ax.set_title(f"accuracy gate: {report['overall']}", loc="left")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_file, dpi=110)
+    fig.savefig(out_file, dpi=120)
     plt.close(fig)
     return out_file
 
@@ -163,12 +161,13 @@ def write_gate_outputs(report: GateReport, out_dir: Path) -> dict[str, Path]:
             "plot": gate_plot(report, out_dir / "gate_plot.png")}
 
 
-@task(name="gate", cache_policy=step_policy("gate", "work", "baseline", "candidate", "tasks", "spec"),
+@task(name="gate", cache_policy=step_policy("gate", "work", "evaluation", "spec", "evaluation_spec"),
       persist_result=True)
-def gate_task(work: WorkDir, baseline: EvalResult, candidate: EvalResult, tasks: list[str], spec: GateSpec) -> GateReport:
+def gate_task(work: WorkDir, evaluation: Evaluation, spec: GateSpec, evaluation_spec: EvaluationSpec) -> GateReport:
     from prefect.artifacts import create_markdown_artifact
 
-    report = evaluate_gate(baseline.samples_path, candidate.samples_path, tasks, spec)
+    report = evaluate_gate(evaluation.baseline.samples_path, evaluation.candidate.samples_path, evaluation.plans, spec,
+                           evaluation_spec)
     write_gate_outputs(report, work.gate)
     create_markdown_artifact(markdown=gate_markdown(report), key="accuracy-gate", description=report["message"])
     return report

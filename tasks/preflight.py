@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from enginewright.devices import check_format_supported, compute_capability
 from enginewright.errors import InputError, RegistryError, StoreError
 from enginewright.s3 import S3Location, s3_client
@@ -9,19 +11,80 @@ from enginewright.settings import Settings
 from enginewright.spec import BuildSpec
 from tasks.calibration import calibration_files, check_enough_text
 from tasks.checkpoint_sources import source_context
-from tasks.eval_data import check_eval_data
+from tasks.eval_data import EvalData, check_eval_data, document_order
 from tasks.sources import check_checkpoint_dir, locate_source
 
 
-def check_inputs(spec: BuildSpec, settings: Settings) -> None:
+@dataclass(frozen=True)
+class TaskPower:
+    task: str
+    planned: int  # documents the plan evaluates at most
+    available: int
+    power_pass: float  # chance a harmless candidate (no true difference) passes this task
+    power_fail: float  # chance a candidate that drops twice the margin fails it
+    needed: int  # documents for 80 % power to pass a harmless candidate (fixed n)
+
+
+def gate_power(spec: BuildSpec, data: EvalData) -> list[TaskPower]:
+    """Before any work: what the spec's plan can decide, at the spec's planning discordance (the baseline accuracy
+    for a min_recovery margin is not known yet: a 50 % baseline is assumed)."""
+    from enginewright.gate_decision import allowed_drop, alphas, task_plan
+    from enginewright.paired_stats import documents_for_power, sequential_power
+
+    rows = []
+    alpha_pass, alpha_fail = alphas(spec.gate, len(spec.evaluation.tasks))
+    discordance = spec.gate.planning_discordance
+    for task in spec.evaluation.tasks:
+        plan = task_plan(task, len(document_order(data, task, spec.evaluation.sample_seed)), spec.evaluation)
+        margin = allowed_drop(*spec.gate.criteria_for(task), 0.5)
+        look = plan.looks[0]
+        if margin <= 0 or margin >= discordance:
+            rows.append(TaskPower(task, plan.planned, plan.available, 0.0 if margin <= 0 else 1.0, 0.0, 0))
+            continue
+        worse = min(2 * margin, 0.95 * discordance)
+        rows.append(TaskPower(
+            task, plan.planned, plan.available,
+            sequential_power(plan.planned, look, discordance, 0.0, margin, alpha_pass),
+            sequential_power(plan.planned, look, discordance, -worse, margin, alpha_fail, side="fail"),
+            documents_for_power(discordance, margin, alpha_pass)))
+    return rows
+
+
+def power_markdown(rows: list[TaskPower], spec: BuildSpec) -> str:
+    lines = [f"gate power at {100 * spec.gate.planning_discordance:.0f} % discordance (gate.planning_discordance):",
+             f"{'task':<15}{'planned':>9}{'available':>11}{'pass if harmless':>18}{'fail if 2x drop':>17}"
+             f"{'80 % needs':>12}"]
+    for r in rows:
+        lines.append(f"{r.task:<15}{r.planned:>9}{r.available:>11}{100 * r.power_pass:>17.0f}%"
+                     f"{100 * r.power_fail:>16.0f}%{r.needed:>12}")
+    overall = 1.0
+    for r in rows:
+        overall *= r.power_pass
+    lines.append(f"a harmless candidate passes every task with ~{100 * overall:.0f} % power")
+    return "\n".join(lines)
+
+
+def underpowered(rows: list[TaskPower]) -> str | None:
+    """The warning for a plan under 80 % power to pass a harmless candidate, or None."""
+    weak = [r for r in rows if r.power_pass < 0.8]
+    if not weak:
+        return None
+    return "the gate is underpowered: " + "; ".join(
+        f"{r.task} passes a harmless candidate with {100 * r.power_pass:.0f} % power at {r.planned} documents "
+        f"(80 % needs ~{r.needed}, {r.available} available)" for r in weak
+    ) + "; plan more documents (evaluation.limit) or allow a larger drop (gate.max_drop_points)"
+
+
+def check_inputs(spec: BuildSpec, settings: Settings) -> EvalData:
     from enginewright.models import load_tokenizer
 
     check_format_supported(spec.quantization.format, compute_capability())
     _, path, _ = locate_source(spec.source, source_context(settings))
     check_checkpoint_dir(path, spec.source)
-    check_eval_data(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
+    data = check_eval_data(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
     calibration_files(spec.calibration)
     check_enough_text(spec.calibration, load_tokenizer(path, spec.source.trust_remote_code))
+    return data
 
 
 def check_stores(settings: Settings, timeout_s: float = 5.0) -> None:

@@ -69,7 +69,8 @@ def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, ba
     return RunRecord(
         model_name=spec.registry.model_name,
         build_key=work.build_key,
-        evidence={"evaluation": [baseline.samples_path, candidate.samples_path],
+        evidence={"evaluation": [baseline.samples_path, candidate.samples_path,
+                                 work.evaluation / "samples.json"],
                   "gate": [work.gate / "gate_report.json", work.gate / "gate_plot.png"]},
         params=run_params(spec),
         metrics=run_metrics(baseline, candidate, gate, engine),
@@ -104,7 +105,9 @@ def run_metrics(baseline: EvalResult, candidate: EvalResult, gate: GateReport, e
         metrics[f"gate.{row['task']}.difference_points"] = float(row["difference_points"])
         metrics[f"gate.{row['task']}.ci_low_points"] = float(row["ci_low_points"])
         metrics[f"gate.{row['task']}.ci_high_points"] = float(row["ci_high_points"])
-        metrics[f"gate.{row['task']}.mcnemar_p"] = float(row["mcnemar_p"])
+        metrics[f"gate.{row['task']}.p_noninferiority"] = float(row["p_noninferiority"])
+        metrics[f"gate.{row['task']}.documents"] = float(row["n"])
+        metrics[f"gate.{row['task']}.tie_rate_candidate"] = float(row["tie_rate_candidate"])
         metrics[f"gate.{row['task']}.allowed_drop_points"] = float(row["allowed_drop_points"])
         if row["recovery"] is not None:
             metrics[f"gate.{row['task']}.recovery"] = float(row["recovery"])

@@ -16,7 +16,7 @@ from flows.build import run_build
 pytestmark = pytest.mark.e2e
 
 
-TASKS_PER_BUILD = 16  # resolve, fingerprint, eval-data, calibration, quantize, smoke, export, llm-api, trtllm, 2 evals, gate, bundle, log-run, store, register
+TASKS_PER_BUILD = 15  # resolve, fingerprint, eval-data, calibration, quantize, smoke, export, llm-api, trtllm, evaluate, gate, bundle, log-run, store, register
 
 
 def task_run_states(flow_run_id, expected: int = TASKS_PER_BUILD) -> dict[str, str]:
@@ -69,7 +69,7 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert first.registered_now and first.registered.version == "1"
     assert first.gate["overall"] == "pass" and first.registered.aliases == ["candidate"]
     assert states["smoke-check"] == "Completed" and states["gate"] == "Completed"
-    assert "| arc_easy | acc_norm | 4 |" in gate_artifact_markdown(first_state.state_details.flow_run_id)
+    assert "| arc_easy | acc_norm | 4 of 4 (look 1/1) |" in gate_artifact_markdown(first_state.state_details.flow_run_id)
 
     client = registry_client(settings.tracking_uri)
     version = client.get_model_version("tiny-llama", "1")
@@ -88,7 +88,8 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert run.data.metrics["baseline.arc_easy.n"] == 4
     assert 0 <= run.data.metrics["candidate.hellaswag.acc_norm"] <= 1
     evidence = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert evidence == {"evaluation/baseline-samples.jsonl", "evaluation/candidate-samples.jsonl"}
+    assert evidence == {"evaluation/baseline-samples.jsonl", "evaluation/candidate-samples.jsonl",
+                        "evaluation/samples.json"}
     gate_files = {a.path for a in client.list_artifacts(run.info.run_id, "gate")}
     assert gate_files == {"gate/gate_report.json", "gate/gate_plot.png"}
     assert run.data.tags["gate.verdict"] == "pass"
@@ -177,6 +178,6 @@ def test_a_changed_step_recomputes_with_every_step_after_it_and_nothing_before(
     states = task_run_states(second_state.state_details.flow_run_id)
     recomputed = {name for name, state in states.items() if state != "Cached"}
     assert recomputed == {"gate", "bundle", "log-run", "store-bundle", "register"}, states
-    assert states["quantize"] == states["evaluate-candidate"] == states["evaluate-baseline"] == "Cached"
+    assert states["quantize"] == states["evaluate"] == "Cached"
     assert second.build_key == first.build_key  # same bundle identity: the registry keeps one version
     assert not second.registered_now and second.registered.version == first.registered.version

@@ -1,0 +1,70 @@
+"""Evaluation look by look on a tiny Llama and real lm-eval runs: each side's records form one sequence in the seeded
+order, a rerun continues it instead of starting over, and lm-eval labels every selected document correctly."""
+
+from pathlib import Path
+
+import pytest
+
+from enginewright.spec import CalibrationSpec, EvaluationSpec, GateSpec, QuantizationSpec
+from enginewright.work_dir import WorkDir
+from tasks.calibration import build_calibration_set
+from tasks.eval_data import check_eval_data, document_order
+from tasks.evaluate import evaluate_documents, evaluate_until_decided, read_records
+from tasks.export import export_checkpoint
+from tasks.quantize import calibrate_and_quantize
+
+
+@pytest.fixture(scope="module")
+def built(tiny_model: Path, tokenizer_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("sequence")
+    spec = CalibrationSpec(source=str(shared_data / "calib" / "tiny_shakespeare.txt"), num_samples=2, seq_len=16)
+    calib = build_calibration_set(spec, tokenizer_dir, root / "c.safetensors")
+    work = WorkDir.open(root / "builds", "k" * 64)
+    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format="int8_sq"), "bfloat16", 2,
+                                   work.quantized_state)
+    export_checkpoint(tiny_model, state, "bfloat16", work.checkpoint)
+    data = check_eval_data(shared_data / "eval", ["arc_easy"], 0)
+    return tiny_model, state, work, data, root
+
+
+def run(built, limit: int, look: int | None):
+    model, state, work, data, root = built
+    spec = EvaluationSpec(tasks=["arc_easy"], limit=limit, look_size=look, data_dir=data.data_dir, batch_size=4)
+    # A margin a random model cannot cross either way: every look is inconclusive, the plan runs to its end.
+    gate = GateSpec(max_drop_points=0.0001)
+    return evaluate_until_decided(model, "rev", state, "bfloat16", spec, gate, data, root / "cache", root / "store",
+                                  work)
+
+
+def test_a_rerun_continues_the_sequence_and_a_larger_plan_evaluates_only_the_new_documents(built) -> None:
+    first = run(built, limit=4, look=2)
+    assert first.plans["arc_easy"].looks == (2, 4)
+    assert (first.baseline.docs_evaluated, first.candidate.docs_evaluated) == (4, 4)
+    records = read_records(first.candidate.samples_path)
+    order = document_order(built[3], "arc_easy", seed=0)
+    assert [(r["subtask"], r["doc_id"], r["position"]) for r in records] == [(*d, i) for i, d in enumerate(order[:4])]
+
+    again = run(built, limit=4, look=2)
+    assert (again.baseline.docs_evaluated, again.candidate.docs_evaluated) == (0, 0)
+    assert read_records(again.candidate.samples_path) == records
+
+    larger = run(built, limit=6, look=None)
+    assert (larger.baseline.docs_evaluated, larger.candidate.docs_evaluated) == (2, 2)
+    assert read_records(larger.candidate.samples_path)[:4] == records
+
+
+def test_lm_eval_labels_an_unsorted_selection_correctly(built) -> None:
+    """lm-eval maps the k-th selected document to samples[k] in split order; we pass sorted indices, so a document
+    gets the same record (hash, answer) whichever documents share its call."""
+    from lm_eval.models.huggingface import HFLM
+
+    from enginewright.models import load_model, load_tokenizer
+
+    model, _, _, data, root = built
+    lm = HFLM(pretrained=load_model(model, "bfloat16"), tokenizer=load_tokenizer(model), batch_size=4)
+    spec = EvaluationSpec(tasks=["arc_easy"], data_dir=data.data_dir)
+    together = evaluate_documents(lm, spec, {"arc_easy": [("arc_easy", 9), ("arc_easy", 3)]}, data, root / "cache")
+    alone = evaluate_documents(lm, spec, {"arc_easy": [("arc_easy", 3)]}, data, root / "cache")
+    assert [r["doc_id"] for r in together["arc_easy"]] == [9, 3]
+    assert together["arc_easy"][1]["doc_hash"] == alone["arc_easy"][0]["doc_hash"]
+    assert together["arc_easy"][0]["doc_hash"] != alone["arc_easy"][0]["doc_hash"]

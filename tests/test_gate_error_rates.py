@@ -1,0 +1,63 @@
+"""The gate's error rates by simulation: paired 0/1 outcomes drawn with a given discordance and true difference, run
+through the gate's own rule (Tango's statistic, the planned looks, O'Brien–Fleming boundaries), fixed seeds.
+
+- On the margin (true Δ = −margin) both nulls hold: false passes and false fails each stay within Monte-Carlo error
+  of α — over discordance 1–15 %, 50–5,000 documents, one look (fixed n) and five looks (sequential).
+- Below the margin (Δ = −2·margin) a pass is a false pass; above it (Δ = 0, harmless) a fail is a false fail.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from enginewright.paired_stats import PairedCounts, look_plan, sequential_decision, sequential_power
+
+ALPHA = 0.025
+TRIALS = 2000
+TOLERANCE = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / TRIALS)  # nominal + three Monte-Carlo standard errors
+
+
+def verdict_rates(n: int, discordance: float, true_difference: float, margin: float, looks: int, seed: int,
+                  ) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    up, down = (discordance + true_difference) / 2, (discordance - true_difference) / 2
+    draws = rng.choice(np.array([1, -1, 0], dtype=np.int8), size=(TRIALS, n), p=[up, down, 1 - discordance])
+    plan = look_plan(n, math.ceil(n / looks))
+    cand_up = np.cumsum(draws == 1, axis=1)[:, np.array(plan) - 1]
+    base_up = np.cumsum(draws == -1, axis=1)[:, np.array(plan) - 1]
+    rates = {"pass": 0, "fail": 0, "inconclusive": 0}
+    for c_row, b_row in zip(cand_up, base_up, strict=True):
+        counts = [PairedCounts(k, int(c), int(b), 0) for k, c, b in zip(plan, c_row, b_row, strict=True)]
+        rates[sequential_decision(counts, plan, margin, ALPHA, ALPHA).verdict] += 1
+    return {k: v / TRIALS for k, v in rates.items()}
+
+
+GRID = [(n, discordance) for n in (50, 250, 1000, 5000) for discordance in (0.01, 0.02, 0.05, 0.15)]
+
+
+def margin_for(n: int, discordance: float) -> float:
+    """A margin the grid point can decide at all: about the fixed-n test's 80 %-power margin, at least 0.5 points,
+    and below the discordance (a margin wider than every discordant pair is not a test)."""
+    return min(max(2.8 * math.sqrt(discordance / n), 0.005), 0.8 * discordance)
+
+
+@pytest.mark.parametrize("looks", [1, 5])
+@pytest.mark.parametrize(("n", "discordance"), GRID)
+def test_on_the_margin_both_errors_stay_nominal(n: int, discordance: float, looks: int) -> None:
+    margin = margin_for(n, discordance)
+    rates = verdict_rates(n, discordance, -margin, margin, looks, seed=n + int(1000 * discordance) + looks)
+    assert rates["pass"] <= TOLERANCE, f"false passes {rates['pass']:.4f} at margin {margin:.4f}"
+    assert rates["fail"] <= TOLERANCE, f"false fails {rates['fail']:.4f} at margin {margin:.4f}"
+
+
+@pytest.mark.parametrize(("n", "discordance"), [(250, 0.05), (1000, 0.02), (1000, 0.15)])
+def test_away_from_the_margin_the_wrong_verdict_is_rare_and_the_right_one_common(n: int, discordance: float) -> None:
+    margin = min(margin_for(n, discordance), 0.45 * discordance)  # Δ = −2·margin must be a possible truth
+    worse = verdict_rates(n, discordance, -2 * margin, margin, 5, seed=1)
+    harmless = verdict_rates(n, discordance, 0.0, margin, 5, seed=2)
+    assert worse["pass"] <= TOLERANCE and harmless["fail"] <= TOLERANCE
+    # The power the preflight promises (normal approximation) is what the simulation finds.
+    predicted = sequential_power(n, math.ceil(n / 5), discordance, 0.0, margin, ALPHA)
+    assert harmless["pass"] == pytest.approx(predicted, abs=0.05)
+    assert worse["fail"] > 0.3
