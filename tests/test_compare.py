@@ -57,7 +57,7 @@ def test_the_table_shows_every_variant_with_its_reason_and_the_plot_is_written(t
 
 def test_a_finished_variant_hands_its_gpu_to_the_next(monkeypatch, tmp_path: Path) -> None:
     """Variants get GPUs from a pool of slots: whichever finishes first frees its own GPU for the next."""
-    import flows.matrix as matrix
+    import tasks.variants as matrix
 
     started: list[tuple[str, int]] = []
     finish_order = iter(["b", "a", "c", "d"])
