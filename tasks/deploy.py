@@ -1,0 +1,171 @@
+"""The deploy state machine's steps, as tasks: check the bundle (pull, verify, fit), record a refusal (tags, history,
+alias back to the serving version), render and switch the release, record the rollout (tags, superseded, history,
+artifact). `flows/deploy.py` composes them; each is a plain function underneath, testable without a flow run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from enginewright.bundle_store import fetch_bundle
+from enginewright.errors import DeployRefused, EnginewrightError, InputError, StoreError
+from enginewright.fit_check import fit_problems
+from enginewright.manifest import verify_bundle
+from enginewright.promotion import AliasStore
+from enginewright.registry_client import registry_client
+from enginewright.retries import retry_unless_input_error
+from enginewright.schemas import Manifest
+from enginewright.serving_config import render_release, switch_current
+from enginewright.settings import Settings
+from enginewright.targets import DeployTarget
+
+HISTORY_KEEP = 30  # entries kept in the registered model's history tag (MLflow tag values are at most 5000 chars)
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    status: str  # deployed | already-deployed | skipped
+    model: str
+    version: str
+    target: str
+    release_dir: str | None
+    message: str
+
+
+def tag_prefix(target: DeployTarget) -> str:
+    return f"deploy.{target.name}"
+
+
+def read_history(client, name: str, target: DeployTarget) -> list[dict[str, str]]:
+    tags = client.get_registered_model(name).tags or {}
+    return json.loads(tags.get(f"{tag_prefix(target)}.history", "[]"))
+
+
+def append_history(client, name: str, target: DeployTarget, entry: dict[str, str]) -> None:
+    history = [*read_history(client, name, target), entry][-HISTORY_KEEP:]
+    client.set_registered_model_tag(name, f"{tag_prefix(target)}.history", json.dumps(history, separators=(",", ":")))
+
+
+def previous_deployed_version(history: list[dict[str, str]], current: str) -> str | None:
+    """The version that was serving before `current`: the newest successful deploy of another version."""
+    for entry in reversed(history):
+        if entry.get("status") == "deployed" and entry.get("version") != current:
+            return entry["version"]
+    return None
+
+
+def resolve_version(client, model_name: str, version: str | None, alias: str | None):
+    """The version `alias` points at (when given), else `version`; InputError naming what was not found."""
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(model_name, alias)
+        if version is None:
+            raise InputError("deploy needs a version or an alias")
+        return client.get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        raise InputError(f"{model_name} {'@' + alias if alias else 'version ' + str(version)}: {exc.message}") from None
+
+
+@task(name="pull-and-verify", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_input_error)
+def pull_and_verify(source: str, bundle_dir: Path, settings: Settings) -> Manifest:
+    """The bundle at `bundle_dir`, verified; downloaded first when it is not there yet."""
+    if bundle_dir.is_dir():
+        return verify_bundle(bundle_dir)
+    return fetch_bundle(source, bundle_dir, settings.s3_endpoint_url, settings.transfer, settings.tracking_uri)
+
+
+@task(name="check-bundle", cache_policy=NO_CACHE)
+def check_bundle_task(source: str, bundle_dir: Path, tags: dict[str, str], target: DeployTarget,
+                      settings: Settings) -> Manifest:
+    """The bundle verified and fitting the target; DeployRefused (with the reason) when it does not, StoreError
+    when the store cannot be read (that refuses nothing: a rerun may deploy it)."""
+    try:
+        manifest = pull_and_verify(source, bundle_dir, settings)
+    except StoreError:
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        raise
+    except EnginewrightError as exc:
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        raise DeployRefused(f"bundle verification failed: {exc}") from None
+    problems = fit_problems(manifest, tags, target)
+    if problems:
+        raise DeployRefused("; ".join(problems))
+    return manifest
+
+
+@task(name="record-refusal", cache_policy=NO_CACHE)
+def record_refusal_task(tracking_uri: str, name: str, version: str, target: DeployTarget, action: str, reason: str, run_id: str,
+                        alias: str | None, serving: str | None, alias_store_url: str) -> str | None:
+    """Tags and history of a refused deploy; a refused promotion's alias moved back to the version that still
+    serves. Returns the version the alias moved back to, or None."""
+    client = registry_client(tracking_uri)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    prefix = tag_prefix(target)
+    for key, value in {"status": "refused", "reason": reason[:4000], "time": now, "run": run_id}.items():
+        client.set_model_version_tag(name, version, f"{prefix}.{key}", value)
+    append_history(client, name, target, {"version": version, "action": action, "status": "refused", "time": now})
+    if alias is not None and serving is not None:
+        if alias_back_to_serving(client, AliasStore(alias_store_url), name, alias, version, serving):
+            return serving
+    return None
+
+
+@task(name="render-serving-config", cache_policy=NO_CACHE)
+def render_task(bundle_dir: Path, manifest: Manifest, target: DeployTarget, name: str, version: str,
+                root: Path) -> tuple[Path, dict[str, Any]]:
+    now = datetime.now(UTC)
+    release = root / "releases" / f"v{version}-{now.strftime('%Y%m%dT%H%M%S%fZ')}"
+    deployment = render_release(bundle_dir, manifest, target, name, version, release, now)
+    switch_current(root, release)
+    return release, deployment
+
+
+@task(name="record-rollout", cache_policy=NO_CACHE)
+def record_rollout_task(tracking_uri: str, name: str, version: str, tags: dict[str, str], target: DeployTarget, action: str,
+                        release: Path, deployment: dict[str, Any], root: Path, previous: str | None,
+                        run_id: str) -> None:
+    """The version tagged deployed (an earlier refusal's reason dropped), the one it replaced `superseded`, the
+    history appended, and a markdown artifact with the serving command."""
+    client = registry_client(tracking_uri)
+    prefix = tag_prefix(target)
+    if f"{prefix}.reason" in tags:  # a refusal of an earlier attempt no longer applies
+        client.delete_model_version_tag(name, version, f"{prefix}.reason")
+    for key, value in {"status": "deployed", "time": deployment["rendered_at"], "config": str(release),
+                       "gpu": target.gpu, "run": run_id, "action": action}.items():
+        client.set_model_version_tag(name, version, f"{prefix}.{key}", value)
+    if previous is not None and previous != version:
+        client.set_model_version_tag(name, previous, f"{prefix}.status", f"superseded by version {version}")
+        client.set_model_version_tag(name, previous, f"{prefix}.superseded_at", deployment["rendered_at"])
+    append_history(client, name, target, {"version": version, "action": action, "status": "deployed",
+                                          "time": deployment["rendered_at"]})
+    command = " ".join(deployment["trtllm_serve"])
+    create_markdown_artifact(
+        key=f"deployment-{target.name}", description=f"{name} v{version} on {target.name}",
+        markdown=(f"# {name} version {version} → {target.name} ({target.gpu})\n\n"
+                  f"- release: `{release}` (now `{root / 'current'}`)\n- trtllm-serve: `{command}`\n"
+                  f"- Triton model repository: `{release / 'triton'}`\n"))
+
+
+def alias_back_to_serving(client, store: AliasStore, model_name: str, alias: str, refused: str,
+                          serving: str) -> bool:
+    """A refused promotion left `alias` on the refused version while the old one serves: move it back. The change
+    is claimed first, so the webhook relay and the poll that see it deploy nothing (the version already serves).
+    Returns whether the alias moved (a person may have moved it on meanwhile: then it stays)."""
+    try:
+        current = str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return False
+    if current != refused:
+        return False
+    store.claim(model_name, alias, serving)
+    client.set_registered_model_alias(model_name, alias, serving)
+    return True
