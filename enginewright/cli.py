@@ -25,6 +25,19 @@ from enginewright.spec import (
 )
 from tasks.compare import RecommendationPolicy
 
+UNSET = object()  # an optional spec field set to "none" on the command line
+
+
+def int_or_none(text: str) -> Any:
+    """A whole number, or `none`/`all` for an optional count (`--limit none`: every document)."""
+    if text.strip().lower() in ("none", "all"):
+        return UNSET
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'none', got {text!r}") from None
+
+
 # Flag → (spec section, field, model holding the description, parse)
 BUILD_FLAGS: dict[str, tuple[str, str, type, Any]] = {
     "--model": ("source", "model", SourceSpec, str),
@@ -36,8 +49,8 @@ BUILD_FLAGS: dict[str, tuple[str, str, type, Any]] = {
     "--calib-seq-len": ("calibration", "seq_len", CalibrationSpec, int),
     "--seed": ("calibration", "seed", CalibrationSpec, int),
     "--tasks": ("evaluation", "tasks", EvaluationSpec, lambda s: [t.strip() for t in s.split(",") if t.strip()]),
-    "--limit": ("evaluation", "limit", EvaluationSpec, int),
-    "--look-size": ("evaluation", "look_size", EvaluationSpec, int),
+    "--limit": ("evaluation", "limit", EvaluationSpec, int_or_none),
+    "--look-size": ("evaluation", "look_size", EvaluationSpec, int_or_none),
     "--max-drop": ("gate", "max_drop_points", GateSpec, float),
     "--num-fewshot": ("evaluation", "num_fewshot", EvaluationSpec, int),
     "--eval-data": ("evaluation", "data_dir", EvaluationSpec, str),
@@ -47,7 +60,10 @@ BUILD_FLAGS: dict[str, tuple[str, str, type, Any]] = {
 
 def _help(model: type[BaseModel], field: str) -> str:
     info = model.model_fields[field]
-    default = "" if info.is_required() else f" [default: {info.default}]"
+    shown = ",".join(info.default) if isinstance(info.default, list) else info.default  # as the flag takes it
+    default = "" if info.is_required() else f" [default: {shown}]"
+    if info.annotation == int | None:
+        default += " ('none' unsets it)"
     return ((info.description or "") + default).replace("%", "%%")  # argparse formats help with %
 
 
@@ -56,7 +72,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for flag, (section, field, _, _) in BUILD_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
-            overrides.setdefault(section, {})[field] = value
+            overrides.setdefault(section, {})[field] = None if value is UNSET else value
     if args.kv_quant is not None:
         overrides.setdefault("quantization", {})["kv_cache"] = args.kv_quant
     return overrides

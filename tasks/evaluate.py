@@ -254,6 +254,9 @@ def evaluate_until_decided(
             missing = {t: orders[t][len(sequences[label][t].records):plans[t].looks[look]] for t in active}
             missing = {t: docs for t, docs in missing.items() if docs}
             if missing:
+                log(f"look {look + 1}: evaluating the {label} on " + ", ".join(
+                    f"{t} {len(docs)} documents ({plans[t].looks[look] - len(docs) + 1}–{plans[t].looks[look]} of "
+                    f"{plans[t].planned})" for t, docs in missing.items()))
                 for t, records in side.evaluate(missing, data, cache_dir).items():
                     sequences[label][t].extend(records)
         for t in active:

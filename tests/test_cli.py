@@ -33,6 +33,18 @@ def test_dry_run_prints_the_resolved_spec(base_args: list[str], settings: Settin
     assert not settings.builds_dir.exists()
 
 
+def test_dry_run_prints_the_plan_power_and_limit_none_plans_every_document(
+    base_args: list[str], settings: Settings, capsys
+) -> None:
+    args = [a if a != "2" or i != len(base_args) - 1 else "none" for i, a in enumerate(base_args)]
+    assert main(args + ["--tasks", "arc_challenge", "--max-drop", "1", "--look-size", "100", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "limit: null" in captured.out
+    row = next(line for line in captured.out.splitlines() if line.startswith("arc_challenge"))
+    assert row.split()[1:3] == ["938", "938"]  # planned, available
+    assert "the gate is underpowered: arc_challenge passes a harmless candidate with" in captured.err
+
+
 def test_help_describes_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["build", "--help"])
