@@ -122,6 +122,8 @@ def gate_tags(gate: GateReport) -> dict[str, str]:
         tags[f"gate.{row['task']}.baseline"] = f"{row['baseline']:.4f}"
         tags[f"gate.{row['task']}.candidate"] = f"{row['candidate']:.4f}"
         tags[f"gate.{row['task']}.ci_points"] = f"[{row['ci_low_points']:+.2f}, {row['ci_high_points']:+.2f}]"
+        tags[f"gate.{row['task']}.documents"] = f"{row['n']}/{row['documents_planned']}"
+        tags[f"gate.{row['task']}.allowed_drop_points"] = f"{row['allowed_drop_points']:.2f}"
     return tags
 
 

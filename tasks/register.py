@@ -35,6 +35,10 @@ EXPERIMENT = "enginewright-builds"
 CANDIDATE_ALIAS = "candidate"
 
 
+REEVALUATION_TAG = "enginewright.reevaluation_of"  # on a re-evaluation's run: the version it re-judged
+GATE_RUN_TAG = "gate.run_id"  # on a version: the run whose gate its gate tags are
+
+
 @dataclass(frozen=True)
 class LoggedRun:
     run_id: str
@@ -92,13 +96,22 @@ def experiment_id(client: MlflowClient, artifact_root: str, name: str = EXPERIME
     return client.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
 
 
+def gate_evidence(tags: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k.startswith("gate.") and k != GATE_RUN_TAG}
+
+
 def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> LoggedRun:
+    """The build's MLflow run. A build key that already has a version logs no second build run, unless this run's
+    gate differs from the version's (a new plan, margin or evaluation code): then the re-evaluation gets its own run,
+    linked to the version, and the version's gate tags and `candidate` alias follow it (`record_reevaluation`)."""
     client = registry_client(tracking_uri)
     existing = find_version(client, record.model_name, record.build_key)
-    if existing is not None:
+    if existing is not None and gate_evidence(existing.tags or {}) == gate_evidence(record.tags):
         return LoggedRun(existing.run_id, existing.source)
-    run = client.create_run(experiment_id(client, artifact_root), run_name=f"build-{record.build_key[:12]}",
-                            tags={**record.tags, "mlflow.note.content": record.description})
+    name = f"build-{record.build_key[:12]}" if existing is None else f"reevaluate-{record.build_key[:12]}"
+    link = {} if existing is None else {REEVALUATION_TAG: str(existing.version)}
+    run = client.create_run(experiment_id(client, artifact_root), run_name=name,
+                            tags={**record.tags, **link, "mlflow.note.content": record.description})
     run_id = run.info.run_id
     try:
         client.log_batch(
@@ -113,7 +126,28 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> L
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
+    if existing is not None:
+        record_reevaluation(client, record, existing, run_id)
+        return LoggedRun(run_id, existing.source)
     return LoggedRun(run_id, None)
+
+
+def record_reevaluation(client: MlflowClient, record: RunRecord, version, run_id: str) -> None:
+    """The version's gate tags replaced by the re-evaluation's (with the run that holds its evidence); the
+    `candidate` alias set if it now passes, removed from it if it no longer does."""
+    for key in gate_evidence(version.tags or {}).keys() - gate_evidence(record.tags).keys():
+        client.delete_model_version_tag(record.model_name, version.version, key)
+    for key, value in {**gate_evidence(record.tags), GATE_RUN_TAG: run_id}.items():
+        client.set_model_version_tag(record.model_name, version.version, key, value)
+    if record.tags.get("gate.verdict") == "pass":
+        converge_candidate_alias(client, record.model_name, version)
+    else:
+        try:  # search results carry no aliases: ask who holds it
+            holder = client.get_model_version_by_alias(record.model_name, CANDIDATE_ALIAS)
+        except MlflowException:
+            return
+        if str(holder.version) == str(version.version):
+            client.delete_registered_model_alias(record.model_name, CANDIDATE_ALIAS)
 
 
 def _existing(version, created: bool = False) -> RegisteredVersion:
@@ -191,7 +225,9 @@ def store_bundle_task(bundle_dir: Path, manifest: Manifest, run: LoggedRun, bund
 def require_gate_passed(gate: GateReport, run: LoggedRun) -> None:
     """A failed gate ends the build here: its evidence is in the run, and no bundle is stored or registered."""
     if gate["overall"] == "fail":
-        raise GateFailed(f"{gate['message']} (evidence kept in MLflow run {run.run_id}; no version registered)")
+        where = ("the registered version's gate tags now say so and it lost `candidate`"
+                 if run.registered_source is not None else "no version registered")
+        raise GateFailed(f"{gate['message']} (evidence kept in MLflow run {run.run_id}; {where})")
 
 
 @task(name="register", persist_result=True, retries=2, retry_delay_seconds=10,

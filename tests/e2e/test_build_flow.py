@@ -181,3 +181,39 @@ def test_a_changed_step_recomputes_with_every_step_after_it_and_nothing_before(
     assert states["quantize"] == states["evaluate"] == "Cached"
     assert second.build_key == first.build_key  # same bundle identity: the registry keeps one version
     assert not second.registered_now and second.registered.version == first.registered.version
+
+
+def test_a_reevaluation_of_a_registered_build_is_recorded_and_moves_the_gate_tags_and_alias(
+    tiny_model: Path, shared_data: Path, settings: Settings
+) -> None:
+    """A new plan or margin on the same build key (the bundle is the same) is a re-evaluation: its own run, linked to
+    the version; the version's gate tags follow it, and `candidate` follows its verdict."""
+    def spec(limit: int, max_drop: float):
+        return build_spec(settings, None, {
+            "source": {"model": str(tiny_model)},
+            "calibration": {"source": str(shared_data / "calib" / "tiny_shakespeare.txt"), "num_samples": 2,
+                            "seq_len": 16},
+            "evaluation": {"tasks": ["arc_easy"], "limit": limit},
+            "gate": {"max_drop_points": max_drop, "smoke": False},
+            "registry": {"model_name": "tiny-reeval"},
+        })
+
+    first = run_build(spec(2, 100), settings).result()
+    client = registry_client(settings.tracking_uri)
+    assert first.registered.version == "1" and first.registered.aliases == ["candidate"]
+
+    again = run_build(spec(3, 100), settings).result()  # a larger plan: same build key, new evidence
+    assert again.build_key == first.build_key and again.registered.version == "1"
+    runs = client.search_runs([client.get_experiment_by_name("enginewright-builds").experiment_id])
+    reeval = next(r for r in runs if r.info.run_id != first.registered.run_id)
+    assert len(runs) == 2 and reeval.data.tags["enginewright.reevaluation_of"] == "1"
+    version = client.get_model_version("tiny-reeval", "1")
+    assert version.tags["gate.arc_easy.documents"] == "3/3" and version.tags["gate.run_id"] == reeval.info.run_id
+    assert client.get_model_version_by_alias("tiny-reeval", "candidate").version in ("1", 1)
+
+    # A margin the random model cannot show: inconclusive now, so the version no longer holds `candidate`.
+    tight = run_build(spec(3, 0.0001), settings).result()
+    assert tight.gate["overall"] == "inconclusive"
+    version = client.get_model_version("tiny-reeval", "1")
+    assert version.tags["gate.verdict"] == "inconclusive" and "candidate" not in (version.aliases or [])
+    assert [str(v.version) for v in client.search_model_versions("name = 'tiny-reeval'")] == ["1"]
