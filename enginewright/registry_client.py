@@ -10,9 +10,9 @@ exclusive lock on a file beside the database. Server and PostgreSQL stores need 
 
 from __future__ import annotations
 
-import fcntl
 from pathlib import Path
 
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 _SQLITE = "sqlite:///"
@@ -23,11 +23,8 @@ def registry_client(tracking_uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     database = Path(tracking_uri.removeprefix(_SQLITE))
     database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".init-lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:  # the client builds its tracking store at once and its registry store when first used
-            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            client.search_registered_models(max_results=1)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(database.with_name(database.name + ".init-lock")):
+        # the client builds its tracking store at once and its registry store when first used
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.search_registered_models(max_results=1)
     return client
