@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enginewright.gate_decision import decide, paired_sequence, task_plan
+from enginewright.gate_decision import decide, metric_of, paired_sequence, task_plan
 from enginewright.spec import EvaluationSpec, GateSpec
 from tasks.eval_data import check_eval_data, document_order
 
@@ -59,7 +59,7 @@ def main() -> None:
             fixed_plan = task_plan(task, len(order), evaluation.model_copy(update={"look_size": None}))
             b = [dict(by_key["b"][k], position=i) for i, k in enumerate(order[:plan.planned])]
             c = [dict(by_key["c"][k], position=i) for i, k in enumerate(order[:plan.planned])]
-            base, cand, _, _ = paired_sequence(b, c, task, "acc" if task == "mmlu" else "acc_norm")
+            base, cand, _, _ = paired_sequence(b, c, task, metric_of(task, gate))
             sequential = decide(base, cand, plan, gate, len(tasks))
             fixed = decide(base, cand, fixed_plan, gate, len(tasks))
             assert sequential is not None and fixed is not None

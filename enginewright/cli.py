@@ -260,7 +260,8 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.errors import DeployRefused
     from enginewright.registry_client import registry_client
     from enginewright.targets import load_target
-    from flows.deploy import deploy_version, resolve_version
+    from flows.deploy import deploy_version
+    from tasks.deploy import resolve_version
 
     target = str(args.target) if args.target else None
     alias = None if args.version else (args.alias or settings.deploy_alias)

@@ -31,6 +31,7 @@ from statistics import NormalDist
 
 import numpy as np
 from scipy.optimize import brentq
+from scipy.special import ndtr
 from scipy.stats import binomtest
 
 _NORMAL = NormalDist()
@@ -43,7 +44,6 @@ class PairedCounts:
     n: int
     only_candidate_right: int  # c: candidate right, baseline wrong
     only_baseline_right: int  # b: baseline right, candidate wrong
-    baseline_right: int
 
     @classmethod
     def of(cls, baseline: np.ndarray, candidate: np.ndarray) -> PairedCounts:
@@ -52,8 +52,7 @@ class PairedCounts:
             raise ValueError(f"paired samples must be two 1-d arrays of one length, got {baseline.shape} and "
                              f"{candidate.shape}")
         return cls(n=int(baseline.size), only_candidate_right=int(np.sum((candidate == 1) & (baseline == 0))),
-                   only_baseline_right=int(np.sum((baseline == 1) & (candidate == 0))),
-                   baseline_right=int(np.sum(baseline == 1)))
+                   only_baseline_right=int(np.sum((baseline == 1) & (candidate == 0))))
 
     @property
     def difference(self) -> float:
@@ -76,20 +75,24 @@ Z_LIMIT = 1e3
 
 # ---- fixed n: Tango's score test ------------------------------------------------------------------------------
 
-def tango_statistic(counts: PairedCounts, delta: float, correction: float = 0.0) -> float:
-    """Tango's score statistic for H₀: Δ = delta, Δ = P(only candidate right) − P(only baseline right).
-
-    Z = (c − b − nΔ) / √(n (2 q̂ + Δ(1 − Δ))), where q̂ is the maximum-likelihood estimate of P(only baseline
-    right) under the constraint (Tango 1998, eq. 3–5; his b, c are our c, b). Z decreases in delta.
-    """
-    n, c, b = counts.n, counts.only_candidate_right, counts.only_baseline_right
-    if n == 0:
-        raise ValueError("no paired samples to compare")
+def null_variance(n: float, c: float, b: float, delta: float) -> float:
+    """Per-document variance of the paired difference at the maximum-likelihood estimate under H₀: Δ = delta:
+    2 q̂ + Δ(1 − Δ), q̂ the constrained estimate of P(only baseline right) (Tango 1998, eq. 3–5; his b, c are our
+    c, b). Counts may be expected ones (fractions of n)."""
     a2 = 2 * n
     b1 = -c - b + (2 * n - c + b) * delta
     c0 = -b * delta * (1 - delta)
     q = (math.sqrt(max(b1 * b1 - 4 * a2 * c0, 0.0)) - b1) / (2 * a2)
-    variance = n * (2 * q + delta * (1 - delta))
+    return 2 * q + delta * (1 - delta)
+
+
+def tango_statistic(counts: PairedCounts, delta: float, correction: float = 0.0) -> float:
+    """Tango's score statistic for H₀: Δ = delta, Δ = P(only candidate right) − P(only baseline right):
+    Z = (c − b − nΔ) / √(n · null_variance). Z decreases in delta."""
+    n, c, b = counts.n, counts.only_candidate_right, counts.only_baseline_right
+    if n == 0:
+        raise ValueError("no paired samples to compare")
+    variance = n * null_variance(n, c, b, delta)
     numerator = c - b - n * delta + correction
     if variance <= 0:  # every document on one side of delta: as extreme as a finite JSON report can say
         return math.copysign(Z_LIMIT, numerator) if numerator else 0.0
@@ -99,24 +102,7 @@ def tango_statistic(counts: PairedCounts, delta: float, correction: float = 0.0)
 def tango_interval(counts: PairedCounts, confidence: float) -> tuple[float, float]:
     """Two-sided score interval of Δ: the deltas whose score test is not rejected at 1 − confidence."""
     z = _NORMAL.inv_cdf(0.5 + confidence / 2)
-    edge = 1 - 1e-12
-
-    def bound(target: float, lo: float, hi: float) -> float:
-        f = lambda d: tango_statistic(counts, d) - target  # noqa: E731
-        if f(lo) * f(hi) > 0:
-            return lo if abs(f(lo)) < abs(f(hi)) else hi
-        return float(brentq(f, lo, hi, xtol=1e-10))
-
-    estimate = counts.difference
-    low = bound(z, -edge, min(estimate, edge)) if estimate > -edge else -1.0
-    high = bound(-z, max(estimate, -edge), edge) if estimate < edge else 1.0
-    return low, high
-
-
-def noninferiority_p(counts: PairedCounts, margin: float) -> tuple[float, float]:
-    """(p of the pass test, p of the fail test) by Tango's score statistic at Δ = −margin."""
-    z = tango_statistic(counts, -margin)
-    return 1 - _NORMAL.cdf(z), _NORMAL.cdf(z)
+    return _score_inversion(counts, z, z, fail_correction=0.0)
 
 
 # ---- sequential: a group-sequential design with alpha spending -----------------------------------------------
@@ -185,13 +171,7 @@ def _tail(b: float, first: bool, t: float, drift: float, points: np.ndarray, wei
     """P(S_k ≥ b, no crossing before): at the first look from the normal law, later from the carried sub-density."""
     if first:
         return float(1 - _NORMAL.cdf((b - drift * t) / math.sqrt(t)))
-    return float(np.sum(weights * (1 - _normal_cdf((b - points - shift) / sd))))
-
-
-def _normal_cdf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr
-
-    return ndtr(x)
+    return float(np.sum(weights * (1 - ndtr((b - points - shift) / sd))))
 
 
 @functools.cache
@@ -261,20 +241,25 @@ def sequential_decision(
 
 def tango_bounds(counts: PairedCounts, z_low: float, z_high: float) -> tuple[float, float]:
     """The deltas whose score statistic lies in [−z_high, z_low]: a repeated confidence interval at a look whose
-    pass boundary is z_low and fail boundary z_high (Jennison & Turnbull's RCI; the fixed-n interval when both are
-    the one-sided fixed-n quantile)."""
+    pass boundary is z_low and fail boundary z_high (Jennison & Turnbull's RCI). The upper end uses the fail test's
+    corrected statistic, so pass exactly when the lower end is above −margin and fail when the upper end is below."""
+    return _score_inversion(counts, z_low, z_high, fail_correction=FAIL_CORRECTION)
+
+
+def _score_inversion(counts: PairedCounts, z_low: float, z_high: float, fail_correction: float,
+                     ) -> tuple[float, float]:
     edge = 1 - 1e-12
 
-    def root(target: float, lo: float, hi: float, correction: float = 0.0) -> float:
+    def root(target: float, lo: float, hi: float, correction: float) -> float:
         f = lambda d: tango_statistic(counts, d, correction) - target  # noqa: E731
         if f(lo) * f(hi) > 0:
             return lo if abs(f(lo)) < abs(f(hi)) else hi
         return float(brentq(f, lo, hi, xtol=1e-10))
 
     estimate = counts.difference
-    low = root(z_low, -edge, min(estimate, edge)) if estimate > -edge and math.isfinite(z_low) else -1.0
-    high = (root(-z_high, max(estimate, -edge), edge, FAIL_CORRECTION) if estimate < edge and math.isfinite(z_high)
-            else 1.0)
+    low = root(z_low, -edge, min(estimate, edge), 0.0) if estimate > -edge and math.isfinite(z_low) else -1.0
+    high = (root(-z_high, max(estimate, -edge), edge, fail_correction)
+            if estimate < edge and math.isfinite(z_high) else 1.0)
     return low, high
 
 
@@ -283,12 +268,8 @@ def tango_bounds(counts: PairedCounts, z_low: float, z_high: float) -> tuple[flo
 def _variances(discordance: float, true_difference: float, margin: float) -> tuple[float, float]:
     """Per-document variance of the paired difference as Tango's statistic estimates it under H₀ (Δ = −margin,
     at the expected counts) and as it truly is; a score test's power needs both (the null one is the larger)."""
-    n = 1_000_000
-    counts = PairedCounts(n=n, only_candidate_right=round(n * (discordance + true_difference) / 2),
-                          only_baseline_right=round(n * (discordance - true_difference) / 2), baseline_right=0)
-    z = tango_statistic(counts, -margin)
-    null = (n * (true_difference + margin) / z) ** 2 / n if z else discordance
-    return null, max(discordance - true_difference**2, 1e-12)
+    up, down = (discordance + true_difference) / 2, (discordance - true_difference) / 2
+    return null_variance(1.0, up, down, -margin), max(discordance - true_difference**2, 1e-12)
 
 
 def sequential_power(planned: int, look: int, discordance: float, true_difference: float, margin: float,

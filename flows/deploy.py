@@ -34,7 +34,6 @@ from tasks.deploy import (
     DeployOutcome,
     check_bundle_task,
     previous_deployed_version,
-    pull_and_verify,
     read_history,
     record_refusal_task,
     record_rollout_task,
@@ -42,9 +41,6 @@ from tasks.deploy import (
     resolve_version,
     tag_prefix,
 )
-
-__all__ = ["DeployOutcome", "deploy_version", "previous_deployed_version", "pull_and_verify", "resolve_version",
-           "rollback"]
 
 
 def _flow_run_name() -> str:

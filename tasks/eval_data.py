@@ -138,6 +138,22 @@ def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path,
     return [{"group": EVAL_GROUP, "task": configs}]
 
 
+def stratum_sizes(data: EvalData, task: str) -> dict[str, int]:
+    """Documents of `task`'s evaluated split per stratum (one stratum, the task itself, where it has none)."""
+    row = EVAL_TASKS[task]
+    sizes: dict[str, int] = {}
+    with Path(data.files[task][row.eval_split]).open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                stratum = json.loads(line)[row.strata] if row.strata else task
+                sizes[stratum] = sizes.get(stratum, 0) + 1
+    return sizes
+
+
+def document_count(data: EvalData, task: str) -> int:
+    return sum(stratum_sizes(data, task).values())
+
+
 def document_order(data: EvalData, task: str, seed: int) -> list[tuple[str, int]]:
     """Every document of `task` as (lm-eval task, index in its evaluated split), in a seeded random order.
 
@@ -147,18 +163,10 @@ def document_order(data: EvalData, task: str, seed: int) -> list[tuple[str, int]
     `--samples` takes these indices per lm-eval task."""
     import numpy as np
 
-    row = EVAL_TASKS[task]
     rng = np.random.default_rng([seed, *task.encode()])
-    path = Path(data.files[task][row.eval_split])
-    if row.strata is None:
-        count = sum(1 for line in path.open(encoding="utf-8") if line.strip())
-        return [(task, int(i)) for i in rng.permutation(count)]
-    sizes: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                stratum = json.loads(line)[row.strata]
-                sizes[stratum] = sizes.get(stratum, 0) + 1
+    sizes = stratum_sizes(data, task)
+    if EVAL_TASKS[task].strata is None:
+        return [(task, int(i)) for i in rng.permutation(sizes[task])]
     keyed: list[tuple[float, str, int]] = []
     for stratum in sorted(sizes):
         n, offset = sizes[stratum], float(rng.random())

@@ -24,7 +24,7 @@ from enginewright.hashing import sha256_file, sha256_json
 from enginewright.models import load_model, load_tokenizer
 from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
-from tasks.eval_data import EvalData, document_order, lm_eval_task_configs, task_family
+from tasks.eval_data import EvalData, document_count, document_order, lm_eval_task_configs, task_family
 from tasks.export_verify import load_exported_weights
 from tasks.quantize import QuantizedState, restore_quantized
 
@@ -111,7 +111,7 @@ def evaluate_documents(
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def write_records(records: list[dict[str, Any]], path: Path) -> None:
@@ -150,7 +150,7 @@ class Sequence:
     def __init__(self, path: Path, key: str) -> None:
         self.path, self.key = path, key
         key_file = path.with_suffix(".key")
-        fresh = key_file.is_file() and key_file.read_text() == key
+        fresh = key_file.is_file() and key_file.read_text() == key and path.is_file()
         self.records = read_records(path) if fresh else []
 
     def extend(self, records: list[dict[str, Any]]) -> None:
@@ -176,8 +176,8 @@ class Evaluation:
 class _Side:
     """One model under evaluation, loaded on first use only (a look that needs nothing new loads nothing)."""
 
-    def __init__(self, label: str, load: Callable[[], torch.nn.Module], tokenizer: Any, spec: EvaluationSpec) -> None:
-        self.label, self._load, self._tokenizer, self._spec = label, load, tokenizer, spec
+    def __init__(self, load: Callable[[], torch.nn.Module], tokenizer: Any, spec: EvaluationSpec) -> None:
+        self._load, self._tokenizer, self._spec = load, tokenizer, spec
         self._lm: Any = None
         self.seconds, self.evaluated = 0.0, 0
 
@@ -197,8 +197,8 @@ class _Side:
 
 def baseline_sequences(source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData, store_dir: Path,
                        ) -> dict[str, Sequence]:
-    return {t: Sequence(store_dir / baseline_key(source_identity, t, data, spec, dtype)[:32] / f"{t}.jsonl", "baseline")
-            for t in spec.tasks}
+    keys = {t: baseline_key(source_identity, t, data, spec, dtype) for t in spec.tasks}
+    return {t: Sequence(store_dir / key[:32] / f"{t}.jsonl", key) for t, key in keys.items()}
 
 
 def evaluate_baseline_plan(checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData,
@@ -208,13 +208,12 @@ def evaluate_baseline_plan(checkpoint: Path, source_identity: str, dtype: str, s
     sequences = baseline_sequences(source_identity, dtype, spec, data, store_dir)
     missing = {}
     for t in spec.tasks:
-        order = document_order(data, t, spec.sample_seed)
-        planned = task_plan(t, len(order), spec).planned
-        missing[t] = order[len(sequences[t].records):planned]
+        planned = task_plan(t, document_count(data, t), spec).planned
+        missing[t] = document_order(data, t, spec.sample_seed)[len(sequences[t].records):planned]
     missing = {t: docs for t, docs in missing.items() if docs}
     if not missing:
         return 0
-    side = _Side("baseline", lambda: load_model(checkpoint, dtype), load_tokenizer(checkpoint), spec)
+    side = _Side(lambda: load_model(checkpoint, dtype), load_tokenizer(checkpoint), spec)
     for t, records in side.evaluate(missing, data, cache_dir).items():
         sequences[t].extend(records)
     return side.evaluated
@@ -240,8 +239,8 @@ def evaluate_until_decided(
         "candidate": {t: Sequence(work.evaluation / "candidate" / f"{t}.jsonl", candidate_key) for t in tasks},
     }
     sides = {
-        "baseline": _Side("baseline", lambda: load_model(checkpoint, dtype), tokenizer, spec),
-        "candidate": _Side("candidate", lambda: load_candidate(
+        "baseline": _Side(lambda: load_model(checkpoint, dtype), tokenizer, spec),
+        "candidate": _Side(lambda: load_candidate(
             checkpoint, state, dtype, fold=spec.fold_weights, exported=work.checkpoint if spec.fold_weights else None),
             tokenizer, spec),
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import task
@@ -22,16 +21,10 @@ from enginewright.paired_stats import documents_for_power, mcnemar_exact_p, tang
 from enginewright.schemas import GATE_REPORT_SCHEMA_VERSION, GateReport, GateTaskResult
 from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
-
-if TYPE_CHECKING:
-    from tasks.evaluate import Evaluation
+from tasks.evaluate import Evaluation, read_records
 
 METHOD = ("non-inferiority per task: Tango's score statistic of the paired difference, group-sequential with "
           "Lan-DeMets O'Brien-Fleming alpha spending over the planned looks")
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def judge_task(task_name: str, baseline: list[dict], candidate: list[dict], plan: TaskPlan, spec: GateSpec,

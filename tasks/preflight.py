@@ -11,7 +11,7 @@ from enginewright.settings import Settings
 from enginewright.spec import BuildSpec
 from tasks.calibration import calibration_files, check_enough_text
 from tasks.checkpoint_sources import source_context
-from tasks.eval_data import EvalData, check_eval_data, document_order
+from tasks.eval_data import EvalData, check_eval_data, document_count
 from tasks.sources import check_checkpoint_dir, locate_source
 
 
@@ -35,7 +35,7 @@ def gate_power(spec: BuildSpec, data: EvalData) -> list[TaskPower]:
     alpha_pass, alpha_fail = alphas(spec.gate, len(spec.evaluation.tasks))
     discordance = spec.gate.planning_discordance
     for task in spec.evaluation.tasks:
-        plan = task_plan(task, len(document_order(data, task, spec.evaluation.sample_seed)), spec.evaluation)
+        plan = task_plan(task, document_count(data, task), spec.evaluation)
         margin = allowed_drop(*spec.gate.criteria_for(task), 0.5)
         look = plan.looks[0]
         if margin <= 0 or margin >= discordance:

@@ -133,15 +133,14 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> L
 
 
 def record_reevaluation(client: MlflowClient, record: RunRecord, version, run_id: str) -> None:
-    """The version's gate tags replaced by the re-evaluation's (with the run that holds its evidence); the
-    `candidate` alias set if it now passes, removed from it if it no longer does."""
+    """The version's gate tags replaced by the re-evaluation's (with the run that holds its evidence), and the
+    `candidate` alias taken from it if it no longer passes. (A pass sets the alias in the register step, as for
+    any passing build: `converge_candidate_alias`.)"""
     for key in gate_evidence(version.tags or {}).keys() - gate_evidence(record.tags).keys():
         client.delete_model_version_tag(record.model_name, version.version, key)
     for key, value in {**gate_evidence(record.tags), GATE_RUN_TAG: run_id}.items():
         client.set_model_version_tag(record.model_name, version.version, key, value)
-    if record.tags.get("gate.verdict") == "pass":
-        converge_candidate_alias(client, record.model_name, version)
-    else:
+    if record.tags.get("gate.verdict") != "pass":
         try:  # search results carry no aliases: ask who holds it
             holder = client.get_model_version_by_alias(record.model_name, CANDIDATE_ALIAS)
         except MlflowException:

@@ -15,7 +15,8 @@ from enginewright.registry_client import registry_client
 from enginewright.serving_config import render_release
 from enginewright.settings import Settings
 from enginewright.targets import DeployTarget, load_target
-from flows.deploy import deploy_version, previous_deployed_version, rollback
+from flows.deploy import deploy_version, rollback
+from tasks.deploy import previous_deployed_version
 from tests.registered_bundle import register_bundle
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ def verdict_rates(n: int, discordance: float, true_difference: float, margin: fl
     base_up = np.cumsum(draws == -1, axis=1)[:, np.array(plan) - 1]
     rates = {"pass": 0, "fail": 0, "inconclusive": 0}
     for c_row, b_row in zip(cand_up, base_up, strict=True):
-        counts = [PairedCounts(k, int(c), int(b), 0) for k, c, b in zip(plan, c_row, b_row, strict=True)]
+        counts = [PairedCounts(k, int(c), int(b)) for k, c, b in zip(plan, c_row, b_row, strict=True)]
         rates[sequential_decision(counts, plan, margin, ALPHA, ALPHA).verdict] += 1
     return {k: v / TRIALS for k, v in rates.items()}
 

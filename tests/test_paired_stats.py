@@ -36,7 +36,7 @@ def test_mcnemar_matches_statsmodels_and_scipy(b: int, c: int) -> None:
 
 @pytest.mark.parametrize(("c", "b"), [(5, 9), (30, 12), (1, 0), (60, 61)])
 def test_tango_at_no_difference_is_mcnemars_z(c: int, b: int) -> None:
-    counts = PairedCounts(n=500, only_candidate_right=c, only_baseline_right=b, baseline_right=250)
+    counts = PairedCounts(n=500, only_candidate_right=c, only_baseline_right=b)
     assert tango_statistic(counts, 0.0) == pytest.approx((c - b) / math.sqrt(b + c))
 
 
@@ -44,12 +44,12 @@ def test_tango_at_no_difference_is_mcnemars_z(c: int, b: int) -> None:
 def test_tango_interval_without_discordant_pairs_has_a_width(n: int) -> None:
     # No discordant pair: Z(Δ) = √(n|Δ|/(1 − |Δ|)), so the bounds are ±z²/(n + z²), not the bootstrap's [0, 0].
     z = norm.ppf(0.975)
-    low, high = tango_interval(PairedCounts(n, 0, 0, n // 2), 0.95)
+    low, high = tango_interval(PairedCounts(n, 0, 0), 0.95)
     assert low == pytest.approx(-z**2 / (n + z**2), rel=1e-6) and high == pytest.approx(z**2 / (n + z**2), rel=1e-6)
 
 
 def test_tango_interval_inverts_the_test_and_approaches_wald() -> None:
-    counts = PairedCounts(n=20_000, only_candidate_right=900, only_baseline_right=1100, baseline_right=9000)
+    counts = PairedCounts(n=20_000, only_candidate_right=900, only_baseline_right=1100)
     low, high = tango_interval(counts, 0.95)
     assert tango_statistic(counts, low) == pytest.approx(norm.ppf(0.975), abs=1e-6)
     assert tango_statistic(counts, high) == pytest.approx(-norm.ppf(0.975), abs=1e-6)
@@ -91,13 +91,13 @@ def test_documents_for_power_gives_the_power_asked_for() -> None:
 def test_sequential_decision_stops_at_the_first_crossing_and_checks_the_plan() -> None:
     plan = look_plan(1000, 250)
     assert plan == (250, 500, 750, 1000)
-    same = [PairedCounts(n, 0, 0, n // 2) for n in plan]  # identical answers: passes once the bound allows it
+    same = [PairedCounts(n, 0, 0) for n in plan]  # identical answers: passes once the bound allows it
     decision = sequential_decision(same, plan, 0.03, 0.025, 0.025)
     assert decision.verdict == "pass" and decision.look == 2 and decision.z >= decision.pass_bound  # look 1: z 2.8 < 4.3
-    worse = [PairedCounts(n, 0, n // 10, n // 2) for n in plan]  # −10 points
+    worse = [PairedCounts(n, 0, n // 10) for n in plan]  # −10 points
     assert sequential_decision(worse, plan, 0.03, 0.025, 0.025).verdict == "fail"
     with pytest.raises(ValueError, match="the plan has 250"):
-        sequential_decision([PairedCounts(200, 0, 0, 100)], plan, 0.03, 0.025, 0.025)
+        sequential_decision([PairedCounts(200, 0, 0)], plan, 0.03, 0.025, 0.025)
 
 
 def test_counts_of_arrays() -> None:

@@ -30,7 +30,7 @@ def test_transient_failures_are_retried() -> None:
 
 
 def test_the_deploy_pull_does_not_retry_a_failed_verification() -> None:
-    from flows.deploy import pull_and_verify
+    from tasks.deploy import pull_and_verify
 
     assert pull_and_verify.retry_condition_fn is retry_unless_input_error
 
