@@ -19,9 +19,10 @@ from prefect import get_run_logger, task
 
 from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_code_version, step_policy
+from enginewright.environment import package_version
 from enginewright.gate_decision import TaskPlan, decide, metric_of, paired_sequence, task_plan
 from enginewright.hashing import sha256_file, sha256_json
-from enginewright.models import load_model, load_tokenizer
+from enginewright.models import load_model, load_tokenizer, pick_device
 from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
 from tasks.eval_data import EvalData, document_count, document_order, lm_eval_task_configs, task_family
@@ -120,20 +121,14 @@ def write_records(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def lm_eval_version() -> str:
-    from importlib.metadata import version
-
-    return version("lm-eval")
+    return package_version("lm-eval")
 
 
 def numerics(spec: EvaluationSpec, dtype: str) -> dict[str, str]:
     """What changes a log-likelihood besides the model: baseline and candidate must share all of it."""
-    from importlib.metadata import version
-
-    from enginewright.models import pick_device
-
     return {"dtype": dtype, "logprob_dtype": spec.logprob_dtype, "batch_size": str(spec.batch_size),
-            "torch": torch.__version__,
-            "transformers": version("transformers"), "lm-eval": lm_eval_version(), "device": str(pick_device())}
+            "torch": torch.__version__, "transformers": package_version("transformers"),
+            "lm-eval": lm_eval_version(), "device": str(pick_device())}
 
 
 def baseline_key(source_identity: str, task_name: str, data: EvalData, spec: EvaluationSpec, dtype: str) -> str:
