@@ -58,7 +58,7 @@ class Manifest(TypedDict):
     files: list[ManifestFile]  # every file of the bundle except manifest.json itself
 
 
-GATE_REPORT_SCHEMA_VERSION = 2
+GATE_REPORT_SCHEMA_VERSION = 3  # 3: candidate_runtime
 Verdict = str  # "pass" | "fail" | "inconclusive"
 
 
@@ -102,6 +102,22 @@ class GateReport(TypedDict):
     look_size: int | None
     tasks: list[GateTaskResult]
     message: str  # one line naming the deciding task, its drop and threshold
+    candidate_runtime: CandidateRuntimeDoc
+
+
+class AgreementDoc(TypedDict):
+    n: int  # documents both the runtime and the simulated candidate evaluated
+    same: int  # of which both chose the same answer (highest log-likelihood)
+    share: float
+
+
+class CandidateRuntimeDoc(TypedDict):
+    runtime: str  # simulated | tensorrt_llm (tasks.runtimes)
+    reason: str  # why this runtime evaluated the candidate, or why the runtime evaluation was skipped
+    version: str | None  # TensorRT-LLM's version where it ran
+    agreement: dict[str, AgreementDoc] | None  # per task; None where only the simulated candidate was evaluated
+    agreement_min: float  # evaluation.runtime_agreement_min
+    agreement_low: list[str]  # tasks whose share is below agreement_min
 
 
 class SmokeResult(TypedDict):

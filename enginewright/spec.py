@@ -122,6 +122,14 @@ class EvaluationSpec(StrictModel):
         description="Evaluate the candidate with its weight quantizers folded into the weights "
         "(mtq.fold_weight): the same numbers, without fake-quantizing every weight on every forward pass.",
     )
+    agreement_documents: int = Field(
+        default=100, ge=1,
+        description="Where TensorRT-LLM evaluates the candidate, the simulated candidate is evaluated too on the "
+        "first N documents of each task, and the share on which both chose the same answer is reported.")
+    runtime_agreement_min: float = Field(
+        default=0.95, ge=0, le=1,
+        description="Below this share of same answers between the TensorRT-LLM and the simulated candidate, "
+        "the build warns and tags the version `runtime.agreement_low`.")
     data_dir: Path = Field(
         description="Offline evaluation data: <task>/<split>.jsonl files in the Hugging Face schemas "
         "(mmlu/{dev,test}, arc_easy|arc_challenge/{train,validation,test}, hellaswag/validation)."
@@ -155,7 +163,7 @@ class RuntimeSpec(StrictModel):
     )
     legacy_engine: bool = Field(
         default=False,
-        description="Also build a TensorRT engine into bundle/engine (TensorRT-LLM <= 1.2 only; the engine runs only "
+        description="Also build a TensorRT engine into bundle/engine (TensorRT-LLM <= 1.3.0rc20 only; the engine runs only "
         "on the GPU SM and TensorRT version it was built for, which then enter the build key).",
     )
 

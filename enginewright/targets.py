@@ -32,7 +32,7 @@ class DeployTarget(BaseModel):
         default=None, description="TensorRT version of the serving image; a legacy engine is served only when it "
         "equals the version the engine was built with.")
     serve_legacy_engine: bool = Field(
-        default=False, description="Serve the bundle's legacy TensorRT engine (TensorRT-LLM ≤ 1.2 images) instead of "
+        default=False, description="Serve the bundle's legacy TensorRT engine (TensorRT-LLM ≤ 1.3.0rc20 images) instead of "
         "its checkpoint; the engine must have been built on this GPU architecture and TensorRT version.")
     tensor_parallel_size: int | None = Field(
         default=None, ge=1, description="GPUs per model instance; unset keeps the bundle's llm_api.yaml value.")

@@ -204,3 +204,49 @@ def check_serve_argv(argv: list[str]) -> None:
             raise ContractError(f"trtllm-serve does not take {flag!r}; it takes {', '.join(sorted(TRTLLM_SERVE_OPTIONS))}")
     if len(options) % 2:
         raise ContractError(f"trtllm-serve {options[-1]} needs a value")
+
+
+# --- generation: SamplingParams, prompts, prompt log-probabilities --------------------------------------------
+# NVIDIA/TensorRT-LLM tensorrt_llm/sampling_params.py @ a98a9061d72f6fd39f5d055ebdd2c6878a100e2c:
+# `@dataclass(slots=True, kw_only=True) class SamplingParams` — an unknown keyword is a TypeError. The fields
+# enginewright passes, with the real defaults (max_tokens 32; temperature None: greedy when top_p/top_k unset too;
+# prompt_logprobs "Number of log probabilities to return per prompt token"; add_special_tokens True).
+SAMPLING_PARAMS_FIELDS: dict[str, Any] = {
+    "max_tokens": 32, "temperature": None, "prompt_logprobs": None, "logprobs": None, "stop": None,
+    "add_special_tokens": True, "detokenize": True,
+}
+# tensorrt_llm/inputs/data.py @ 2a9abd9536aa62ad3e4b9314be9286b1b1be523b: PromptInputs = str | list[int] |
+# TextPrompt | TokensPrompt; a TokensPrompt is the dict {"prompt_token_ids": [...]}.
+TOKENS_PROMPT_KEY = "prompt_token_ids"
+# tensorrt_llm/executor/result.py @ a678b91aafbeff265cd0b764abb59d7def624ac2: `RequestOutput.outputs[0].prompt_logprobs`
+# is `TokenLogprobs = list[dict[int, Logprob]]`, `Logprob(logprob: float, rank: Optional[int])`, one dict per prompt
+# position, computed from the context logits (`compute_logprobs`, result.py @ 005bc848893f575ec14b45d6b13139360d67c790
+# and executor/base_worker.py @ 7b437aaa73bf5a44b1102aee5c631074da763b8f `_compute_pytorch_prompt_logprobs`): entry i
+# is the distribution that predicted token i + 1 — aligned to the *next* token. Up to 1.3.0rc10 an entry holds only
+# the top-k ids, so a prompt token outside the top k is absent; from 1.3.0rc11 the worker scores
+# prompt_token_ids[1:] + the first generated token, so entry i always holds token i + 1 (NVIDIA/Model-Optimizer
+# examples/llm_eval/lm_eval_trtllm.py @ 622b97c26456f9520136e866260077bdeea485a6, which corrects lm-eval's reading).
+PROMPT_TOKEN_LOGPROBS_SINCE = "1.3.0rc11"
+# The TensorRT (engine) backend, `tensorrt_llm._tensorrt_engine.LLM` and `trtllm-build`, ships up to 1.3.0rc20 and
+# was removed after it (../shared/FIELD_NOTES.md, "TensorRT-LLM releases").
+LAST_ENGINE_RELEASE = "1.3.0rc20"
+
+
+def check_sampling_params(kwargs: dict[str, Any]) -> None:
+    """The SamplingParams keywords enginewright passes are real fields; one ContractError line otherwise."""
+    unknown = sorted(set(kwargs) - set(SAMPLING_PARAMS_FIELDS))
+    if unknown:
+        raise ContractError(f"SamplingParams has no field {', '.join(unknown)}; enginewright passes only "
+                            f"{', '.join(SAMPLING_PARAMS_FIELDS)} (tensorrt_llm/sampling_params.py)")
+
+
+def version_at_least(version: str | None, minimum: str) -> bool:
+    """PEP 440 comparison of a TensorRT-LLM version ("1.3.0rc11" < "1.3.0"); None (not installed) is never enough."""
+    from packaging.version import InvalidVersion, Version
+
+    if version is None:
+        return False
+    try:
+        return Version(version) >= Version(minimum)
+    except InvalidVersion:
+        return False

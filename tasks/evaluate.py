@@ -25,10 +25,12 @@ from enginewright.hashing import sha256_file, sha256_json
 from enginewright.models import load_model, load_tokenizer, pick_device
 from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
+from tasks import runtimes
 from tasks.eval_data import EvalData, document_count, document_order, lm_eval_task_configs, task_family
-from tasks.export_verify import load_exported_weights
-from tasks.quantize import QuantizedState, restore_quantized
+from tasks.quantize import QuantizedState
+from tasks.runtimes import RuntimeChoice, RuntimeLaneFailed, simulated
 
+SIMULATED = RuntimeChoice("simulated", "the simulated candidate (ModelOpt fake quantization, exported weights)")
 SAMPLE_FIELDS = ("doc_id", "doc_hash", "prompt_hash", "target_hash", "acc", "acc_norm")
 
 
@@ -162,32 +164,39 @@ class Evaluation:
     candidate: EvalResult
     plans: dict[str, TaskPlan]
     samples_file: Path  # {lm-eval task: [indices]} of every document the gate judged: lm-eval's --samples
+    runtime: dict[str, Any]  # RuntimeChoice.record() of the candidate, plus per-task "agreement" (or None)
 
     def cache_identity(self) -> dict[str, Any]:
         return {"baseline": self.baseline.cache_identity(), "candidate": self.candidate.cache_identity(),
-                "plans": {t: list(p.looks) for t, p in sorted(self.plans.items())}}
+                "plans": {t: list(p.looks) for t, p in sorted(self.plans.items())}, "runtime": self.runtime}
 
 
 class _Side:
-    """One model under evaluation, loaded on first use only (a look that needs nothing new loads nothing)."""
+    """One model under evaluation, made on first use only (a look that needs nothing new loads nothing)."""
 
-    def __init__(self, load: Callable[[], torch.nn.Module], tokenizer: Any, spec: EvaluationSpec) -> None:
-        self._load, self._tokenizer, self._spec = load, tokenizer, spec
+    def __init__(self, make_lm: Callable[[], Any]) -> None:
+        self._make_lm = make_lm
         self._lm: Any = None
         self.seconds, self.evaluated = 0.0, 0
 
-    def evaluate(self, documents: dict[str, list[tuple[str, int]]], data: EvalData, cache_dir: Path,
-                 ) -> dict[str, list[dict[str, Any]]]:
-        from lm_eval.models.huggingface import HFLM
-
+    def evaluate(self, documents: dict[str, list[tuple[str, int]]], spec: EvaluationSpec, data: EvalData,
+                 cache_dir: Path) -> dict[str, list[dict[str, Any]]]:
         started = time.perf_counter()
         if self._lm is None:
-            self._lm = HFLM(pretrained=self._load(), tokenizer=self._tokenizer, batch_size=self._spec.batch_size,
-                            softmax_dtype=None if self._spec.logprob_dtype == "model" else self._spec.logprob_dtype)
-        records = evaluate_documents(self._lm, self._spec, documents, data, cache_dir)
+            self._lm = self._make_lm()
+        records = evaluate_documents(self._lm, spec, documents, data, cache_dir)
         self.seconds += time.perf_counter() - started
         self.evaluated += sum(len(docs) for docs in documents.values())
         return records
+
+    def close(self) -> None:
+        if self._lm is not None and hasattr(self._lm, "shutdown"):
+            self._lm.shutdown()
+        self._lm = None
+
+
+def baseline_side(checkpoint: Path, dtype: str, tokenizer: Any, spec: EvaluationSpec) -> _Side:
+    return _Side(lambda: simulated.hf_lm(load_model(checkpoint, dtype), tokenizer, spec))
 
 
 def baseline_sequences(source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData, store_dir: Path,
@@ -208,55 +217,48 @@ def evaluate_baseline_plan(checkpoint: Path, source_identity: str, dtype: str, s
     missing = {t: docs for t, docs in missing.items() if docs}
     if not missing:
         return 0
-    side = _Side(lambda: load_model(checkpoint, dtype), load_tokenizer(checkpoint), spec)
-    for t, records in side.evaluate(missing, data, cache_dir).items():
+    side = baseline_side(checkpoint, dtype, load_tokenizer(checkpoint), spec)
+    for t, records in side.evaluate(missing, spec, data, cache_dir).items():
         sequences[t].extend(records)
     return side.evaluated
 
 
-def evaluate_until_decided(
-    checkpoint: Path, source_identity: str, state: QuantizedState, dtype: str, spec: EvaluationSpec,
-    gate: GateSpec, data: EvalData, cache_dir: Path, store_dir: Path, work: WorkDir,
-    log: Callable[[str], None] = lambda message: None,
-) -> Evaluation:
-    """Baseline and candidate on each task's documents in seeded random order, look by look, until the task's
-    sequential test decides or its plan ends. Each side's records continue from what earlier runs of the same
-    keys left (the baseline's in the store, shared by every build of the revision; the candidate's in the work
-    dir), so a rerun evaluates only documents no run has evaluated yet."""
-    tasks = list(spec.tasks)
-    orders = {t: document_order(data, t, spec.sample_seed) for t in tasks}
-    plans = {t: task_plan(t, len(orders[t]), spec) for t in tasks}
-    tokenizer = load_tokenizer(checkpoint)
-    candidate_key = sha256_json([state.cache_identity(), spec.num_fewshot, spec.sample_seed, numerics(spec, dtype),
-                                 step_code_version("evaluate"), spec.fold_weights])
-    sequences = {
-        "baseline": baseline_sequences(source_identity, dtype, spec, data, store_dir),
-        "candidate": {t: Sequence(work.evaluation / "candidate" / f"{t}.jsonl", candidate_key) for t in tasks},
-    }
-    sides = {
-        "baseline": _Side(lambda: load_model(checkpoint, dtype), tokenizer, spec),
-        "candidate": _Side(lambda: load_candidate(
-            checkpoint, state, dtype, fold=spec.fold_weights, exported=work.checkpoint if spec.fold_weights else None),
-            tokenizer, spec),
-    }
+def tensorrt_llm_lm(bundle_dir: Path, tokenizer: Any, batch_size: int) -> Any:
+    from tasks.runtimes import tensorrt_llm  # imports lm-eval's registry and, when called, TensorRT-LLM
+
+    return tensorrt_llm.make_lm(bundle_dir, tokenizer, batch_size)
+
+
+def candidate_key(state: QuantizedState, spec: EvaluationSpec, dtype: str, runtime: RuntimeChoice) -> str:
+    """What a candidate sequence depends on: the calibrated state, the documents' order, the numerics, the
+    evaluation code and the runtime that computed it (a TensorRT-LLM record is never continued by a simulated one)."""
+    return sha256_json([state.cache_identity(), spec.num_fewshot, spec.sample_seed, numerics(spec, dtype),
+                        step_code_version("evaluate"), spec.fold_weights, runtime.runtime, runtime.version])
+
+
+def evaluate_looks(tasks: list[str], orders: dict[str, list[tuple[str, int]]], plans: dict[str, TaskPlan],
+                   sides: dict[str, tuple[_Side, dict[str, Sequence]]], spec: EvaluationSpec, gate: GateSpec,
+                   data: EvalData, cache_dir: Path, log: Callable[[str], None]) -> dict[str, int]:
+    """Both sides look by look until each task's sequential test decides or its plan ends; the documents each
+    task reached."""
     reached: dict[str, int] = {}
     for look in range(max(len(p.looks) for p in plans.values())):
         active = [t for t in tasks if t not in reached and look < len(plans[t].looks)]
         if not active:
             break
-        for label, side in sides.items():
-            missing = {t: orders[t][len(sequences[label][t].records):plans[t].looks[look]] for t in active}
+        for label, (side, sequences) in sides.items():
+            missing = {t: orders[t][len(sequences[t].records):plans[t].looks[look]] for t in active}
             missing = {t: docs for t, docs in missing.items() if docs}
             if missing:
                 log(f"look {look + 1}: evaluating the {label} on " + ", ".join(
                     f"{t} {len(docs)} documents ({plans[t].looks[look] - len(docs) + 1}–{plans[t].looks[look]} of "
                     f"{plans[t].planned})" for t, docs in missing.items()))
-                for t, records in side.evaluate(missing, data, cache_dir).items():
-                    sequences[label][t].extend(records)
+                for t, records in side.evaluate(missing, spec, data, cache_dir).items():
+                    sequences[t].extend(records)
         for t in active:
             n = plans[t].looks[look]
-            base, cand, _, _ = paired_sequence(sequences["baseline"][t].records[:n],
-                                               sequences["candidate"][t].records[:n], t, metric_of(t, gate))
+            base, cand, _, _ = paired_sequence(sides["baseline"][1][t].records[:n],
+                                               sides["candidate"][1][t].records[:n], t, metric_of(t, gate))
             decided = decide(base, cand, plans[t], gate, len(tasks))
             assert decided is not None
             log(f"{t}: look {look + 1}/{len(plans[t].looks)}, {n} documents: {decided.decision.verdict} "
@@ -264,9 +266,79 @@ def evaluate_until_decided(
                 f"fail at ≤ {-decided.decision.fail_bound:.2f})")
             if decided.decision.verdict != "inconclusive" or look == len(plans[t].looks) - 1:
                 reached[t] = n
+    return reached
+
+
+def chosen_answer(record: dict[str, Any]) -> int:
+    """The choice a model picked: the highest log-likelihood (lm-eval's `acc` rule)."""
+    lls = record["loglikelihoods"]
+    return max(range(len(lls)), key=lls.__getitem__)
+
+
+def runtime_agreement(runtime_records: list[dict[str, Any]], simulated_records: list[dict[str, Any]],
+                      ) -> dict[str, float]:
+    """How often two evaluations of the same candidate chose the same answer, over the documents both have."""
+    simulated_by_doc = {(r["subtask"], r["doc_id"]): chosen_answer(r) for r in simulated_records}
+    pairs = [(chosen_answer(r), simulated_by_doc[(r["subtask"], r["doc_id"])]) for r in runtime_records
+             if (r["subtask"], r["doc_id"]) in simulated_by_doc]
+    same = sum(a == b for a, b in pairs)
+    return {"n": len(pairs), "same": same, "share": same / len(pairs) if pairs else float("nan")}
+
+
+def evaluate_until_decided(
+    checkpoint: Path, source_identity: str, state: QuantizedState, dtype: str, spec: EvaluationSpec,
+    gate: GateSpec, data: EvalData, cache_dir: Path, store_dir: Path, work: WorkDir,
+    runtime: RuntimeChoice = SIMULATED, log: Callable[[str], None] = lambda message: None,
+) -> Evaluation:
+    """Baseline and candidate on each task's documents in seeded random order, look by look, until the task's
+    sequential test decides or its plan ends. Each side's records continue from what earlier runs of the same
+    keys left (the baseline's in the store, shared by every build of the revision; the candidate's in the work
+    dir), so a rerun evaluates only documents no run has evaluated yet.
+
+    The candidate is computed by `runtime`. Where that is TensorRT-LLM, the simulated candidate is evaluated too,
+    on the first `spec.agreement_documents` documents of each task, and the share of documents on which both chose
+    the same answer is recorded; a TensorRT-LLM failure falls back to the simulated candidate with its reason."""
+    tasks = list(spec.tasks)
+    orders = {t: document_order(data, t, spec.sample_seed) for t in tasks}
+    plans = {t: task_plan(t, len(orders[t]), spec) for t in tasks}
+    tokenizer = load_tokenizer(checkpoint)
+    baseline = (baseline_side(checkpoint, dtype, tokenizer, spec),
+                baseline_sequences(source_identity, dtype, spec, data, store_dir))
+    simulated_side = _Side(lambda: simulated.make_lm(checkpoint, state, dtype, spec, work.checkpoint, tokenizer))
+
+    def sequences(label: str, choice: RuntimeChoice) -> dict[str, Sequence]:
+        key = candidate_key(state, spec, dtype, choice)
+        return {t: Sequence(work.evaluation / label / f"{t}.jsonl", key) for t in tasks}
+
+    while True:
+        side = simulated_side if runtime.runtime == "simulated" else _Side(
+            lambda: tensorrt_llm_lm(work.bundle, tokenizer, spec.batch_size))
+        candidate = (side, sequences("candidate" if runtime.runtime == "simulated" else "runtime", runtime))
+        try:
+            reached = evaluate_looks(tasks, orders, plans, {"baseline": baseline, "candidate": candidate}, spec,
+                                     gate, data, cache_dir, log)
+            break
+        except RuntimeLaneFailed as exc:
+            side.close()
+            log(f"the TensorRT-LLM evaluation failed; evaluating the simulated candidate instead: {exc}")
+            runtime = RuntimeChoice("simulated", f"runtime evaluation failed ({exc}); the simulated candidate was "
+                                    "evaluated instead", runtime.version)
+    candidate[0].close()
+    record: dict[str, Any] = runtime.record() | {"agreement": None}
+    if runtime.runtime != "simulated":
+        checked = sequences("candidate", SIMULATED)
+        missing = {t: orders[t][len(checked[t].records):min(spec.agreement_documents, reached[t])] for t in tasks}
+        missing = {t: docs for t, docs in missing.items() if docs}
+        if missing:
+            log("runtime agreement: evaluating the simulated candidate on " + ", ".join(
+                f"{t} {len(docs)} documents" for t, docs in missing.items()))
+            for t, rows in simulated_side.evaluate(missing, spec, data, cache_dir).items():
+                checked[t].extend(rows)
+        record["agreement"] = {t: runtime_agreement(candidate[1][t].records[:reached[t]], checked[t].records)
+                               for t in tasks}
     results = {}
-    for label, side in sides.items():
-        records = [r for t in tasks for r in sequences[label][t].records[:reached[t]]]
+    for label, (side, seqs) in {"baseline": baseline, "candidate": candidate}.items():
+        records = [r for t in tasks for r in seqs[t].records[:reached[t]]]
         path = work.evaluation / f"{label}-samples.jsonl"
         write_records(records, path)
         results[label] = EvalResult(label=label, metrics=summarize(records), samples_path=path,
@@ -281,38 +353,17 @@ def evaluate_until_decided(
         # Sorted, as lm-eval's --samples needs them (see evaluate_documents); the order is in each record's position.
         tmp.write_text(json.dumps({k: sorted(v) for k, v in chosen.items()}, sort_keys=True) + "\n")
     return Evaluation(baseline=results["baseline"], candidate=results["candidate"], plans=plans,
-                      samples_file=samples_file)
-
-
-def load_candidate(checkpoint: Path, state: QuantizedState, dtype: str, fold: bool,
-                   exported: Path | None = None) -> torch.nn.Module:
-    """The calibrated model restored from its saved state; weight quantizers folded when `fold` — into the
-    exported checkpoint's weights when `exported` is given (tasks/export_verify.py), else ModelOpt's own QDQ."""
-    model = restore_quantized(checkpoint, state, dtype)
-    if exported is not None:
-        load_exported_weights(model, exported)
-    elif fold:
-        fold_weights(model)
-    return model
-
-
-def fold_weights(model: torch.nn.Module) -> None:
-    """Store each quantized weight as its quantize-dequantize result once and turn the weight quantizers off.
-
-    Activation quantizers stay on, so the forward pass computes what the fake-quantized model computes.
-    """
-    import modelopt.torch.quantization as mtq
-
-    with torch.no_grad():
-        mtq.fold_weight(model)
+                      samples_file=samples_file, runtime=record)
 
 
 # Where the data lives does not change a result (the data is keyed by content).
-EVAL_EXCLUDE: dict[str, tuple[str, ...]] = {"spec": ("data_dir",)}
+EVAL_EXCLUDE: dict[str, tuple[str, ...]] = {"spec": ("data_dir", "runtime_agreement_min")}
+# Nor, for the baseline, anything about the candidate's runtime.
+BASELINE_EXCLUDE: dict[str, tuple[str, ...]] = {"spec": ("data_dir", "runtime_agreement_min", "agreement_documents")}
 
 
 @task(name="evaluate-baseline", persist_result=True, cache_policy=step_policy(
-    "evaluate-baseline", "source_identity", "dtype", "spec", "data", exclude=EVAL_EXCLUDE, tools=("lm-eval",)))
+    "evaluate-baseline", "source_identity", "dtype", "spec", "data", exclude=BASELINE_EXCLUDE, tools=("lm-eval",)))
 def baseline_task(checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData,
                   cache_dir: Path, store_dir: Path) -> int:
     return evaluate_baseline_plan(checkpoint, source_identity, dtype, spec, data, cache_dir, store_dir)
@@ -325,13 +376,9 @@ def evaluate_task(
     work: WorkDir, checkpoint: Path, source_identity: str, state: QuantizedState, dtype: str, spec: EvaluationSpec,
     gate: GateSpec, data: EvalData, cache_dir: Path, store_dir: Path, engine: dict[str, Any],
 ) -> Evaluation:
-    """Baseline and simulated candidate, look by look. The candidate is simulated also where the TensorRT-LLM lane
-    loaded the bundle: lm-eval's stock `trtllm` model misreads TensorRT-LLM's next-token-aligned prompt
-    log-probabilities on every loglikelihood task and ignores the bundle's llm_api.yaml (issue 19), so it is not
-    used until our own runtime model class exists."""
+    """Baseline and candidate, look by look; the candidate on the runtime this worker has (tasks.runtimes)."""
     logger = get_run_logger()
-    if engine.get("status") in ("loaded", "built"):
-        logger.warning("TensorRT-LLM loaded the bundle, but the candidate is evaluated simulated: no "
-                       "runtime evaluation that computes loglikelihood correctly exists yet")
+    runtime = runtimes.choose(engine)
+    logger.info(f"candidate runtime: {runtime.runtime} — {runtime.reason}")
     return evaluate_until_decided(checkpoint, source_identity, state, dtype, spec, gate, data, cache_dir, store_dir,
-                                  work, log=logger.info)
+                                  work, runtime=runtime, log=logger.info)

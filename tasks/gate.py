@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
-from prefect import task
+from prefect import get_run_logger, task
 
 from enginewright.cache_policies import step_policy
 from enginewright.gate_decision import TaskPlan, alphas, decide, metric_of, paired_sequence, tie_rate
 from enginewright.paired_stats import documents_for_power, mcnemar_exact_p, tango_bounds
-from enginewright.schemas import GATE_REPORT_SCHEMA_VERSION, GateReport, GateTaskResult
+from enginewright.schemas import GATE_REPORT_SCHEMA_VERSION, CandidateRuntimeDoc, GateReport, GateTaskResult
 from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
 from tasks.evaluate import Evaluation, read_records
@@ -78,8 +79,18 @@ def gate_message(results: list[GateTaskResult], overall: str) -> str:
     return "gate passed: " + "; ".join(describe(r) for r in results)
 
 
+def runtime_section(runtime: dict[str, Any] | None, agreement_min: float) -> CandidateRuntimeDoc:
+    """Which runtime computed the candidate and, where TensorRT-LLM did, how often it agreed with the simulated one."""
+    runtime = runtime or {"runtime": "simulated", "reason": "the simulated candidate", "version": None,
+                          "agreement": None}
+    agreement = runtime.get("agreement")
+    low = sorted(t for t, a in (agreement or {}).items() if not a["share"] >= agreement_min)
+    return CandidateRuntimeDoc(runtime=runtime["runtime"], reason=runtime["reason"], version=runtime.get("version"),
+                               agreement=agreement, agreement_min=agreement_min, agreement_low=low)
+
+
 def evaluate_gate(baseline_samples: Path, candidate_samples: Path, plans: dict[str, TaskPlan], spec: GateSpec,
-                  evaluation: EvaluationSpec) -> GateReport:
+                  evaluation: EvaluationSpec, runtime: dict[str, Any] | None = None) -> GateReport:
     baseline, candidate = read_records(baseline_samples), read_records(candidate_samples)
     results = [judge_task(t, baseline, candidate, plans[t], spec, len(plans)) for t in sorted(plans)]
     overall = overall_verdict(results)
@@ -87,7 +98,18 @@ def evaluate_gate(baseline_samples: Path, candidate_samples: Path, plans: dict[s
     return GateReport(schema_version=GATE_REPORT_SCHEMA_VERSION, overall=overall, method=METHOD,
                       confidence=spec.confidence, alpha_pass=alpha_pass, alpha_fail=alpha_fail,
                       sample_seed=evaluation.sample_seed, look_size=evaluation.look_size, tasks=results,
-                      message=gate_message(results, overall))
+                      message=gate_message(results, overall),
+                      candidate_runtime=runtime_section(runtime, evaluation.runtime_agreement_min))
+
+
+def runtime_markdown(section: CandidateRuntimeDoc) -> str:
+    line = f"Candidate evaluated by **{section['runtime']}**: {section['reason']}."
+    if section["agreement"]:
+        shares = ", ".join(f"{t} {100 * a['share']:.1f} % of {a['n']}" for t, a in sorted(section["agreement"].items()))
+        line += (f" Same answer as the simulated candidate: {shares} (warn below "
+                 f"{100 * section['agreement_min']:.0f} %" + (f"; low: {', '.join(section['agreement_low'])}"
+                                                              if section["agreement_low"] else "") + ").")
+    return line
 
 
 def gate_markdown(report: GateReport) -> str:
@@ -103,7 +125,7 @@ def gate_markdown(report: GateReport) -> str:
             f"| task | metric | documents | baseline % | candidate % | Δ points [interval] | allowed | "
             f"p non-inferiority (pass at) | verdict |\n|---|---|---|---|---|---|---|---|---|\n{rows}\n\n"
             f"{report['method']}; each task's pass test at α = {report['alpha_pass']:.3g}, fail test at "
-            f"α = {report['alpha_fail']:.3g}.\n")
+            f"α = {report['alpha_fail']:.3g}.\n\n{runtime_markdown(report['candidate_runtime'])}\n")
 
 
 VERDICT_COLOURS = {"pass": "#16a34a", "fail": "#dc2626", "inconclusive": "#d97706"}
@@ -160,7 +182,9 @@ def gate_task(work: WorkDir, evaluation: Evaluation, spec: GateSpec, evaluation_
     from prefect.artifacts import create_markdown_artifact
 
     report = evaluate_gate(evaluation.baseline.samples_path, evaluation.candidate.samples_path, evaluation.plans, spec,
-                           evaluation_spec)
+                           evaluation_spec, evaluation.runtime)
+    if report["candidate_runtime"]["agreement_low"]:
+        get_run_logger().warning(runtime_markdown(report["candidate_runtime"]))
     write_gate_outputs(report, work.gate)
     create_markdown_artifact(markdown=gate_markdown(report), key="accuracy-gate", description=report["message"])
     return report

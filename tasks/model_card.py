@@ -30,8 +30,8 @@ Build key `{build_key}`.
 
 ## Accuracy (lm-evaluation-harness {baseline.lm_eval_version}, stock tasks on local data copies)
 Limit {evaluation['limit'] or 'none'} documents per task (MMLU: per subject), {evaluation['num_fewshot']}-shot.
-The candidate is ModelOpt's simulated quantization of the same checkpoint, computing with the exported weight
-codes, on the same documents.
+Baseline and candidate are evaluated on the same documents; the line under the gate table names the runtime
+that computed the candidate (ModelOpt's simulated quantization with the exported weight codes, or TensorRT-LLM).
 
 {gate_markdown.replace("## ", "### ")}
 ## Use

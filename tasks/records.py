@@ -124,6 +124,10 @@ def gate_tags(gate: GateReport) -> dict[str, str]:
         tags[f"gate.{row['task']}.ci_points"] = f"[{row['ci_low_points']:+.2f}, {row['ci_high_points']:+.2f}]"
         tags[f"gate.{row['task']}.documents"] = f"{row['n']}/{row['documents_planned']}"
         tags[f"gate.{row['task']}.allowed_drop_points"] = f"{row['allowed_drop_points']:.2f}"
+    runtime = gate["candidate_runtime"]
+    tags["runtime.candidate"] = runtime["runtime"]
+    if runtime["agreement_low"]:
+        tags["runtime.agreement_low"] = ",".join(runtime["agreement_low"])
     return tags
 
 

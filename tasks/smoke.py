@@ -18,8 +18,8 @@ from enginewright.cache_policies import step_policy
 from enginewright.errors import GateFailed
 from enginewright.models import load_model, load_tokenizer
 from enginewright.schemas import SmokeResult
-from tasks.evaluate import load_candidate
 from tasks.quantize import QuantizedState
+from tasks.runtimes.simulated import load_candidate
 
 MIN_DISTINCT_BIGRAM_RATIO = 0.4
 

@@ -4,7 +4,7 @@
   merged the way `trtllm-serve --config` merges them (`update_llm_args_with_extra_dict`); a warm-up
   generation (CUDA-graph capture, autotuning); then greedy smoke generations, recorded with how many are
   degenerate (the flow's smoke check is what passes or fails a candidate).
-- legacy engine (`runtime.legacy_engine`, TensorRT-LLM ≤ 1.2 only): the LLM API's TensorRT backend builds an
+- legacy engine (`runtime.legacy_engine`, TensorRT-LLM ≤ 1.3.0rc20 only): the LLM API's TensorRT backend builds an
   engine for this GPU and saves it to `bundle/engine/`. Engines only run on the SM and TensorRT version they
   were built for, so both enter the build key (enginewright.environment.key_tool_versions).
 - benchmark: `trtllm-bench throughput` on a synthetic dataset; its report is logged on the model version.
@@ -35,11 +35,9 @@ from prefect.states import Completed
 
 from enginewright.cache_policies import step_policy
 from enginewright.errors import EnginewrightError
-from enginewright.trtllm_contract import check_bench_argv, check_bench_report
+from enginewright.trtllm_contract import LAST_ENGINE_RELEASE, check_bench_argv, check_bench_report
 from enginewright.work_dir import WorkDir
 from tasks.smoke import is_degenerate
-
-LAST_ENGINE_RELEASE = (1, 2)  # TensorRT-LLM's TensorRT-engine path was removed after the 1.2 line
 
 
 def tensorrt_llm_version() -> str | None:
@@ -105,18 +103,18 @@ def load_and_smoke(bundle_dir: Path, prompts: list[str], max_new_tokens: int) ->
 
 
 def legacy_engine_supported(version: str | None) -> bool:
-    if version is None:
-        return False
-    major, minor = (int(p) for p in version.split(".")[:2])
-    return (major, minor) <= LAST_ENGINE_RELEASE
+    """The TensorRT (engine) backend exists up to LAST_ENGINE_RELEASE (enginewright.trtllm_contract)."""
+    from packaging.version import Version
+
+    return version is not None and Version(version) <= Version(LAST_ENGINE_RELEASE)
 
 
 def build_legacy_engine(bundle_dir: Path, max_batch_size: int, max_num_tokens: int) -> Path:
     """TensorRT engine for this GPU through the LLM API's TensorRT backend (what `trtllm-build` does)."""
     version = tensorrt_llm_version()
     if not legacy_engine_supported(version):
-        raise EnginewrightError(f"runtime.legacy_engine needs TensorRT-LLM ≤ 1.2 (the engine path was removed "
-                                f"after it); this worker has {version}. Serve the checkpoint instead")
+        raise EnginewrightError(f"runtime.legacy_engine needs TensorRT-LLM ≤ {LAST_ENGINE_RELEASE} (the engine path "
+                                f"was removed after it); this worker has {version}. Serve the checkpoint instead")
     from tensorrt_llm import BuildConfig
     from tensorrt_llm._tensorrt_engine import LLM as EngineLLM
 

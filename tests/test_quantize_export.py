@@ -8,7 +8,6 @@ from enginewright.errors import InputError
 from enginewright.formats import CPU_FORMATS, FORMATS
 from enginewright.spec import CalibrationSpec, QuantizationSpec
 from tasks.calibration import build_calibration_set
-from tasks.evaluate import load_candidate
 from tasks.export import export_checkpoint, exported_quant_algo
 from tasks.export_verify import read_exported, verify_exported_checkpoint
 from tasks.quantize import (
@@ -17,6 +16,7 @@ from tasks.quantize import (
     quant_config,
     restore_quantized,
 )
+from tasks.runtimes.simulated import load_candidate
 
 # What ModelOpt writes into hf_quant_config.json for each CPU format (TensorRT-LLM reads it): the table's rows.
 EXPECTED_ALGO = {name: FORMATS[name].quant_algo for name in CPU_FORMATS}
@@ -108,7 +108,7 @@ def test_quant_config_is_a_private_copy() -> None:
 @pytest.mark.parametrize("fmt", sorted(EXPECTED_ALGO))
 def test_folded_weights_give_the_same_logits(fmt: str, tiny_model: Path, calib, tmp_path: Path) -> None:
     """`evaluation.fold_weights` is a speed-up only: folded and fake-quantized models agree exactly."""
-    from tasks.evaluate import fold_weights
+    from tasks.runtimes.simulated import fold_weights
 
     state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format=fmt), "bfloat16", 2, tmp_path / "q.pth")
     ids = torch.randint(0, 1000, (2, 24), generator=torch.Generator().manual_seed(0))

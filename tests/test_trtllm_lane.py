@@ -86,8 +86,12 @@ def test_the_legacy_lane_builds_an_engine_only_on_tensorrt_llm_up_to_1_2(lane, t
     assert sorted(p.name for p in (root / "engine").iterdir()) == ["config.json", "rank0.engine"]
     assert not (root / "engine.partial").exists()
 
-    monkeypatch.setattr(lane, "tensorrt_llm_version", lambda: "1.3.0")
-    with pytest.raises(EnginewrightError, match="needs TensorRT-LLM ≤ 1.2.*this worker has 1.3.0"):
+    # The engine backend ships up to 1.3.0rc20 (not only the 1.2 line) and is gone after it.
+    monkeypatch.setattr(lane, "tensorrt_llm_version", lambda: "1.3.0rc20")
+    assert lane.run_engine_lane(bundle(tmp_path / "rc20"), ["a"], 4, legacy_engine=True, max_batch_size=8,
+                                max_num_tokens=1024, work=tmp_path / "work-rc20")["status"] == "built"
+    monkeypatch.setattr(lane, "tensorrt_llm_version", lambda: "1.3.0rc21")
+    with pytest.raises(EnginewrightError, match="needs TensorRT-LLM ≤ 1.3.0rc20.*this worker has 1.3.0rc21"):
         lane.run_engine_lane(bundle(tmp_path / "other"), ["a"], 4, legacy_engine=True, max_batch_size=8,
                              max_num_tokens=1024, work=tmp_path / "work2")
 

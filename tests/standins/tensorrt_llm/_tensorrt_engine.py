@@ -1,4 +1,4 @@
-"""Stand-in for the TensorRT-backend LLM of TensorRT-LLM <= 1.2: `save` writes a fake engine directory.
+"""Stand-in for the TensorRT-backend LLM of TensorRT-LLM <= 1.3.0rc20: `save` writes a fake engine directory.
 
 Real one: `from tensorrt_llm._tensorrt_engine import LLM`, as NVIDIA/TensorRT-LLM imports it in
 tensorrt_llm/bench/benchmark/throughput.py @ 000a01de66f0eab4ab05640711f0253f50f5209c and
