@@ -269,7 +269,9 @@ def _variances(discordance: float, true_difference: float, margin: float) -> tup
     """Per-document variance of the paired difference as Tango's statistic estimates it under H₀ (Δ = −margin,
     at the expected counts) and as it truly is; a score test's power needs both (the null one is the larger)."""
     up, down = (discordance + true_difference) / 2, (discordance - true_difference) / 2
-    return null_variance(1.0, up, down, -margin), max(discordance - true_difference**2, 1e-12)
+    # Near a margin of the whole scale the constrained variance reaches 0 and rounds below it (found on the GPU run
+    # with a 100-point margin: a math domain error in the gate); clamp both as the true one always was.
+    return max(null_variance(1.0, up, down, -margin), 1e-12), max(discordance - true_difference**2, 1e-12)
 
 
 def sequential_power(planned: int, look: int, discordance: float, true_difference: float, margin: float,

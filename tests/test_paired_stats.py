@@ -108,3 +108,13 @@ def test_counts_of_arrays() -> None:
     assert counts.difference == pytest.approx(-0.2) and counts.discordance == pytest.approx(0.6)
     with pytest.raises(ValueError, match="one length"):
         PairedCounts.of(np.zeros(3), np.zeros(4))
+
+
+def test_power_figures_stay_finite_for_a_margin_near_the_whole_scale() -> None:
+    """Found on the H200 run: a 99–100-point margin made the constrained variance round below 0 (math domain
+    error in the gate's 'documents needed'). The spec now refuses 100 points; below it the figures are finite."""
+    from enginewright.paired_stats import documents_for_power, sequential_power
+
+    for margin in (0.9, 0.99, 0.999999):
+        assert 1 <= documents_for_power(0.05, margin, 0.025) < 10
+        assert 0.0 <= sequential_power(800, 100, 0.05, 0.0, margin, 0.025) <= 1.0
