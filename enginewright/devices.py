@@ -1,7 +1,7 @@
 """What this worker's accelerator can do: which quantization formats it can calibrate, how big a batch fits.
 
 FP8, INT8 and INT4 formats calibrate anywhere (ModelOpt simulates them on the CPU too). NVFP4 and the MX
-formats need ModelOpt's CUDA kernels and a Blackwell-class GPU (compute capability 10.0+): they are offered
+formats need ModelOpt's CUDA kernels and a Hopper (NVFP4) or Blackwell-class GPU (compute capability 9.0+/10.0+): they are offered
 only where one is present. Serving-side limits (FP8 needs 8.9+ to *run*) are checked at deploy time.
 """
 
@@ -28,13 +28,16 @@ def describe(capability: tuple[int, int] | None) -> str:
     return f"{name} (compute capability {capability[0]}.{capability[1]})"
 
 
+GPU_FAMILIES = {(9, 0): "Hopper", (10, 0): "Blackwell"}
+
+
 def check_format_supported(fmt: str, capability: tuple[int, int] | None) -> None:
     """Raise InputError when `fmt` cannot be calibrated on this worker."""
     needed = FORMATS[fmt].calibrate_min_capability
     if needed is not None and (capability is None or capability < needed):
         raise InputError(
             f"quantization.format={fmt!r} needs an NVIDIA GPU with compute capability {needed[0]}.{needed[1]}+ "
-            f"(Blackwell) to calibrate; this worker has {describe(capability)}. Run it on such a worker of the gpu pool, "
+            f"({GPU_FAMILIES.get(needed, 'or newer')}) to calibrate; this worker has {describe(capability)}. Run it on such a worker of the gpu pool, "
             f"or pick {', '.join(CPU_FORMATS[:-1])} or {CPU_FORMATS[-1]}"
         )
 

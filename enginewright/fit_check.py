@@ -1,8 +1,9 @@
 """Does a registered bundle fit a deploy target? Every reason it does not, in words a person can act on.
 
 - the gate: only a version whose accuracy gate passed (`gate.verdict=pass` on the version) is deployed;
-- the quantization format against the target GPU: FP8 (and W4A8, FP8 per-channel) needs compute capability 8.9+
-  to run natively, NVFP4 and the MX formats 10.0+ (enginewright.formats);
+- the quantization format against the target's runtime, its version and its GPU (enginewright.serving_runtimes):
+  vLLM loads no INT4-AWQ, W4A8-AWQ or INT8-SmoothQuant checkpoint; FP8 needs compute capability 8.9+; NVFP4 needs
+  Blackwell on TensorRT-LLM before 1.3.0rc20, Hopper from it;
 - a legacy TensorRT engine, when the target asks to serve one: the bundle must carry an engine built on the
   same GPU architecture and TensorRT version, because an engine runs nowhere else.
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from enginewright.formats import FORMATS
 from enginewright.schemas import Manifest
+from enginewright.serving_runtimes import serving_problem
 from enginewright.targets import DeployTarget
 
 
@@ -23,10 +24,9 @@ def fit_problems(manifest: Manifest, version_tags: Mapping[str, str], target: De
     if verdict != "pass":
         problems.append(f"the accuracy gate verdict is {verdict!r}; only versions whose gate passed are deployed")
     fmt = str(manifest.get("quantization", {}).get("format"))
-    needed = FORMATS[fmt].serve_min_capability if fmt in FORMATS else None
-    if needed is not None and target.capability < needed:
-        problems.append(f"{fmt} needs a GPU of compute capability {needed[0]}.{needed[1]}+ to be served; target "
-                        f"{target.name!r} ({target.gpu}) has {target.compute_capability}")
+    problem = serving_problem(fmt, target.runtime, target.served_runtime_version, target.capability)
+    if problem is not None:
+        problems.append(f"target {target.name!r} ({target.gpu}): {problem}")
     if target.serve_legacy_engine:
         engine = manifest.get("engine", {})
         if engine.get("status") != "built":

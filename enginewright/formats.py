@@ -1,5 +1,5 @@
-"""The quantization formats, one row each: the ModelOpt preset, what the export writes, which GPUs can calibrate and
-serve it. Adding a format is adding a row (tests/test_quantize_export.py takes every CPU row through quantize →
+"""The quantization formats, one row each: the ModelOpt preset, what the export writes, which GPUs can calibrate it
+(which runtime serves it where: enginewright.serving_runtimes). Adding a format is adding a row (tests/test_quantize_export.py takes every CPU row through quantize →
 export → verification). No torch import here: the deploy side reads this table without loading a framework."""
 
 from __future__ import annotations
@@ -13,27 +13,26 @@ class Format:
     modelopt_preset: str  # a config dict of modelopt.torch.quantization
     quant_algo: str | None  # what export writes into hf_quant_config.json; None: not exported on this machine yet
     calibrate_min_capability: tuple[int, int] | None  # None: calibrates on the CPU too
-    serve_min_capability: tuple[int, int] | None  # what TensorRT-LLM needs to serve it natively; None: any
     awq_blocks: bool  # INT4 weight blocks whose size must divide every quantized layer's input dimension
     description: str
 
 
-BLACKWELL = (10, 0)
-ADA = (8, 9)  # FP8 tensor cores
+BLACKWELL, HOPPER = (10, 0), (9, 0)
 
 _ROWS = (
-    Format("fp8", "FP8_DEFAULT_CFG", "FP8", None, ADA, False, "FP8_DEFAULT"),
-    Format("int8_sq", "INT8_SMOOTHQUANT_CFG", "W8A8_SQ_PER_CHANNEL", None, None, False, "INT8 SmoothQuant"),
-    Format("int4_awq", "INT4_AWQ_CFG", "W4A16_AWQ", None, None, True, "W4A16 AWQ"),
-    Format("w4a8_awq", "W4A8_AWQ_BETA_CFG", "W4A8_AWQ", None, ADA, True, "W4A8 AWQ"),
-    Format("int8_wo", "INT8_WEIGHT_ONLY_CFG", "W8A16", None, None, False, "INT8 weight-only"),
-    Format("fp8_pcpt", "FP8_PER_CHANNEL_PER_TOKEN_CFG", "FP8_PER_CHANNEL_PER_TOKEN", None, ADA, False,
+    Format("fp8", "FP8_DEFAULT_CFG", "FP8", None, False, "FP8_DEFAULT"),
+    Format("int8_sq", "INT8_SMOOTHQUANT_CFG", "W8A8_SQ_PER_CHANNEL", None, False, "INT8 SmoothQuant"),
+    Format("int4_awq", "INT4_AWQ_CFG", "W4A16_AWQ", None, True, "W4A16 AWQ"),
+    Format("w4a8_awq", "W4A8_AWQ_BETA_CFG", "W4A8_AWQ", None, True, "W4A8 AWQ"),
+    Format("int8_wo", "INT8_WEIGHT_ONLY_CFG", "W8A16", None, False, "INT8 weight-only"),
+    Format("fp8_pcpt", "FP8_PER_CHANNEL_PER_TOKEN_CFG", "FP8_PER_CHANNEL_PER_TOKEN", None, False,
            "FP8 per-channel weights, per-token acts"),
-    # ModelOpt's CUDA kernels: these calibrate only on a GPU (enginewright.devices.check_format_supported)
-    Format("nvfp4", "NVFP4_DEFAULT_CFG", None, BLACKWELL, BLACKWELL, False, "NVFP4 weights and activations"),
-    Format("nvfp4_awq", "NVFP4_AWQ_LITE_CFG", None, BLACKWELL, BLACKWELL, False, "NVFP4 with AWQ-lite"),
-    Format("mxfp8", "MXFP8_DEFAULT_CFG", None, BLACKWELL, BLACKWELL, False, "MXFP8"),
-    Format("mxfp4", "MXFP4_DEFAULT_CFG", None, BLACKWELL, BLACKWELL, False, "MXFP4"),
+    # ModelOpt's CUDA kernels: these calibrate only on a GPU (enginewright.devices.check_format_supported); NVFP4's
+    # fake quantization runs on Hopper too (../shared/FIELD_NOTES.md), serving it is the serving table's question
+    Format("nvfp4", "NVFP4_DEFAULT_CFG", None, HOPPER, False, "NVFP4 weights and activations"),
+    Format("nvfp4_awq", "NVFP4_AWQ_LITE_CFG", None, BLACKWELL, False, "NVFP4 with AWQ-lite"),
+    Format("mxfp8", "MXFP8_DEFAULT_CFG", None, BLACKWELL, False, "MXFP8"),
+    Format("mxfp4", "MXFP4_DEFAULT_CFG", None, BLACKWELL, False, "MXFP4"),
 )
 FORMATS: dict[str, Format] = {row.name: row for row in _ROWS}
 FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)

@@ -6,6 +6,8 @@ A release folder holds everything a serving host needs to start the bundle, two 
       deployment.json                    what was deployed: model, version, bundle id and path, target, time
       llm_api.yaml                       the bundle's LLM-API options (+ the target's overrides)
       trtllm-serve.sh                    `trtllm-serve <checkpoint> --host … --port … --extra_llm_api_options …`
+      (vllm-serve.sh                     instead of the three, for a target with `runtime: vllm`:
+                                         `vllm serve <checkpoint> --quantization modelopt … --kv-cache-dtype …`)
       triton/tensorrt_llm/1/model.yaml   Triton's TensorRT-LLM LLM-API model: LLM() arguments + triton_config
       triton/tensorrt_llm/config.pbtxt   copied with 1/model.py and 1/helpers.py from the target's
                                          `triton_llmapi_template` (same TensorRT-LLM release as the image),
@@ -30,6 +32,7 @@ import yaml
 from enginewright.schemas import Manifest
 from enginewright.targets import DeployTarget
 from enginewright.trtllm_contract import check_llm_api_options, check_serve_argv
+from enginewright.vllm_contract import QUANTIZATION_BY_FORMAT, check_vllm_serve_argv
 
 TRITON_MODEL = "tensorrt_llm"
 TRITON_TEMPLATE_FILES = ("config.pbtxt", "1/model.py", "1/helpers.py")
@@ -65,6 +68,24 @@ def trtllm_serve_command(model_path: Path, llm_api_yaml: Path, target: DeployTar
     return argv
 
 
+def vllm_serve_command(model_path: Path, manifest: Manifest, target: DeployTarget, model_name: str) -> list[str]:
+    """`vllm serve` for the bundle's checkpoint: ModelOpt's loader for its format, its KV-cache dtype."""
+    quantization = manifest.get("quantization", {})
+    argv = ["vllm", "serve", str(model_path), "--host", target.host, "--port", str(target.port),
+            "--quantization", QUANTIZATION_BY_FORMAT[str(quantization.get("format"))],
+            "--kv-cache-dtype", "fp8" if quantization.get("kv_cache_quant_algo") == "FP8" else "auto",
+            "--served-model-name", model_name]
+    if target.tensor_parallel_size is not None:
+        argv += ["--tensor-parallel-size", str(target.tensor_parallel_size)]
+    check_vllm_serve_argv(argv)
+    return argv
+
+
+def _write_script(path: Path, comment: str, command: list[str]) -> None:
+    path.write_text(f"#!/bin/sh\n# Rendered by enginewright deploy; {comment}\nexec {shlex.join(command)} \"$@\"\n")
+    path.chmod(0o755)
+
+
 def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, model_name: str, version: str,
                    release_dir: Path, now: datetime | None = None) -> dict[str, Any]:
     """Write a complete release folder (through a `.partial` sibling); returns its deployment.json."""
@@ -73,22 +94,26 @@ def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, m
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        options = serving_options(bundle_dir, target)
         model_path = served_path(bundle_dir, target)
-        (partial / "llm_api.yaml").write_text(yaml.safe_dump(options, sort_keys=False))
-        command = trtllm_serve_command(model_path, release_dir / "llm_api.yaml", target)
-        script = partial / "trtllm-serve.sh"
-        script.write_text("#!/bin/sh\n# Rendered by enginewright deploy; serve with TensorRT-LLM's OpenAI-compatible server.\n"
-                          f"exec {shlex.join(command)} \"$@\"\n")
-        script.chmod(0o755)
-        _render_triton(partial / "triton", model_path, options, target)
+        serving: dict[str, Any]
+        if target.runtime == "vllm":
+            command = vllm_serve_command(model_path, manifest, target, model_name)
+            _write_script(partial / "vllm-serve.sh", "serve with vLLM's OpenAI-compatible server.", command)
+            serving = {"runtime": "vllm", "vllm_serve": command}
+        else:
+            options = serving_options(bundle_dir, target)
+            (partial / "llm_api.yaml").write_text(yaml.safe_dump(options, sort_keys=False))
+            command = trtllm_serve_command(model_path, release_dir / "llm_api.yaml", target)
+            _write_script(partial / "trtllm-serve.sh", "serve with TensorRT-LLM's OpenAI-compatible server.", command)
+            _render_triton(partial / "triton", model_path, options, target)
+            serving = {"runtime": "tensorrt_llm", "trtllm_serve": command,
+                       "triton_model_repository": str(release_dir / "triton")}
         deployment = {
             "model": model_name, "version": version, "bundle_id": manifest["bundle_id"],
             "bundle_dir": str(bundle_dir), "served_path": str(model_path),
             "quantization": manifest.get("quantization", {}).get("format"),
             "target": target.model_dump(mode="json"), "rendered_at": now.isoformat(timespec="seconds"),
-            "trtllm_serve": command,
-            "triton_model_repository": str(release_dir / "triton"),
+            **serving,
         }
         (partial / "deployment.json").write_text(json.dumps(deployment, indent=2) + "\n")
         shutil.rmtree(release_dir, ignore_errors=True)

@@ -46,8 +46,9 @@ class QuantizationSpec(StrictModel):
     format: QuantFormat = Field(
         default="fp8",
         description="ModelOpt recipe: " + ", ".join(f"{n} ({FORMATS[n].description})" for n in CPU_FORMATS)
-        + "; on Blackwell GPUs (compute capability 10.0+) also "
-        + ", ".join(n for n in FORMAT_NAMES if n not in CPU_FORMATS) + ".",
+        + "; on GPUs also " + ", ".join(
+            f"{n} (compute capability {FORMATS[n].calibrate_min_capability[0]}.{FORMATS[n].calibrate_min_capability[1]}+)"  # type: ignore[index]
+            for n in FORMAT_NAMES if n not in CPU_FORMATS) + ".",
     )
     kv_cache: bool = Field(default=False, description="Also quantize the KV cache to FP8.")
     awq_block_size: int | None = Field(

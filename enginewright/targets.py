@@ -5,6 +5,7 @@ Targets are small YAML files (`specs/targets/*.yaml`), validated here at the edg
     name: h100-serving
     gpu: NVIDIA H100 80GB HBM3
     compute_capability: "9.0"
+    runtime: tensorrt_llm           # or vllm
     tensorrt_version: "10.13"     # only needed to serve a legacy TensorRT engine
     port: 8000
 """
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from enginewright.errors import InputError, describe_validation_error
+from enginewright.serving_runtimes import DEFAULT_VERSIONS, RuntimeName, parse_version
 from enginewright.spec import read_yaml_mapping
 
 
@@ -28,6 +30,12 @@ class DeployTarget(BaseModel):
     compute_capability: str = Field(
         description="The serving GPU's CUDA compute capability, 'major.minor': 8.0 A100, 8.9 L40S, 9.0 H100/H200, "
         "10.0 B200.")
+    runtime: RuntimeName = Field(
+        default="tensorrt_llm", description="What serves the bundle: tensorrt_llm (trtllm-serve, Triton) or vllm "
+        "(`vllm serve`); which formats each serves where is enginewright.serving_runtimes.")
+    runtime_version: str | None = Field(
+        default=None, description="The serving image's runtime version; unset: the version enginewright pins "
+        "(TensorRT-LLM 1.3.0rc20, vLLM 0.33.0).")
     tensorrt_version: str | None = Field(
         default=None, description="TensorRT version of the serving image; a legacy engine is served only when it "
         "equals the version the engine was built with.")
@@ -50,6 +58,17 @@ class DeployTarget(BaseModel):
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             raise ValueError(f"{value!r} is not 'major.minor' (for example '9.0')")
         return value
+
+    @model_validator(mode="after")
+    def _runtime(self) -> DeployTarget:
+        parse_version(self.runtime, self.served_runtime_version)  # ValueError: a version the table does not know
+        if self.serve_legacy_engine and self.runtime != "tensorrt_llm":
+            raise ValueError("serve_legacy_engine needs runtime tensorrt_llm (a TensorRT engine runs nowhere else)")
+        return self
+
+    @property
+    def served_runtime_version(self) -> str:
+        return self.runtime_version or DEFAULT_VERSIONS[self.runtime]
 
     @property
     def capability(self) -> tuple[int, int]:

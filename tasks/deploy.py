@@ -147,12 +147,15 @@ def record_rollout_task(tracking_uri: str, name: str, version: str, tags: dict[s
         client.set_model_version_tag(name, previous, f"{prefix}.superseded_at", deployment["rendered_at"])
     append_history(client, name, target, {"version": version, "action": action, "status": "deployed",
                                           "time": deployment["rendered_at"]})
-    command = " ".join(deployment["trtllm_serve"])
+    if deployment.get("runtime") == "vllm":
+        serving = f"- vllm serve: `{' '.join(deployment['vllm_serve'])}`\n"
+    else:
+        serving = (f"- trtllm-serve: `{' '.join(deployment['trtllm_serve'])}`\n"
+                   f"- Triton model repository: `{release / 'triton'}`\n")
     create_markdown_artifact(
         key=f"deployment-{target.name}", description=f"{name} v{version} on {target.name}",
         markdown=(f"# {name} version {version} → {target.name} ({target.gpu})\n\n"
-                  f"- release: `{release}` (now `{root / 'current'}`)\n- trtllm-serve: `{command}`\n"
-                  f"- Triton model repository: `{release / 'triton'}`\n"))
+                  f"- release: `{release}` (now `{root / 'current'}`)\n{serving}"))
 
 
 def alias_back_to_serving(client, store: AliasStore, model_name: str, alias: str, refused: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from enginewright.serving_runtimes import serving_summary
 from tasks.evaluate import EvalResult
 
 
@@ -12,6 +13,7 @@ def render_model_card(
     calibration: dict[str, Any], baseline: EvalResult, engine: dict[str, Any],
     evaluation: dict[str, Any], gate_markdown: str, export_verified: str,
 ) -> str:
+    serving = "\n".join(f"- {line}" for line in serving_summary(str(quantization["format"])))
     engine_line = (
         f"skipped — {engine['reason']}" if engine.get("status") == "skipped" else engine.get("status", "unknown")
     )
@@ -34,7 +36,10 @@ Baseline and candidate are evaluated on the same documents; the line under the g
 that computed the candidate (ModelOpt's simulated quantization with the exported weight codes, or TensorRT-LLM).
 
 {gate_markdown.replace("## ", "### ")}
-## Use
-`trtllm-serve checkpoint/ --config llm_api.yaml` (TensorRT-LLM PyTorch backend). `manifest.json` lists
-every file with its size and sha256; verify before serving.
+## Serving
+{serving}
+
+`trtllm-serve checkpoint/ --extra_llm_api_options llm_api.yaml` (TensorRT-LLM PyTorch backend), or `vllm serve
+checkpoint/ --quantization modelopt` where vLLM serves the format; `enginewright deploy` renders either for a
+target. `manifest.json` lists every file with its size and sha256; verify before serving.
 """

@@ -4,6 +4,7 @@ serving configs, atomic switch, refusals that change nothing, rollout tags, hist
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,21 +29,50 @@ def target(**fields) -> DeployTarget:
     return DeployTarget(**{"name": "t", "gpu": "GPU", "compute_capability": "9.0", **fields})
 
 
-@pytest.mark.parametrize("fmt, capability, verdict, fits", [
-    ("fp8", "9.0", "pass", True),
-    ("fp8", "8.9", "pass", True),
-    ("fp8", "8.0", "pass", False),  # FP8 needs Ada/Hopper
-    ("int4_awq", "8.0", "pass", True),
-    ("int8_sq", "7.5", "pass", True),
-    ("nvfp4", "9.0", "pass", False),  # NVFP4 needs Blackwell
-    ("nvfp4", "10.0", "pass", True),
-    ("fp8", "9.0", "fail", False),
-    ("fp8", "9.0", "inconclusive", False),
+@pytest.mark.parametrize("fmt, capability, verdict, runtime, fits", [
+    ("fp8", "9.0", "pass", {}, True),
+    ("fp8", "8.9", "pass", {}, True),
+    ("fp8", "8.0", "pass", {}, False),  # FP8 needs Ada/Hopper
+    ("int4_awq", "8.0", "pass", {}, True),
+    ("int8_sq", "7.5", "pass", {}, True),
+    ("nvfp4", "9.0", "pass", {}, True),  # Hopper serves NVFP4 from TensorRT-LLM 1.3.0rc20 (the pinned image) ...
+    ("nvfp4", "9.0", "pass", {"runtime_version": "1.2.0"}, False),  # ... and not before it
+    ("nvfp4", "10.0", "pass", {"runtime_version": "1.2.0"}, True),
+    ("fp8", "9.0", "fail", {}, False),
+    ("fp8", "9.0", "inconclusive", {}, False),
+    ("fp8", "9.0", "pass", {"runtime": "vllm"}, True),
+    ("fp8_pcpt", "8.9", "pass", {"runtime": "vllm"}, True),
+    ("nvfp4", "8.0", "pass", {"runtime": "vllm"}, True),  # vLLM's Marlin NVFP4 kernels, compute capability 7.5+
+    ("int4_awq", "9.0", "pass", {"runtime": "vllm"}, False),  # vLLM's ModelOpt loader has no INT4-AWQ
+    ("int8_sq", "9.0", "pass", {"runtime": "vllm"}, False),
+    ("w4a8_awq", "9.0", "pass", {"runtime": "vllm"}, False),
 ])
-def test_fit_check_by_format_capability_and_gate(fmt, capability, verdict, fits) -> None:
+def test_fit_check_by_format_runtime_capability_and_gate(fmt, capability, verdict, runtime, fits) -> None:
     problems = fit_problems({"quantization": {"format": fmt}, "engine": {"status": "skipped"}},  # type: ignore[typeddict-item]
-                            {"gate.verdict": verdict}, target(compute_capability=capability))
+                            {"gate.verdict": verdict}, target(compute_capability=capability, **runtime))
     assert (problems == []) == fits, problems
+
+
+def test_the_serving_table_names_why_a_format_is_refused() -> None:
+    problems = fit_problems({"quantization": {"format": "int4_awq"}, "engine": {"status": "skipped"}},  # type: ignore[typeddict-item]
+                            {"gate.verdict": "pass"}, target(runtime="vllm"))
+    assert problems == ["target 't' (GPU): vLLM cannot load int4_awq checkpoints (served by TensorRT-LLM)"]
+    (problem,) = fit_problems({"quantization": {"format": "nvfp4"}, "engine": {"status": "skipped"}},  # type: ignore[typeddict-item]
+                              {"gate.verdict": "pass"}, target(runtime_version="1.2.0"))
+    assert "needs a GPU of compute capability 10.0+" in problem and "TensorRT-LLM ≥ 1.3.0rc20 serves it on 9.0" in problem
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"runtime": "sglang"}, "Input should be 'tensorrt_llm' or 'vllm'"),
+    ({"runtime_version": "0.9"}, "TensorRT-LLM 0.9 is older than any version the serving table knows (1.0+)"),
+    ({"runtime": "vllm", "runtime_version": "latest"}, "'latest' is not a version"),
+    ({"runtime": "vllm", "serve_legacy_engine": True}, "serve_legacy_engine needs runtime tensorrt_llm"),
+])
+def test_a_target_with_a_runtime_or_version_the_table_does_not_know_is_refused(fields, message) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        target(**fields)
 
 
 def test_a_legacy_engine_fits_only_its_own_gpu_architecture_and_tensorrt() -> None:
@@ -98,6 +128,33 @@ def test_the_rendered_release_serves_the_bundle_with_trtllm_serve_and_triton(tmp
     assert not release.with_name("v1.partial").exists()
 
 
+@pytest.mark.parametrize("fmt, kv, quantization, kv_dtype", [
+    ("fp8", "FP8", "modelopt", "fp8"), ("fp8_pcpt", None, "modelopt", "auto"), ("nvfp4", None, "modelopt_fp4", "auto"),
+])
+def test_a_vllm_target_renders_vllm_serve_with_modelopts_loader_and_the_kv_cache_dtype(tmp_path, fmt, kv,
+                                                                                      quantization, kv_dtype) -> None:
+    bundle = tmp_path / "bundle"
+    (bundle / "checkpoint").mkdir(parents=True)
+    release = tmp_path / "releases" / "v1"
+    manifest = {"bundle_id": "b" * 64, "quantization": {"format": fmt, "kv_cache_quant_algo": kv}}
+    deployment = render_release(bundle, manifest, target(runtime="vllm", port=9002, tensor_parallel_size=2),  # type: ignore[arg-type]
+                                "m", "1", release)
+    assert deployment["runtime"] == "vllm" and "trtllm_serve" not in deployment
+    assert deployment["vllm_serve"] == ["vllm", "serve", str(bundle / "checkpoint"), "--host", "0.0.0.0", "--port",
+                                        "9002", "--quantization", quantization, "--kv-cache-dtype", kv_dtype,
+                                        "--served-model-name", "m", "--tensor-parallel-size", "2"]
+    assert sorted(p.name for p in release.iterdir()) == ["deployment.json", "vllm-serve.sh"]
+
+
+def test_the_vllm_contract_refuses_what_vllm_serve_does_not_take() -> None:
+    from enginewright.vllm_contract import VllmContractError, check_vllm_serve_argv
+
+    with pytest.raises(VllmContractError, match="does not take '--extra_llm_api_options'"):
+        check_vllm_serve_argv(["vllm", "serve", "m", "--extra_llm_api_options", "x.yaml"])
+    with pytest.raises(VllmContractError, match="--kv-cache-dtype 'fp4'"):
+        check_vllm_serve_argv(["vllm", "serve", "m", "--kv-cache-dtype", "fp4"])
+
+
 def current_version(settings: Settings, target_name: str, model: str) -> str | None:
     link = settings.serving_dir / target_name / model / "current"
     return json.loads((link / "deployment.json").read_text())["version"] if link.is_symlink() else None
@@ -113,11 +170,11 @@ def test_deploy_refuse_supersede_and_roll_back(settings: Settings, tmp_path: Pat
     before = (settings.serving_dir / "a100" / "chat" / "current").resolve()
 
     v2 = register_bundle(settings, tmp_path / "b", "chat", fmt="fp8")  # FP8 does not run on an A100
-    with pytest.raises(DeployRefused, match=r"fp8 needs a GPU of compute capability 8.9\+.*'a100'.*has 8.0"):
+    with pytest.raises(DeployRefused, match=r"'a100'.*fp8 on TensorRT-LLM 1.3.0rc20 needs a GPU of compute capability 8.9\+; the target has 8.0"):
         deploy_version("chat", v2.version, target_path=str(A100))
     assert (settings.serving_dir / "a100" / "chat" / "current").resolve() == before  # untouched
     tags = client.get_model_version("chat", v2.version).tags
-    assert tags["deploy.a100.status"] == "refused" and "fp8 needs" in tags["deploy.a100.reason"]
+    assert tags["deploy.a100.status"] == "refused" and "fp8 on TensorRT-LLM 1.3.0rc20 needs" in tags["deploy.a100.reason"]
 
     v3 = register_bundle(settings, tmp_path / "b", "chat", fmt="int8_sq", verdict="fail")
     with pytest.raises(DeployRefused, match="gate verdict is 'fail'"):
@@ -179,7 +236,7 @@ def test_a_refused_promotion_moves_the_alias_back_to_the_version_that_serves(set
     assert deploy_version("chat", alias="production", target_path=str(A100)).status == "deployed"
     v2 = register_bundle(settings, tmp_path / "b", "chat", fmt="fp8")  # FP8 does not run on an A100
     client.set_registered_model_alias("chat", "production", v2.version)
-    with pytest.raises(DeployRefused, match="fp8 needs a GPU of compute capability 8.9"):
+    with pytest.raises(DeployRefused, match="fp8 on TensorRT-LLM 1.3.0rc20 needs a GPU of compute capability 8.9"):
         deploy_version("chat", v2.version, alias="production", target_path=str(A100))
     assert str(client.get_model_version_by_alias("chat", "production").version) == v1.version
     assert current_version(settings, "a100", "chat") == v1.version

@@ -113,3 +113,19 @@ def test_the_build_deployment_builds_from_its_defaults_and_from_what_the_watcher
         assert spec.source.model == source and spec.quantization.format == "int8_sq"
         assert spec.source.revision == (None if revision.startswith("local:") else revision)
         assert spec.calibration.source == str(tmp_path / "calib.txt")  # resolved against the spec's folder
+
+
+def test_the_gpu_image_installs_pyprojects_own_dependencies_except_the_images_torch() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "docker"))
+    import tomllib
+
+    from image_requirements import requirements
+
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = requirements(ROOT / "pyproject.toml")
+    assert wanted == [d for d in listed if not d.startswith("torch")] and "nvidia-modelopt==0.47.0" in wanted
+    dockerfile = (ROOT / "docker" / "gpu-worker.Dockerfile").read_text()
+    assert "tensorrt-llm/release:1.3.0rc20" in dockerfile and "image_requirements.py" in dockerfile
+    assert "lm-eval[hf]==" not in dockerfile  # nothing re-listed by hand

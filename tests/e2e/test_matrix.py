@@ -25,7 +25,7 @@ def test_matrix_builds_variants_apart_shares_the_baseline_and_recommends_one(
 
     rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
     assert rows["fp8"].split(" | ")[1] == "registered" and rows["int8_wo"].split(" | ")[1] == "registered"
-    assert rows["nvfp4"].split(" | ")[1] == "refused" and "compute capability 10.0+" in rows["nvfp4"]
+    assert rows["nvfp4"].split(" | ")[1] == "refused" and "compute capability 9.0+" in rows["nvfp4"]
 
     client = registry_client(settings.tracking_uri)
     versions = {v.tags["quantization.format"]: v for v in client.search_model_versions("name = 'tiny-matrix'")}

@@ -91,7 +91,7 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
                                bundle_store=f"s3://{stack.settings.stack_bucket}/bundles",
                                s3_endpoint_url=stack.s3_url)
     fits = register_bundle(client_settings, tmp_path / "bundles", MODEL, fmt="fp8")
-    too_new = register_bundle(client_settings, tmp_path / "bundles", MODEL, fmt="nvfp4")  # Blackwell only
+    too_new = register_bundle(client_settings, tmp_path / "bundles", MODEL, fmt="mxfp8")  # Blackwell only
 
     for pool in ("cpu", "gpu"):
         prefect_cli(["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
@@ -124,7 +124,7 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
             assert page.get_by_text("deploy.h100.status").count() == 1
             page.screenshot(path=str(tmp_path / "version-after-deploy.png"))
 
-            # An NVFP4 version promoted onto the H100 target is refused: the run fails, says why on the version,
+            # An MXFP8 version promoted onto the H100 target is refused: the run fails, says why on the version,
             # and the serving config stays at the first version.
             set_alias_in_the_ui(page, stack.mlflow_url, too_new.version, "production")
             refused = wait_for(lambda: [r for r in deploy_runs(env) if r.parameters.get("version") == too_new.version
@@ -137,7 +137,7 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
 
         tags = registry_client(stack.mlflow_url).get_model_version(MODEL, too_new.version).tags
         assert tags["deploy.h100.status"] == "refused"
-        assert "nvfp4 needs a GPU of compute capability 10.0+" in tags["deploy.h100.reason"]
+        assert "mxfp8 on TensorRT-LLM 1.3.0rc20 needs a GPU of compute capability 10.0+" in tags["deploy.h100.reason"]
         assert rendered_version(serving) == fits.version
 
         # The alias poll (the webhook's fallback) sees the same alias state: it must announce nothing new.

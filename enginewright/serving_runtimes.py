@@ -1,0 +1,106 @@
+"""Which runtime serves which format: one table of format × runtime × minimum runtime version × GPU compute
+capability. It drives the deploy fit check, the model card and `build --dry-run`; calibrating is the formats
+table's column (enginewright.formats: `calibrate_min_capability`). No torch import: the deploy side reads it.
+
+A format is served by a runtime at a version V on a GPU of capability C when some row of that pair has
+`since <= V` and `capability <= C`; where several rows apply, the least demanding wins (NVFP4 on Hopper needs a
+newer TensorRT-LLM than on Blackwell). A pair without rows is not served at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from packaging.version import InvalidVersion, Version
+
+RuntimeName = Literal["tensorrt_llm", "vllm"]
+RUNTIME_LABELS: dict[str, str] = {"tensorrt_llm": "TensorRT-LLM", "vllm": "vLLM"}
+
+# The serving image a deploy target assumes when it names no version. TensorRT-LLM: the worker image's pin
+# (docker/gpu-worker.Dockerfile). vLLM: the release whose ModelOpt loader was read (rows below).
+DEFAULT_VERSIONS: dict[str, str] = {"tensorrt_llm": "1.3.0rc20", "vllm": "0.33.0"}
+
+BLACKWELL, HOPPER, ADA, TURING = (10, 0), (9, 0), (8, 9), (7, 5)
+
+
+@dataclass(frozen=True)
+class ServingRow:
+    format: str
+    runtime: RuntimeName
+    since: str  # the oldest runtime version known to serve it
+    capability: tuple[int, int] | None  # the GPU it needs; None: any CUDA GPU the runtime supports
+    source: str  # where the fact was read
+
+
+_TRTLLM = "NVIDIA/TensorRT-LLM; ../shared/FIELD_NOTES.md"
+# vllm-project/vllm vllm/model_executor/layers/quantization/modelopt.py @ c9a59901113ccfe729e9c2be54062abee99b37f7:
+# QUANT_ALGOS = FP8, FP8_PER_CHANNEL_PER_TOKEN, FP8_PB_WO, NVFP4; ModelOptFp8Config.get_min_capability() = 89,
+# ModelOptNvFp4Config.get_min_capability() = 75 (Marlin kernels below Blackwell); no INT4-AWQ, W4A8-AWQ, INT8-SQ.
+_VLLM = "vllm modelopt.py @ c9a5990"
+
+ROWS: tuple[ServingRow, ...] = (
+    ServingRow("fp8", "tensorrt_llm", "1.0", ADA, _TRTLLM),
+    ServingRow("int8_sq", "tensorrt_llm", "1.0", None, _TRTLLM),
+    ServingRow("int4_awq", "tensorrt_llm", "1.0", None, _TRTLLM),
+    ServingRow("w4a8_awq", "tensorrt_llm", "1.0", ADA, _TRTLLM),
+    ServingRow("int8_wo", "tensorrt_llm", "1.0", None, _TRTLLM),
+    ServingRow("fp8_pcpt", "tensorrt_llm", "1.0", ADA, _TRTLLM),
+    ServingRow("nvfp4", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
+    ServingRow("nvfp4", "tensorrt_llm", "1.3.0rc20", HOPPER, _TRTLLM + " (Marlin NVFP4 kernels for Hopper)"),
+    ServingRow("nvfp4_awq", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
+    ServingRow("mxfp8", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
+    ServingRow("mxfp4", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
+    ServingRow("fp8", "vllm", "0.33.0", ADA, _VLLM),
+    ServingRow("fp8_pcpt", "vllm", "0.33.0", ADA, _VLLM),
+    ServingRow("nvfp4", "vllm", "0.33.0", TURING, _VLLM),
+)
+
+
+def parse_version(runtime: str, version: str) -> Version:
+    """A runtime version the table can compare; ValueError naming what it knows otherwise."""
+    oldest = min((Version(r.since) for r in ROWS if r.runtime == runtime), default=None)
+    if oldest is None:
+        raise ValueError(f"runtime {runtime!r} is not in the serving table; known: {', '.join(RUNTIME_LABELS)}")
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        raise ValueError(f"{version!r} is not a version (for example {DEFAULT_VERSIONS[runtime]!r})") from None
+    if parsed < oldest:
+        raise ValueError(f"{RUNTIME_LABELS[runtime]} {version} is older than any version the serving table knows "
+                         f"({oldest}+)")
+    return parsed
+
+
+def serving_problem(fmt: str, runtime: str, version: str, capability: tuple[int, int]) -> str | None:
+    """None when `runtime` at `version` serves `fmt` on a GPU of `capability`; else the reason, in words."""
+    label = RUNTIME_LABELS.get(runtime, runtime)
+    rows = [r for r in ROWS if r.format == fmt and r.runtime == runtime]
+    if not rows:
+        servers = sorted({RUNTIME_LABELS[r.runtime] for r in ROWS if r.format == fmt})
+        return f"{label} cannot load {fmt} checkpoints" + (f" (served by {', '.join(servers)})" if servers else "")
+    parsed = parse_version(runtime, version)
+    released = [r for r in rows if Version(r.since) <= parsed]
+    if not released:
+        return f"{fmt} needs {label} ≥ {min(Version(r.since) for r in rows)}; the target runs {version}"
+    if any(r.capability is None or r.capability <= capability for r in released):
+        return None
+    need = min(r.capability for r in released if r.capability is not None)
+    newer = [r for r in rows if r.capability is not None and r.capability <= capability]
+    hint = f" ({label} ≥ {newer[0].since} serves it on {capability[0]}.{capability[1]})" if newer else ""
+    return (f"{fmt} on {label} {version} needs a GPU of compute capability {need[0]}.{need[1]}+; the target has "
+            f"{capability[0]}.{capability[1]}{hint}")
+
+
+def serving_summary(fmt: str) -> list[str]:
+    """One line per runtime that serves `fmt`: from which version, on which GPUs."""
+    lines = []
+    for runtime, label in RUNTIME_LABELS.items():
+        rows = [r for r in ROWS if r.format == fmt and r.runtime == runtime]
+        if not rows:
+            lines.append(f"{label}: not served")
+            continue
+        lines.append(f"{label}: " + "; ".join(
+            f"≥ {r.since} on " + (f"compute capability {r.capability[0]}.{r.capability[1]}+" if r.capability
+                                  else "any supported GPU") for r in rows))
+    return lines

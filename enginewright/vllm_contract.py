@@ -1,0 +1,38 @@
+"""What `vllm serve` accepts, as far as a rendered vLLM release passes it (vLLM cannot run on these machines).
+
+- vllm-project/vllm vllm/model_executor/layers/quantization/modelopt.py @ c9a59901113ccfe729e9c2be54062abee99b37f7:
+  `ModelOptFp8Config.get_name()` is "modelopt" (FP8, FP8_PER_CHANNEL_PER_TOKEN, FP8_PB_WO), `ModelOptNvFp4Config`
+  "modelopt_fp4" (NVFP4); KV_CACHE_QUANT_ALGOS = ["FP8"].
+- vllm/config/cache.py (stored copy read by id 96596528): CacheDType = "auto" | "bfloat16" | "int8" | "fp8" |
+  "fp8_e4m3" | "fp8_e5m2" | "fp8_inc" | "fp8_ds_mla".
+- vllm/engine/arg_utils.py (EngineArgs.add_cli_args, the CLI of `vllm serve MODEL`): --host, --port,
+  --quantization, --kv-cache-dtype, --tensor-parallel-size, --served-model-name, --max-model-len.
+"""
+
+from __future__ import annotations
+
+from enginewright.errors import EnginewrightError
+
+QUANTIZATION_BY_FORMAT = {"fp8": "modelopt", "fp8_pcpt": "modelopt", "nvfp4": "modelopt_fp4"}
+KV_CACHE_DTYPES = ("auto", "bfloat16", "int8", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla")
+VLLM_SERVE_OPTIONS = frozenset({"--host", "--port", "--quantization", "--kv-cache-dtype", "--tensor-parallel-size",
+                                "--served-model-name", "--max-model-len"})
+
+
+class VllmContractError(EnginewrightError):
+    """Something a rendered release would pass to `vllm serve` is not what vLLM accepts."""
+
+
+def check_vllm_serve_argv(argv: list[str]) -> None:
+    if len(argv) < 3 or argv[:2] != ["vllm", "serve"] or argv[2].startswith("-"):
+        raise VllmContractError(f"not a `vllm serve MODEL ...` command line: {argv[:3]}")
+    options = argv[3:]
+    if len(options) % 2:
+        raise VllmContractError(f"vllm serve {options[-1]} needs a value")
+    for flag, value in zip(options[::2], options[1::2], strict=True):
+        if flag not in VLLM_SERVE_OPTIONS:
+            raise VllmContractError(f"vllm serve does not take {flag!r}; it takes {', '.join(sorted(VLLM_SERVE_OPTIONS))}")
+        if flag == "--kv-cache-dtype" and value not in KV_CACHE_DTYPES:
+            raise VllmContractError(f"--kv-cache-dtype {value!r}: not one of {', '.join(KV_CACHE_DTYPES)}")
+        if flag == "--quantization" and value not in set(QUANTIZATION_BY_FORMAT.values()):
+            raise VllmContractError(f"--quantization {value!r}: enginewright renders only modelopt or modelopt_fp4")
