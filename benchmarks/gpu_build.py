@@ -5,7 +5,7 @@ store: set ENGINEWRIGHT_HOME to a scratch directory. TensorRT-LLM is not install
 its step ends Skipped; the candidate is ModelOpt's simulated quantization computing with the exported weights.
 
     python benchmarks/gpu_build.py --model ~/.enginewright/models/SmolLM2-135M-Instruct --out smollm2.json
-    python benchmarks/gpu_build.py --random-llama8b --tokenizer DIR --max-drop 50 --out llama8b.json
+    python benchmarks/gpu_build.py --random-llama8b --tokenizer DIR --max-drop 100 --out llama8b.json
 """
 
 from __future__ import annotations
