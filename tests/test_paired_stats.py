@@ -115,6 +115,7 @@ def test_power_figures_stay_finite_for_a_margin_near_the_whole_scale() -> None:
     constrained variance negative (math domain error in the gate's 'documents needed'). Clamped, it stays finite."""
     from enginewright.paired_stats import documents_for_power, sequential_power
 
-    for margin in (0.9, 0.99, 1.0):
-        assert 1 <= documents_for_power(0.05, margin, 0.025) < 10
-        assert 0.0 <= sequential_power(800, 100, 0.05, 0.0, margin, 0.025) <= 1.0
+    for discordance in (0.0016006003001500751, 0.05, 0.3):  # the first rounds to -2.2e-16 at a margin of 1.0
+        for margin in (0.9, 0.99, 1.0):
+            assert 1 <= documents_for_power(discordance, margin, 0.025) < 10
+            assert 0.0 <= sequential_power(800, 100, discordance, 0.0, margin, 0.025) <= 1.0
