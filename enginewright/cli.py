@@ -434,8 +434,12 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         import yaml
 
+        from enginewright.serving_runtimes import serving_summary
+
         print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         print(power)
+        print(f"Serving {spec.quantization.format} (enginewright/serving_runtimes.py):")
+        print("\n".join(f"- {line}" for line in serving_summary(spec.quantization.format)))
         return 0
     from enginewright.disk import disk_full_error
     from flows.build import run_build

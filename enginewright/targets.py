@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from enginewright.errors import InputError, describe_validation_error
 from enginewright.serving_runtimes import DEFAULT_VERSIONS, RuntimeName, parse_version
@@ -59,9 +67,15 @@ class DeployTarget(BaseModel):
             raise ValueError(f"{value!r} is not 'major.minor' (for example '9.0')")
         return value
 
+    @field_validator("runtime_version")
+    @classmethod
+    def _known_version(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and "runtime" in info.data:
+            parse_version(info.data["runtime"], value)  # ValueError: a version the serving table does not know
+        return value
+
     @model_validator(mode="after")
     def _runtime(self) -> DeployTarget:
-        parse_version(self.runtime, self.served_runtime_version)  # ValueError: a version the table does not know
         if self.serve_legacy_engine and self.runtime != "tensorrt_llm":
             raise ValueError("serve_legacy_engine needs runtime tensorrt_llm (a TensorRT engine runs nowhere else)")
         return self

@@ -250,3 +250,18 @@ def version_at_least(version: str | None, minimum: str) -> bool:
         return Version(version) >= Version(minimum)
     except InvalidVersion:
         return False
+
+
+# --- the legacy TensorRT-engine lane (up to LAST_ENGINE_RELEASE) ----------------------------------------------
+# NVIDIA/TensorRT-LLM tensorrt_llm/_tensorrt_engine/llm.py @ e3cc74ce1dd8ad7323891f9e56522b685d9a8fe7:
+# `LLM(model, tokenizer=None, ..., **kwargs)` with `build_config` among the LLM arguments (`self.args.build_config`),
+# `save(engine_dir: str)` copies the built engine ("The engine is not built yet." otherwise), `shutdown()` from
+# BaseLLM. The BuildConfig fields read there and passed by enginewright:
+BUILD_CONFIG_FIELDS = ("max_batch_size", "max_num_tokens", "max_seq_len", "max_beam_width")
+
+
+def check_build_config(kwargs: dict[str, Any]) -> None:
+    unknown = sorted(set(kwargs) - set(BUILD_CONFIG_FIELDS))
+    if unknown:
+        raise ContractError(f"BuildConfig field {', '.join(unknown)} is not one enginewright may pass; it passes "
+                            f"{', '.join(BUILD_CONFIG_FIELDS)} (tensorrt_llm/_tensorrt_engine/llm.py)")

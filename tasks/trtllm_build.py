@@ -35,7 +35,12 @@ from prefect.states import Completed
 
 from enginewright.cache_policies import step_policy
 from enginewright.errors import EnginewrightError
-from enginewright.trtllm_contract import LAST_ENGINE_RELEASE, check_bench_argv, check_bench_report
+from enginewright.trtllm_contract import (
+    LAST_ENGINE_RELEASE,
+    check_bench_argv,
+    check_bench_report,
+    check_build_config,
+)
 from enginewright.work_dir import WorkDir
 from tasks.smoke import is_degenerate
 
@@ -121,8 +126,9 @@ def build_legacy_engine(bundle_dir: Path, max_batch_size: int, max_num_tokens: i
     out = bundle_dir / "engine"
     partial = out.with_name("engine.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    llm = EngineLLM(model=str(bundle_dir / "checkpoint"),
-                    build_config=BuildConfig(max_batch_size=max_batch_size, max_num_tokens=max_num_tokens))
+    build_options = {"max_batch_size": max_batch_size, "max_num_tokens": max_num_tokens}
+    check_build_config(build_options)
+    llm = EngineLLM(model=str(bundle_dir / "checkpoint"), build_config=BuildConfig(**build_options))
     try:
         llm.save(str(partial))
     finally:

@@ -49,6 +49,8 @@ def inputs(tmp: Path, tiny: Path, data: Path) -> dict[str, str]:
     (tmp / "trust.yaml").write_text("source: {trust_remote_code: true}\n")
     (tmp / "target-cc.yaml").write_text("name: t\ngpu: g\ncompute_capability: nine\n")
     (tmp / "target-key.yaml").write_text("name: t\ngpu: g\ncompute_capability: '9.0'\nprot: 80\n")
+    (tmp / "target-runtime.yaml").write_text("name: t\ngpu: g\ncompute_capability: '9.0'\nruntime: sglang\n")
+    (tmp / "target-version.yaml").write_text("name: t\ngpu: g\ncompute_capability: '9.0'\nruntime_version: '0.9'\n")
     (tmp / "empty").mkdir()
     (tmp / "not-empty").mkdir()
     (tmp / "not-empty" / "x").write_text("x")

@@ -30,6 +30,8 @@ def test_dry_run_prints_the_resolved_spec(base_args: list[str], settings: Settin
     assert main(base_args + ["--quant", "int4_awq", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "format: int4_awq" in out and "num_samples: 4" in out
+    # which runtime serves the format, from the serving table (vLLM's ModelOpt loader has no INT4-AWQ)
+    assert "- TensorRT-LLM: ≥ 1.0 on any supported GPU" in out and "- vLLM: not served" in out
     assert not settings.builds_dir.exists()
 
 

@@ -158,3 +158,11 @@ def test_the_llm_stand_in_refuses_an_option_the_real_llm_args_forbid(lane) -> No
 
     with pytest.raises(pydantic.ValidationError):
         tensorrt_llm.LLM(model="/m", kv_cache_config={"tokens_per_blok": 64})
+
+
+def test_the_engine_build_config_passes_only_fields_the_real_buildconfig_has() -> None:
+    from enginewright.trtllm_contract import check_build_config
+
+    check_build_config({"max_batch_size": 8, "max_num_tokens": 1024})
+    with pytest.raises(ContractError, match="BuildConfig field max_tokens is not one"):
+        check_build_config({"max_tokens": 8})

@@ -37,10 +37,12 @@ class SamplingParams:
     detokenize: bool = True
 
 
-@dataclass
-class BuildConfig:
-    max_batch_size: int = 8
-    max_num_tokens: int = 1024
+@dataclass(kw_only=True)
+class BuildConfig:  # the fields of enginewright.trtllm_contract.BUILD_CONFIG_FIELDS; another keyword is a TypeError
+    max_batch_size: int = 2048
+    max_num_tokens: int = 8192
+    max_seq_len: int | None = None
+    max_beam_width: int = 1
 
 
 @dataclass
