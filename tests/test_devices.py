@@ -12,8 +12,14 @@ from enginewright.errors import InputError
 from enginewright.spec import CalibrationSpec
 
 
-def test_blackwell_formats_are_refused_without_such_a_gpu() -> None:
-    for fmt in ("nvfp4", "nvfp4_awq", "mxfp8", "mxfp4"):
+def test_gpu_formats_are_refused_without_such_a_gpu() -> None:
+    # NVFP4 calibrates on Hopper (ModelOpt's fake quantization; ../shared/FIELD_NOTES.md), the rest on Blackwell
+    with pytest.raises(InputError, match="format='nvfp4' needs .* 9.0\\+ \\(Hopper\\)"):
+        check_format_supported("nvfp4", None)
+    with pytest.raises(InputError, match="compute capability 8.9"):
+        check_format_supported("nvfp4", (8, 9))  # L40S
+    check_format_supported("nvfp4", (9, 0))  # H100
+    for fmt in ("nvfp4_awq", "mxfp8", "mxfp4"):
         with pytest.raises(InputError, match=f"format='{fmt}' needs .* 10.0\\+"):
             check_format_supported(fmt, None)
         with pytest.raises(InputError, match="compute capability 9.0"):
