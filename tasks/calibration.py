@@ -36,6 +36,14 @@ class CalibrationSet:
         return self.sha256
 
 
+def read_utf8(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CalibrationError(f"calibration file {str(file)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                               f"at offset {exc.start}); convert it, e.g. iconv -t UTF-8") from None
+
+
 def calibration_files(spec: CalibrationSpec) -> list[Path] | None:
     """Local files of the source, or None for a Hugging Face dataset id."""
     path = Path(spec.source).expanduser()
@@ -74,9 +82,9 @@ def iter_documents(spec: CalibrationSpec) -> Iterator[str]:
     for file in files:
         if file.suffix == ".txt":
             # Paragraphs (blank-line separated) are the documents of plain text corpora like WikiText.
-            yield from (p.strip() for p in file.read_text(encoding="utf-8").split("\n\n") if p.strip())
+            yield from (p.strip() for p in read_utf8(file).split("\n\n") if p.strip())
         else:
-            for line_no, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+            for line_no, line in enumerate(read_utf8(file).splitlines(), 1):
                 if not line.strip():
                     continue
                 row = json.loads(line)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from enginewright.devices import check_format_supported, compute_capability
-from enginewright.errors import InputError, RegistryError, StoreError
+from enginewright.errors import CheckpointError, InputError, RegistryError, StoreError
 from enginewright.s3 import S3Location, s3_client
 from enginewright.settings import Settings
 from enginewright.spec import BuildSpec
@@ -83,7 +83,12 @@ def check_inputs(spec: BuildSpec, settings: Settings) -> EvalData:
     check_checkpoint_dir(path, spec.source)
     data = check_eval_data(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
     calibration_files(spec.calibration)
-    check_enough_text(spec.calibration, load_tokenizer(path, spec.source.trust_remote_code))
+    try:
+        tokenizer = load_tokenizer(path, spec.source.trust_remote_code)
+    except Exception as exc:  # transformers raises several types, with many-line messages
+        raise CheckpointError(f"checkpoint {str(path)!r}: its tokenizer does not load ({type(exc).__name__}); add "
+                              "tokenizer.json (a fast tokenizer) beside tokenizer_config.json") from None
+    check_enough_text(spec.calibration, tokenizer)
     return data
 
 

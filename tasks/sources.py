@@ -50,6 +50,8 @@ def check_checkpoint_dir(path: Path, spec: SourceSpec) -> None:
         raise CheckpointError(f"checkpoint {str(path)!r}: config.json is not valid JSON ({exc})") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise CheckpointError(f"checkpoint {str(path)!r}: config.json has no 'model_type'")
+    if "auto_map" not in config:
+        check_model_type(path, str(config["model_type"]))
     if "auto_map" in config and not spec.trust_remote_code:
         raise CheckpointError(
             f"checkpoint {str(path)!r} needs custom code (config.json auto_map); "
@@ -69,6 +71,21 @@ def check_checkpoint_dir(path: Path, spec: SourceSpec) -> None:
         _check_safetensors_header(weights)
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise CheckpointError(f"checkpoint {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json)")
+
+
+def check_model_type(path: Path, model_type: str) -> None:
+    """A model_type transformers' AutoModelForCausalLM cannot build fails here, not after the checkpoint is hashed
+    (it passed the whole preflight before)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from enginewright.environment import package_version
+
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        close = sorted(t for t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES if t[:3] == model_type[:3])[:5]
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: config.json model_type {model_type!r} is not a causal language model "
+            f"transformers {package_version('transformers')} can load"
+            + (f" (close: {', '.join(close)})" if close else " (for example llama, mistral, qwen2, gemma2)"))
 
 
 def _check_safetensors_header(path: Path) -> None:
