@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from enginewright.atomic import written_whole
+from enginewright.disk import require_writable_dir
 from enginewright.errors import InputError
 from enginewright.hashing import sha256_file
 from enginewright.manifest import MANIFEST_NAME, safe_relative_path, verify_bundle
@@ -89,6 +90,7 @@ def require_empty_destination(dest: Path) -> None:
     """A bundle is only ever fetched into a new or empty directory."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InputError(f"destination {str(dest)!r} is not empty; pass a new or empty directory")
+    require_writable_dir(dest.parent, f"destination {str(dest)!r}:", "pass a new or empty directory you can write in")
 
 
 def fetch_bundle(uri: str, dest: Path, endpoint_url: str | None, transfer: TransferSettings,

@@ -476,6 +476,10 @@ def write_report(outcome: Any, path: Path) -> None:
 def check_before_work(spec: BuildSpec, settings: Settings) -> str:
     """Every input checked before anything is written; offline mode when nothing is on the Hub. Returns the gate's
     power table, and warns when the plan is under 80 % power to pass a harmless candidate."""
+    from enginewright.disk import require_writable_dir
+
+    require_writable_dir(settings.home, f"ENGINEWRIGHT_HOME {str(settings.home)!r}:",
+                         "set ENGINEWRIGHT_HOME to a directory you can write in")
     _check_default_model(spec, settings)
     if uses_only_local_inputs(spec):
         # Nothing this build reads is on the Hub: never try to reach it (libraries read these at import).

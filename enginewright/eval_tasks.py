@@ -15,13 +15,18 @@ class EvalTaskInfo:
     eval_split: str  # the split it evaluates: the documents the gate samples from
     metric: str  # lm-eval's conventional metric for it
     strata: str | None  # a field whose values are lm-eval subtasks (MMLU's subjects): sampled stratified by it
+    # The split lm-eval draws few-shot examples from (per stratum): MMLU's `fewshot_split: dev`
+    # (lm_eval/tasks/mmlu/default/_default_template_yaml, lm-eval 0.4.13), else the training split
+    # (lm_eval/api/task.py Task.fewshot_docs). Its smallest stratum bounds evaluation.num_fewshot: lm-eval's
+    # samplers assert or raise past it (lm_eval/api/samplers.py FirstNSampler.sample, ContextSampler.sample).
+    fewshot_split: str
 
 
 _ROWS = (
-    EvalTaskInfo("mmlu", "mmlu", ("dev", "test"), "test", "acc", "subject"),
-    EvalTaskInfo("arc_easy", "arc_easy", ("train", "validation", "test"), "test", "acc_norm", None),
-    EvalTaskInfo("arc_challenge", "arc_challenge", ("train", "validation", "test"), "test", "acc_norm", None),
-    EvalTaskInfo("hellaswag", "hellaswag", ("validation",), "validation", "acc_norm", None),
+    EvalTaskInfo("mmlu", "mmlu", ("dev", "test"), "test", "acc", "subject", "dev"),
+    EvalTaskInfo("arc_easy", "arc_easy", ("train", "validation", "test"), "test", "acc_norm", None, "train"),
+    EvalTaskInfo("arc_challenge", "arc_challenge", ("train", "validation", "test"), "test", "acc_norm", None, "train"),
+    EvalTaskInfo("hellaswag", "hellaswag", ("validation",), "validation", "acc_norm", None, "train"),
 )
 EVAL_TASKS: dict[str, EvalTaskInfo] = {row.name: row for row in _ROWS}
 EVAL_TASK_NAMES: tuple[str, ...] = tuple(EVAL_TASKS)

@@ -137,6 +137,16 @@ def require_enough_tokens(spec: CalibrationSpec, tokens: int) -> None:
         )
 
 
+def check_fits_context(spec: CalibrationSpec, checkpoint_dir: Path) -> None:
+    """A calibration sequence longer than the model's context (config.json max_position_embeddings) calibrates
+    positions the model never serves, and may not fit in memory: refused before any work."""
+    config = json.loads((checkpoint_dir / "config.json").read_text())
+    context = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
+    if isinstance(context, int) and spec.seq_len > context:
+        raise CalibrationError(f"calibration.seq_len={spec.seq_len} is longer than the model's context "
+                               f"({context} tokens, config.json max_position_embeddings); use {context} or less")
+
+
 def check_enough_text(spec: CalibrationSpec, tokenizer) -> None:
     """The preflight version: tokenizes only until enough text is found."""
     needed = spec.num_samples * spec.seq_len

@@ -58,6 +58,8 @@ def check_eval_data(data_dir: Path, tasks: list[str], num_fewshot: int) -> EvalD
             )
         for path in needed.values():
             check_jsonl(path)
+        if num_fewshot > 0:
+            check_enough_fewshot(task, needed[EVAL_TASKS[task].fewshot_split], num_fewshot)
         files[task] = {split: str(path.resolve()) for split, path in needed.items()}
     per_task = {t: sha256_json({s: sha256_file(Path(p)) for s, p in sp.items()}) for t, sp in sorted(files.items())}
     return EvalData(data_dir=data_dir.resolve(), fingerprint=sha256_json(per_task), files=files,
@@ -79,6 +81,25 @@ def check_jsonl(path: Path) -> None:
             if not isinstance(row, dict):
                 raise EvalDataError(f"evaluation data {str(path)!r} line {number} is not a JSON object "
                                     f"(got {type(row).__name__})")
+
+
+def check_enough_fewshot(task: str, fewshot_file: Path, num_fewshot: int) -> None:
+    """lm-eval draws `num_fewshot` examples per document from one stratum's few-shot split (MMLU: the subject's
+    5 dev questions); more than the smallest holds fails inside lm-eval after calibration and quantization."""
+    strata = EVAL_TASKS[task].strata
+    sizes: dict[str, int] = {}
+    with fewshot_file.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                stratum = json.loads(line).get(strata, "") if strata else task
+                sizes[stratum] = sizes.get(stratum, 0) + 1
+    smallest = min(sorted(sizes), key=sizes.__getitem__, default=None)
+    if smallest is None or sizes[smallest] < num_fewshot:
+        held = 0 if smallest is None else sizes[smallest]
+        where = f" ({strata} {smallest!r})" if strata and smallest is not None else ""
+        raise EvalDataError(
+            f"evaluation.num_fewshot={num_fewshot} is more than task {task!r} can draw: its few-shot split "
+            f"{fewshot_file.name} holds {held} examples{where}; use num_fewshot {held} or less")
 
 
 def mmlu_subjects(test_file: Path) -> list[str]:

@@ -9,7 +9,7 @@ from enginewright.errors import CheckpointError, InputError, RegistryError, Stor
 from enginewright.s3 import S3Location, s3_client
 from enginewright.settings import Settings
 from enginewright.spec import BuildSpec
-from tasks.calibration import calibration_files, check_enough_text
+from tasks.calibration import calibration_files, check_enough_text, check_fits_context
 from tasks.checkpoint_sources import source_context
 from tasks.eval_data import EvalData, check_eval_data, document_count
 from tasks.sources import check_checkpoint_dir, locate_source
@@ -83,6 +83,7 @@ def check_inputs(spec: BuildSpec, settings: Settings) -> EvalData:
     check_checkpoint_dir(path, spec.source)
     data = check_eval_data(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
     calibration_files(spec.calibration)
+    check_fits_context(spec.calibration, path)
     try:
         tokenizer = load_tokenizer(path, spec.source.trust_remote_code)
     except Exception as exc:  # transformers raises several types, with many-line messages
