@@ -58,10 +58,19 @@ BUILD_FLAGS: dict[str, tuple[str, str, type, Any]] = {
 }
 
 
-def _help(model: type[BaseModel], field: str) -> str:
+def embedded_defaults_shown() -> dict[str, dict[str, str]]:
+    """The embedded spec's values as `--help` shows them: in terms of the settings they come from."""
+    from enginewright.spec import embedded_defaults
+
+    symbolic = Settings.model_construct(home=Path("$ENGINEWRIGHT_HOME"),
+                                        shared_data_dir=Path("$ENGINEWRIGHT_SHARED_DATA_DIR"))
+    return embedded_defaults(symbolic)
+
+
+def _help(model: type[BaseModel], field: str, embedded: str | None = None) -> str:
     info = model.model_fields[field]
     shown = ",".join(info.default) if isinstance(info.default, list) else info.default  # as the flag takes it
-    default = "" if info.is_required() else f" [default: {shown}]"
+    default = f" [default: {embedded}]" if embedded else "" if info.is_required() else f" [default: {shown}]"
     if info.annotation == int | None:
         default += " ('none' unsets it)"
     return ((info.description or "") + default).replace("%", "%%")  # argparse formats help with %
@@ -82,11 +91,13 @@ def add_spec_flags(command: argparse.ArgumentParser, spec_help: str, quant_help:
     """--spec, one flag per overridable spec field, --kv-quant. With `quant_help`, --quant is a required list of
     formats (the matrix) instead of one format."""
     command.add_argument("--spec", type=Path, help=spec_help)
-    for flag, (_, field, model, parse) in BUILD_FLAGS.items():
+    embedded = embedded_defaults_shown()
+    for flag, (section, field, model, parse) in BUILD_FLAGS.items():
         if flag == "--quant" and quant_help is not None:
             command.add_argument(flag, required=True, help=quant_help)
         else:
-            command.add_argument(flag, type=parse, default=None, help=_help(model, field))
+            command.add_argument(flag, type=parse, default=None,
+                                 help=_help(model, field, embedded.get(section, {}).get(field)))
     command.add_argument("--kv-quant", action=argparse.BooleanOptionalAction, default=None,
                          help=_help(QuantizationSpec, "kv_cache"))
 

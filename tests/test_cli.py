@@ -55,6 +55,12 @@ def test_help_describes_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--model", "--quant", "--calib-samples", "--tasks", "--limit", "--eval-data", "--kv-quant"):
         assert flag in out
     assert "int4_awq (W4A16 AWQ)" in out
+    flat = " ".join(out.split()).replace("wikitext 2", "wikitext2")  # argparse wraps long words
+    for embedded in ("--model MODEL Hugging Face repo id (org/name) or a local checkpoint directory. [default: "
+                     "$ENGINEWRIGHT_HOME/models/SmolLM2-135M-Instruct]",
+                     "[default: $ENGINEWRIGHT_SHARED_DATA_DIR/calib/wikitext2_train.txt]",
+                     "[default: $ENGINEWRIGHT_SHARED_DATA_DIR/eval]"):
+        assert embedded in flat, embedded  # the embedded defaults were hidden (issue 21)
 
 
 def test_a_failed_build_writes_its_report_too(tiny_model: Path, shared_data: Path, tmp_path: Path, monkeypatch) -> None:
