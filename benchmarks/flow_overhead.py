@@ -15,12 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from enginewright.cli import prepare_environment
+from enginewright.process_env import prepare_process
 from enginewright.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-prepare_environment(Settings())  # the CLI's Prefect/MLflow settings
+prepare_process(Settings())  # the CLI's Prefect/MLflow settings
 
 
 def plain_steps(spec, settings) -> dict[str, float]:

@@ -14,12 +14,12 @@ import os
 import tempfile
 import time
 
-from enginewright.cli import prepare_environment
+from enginewright.process_env import prepare_process
 from enginewright.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-prepare_environment(Settings())  # the CLI's Prefect/MLflow settings
+prepare_process(Settings())  # the CLI's Prefect/MLflow settings
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ def store_bundle(bundle_dir: Path, manifest: Manifest, uri: str, endpoint_url: s
     manifest_path = bundle_dir / MANIFEST_NAME
     last = UploadItem(manifest_path, target.child(MANIFEST_NAME), manifest_path.stat().st_size,
                       sha256_file(manifest_path))
-    client = s3_client(endpoint_url, transfer.concurrency)
+    client = s3_client(endpoint_url, transfer.concurrency, attempts=transfer.attempts)
     with store_errors(endpoint_url, f"store the bundle at {uri}"), \
             _progress(sum(i.size for i in items) + last.size, f"upload {target.uri}") as bar:
         for batch in (items, [last]):  # the manifest last, once the rest is verified
@@ -105,7 +105,7 @@ def fetch_bundle(uri: str, dest: Path, endpoint_url: str | None, transfer: Trans
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         if is_s3(uri):
-            client = s3_client(endpoint_url, transfer.concurrency)
+            client = s3_client(endpoint_url, transfer.concurrency, attempts=transfer.attempts)
             downloaded = staging / "bundle"
             downloaded.mkdir()
             with store_errors(endpoint_url, f"download {uri}"), \

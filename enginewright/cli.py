@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from enginewright.errors import EnginewrightError, InputError
 from enginewright.events import require_prefect_server
+from enginewright.process_env import prepare_process
 from enginewright.redact import redact_url
 from enginewright.settings import Settings, load_settings, revealed
 from enginewright.spec import (
@@ -214,17 +215,6 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("--port", type=int, default=8766, help="with relay: port [default: 8766]")
     promote.add_argument("--url", help="with webhook: the relay's URL as the MLflow server reaches it")
     return top
-
-
-def prepare_environment(settings: Settings) -> None:
-    """Prefect settings this tool needs everywhere; the user's own values win."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    endpoint = settings.s3_endpoint_url
-    if endpoint:  # MLflow's own S3 access (run artifacts) uses the same store as the bundles
-        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
 
 
 def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
@@ -550,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = load_settings()
-        prepare_environment(settings)
+        prepare_process(settings)
         if args.command == "convert-gguf":
             return cmd_convert(args, settings)
         if args.command == "pull":

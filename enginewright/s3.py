@@ -64,12 +64,13 @@ class S3Location:
 class TransferSettings:
     part_size: int = 64 * MiB
     concurrency: int = 8
+    attempts: int = 3  # boto3's attempts per request: 1 + Settings.server_retries
 
     def part_size_for(self, size: int) -> int:
         return max(self.part_size, -(-size // MAX_PARTS))
 
 
-def s3_client(endpoint_url: str | None, concurrency: int = 8, timeout_s: float | None = None, attempts: int = 8):
+def s3_client(endpoint_url: str | None, concurrency: int = 8, timeout_s: float | None = None, attempts: int = 3):
     """boto3 S3 client: path-style addressing and SigV4 for S3-compatible endpoints, standard retries (`attempts`;
     a preflight check asks for 1 and a short `timeout_s`).
 
@@ -81,7 +82,7 @@ def s3_client(endpoint_url: str | None, concurrency: int = 8, timeout_s: float |
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"} if endpoint_url else {},
-        retries={"max_attempts": attempts, "mode": "standard"},
+        retries={"total_max_attempts": attempts, "mode": "standard"},  # `max_attempts` there counts retries only
         max_pool_connections=concurrency + 4,
         **({"connect_timeout": timeout_s, "read_timeout": timeout_s} if timeout_s is not None else {}),
     )

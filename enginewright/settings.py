@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     )
     upload_part_size_mb: int = Field(default=64, ge=5, le=5120, description="S3 multipart part size, MiB.")
     upload_concurrency: int = Field(default=8, ge=1, le=64, description="Parallel S3 part uploads/downloads.")
+    server_retries: int = Field(
+        default=2, ge=0, le=8,
+        description="The retry budget: retries of each request to MLflow and S3 after a refused connection or a "
+        "5xx (exponential backoff, 4, 8, 16 … s for MLflow), inside each of the 3 attempts of a registry or store "
+        "step (10 s apart). A server that stays down fails the step after about 3 × 2 × (2^N − 2) + 20 s of "
+        "waiting: 32 s at N = 2, 104 s at N = 4 (enginewright/retries.outage_wait_s), plus request timeouts "
+        "where it hangs instead of refusing.",
+    )
     stack_s3_port: int = Field(default=8333, description="`stack up`: S3 port of SeaweedFS (it also uses the next 9).")
     stack_mlflow_port: int = Field(default=5000, description="`stack up`: MLflow server port.")
     stack_prefect_port: int = Field(default=4200, description="`stack up`: Prefect server port.")
@@ -186,7 +194,8 @@ class Settings(BaseSettings):
 
     @property
     def transfer(self) -> TransferSettings:
-        return TransferSettings(part_size=self.upload_part_size_mb * MiB, concurrency=self.upload_concurrency)
+        return TransferSettings(part_size=self.upload_part_size_mb * MiB, concurrency=self.upload_concurrency,
+                                attempts=1 + self.server_retries)
 
     @property
     def stack_dir(self) -> Path:

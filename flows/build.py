@@ -17,6 +17,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
+from enginewright.process_env import prepare_process
 from enginewright.schemas import GateReport
 from enginewright.settings import Settings, load_settings
 from enginewright.spec import BuildSpec
@@ -59,6 +60,7 @@ class BuildOutcome:
 @flow(name="build_engine")
 def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutcome:
     settings = settings or load_settings()
+    prepare_process(settings)
     source = resolve_task(spec.source, source_context(settings))
     fingerprint = fingerprint_calibration_task(spec.calibration)
     eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, runtime
 
 from enginewright.errors import DeployRefused, InputError
+from enginewright.process_env import prepare_process
 from enginewright.registry_client import registry_client
 from enginewright.serving_config import current_release, model_dir, read_deployment
 from enginewright.settings import Settings
@@ -53,6 +54,7 @@ def deploy_version(model_name: str, version: str | None = None, alias: str | Non
                    target_path: str | None = None, action: str = "promote") -> DeployOutcome:
     """Deploy `version` of `model_name` (or the version `alias` points at) to the target in `target_path`."""
     settings = Settings()
+    prepare_process(settings)
     logger = get_run_logger()
     target = load_target(Path(target_path) if target_path else settings.deploy_target)
     client = registry_client(settings.tracking_uri)

@@ -22,6 +22,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
+from enginewright.process_env import prepare_process
 from enginewright.settings import Settings, load_settings
 from enginewright.spec import BuildSpec
 from tasks.calibration import calibration_task, fingerprint_calibration_task
@@ -55,6 +56,7 @@ def build_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: Rec
     from prefect.client.orchestration import get_client
 
     settings = settings or load_settings()
+    prepare_process(settings)
     logger = get_run_logger()
     # What every variant shares, computed once, with the keys the variant builds use.
     source = resolve_task(spec.source, source_context(settings))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from enginewright.events import announce_event
+from enginewright.process_env import prepare_process
 from enginewright.promotion import ALIAS_EVENT, AliasStore, poll_aliases
 from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
@@ -23,6 +24,7 @@ def announce_alias(name: str, alias: str, version: str) -> None:
 @flow(name="poll_aliases")
 def poll_aliases_flow() -> list[tuple[str, str]]:
     settings = Settings()
+    prepare_process(settings)
     announced = poll_aliases(registry_client(settings.tracking_uri), settings.deploy_alias,
                              AliasStore(settings.watch_db_url), announce_alias)
     for name, version in announced:

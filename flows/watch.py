@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
 from enginewright.events import announce_event
+from enginewright.process_env import prepare_process
 from enginewright.settings import Settings, load_settings
 from enginewright.watchlist import WatchStore
 from tasks.revisions import latest_revision, revision_spec
@@ -30,6 +31,7 @@ def announce(source: str, spec_yaml: str, revision: str) -> None:
 @flow(name="watch_checkpoints")
 def watch_checkpoints(settings: Settings | None = None) -> list[dict[str, str]]:
     settings = settings or load_settings()
+    prepare_process(settings)
     logger = get_run_logger()
     store = WatchStore(settings.watch_db_url)
     announced = []
@@ -55,6 +57,7 @@ def build_revision(spec_yaml: str = "", source: str | None = None, revision: str
     from flows.build import build_engine
 
     settings = load_settings()
+    prepare_process(settings)
     spec = revision_spec(settings, spec_yaml, source, revision)
     # One build per GPU: a slot of the global concurrency limit `gpu-builds` (sized to the GPUs; where it does
     # not exist, e.g. on Prefect's ephemeral API, this does not wait).

@@ -22,7 +22,7 @@ from enginewright.fit_check import fit_problems
 from enginewright.manifest import verify_bundle
 from enginewright.promotion import AliasStore
 from enginewright.registry_client import registry_client
-from enginewright.retries import retry_unless_input_error
+from enginewright.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
 from enginewright.schemas import Manifest
 from enginewright.serving_config import render_release, switch_current
 from enginewright.settings import Settings
@@ -75,7 +75,7 @@ def resolve_version(client, model_name: str, version: str | None, alias: str | N
         raise InputError(f"{model_name} {'@' + alias if alias else 'version ' + str(version)}: {exc.message}") from None
 
 
-@task(name="pull-and-verify", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_input_error)
+@task(name="pull-and-verify", retries=STEP_RETRIES, retry_delay_seconds=STEP_RETRY_DELAY_S, retry_condition_fn=retry_unless_input_error)
 def pull_and_verify(source: str, bundle_dir: Path, settings: Settings) -> Manifest:
     """The bundle at `bundle_dir`, verified; downloaded first when it is not there yet."""
     if bundle_dir.is_dir():

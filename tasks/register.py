@@ -27,7 +27,7 @@ from enginewright.bundle_store import bundle_location, delete_bundle, store_bund
 from enginewright.cache_policies import step_policy
 from enginewright.errors import GateFailed, RegistryError
 from enginewright.registry_client import registry_client
-from enginewright.retries import retry_unless_input_error
+from enginewright.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
 from enginewright.s3 import TransferSettings
 from enginewright.schemas import GateReport, Manifest
 
@@ -203,14 +203,14 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
 
 
 @task(name="log-run", cache_policy=step_policy("log-run", "record", "tracking_uri", "artifact_root"),
-      persist_result=True, retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
+      persist_result=True, retries=STEP_RETRIES, retry_delay_seconds=STEP_RETRY_DELAY_S, retry_condition_fn=retry_unless_input_error)
 def log_run_task(record: RunRecord, tracking_uri: str, artifact_root: str) -> LoggedRun:
     with registry_errors(tracking_uri, "log the build run"):
         return log_build_run(record, tracking_uri, artifact_root)
 
 
 @task(name="store-bundle", cache_policy=step_policy("store-bundle", "manifest", "run", "bundle_root", "endpoint_url"),
-      persist_result=True, retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
+      persist_result=True, retries=STEP_RETRIES, retry_delay_seconds=STEP_RETRY_DELAY_S, retry_condition_fn=retry_unless_input_error)
 def store_bundle_task(bundle_dir: Path, manifest: Manifest, run: LoggedRun, bundle_root: str, endpoint_url: str | None,
                       transfer: TransferSettings) -> str:
     """Upload (S3: parallel multipart, direct) or copy the bundle and verify every stored file; returns its URI.
@@ -229,7 +229,7 @@ def require_gate_passed(gate: GateReport, run: LoggedRun) -> None:
         raise GateFailed(f"{gate['message']} (evidence kept in MLflow run {run.run_id}; {where})")
 
 
-@task(name="register", persist_result=True, retries=2, retry_delay_seconds=10,
+@task(name="register", persist_result=True, retries=STEP_RETRIES, retry_delay_seconds=STEP_RETRY_DELAY_S,
       retry_condition_fn=retry_unless_input_error, cache_policy=step_policy(
           "register", "record", "run_id", "bundle_uri", "gate_passed", "tracking_uri"))
 def register_task(record: RunRecord, run_id: str, bundle_uri: str, gate_passed: bool,

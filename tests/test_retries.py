@@ -48,3 +48,74 @@ def test_the_build_summary_never_prints_a_password_of_the_tracking_uri(capsys, m
     print_summary(outcome, Settings())
     out = capsys.readouterr().out
     assert "hunter2" not in out and "http://builder:***@mlflow.internal:5000" in out
+
+
+class _Unavailable:
+    """A real HTTP server on 127.0.0.1 that answers every request 503 and counts them."""
+
+    def __enter__(self) -> _Unavailable:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        counter = self
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                counter.requests += 1
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_HEAD = do_PUT = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_one_setting_is_the_retry_count_of_mlflow_and_s3_requests(retries: int, monkeypatch, tmp_path) -> None:
+    """ENGINEWRIGHT_SERVER_RETRIES=N: an MLflow request and an S3 request are each sent 1 + N times, no more
+    (MLflow's own default of 7 retries inside the step's 3 attempts made one outage cost 12¾ minutes)."""
+    from botocore.exceptions import ClientError
+    from mlflow.exceptions import MlflowException
+
+    from enginewright.process_env import prepare_process
+    from enginewright.registry_client import registry_client
+    from enginewright.s3 import s3_client
+    from enginewright.settings import Settings
+
+    monkeypatch.setenv("ENGINEWRIGHT_SERVER_RETRIES", str(retries))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # the setting wins over MLflow's own knob
+    for name in ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "1" if name.startswith("MLFLOW") else "x")
+    settings = Settings(home=tmp_path)
+    prepare_process(settings)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")  # count the requests, not the waits
+    with _Unavailable() as server:
+        with pytest.raises(MlflowException):
+            registry_client(server.url).get_registered_model("m")
+        assert server.requests == 1 + retries
+    with _Unavailable() as server:
+        client = s3_client(server.url, attempts=settings.transfer.attempts)
+        with pytest.raises(ClientError):
+            client.get_object(Bucket="b", Key="k")
+        assert server.requests == 1 + retries
+
+
+def test_the_documented_outage_budget_is_the_formula() -> None:
+    from enginewright.retries import outage_wait_s
+    from enginewright.settings import Settings
+
+    description = Settings.model_fields["server_retries"].description or ""
+    assert outage_wait_s(2) == 32 and "32 s at N = 2" in description
+    assert outage_wait_s(4) == 104 and "104 s at N = 4" in description
+    assert outage_wait_s(0) == outage_wait_s(1) == 20  # two 10-s waits between the step's attempts
