@@ -6,7 +6,8 @@ file, each carrying its digest as `x-amz-checksum-sha256`: the store recomputes 
 mismatch (BadDigest). After completion a HEAD with checksum mode returns the object's composite checksum (the
 sha256 of the part digests, `-N` suffixed), compared with the one computed from the bytes we read. A store that
 keeps no checksums is verified by reading the object back instead. Any failure aborts the open multipart uploads
-and raises; nothing is reported uploaded that was not verified.
+and raises; nothing is reported uploaded that was not verified. An upload left open by a process that was killed
+(or by a store that was down when it was aborted) is aborted by the next upload of the same key.
 
 Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, instance
 roles); they are never passed through this module's arguments, so they cannot end up in logs or parameters.
@@ -142,6 +143,7 @@ class _Uploader:
         obj = _OpenObject(item)
         self.open.append(obj)
         if item.size > part_size:
+            self._abort_leftovers(item.target)
             obj.upload_id = self.client.create_multipart_upload(
                 Bucket=item.target.bucket, Key=item.target.key, ChecksumAlgorithm="SHA256",
                 Metadata={"sha256": item.sha256},
@@ -183,13 +185,29 @@ class _Uploader:
             expected = _b64(digests[0])
         verify_object(self.client, target, obj.item.size, obj.item.sha256, expected)
 
+    def _abort_leftovers(self, target: S3Location) -> None:
+        """A multipart upload of this key that a killed earlier attempt left open (its abort could not reach the
+        store, and no lifecycle rule expires it) is aborted before a new one starts. Keys hold the bundle id and
+        the run id, and one build key builds at a time, so an open upload of the key is such a leftover."""
+        from botocore.exceptions import ClientError
+
+        try:
+            listing = self.client.list_multipart_uploads(Bucket=target.bucket, Prefix=target.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NotImplemented":
+                return  # a store without the listing: nothing to find
+            raise
+        for upload in listing.get("Uploads", []):
+            if upload["Key"] == target.key:
+                self.client.abort_multipart_upload(Bucket=target.bucket, Key=target.key, UploadId=upload["UploadId"])
+
     def _abort_open(self) -> None:
         for obj in self.open:
             if obj.upload_id is not None:
                 try:
                     self.client.abort_multipart_upload(Bucket=obj.item.target.bucket, Key=obj.item.target.key,
                                                        UploadId=obj.upload_id)
-                except Exception:  # the store may be the thing that failed; the upload expires by lifecycle
+                except Exception:  # the store may be the thing that failed: the next upload of the key aborts it
                     pass
 
 

@@ -70,6 +70,10 @@ def test_s3_killed_mid_upload_leaves_no_manifest_and_a_rerun_with_retries_comple
     threading.Timer(3, lambda: stack.up(only={"s3"}, say=lambda line: None)).start()
     assert store_flow(bundle, manifest, uri, stack.s3_url) == uri
     assert stored_keys(stack, uri) == {f["path"] for f in manifest["files"]} | {MANIFEST_NAME}
+    # The upload the kill left open (its abort could not reach the store) was aborted by the rerun, not leaked.
+    location = S3Location.parse(uri)
+    left_open = s3(stack).list_multipart_uploads(Bucket=location.bucket, Prefix=location.key).get("Uploads", [])
+    assert left_open == [], left_open
 
 
 def test_a_store_out_of_disk_fails_the_upload_in_one_line_and_takes_it_once_space_is_back(tmp_path: Path) -> None:
