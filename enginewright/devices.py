@@ -7,7 +7,7 @@ only where one is present. Serving-side limits (FP8 needs 8.9+ to *run*) are che
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
 
 from enginewright.errors import InputError
 from enginewright.formats import CPU_FORMATS, FORMATS
@@ -18,12 +18,16 @@ MAX_AUTO_BATCH = 64
 
 def compute_capability() -> tuple[int, int] | None:
     """(major, minor) of the first CUDA device, or None without one."""
+    import torch  # here, not at import: `build --dry-run` of a CPU format never needs torch (1.5 s)
+
     return torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None
 
 
 def describe(capability: tuple[int, int] | None) -> str:
     if capability is None:
         return "no CUDA GPU"
+    import torch
+
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "a GPU"
     return f"{name} (compute capability {capability[0]}.{capability[1]})"
 
@@ -31,9 +35,13 @@ def describe(capability: tuple[int, int] | None) -> str:
 GPU_FAMILIES = {(9, 0): "Hopper", (10, 0): "Blackwell"}
 
 
-def check_format_supported(fmt: str, capability: tuple[int, int] | None) -> None:
-    """Raise InputError when `fmt` cannot be calibrated on this worker."""
+def check_format_supported(fmt: str, capability: tuple[int, int] | None | Callable[[], tuple[int, int] | None]
+                           = compute_capability) -> None:
+    """Raise InputError when `fmt` cannot be calibrated on this worker (`capability`: the worker's, or how to probe
+    it: only a format that needs a GPU probes for one)."""
     needed = FORMATS[fmt].calibrate_min_capability
+    if needed is not None and callable(capability):
+        capability = capability()
     if needed is not None and (capability is None or capability < needed):
         raise InputError(
             f"quantization.format={fmt!r} needs an NVIDIA GPU with compute capability {needed[0]}.{needed[1]}+ "
@@ -54,6 +62,8 @@ def bytes_per_calibration_sequence(config, seq_len: int, dtype_bytes: int = 2) -
 def calibration_batch_size(requested: int | str, config, seq_len: int, headroom: float = 0.5) -> int:
     """`requested` when it is a number; for "auto", as many sequences as fit in `headroom` of the free GPU
     memory after the model is loaded (at most 64), or 8 on the CPU."""
+    import torch
+
     if requested != "auto":
         return int(requested)
     if not torch.cuda.is_available():

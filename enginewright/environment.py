@@ -6,8 +6,6 @@ import importlib.metadata
 import platform
 import sys
 
-import torch
-
 # Tools whose versions change what a build produces (part of the build key).
 KEY_TOOLS = ("nvidia-modelopt", "transformers", "torch", "tensorrt-llm")
 # Tools recorded for the reader of a manifest, but not part of the bundle identity.
@@ -22,6 +20,8 @@ def package_version(name: str) -> str:
 
 
 def gpu_description() -> dict[str, str]:
+    import torch  # here: the preflight imports this module for package_version and never needs torch
+
     if not torch.cuda.is_available():
         return {"cuda": "none", "gpu": "none", "gpu_sm": "none"}
     major, minor = torch.cuda.get_device_capability(0)

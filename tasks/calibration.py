@@ -8,9 +8,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from prefect import task
 
 from enginewright.atomic import written_whole
@@ -19,6 +18,9 @@ from enginewright.errors import CalibrationError
 from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
 from enginewright.spec import CalibrationSpec
 from tasks.sources import looks_like_local_path
+
+if TYPE_CHECKING:  # torch is imported where it is used: the preflight (`build --dry-run`) never needs it
+    import torch
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
@@ -155,6 +157,8 @@ def check_enough_text(spec: CalibrationSpec, tokenizer) -> None:
 
 def sample_windows(ids: list[int], spec: CalibrationSpec) -> torch.Tensor:
     """N non-overlapping windows of L tokens, chosen by a seeded permutation, in stream order."""
+    import torch
+
     require_enough_tokens(spec, len(ids))
     windows = len(ids) // spec.seq_len
     generator = torch.Generator().manual_seed(spec.seed)
@@ -164,6 +168,8 @@ def sample_windows(ids: list[int], spec: CalibrationSpec) -> torch.Tensor:
 
 
 def token_ids_sha256(input_ids: torch.Tensor) -> str:
+    import torch
+
     return hashlib.sha256(input_ids.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from enginewright.devices import check_format_supported, compute_capability
+from enginewright.devices import check_format_supported
 from enginewright.errors import CheckpointError, InputError, RegistryError, StoreError
 from enginewright.s3 import S3Location, s3_client
 from enginewright.settings import Settings
@@ -76,16 +76,16 @@ def underpowered(rows: list[TaskPower]) -> str | None:
 
 
 def check_inputs(spec: BuildSpec, settings: Settings) -> EvalData:
-    from enginewright.models import load_tokenizer
+    from enginewright.models import preflight_tokenizer
 
-    check_format_supported(spec.quantization.format, compute_capability())
+    check_format_supported(spec.quantization.format)
     _, path, _ = locate_source(spec.source, source_context(settings))
     check_checkpoint_dir(path, spec.source)
     data = check_eval_data(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
     calibration_files(spec.calibration)
     check_fits_context(spec.calibration, path)
     try:
-        tokenizer = load_tokenizer(path, spec.source.trust_remote_code)
+        tokenizer = preflight_tokenizer(path, spec.source.trust_remote_code)
     except Exception as exc:  # transformers raises several types, with many-line messages
         raise CheckpointError(f"checkpoint {str(path)!r}: its tokenizer does not load ({type(exc).__name__}); add "
                               "tokenizer.json (a fast tokenizer) beside tokenizer_config.json") from None

@@ -76,12 +76,12 @@ def check_checkpoint_dir(path: Path, spec: SourceSpec) -> None:
 def check_model_type(path: Path, model_type: str) -> None:
     """A model_type transformers' AutoModelForCausalLM cannot build fails here, not after the checkpoint is hashed
     (it passed the whole preflight before)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
     from enginewright.environment import package_version
+    from enginewright.models import causal_lm_model_types
 
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        close = sorted(t for t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES if t[:3] == model_type[:3])[:5]
+    known = causal_lm_model_types()
+    if model_type not in known:
+        close = sorted(t for t in known if t[:3] == model_type[:3])[:5]
         raise CheckpointError(
             f"checkpoint {str(path)!r}: config.json model_type {model_type!r} is not a causal language model "
             f"transformers {package_version('transformers')} can load"
@@ -92,7 +92,7 @@ def _check_safetensors_header(path: Path) -> None:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:  # only the header: no torch needed
             handle.keys()
     except Exception as exc:  # safetensors raises several types for a damaged file
         raise CheckpointError(f"checkpoint weights {str(path)!r} are unreadable: {exc}") from None

@@ -77,3 +77,19 @@ def test_fingerprint_follows_content_not_path(shakespeare: str, tmp_path: Path) 
     assert source_fingerprint(CalibrationSpec(source=shakespeare)) == source_fingerprint(CalibrationSpec(source=str(copy)))
     copy.write_text("different")
     assert source_fingerprint(CalibrationSpec(source=shakespeare)) != source_fingerprint(CalibrationSpec(source=str(copy)))
+
+
+def test_the_preflight_tokenizer_gives_the_stream_transformers_gives(tokenizer_dir: Path, shared_data: Path) -> None:
+    """The preflight counts calibration tokens with tokenizer.json directly (milliseconds, not transformers' 4-s
+    import): its token stream must be the one the build's AutoTokenizer produces, EOS included."""
+    from enginewright.models import TokenizerFile, preflight_tokenizer
+    from tasks.calibration import token_stream
+
+    spec = CalibrationSpec(source=str(shared_data / "calib" / "wikitext2_train.txt"), num_samples=8, seq_len=256)
+    fast = preflight_tokenizer(tokenizer_dir)
+    assert isinstance(fast, TokenizerFile)
+    reference = AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert fast.eos_token_id == reference.eos_token_id is not None
+    stream = token_stream(spec, fast, stop_after=20_000)
+    assert stream == token_stream(spec, reference, stop_after=20_000)
+    assert stream.count(reference.eos_token_id) > 10  # many documents, each ended by EOS
