@@ -40,12 +40,13 @@ def check_format_supported(fmt: str, capability: tuple[int, int] | None | Callab
     """Raise InputError when `fmt` cannot be calibrated on this worker (`capability`: the worker's, or how to probe
     it: only a format that needs a GPU probes for one)."""
     needed = FORMATS[fmt].calibrate_min_capability
-    if needed is not None and callable(capability):
-        capability = capability()
-    if needed is not None and (capability is None or capability < needed):
+    if needed is None:
+        return
+    found = capability() if callable(capability) else capability
+    if found is None or found < needed:
         raise InputError(
             f"quantization.format={fmt!r} needs an NVIDIA GPU with compute capability {needed[0]}.{needed[1]}+ "
-            f"({GPU_FAMILIES.get(needed, 'or newer')}) to calibrate; this worker has {describe(capability)}. Run it on such a worker of the gpu pool, "
+            f"({GPU_FAMILIES.get(needed, 'or newer')}) to calibrate; this worker has {describe(found)}. Run it on such a worker of the gpu pool, "
             f"or pick {', '.join(CPU_FORMATS[:-1])} or {CPU_FORMATS[-1]}"
         )
 
