@@ -8,13 +8,13 @@ every other file verified: a prefix without it is an interrupted upload, and `pu
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
 from enginewright.atomic import written_whole
+from enginewright.console import progress_bar
 from enginewright.disk import require_writable_dir
 from enginewright.errors import InputError
 from enginewright.hashing import sha256_file
@@ -45,8 +45,7 @@ def _local_path(uri: str) -> Path:
 
 
 def _progress(total: int, label: str) -> tqdm:
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr,
-                disable=None, leave=False)
+    return progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, leave=False)
 
 
 def store_bundle(bundle_dir: Path, manifest: Manifest, uri: str, endpoint_url: str | None,

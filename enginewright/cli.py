@@ -442,17 +442,28 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Serving {spec.quantization.format} (enginewright/serving_runtimes.py):")
         print("\n".join(f"- {line}" for line in serving_summary(spec.quantization.format)))
         return 0
+    from enginewright.console import log_path, to_log_file
     from enginewright.disk import disk_full_error
     from flows.build import run_build
 
+    log = log_path(settings.home, "build")
+    print(f"log: {log} (Prefect's records, tracebacks and the libraries' output)", file=sys.stderr)
     try:
-        outcome = run_build(spec, settings).result()
+        with to_log_file(log):
+            state = run_build(spec, settings)
+            outcome = state.result()
     except Exception as exc:
+        print(f"full log: {log}", file=sys.stderr)
         full = disk_full_error(exc, settings.builds_dir)
         if full is not None:
             raise full from None
-        raise
+        if isinstance(exc, EnginewrightError):
+            raise
+        raise EnginewrightError(f"the build failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                                " (the traceback is in the log)") from exc
     print_summary(outcome, settings)
+    print(f"log:           {log}")
+    print(f"prefect:       {prefect_run_link(state.state_details.flow_run_id)}")
     if args.report_json:
         write_report(outcome, args.report_json)
     return 0
@@ -507,6 +518,18 @@ def _check_default_model(spec: BuildSpec, settings: Settings) -> None:
             f"default model {settings.default_model_dir} does not exist yet; run `enginewright convert-gguf` "
             "first, or pass --model"
         )
+
+
+def prefect_run_link(flow_run_id: Any) -> str:
+    """Where a person finds the flow run and its `accuracy-gate` artifact."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        return ("Prefect's temporary server, stopped with the build: the accuracy-gate artifact went with it (the "
+                "MLflow run keeps the same report under gate/). To keep runs and artifacts, build against a Prefect "
+                "server: `enginewright stack up`, then load its env (README)")
+    return f"{api.rstrip('/').removesuffix('/api')}/runs/flow-run/{flow_run_id} (artifact accuracy-gate)"
 
 
 def print_summary(outcome: Any, settings: Settings) -> None:

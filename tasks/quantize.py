@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 from prefect import task
-from tqdm import tqdm
 
 from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_policy
+from enginewright.console import progress_bar
 from enginewright.devices import calibration_batch_size, check_format_supported, compute_capability
 from enginewright.errors import InputError
 from enginewright.formats import FORMATS
@@ -83,7 +83,8 @@ def forward_loop_over(input_ids: torch.Tensor, batch_size: int):
         device = next(model.parameters()).device
         batches = input_ids.split(batch_size)
         with torch.no_grad():
-            for batch in tqdm(batches, desc="calibrating", unit="batch", leave=False):
+            for batch in progress_bar(batches, desc=f"calibrating on {len(input_ids)} sequences", unit="batch",
+                                      leave=False):
                 model(input_ids=batch.to(device))
 
     return forward_loop

@@ -78,6 +78,8 @@ def smoke_task(
     """Right after quantization, before anything expensive: an empty or looping candidate fails the build here."""
     if not enabled:
         return Completed(name="Skipped", message="Skipped: gate.smoke is off", data=None)
+    get_run_logger().info("smoke check: %d prompts × %d greedy tokens, baseline then candidate", len(prompts),
+                          max_new_tokens)
     result = smoke_check(checkpoint, state, dtype, prompts, max_new_tokens)
     get_run_logger().info("smoke check: %s (%s)", result["verdict"], result["reason"])
     if result["verdict"] == "fail":
