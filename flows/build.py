@@ -7,6 +7,7 @@ recomputes with everything after it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,7 @@ class BuildOutcome:
 def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutcome:
     settings = settings or load_settings()
     prepare_process(settings)
+    started_ms = int(time.time() * 1000)  # the MLflow run spans the build, not just its logging
     source = resolve_task(spec.source, source_context(settings))
     fingerprint = fingerprint_calibration_task(spec.calibration)
     eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
@@ -89,8 +91,8 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
                                      baseline, candidate, engine, gate)
         manifest = bundle_task(work, description.card, description.manifest_fields)
-        record = run_record(spec, work, description, baseline, candidate, gate, engine)
-        run = log_run_task(record, settings.tracking_uri, settings.artifact_root)
+        record = run_record(spec, work, description, baseline, candidate, gate, engine, manifest)
+        run = log_run_task(record, settings.tracking_uri, settings.artifact_root, started_ms)
         require_gate_passed(gate, run)
         bundle_uri = store_bundle_task(work.bundle, manifest, run, settings.bundle_root, settings.s3_endpoint_url,
                                        settings.transfer)

@@ -8,7 +8,8 @@ from typing import Any
 
 from enginewright.build_key import BuildKey
 from enginewright.environment import environment_fingerprint
-from enginewright.schemas import CalibrationDoc, GateReport, QuantizationDoc, SourceDoc
+from enginewright.hashing import sha256_json
+from enginewright.schemas import CalibrationDoc, GateReport, Manifest, QuantizationDoc, SourceDoc
 from enginewright.spec import BuildSpec
 from enginewright.work_dir import WorkDir
 from tasks.calibration import CalibrationSet
@@ -64,7 +65,7 @@ def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: Resolv
 
 
 def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, baseline: EvalResult,
-               candidate: EvalResult, gate: GateReport, engine: dict[str, Any]) -> RunRecord:
+               candidate: EvalResult, gate: GateReport, engine: dict[str, Any], manifest: Manifest) -> RunRecord:
     fields = description.manifest_fields
     return RunRecord(
         model_name=spec.registry.model_name,
@@ -75,7 +76,8 @@ def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, ba
         params=run_params(spec),
         metrics=run_metrics(baseline, candidate, gate, engine),
         tags=lineage_tags(work.build_key, fields["source"], fields["quantization"], fields["calibration"],
-                          fields["environment"], engine) | gate_tags(gate),
+                          fields["environment"], engine) | gate_tags(gate)
+        | {"bundle.bytes": str(sum(f["size"] for f in manifest["files"]))},
         description=description.card,
     )
 
@@ -114,8 +116,14 @@ def run_metrics(baseline: EvalResult, candidate: EvalResult, gate: GateReport, e
     return metrics
 
 
+def gate_digest(gate: GateReport) -> str:
+    """What identifies a gate's evidence: its verdict and every task's row (documents, accuracies, interval, margin).
+    A re-evaluation with new evidence has another digest, even where the verdict is the same."""
+    return sha256_json([gate["overall"], gate["tasks"]])[:16]
+
+
 def gate_tags(gate: GateReport) -> dict[str, str]:
-    tags = {"gate.verdict": gate["overall"]}
+    tags = {"gate.verdict": gate["overall"], "gate.digest": gate_digest(gate)}
     for row in gate["tasks"]:
         tags[f"gate.{row['task']}.verdict"] = row["verdict"]
         tags[f"gate.{row['task']}.difference_points"] = f"{row['difference_points']:+.2f}"

@@ -62,8 +62,26 @@ class RunRecord:
     evidence: dict[str, list[Path]]  # artifact folder -> files kept with the run (eval records, gate report, plot)
     params: dict[str, str]
     metrics: dict[str, float]
-    tags: dict[str, str]  # lineage and gate verdicts, on the run and on the version
+    tags: dict[str, str]  # lineage and gate evidence, all on the run; the version gets `headline_tags`
     description: str  # the model card
+
+
+# What a version carries as tags, so that the verdict stands out in MLflow's versions table: the rest of the
+# lineage (source, calibration, tools, per-task gate rows) is on the run, in the manifest and in the model card.
+HEADLINE_TAGS = ("build_key", "quantization.format", "bundle.bytes", "gate.verdict", "gate.digest",
+                 "runtime.candidate", "runtime.agreement_low", "engine.status")
+GATE_EVIDENCE_TAGS = ("gate.verdict", "gate.digest")  # a re-evaluation is a run whose evidence differs from these
+BUNDLE_MODEL_TYPE = "enginewright-bundle"
+
+
+def headline_tags(tags: dict[str, str]) -> dict[str, str]:
+    return {k: tags[k] for k in HEADLINE_TAGS if k in tags}
+
+
+def run_name(record: RunRecord, reevaluation: bool) -> str:
+    """`SmolLM2-135M-Instruct fp8 3fa9c2e1`: model and format first, so fp8 and int4 differ in the runs list."""
+    kind = " re-evaluation" if reevaluation else ""
+    return f"{record.model_name} {record.tags.get('quantization.format', '?')}{kind} {record.build_key[:8]}"
 
 
 @contextmanager
@@ -97,10 +115,10 @@ def experiment_id(client: MlflowClient, artifact_root: str, name: str = EXPERIME
 
 
 def gate_evidence(tags: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in tags.items() if k.startswith("gate.") and k != GATE_RUN_TAG}
+    return {k: tags[k] for k in GATE_EVIDENCE_TAGS if k in tags}
 
 
-def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> LoggedRun:
+def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str, started_ms: int | None = None) -> LoggedRun:
     """The build's MLflow run. A build key that already has a version logs no second build run, unless this run's
     gate differs from the version's (a new plan, margin or evaluation code): then the re-evaluation gets its own run,
     linked to the version, and the version's gate tags and `candidate` alias follow it (`record_reevaluation`)."""
@@ -108,9 +126,9 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str) -> L
     existing = find_version(client, record.model_name, record.build_key)
     if existing is not None and gate_evidence(existing.tags or {}) == gate_evidence(record.tags):
         return LoggedRun(existing.run_id, existing.source)
-    name = f"build-{record.build_key[:12]}" if existing is None else f"reevaluate-{record.build_key[:12]}"
     link = {} if existing is None else {REEVALUATION_TAG: str(existing.version)}
-    run = client.create_run(experiment_id(client, artifact_root), run_name=name,
+    run = client.create_run(experiment_id(client, artifact_root), start_time=started_ms,
+                            run_name=run_name(record, existing is not None),
                             tags={**record.tags, **link, "mlflow.note.content": record.description})
     run_id = run.info.run_id
     try:
@@ -136,7 +154,8 @@ def record_reevaluation(client: MlflowClient, record: RunRecord, version, run_id
     """The version's gate tags replaced by the re-evaluation's (with the run that holds its evidence), and the
     `candidate` alias taken from it if it no longer passes. (A pass sets the alias in the register step, as for
     any passing build: `converge_candidate_alias`.)"""
-    for key in gate_evidence(version.tags or {}).keys() - gate_evidence(record.tags).keys():
+    stale = {k for k in version.tags or {} if k.startswith("gate.") and k != GATE_RUN_TAG}  # per-task rows, too:
+    for key in stale - gate_evidence(record.tags).keys():  # versions registered before the headline tags had them
         client.delete_model_version_tag(record.model_name, version.version, key)
     for key, value in {**gate_evidence(record.tags), GATE_RUN_TAG: run_id}.items():
         client.set_model_version_tag(record.model_name, version.version, key, value)
@@ -166,6 +185,28 @@ def converge_candidate_alias(client: MlflowClient, model_name: str, version) -> 
         client.set_registered_model_alias(model_name, CANDIDATE_ALIAS, version.version)
 
 
+def external_bundle_model(client: MlflowClient, record: RunRecord, run_id: str, bundle_uri: str) -> str:
+    """The bundle recorded the way MLflow 3 records a model stored outside it: a READY LoggedModel flagged
+    external, with an MLmodel file that points nowhere inside MLflow. This is `mlflow.create_external_model`
+    (mlflow 3.17.2, mlflow/tracking/fluent.py) step by step on our client, because the fluent call uses the
+    process-wide tracking URI. Returns its model id, for the version's `model_id`."""
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.models.utils import get_external_mlflow_model_spec
+    from mlflow.utils.file_utils import TempDir
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_IS_EXTERNAL
+
+    experiment = client.get_run(run_id).info.experiment_id
+    model = client.create_logged_model(
+        experiment, name=f"{record.model_name}-{record.tags.get('quantization.format', 'bundle')}",
+        source_run_id=run_id, model_type=BUNDLE_MODEL_TYPE,
+        tags={MLFLOW_MODEL_IS_EXTERNAL: "true", "bundle.uri": bundle_uri, **headline_tags(record.tags)})
+    with TempDir() as tmp:
+        get_external_mlflow_model_spec(model).save(tmp.path("MLmodel"))
+        client.log_model_artifacts(model.model_id, tmp.path())
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return model.model_id
+
+
 def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passed: bool, tracking_uri: str,
                      discard_bundle: Callable[[str], None] = lambda uri: None) -> RegisteredVersion:
     """Create the version for `record.build_key` pointing at the verified `bundle_uri`, unless one exists.
@@ -186,8 +227,10 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise RegistryError(f"cannot create registered model {record.model_name!r}: {exc.message}") from None
-    mine = client.create_model_version(record.model_name, source=bundle_uri, run_id=run_id,
-                                       tags={**record.tags, "bundle.uri": bundle_uri}, description=record.description)
+    bundle_model = external_bundle_model(client, record, run_id, bundle_uri)
+    mine = client.create_model_version(record.model_name, source=bundle_uri, run_id=run_id, model_id=bundle_model,
+                                       tags={**headline_tags(record.tags), "bundle.uri": bundle_uri},
+                                       description=record.description)
     winner = find_version(client, record.model_name, record.build_key)
     if winner is None:
         raise RegistryError(f"version {mine.version} of {record.model_name!r} vanished right after it was created")
@@ -203,10 +246,11 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
 
 
 @task(name="log-run", cache_policy=step_policy("log-run", "record", "tracking_uri", "artifact_root"),
-      persist_result=True, retries=STEP_RETRIES, retry_delay_seconds=STEP_RETRY_DELAY_S, retry_condition_fn=retry_unless_input_error)
-def log_run_task(record: RunRecord, tracking_uri: str, artifact_root: str) -> LoggedRun:
+      persist_result=True, retries=STEP_RETRIES, retry_delay_seconds=STEP_RETRY_DELAY_S,
+      retry_condition_fn=retry_unless_input_error)
+def log_run_task(record: RunRecord, tracking_uri: str, artifact_root: str, started_ms: int | None = None) -> LoggedRun:
     with registry_errors(tracking_uri, "log the build run"):
-        return log_build_run(record, tracking_uri, artifact_root)
+        return log_build_run(record, tracking_uri, artifact_root, started_ms)
 
 
 @task(name="store-bundle", cache_policy=step_policy("store-bundle", "manifest", "run", "bundle_root", "endpoint_url"),
