@@ -10,6 +10,7 @@ that later builds reuse from the baseline store. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -22,13 +23,27 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 prepare_process(Settings())  # the CLI's Prefect/MLflow settings
 
 
+def commit() -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    return (done.stdout.strip() or "unknown") + ("+changes" if dirty else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quant", default="fp8,int8_sq,int4_awq,w4a8_awq")
     parser.add_argument("--limit", type=int, default=None, help="override evaluation.limit")
+    parser.add_argument("--tasks", default=None, help="override evaluation.tasks (comma-separated)")
+    parser.add_argument("--look-size", default=None, help="override evaluation.look_size ('none': one look)")
+    parser.add_argument("--model", default=None, help="checkpoint directory [default: the embedded default model]")
     args = parser.parse_args()
     os.environ.setdefault("ENGINEWRIGHT_HOME", tempfile.mkdtemp(prefix="enginewright-gate-table-"))
 
+    from enginewright.errors import GateFailed
     from enginewright.settings import Settings
     from enginewright.spec import build_spec
     from flows.build import run_build
@@ -36,26 +51,33 @@ def main() -> None:
     settings = Settings()
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     default_model = Settings.model_fields["home"].default / "models" / "SmolLM2-135M-Instruct"
+    evaluation: dict = {}
+    if args.limit:
+        evaluation["limit"] = args.limit
+    if args.tasks:
+        evaluation["tasks"] = args.tasks.split(",")
+    if args.look_size:
+        evaluation["look_size"] = None if args.look_size == "none" else int(args.look_size)
     rows = []
     for fmt in args.quant.split(","):
-        overrides: dict = {"source": {"model": str(default_model)}, "quantization": {"format": fmt}}
-        if args.limit:
-            overrides["evaluation"] = {"limit": args.limit}
+        overrides: dict = {"source": {"model": args.model or str(default_model)}, "quantization": {"format": fmt},
+                           "evaluation": evaluation}
         spec = build_spec(settings, None, overrides)
         started = time.perf_counter()
         state = run_build(spec, settings)
         seconds = time.perf_counter() - started
         try:
             outcome = state.result()
-            gate, candidate = outcome.gate, outcome.candidate
-        except Exception as exc:  # a failed gate still has its report on disk
-            print(f"{fmt}: {exc}")
-            continue
+            gate, dps = outcome.gate, f"{outcome.candidate.docs_per_second:.1f}"
+        except GateFailed:  # a failed gate registers nothing, but its report is in the work dir
+            report = max(settings.builds_dir.glob("*/gate/gate_report.json"), key=lambda p: p.stat().st_mtime)
+            gate, dps = json.loads(report.read_text()), "–"  # (the newest report: this format's)
         for row in gate["tasks"]:
-            rows.append((fmt, row, seconds, candidate.docs_per_second))
+            rows.append((fmt, row, seconds, dps))
 
-    print(f"\nlimit {spec.evaluation.limit} documents per task, {spec.calibration.num_samples} × "
-          f"{spec.calibration.seq_len} calibration tokens, gate max drop {spec.gate.max_drop_points} points\n")
+    print(f"\nlimit {spec.evaluation.limit} documents per task, looks of {spec.evaluation.look_size}, "
+          f"{spec.calibration.num_samples} × {spec.calibration.seq_len} calibration tokens, gate max drop "
+          f"{spec.gate.max_drop_points} points, commit {commit()}\n")
     print("| format | task | metric | documents | baseline % | candidate % | Δ points [interval] | p non-inf. | "
           "verdict | build wall s | candidate docs/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -63,7 +85,7 @@ def main() -> None:
         print(f"| {fmt} | {row['task']} | {row['metric']} | {row['n']}/{row['documents_planned']} | "
               f"{100 * row['baseline']:.1f} | {100 * row['candidate']:.1f} | {row['difference_points']:+.1f} "
               f"[{row['ci_low_points']:+.1f}, {row['ci_high_points']:+.1f}] | {row['p_noninferiority']:.3g} | "
-              f"{row['verdict']} | {seconds:.0f} | {dps:.1f} |")
+              f"{row['verdict']} | {seconds:.0f} | {dps} |")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ HEADLINE_TAGS = ("build_key", "quantization.format", "bundle.bytes", "gate.verdi
                  "runtime.candidate", "runtime.agreement_low", "engine.status")
 GATE_EVIDENCE_TAGS = ("gate.verdict", "gate.digest")  # a re-evaluation is a run whose evidence differs from these
 BUNDLE_MODEL_TYPE = "enginewright-bundle"
+BUNDLE_MODEL_TAG = "bundle.model_id"  # on a version: its external LoggedModel
 
 
 def headline_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -185,11 +186,23 @@ def converge_candidate_alias(client: MlflowClient, model_name: str, version) -> 
         client.set_registered_model_alias(model_name, CANDIDATE_ALIAS, version.version)
 
 
+def link_bundle_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
+    """The LoggedModel → version link as `mlflow.register_model` writes it (tag `mlflow.modelVersions`, mlflow
+    3.17.2 mlflow/tracking/_model_registry/fluent.py _register_model). The version's own `model_id` field is set
+    only for a `models:/<id>` source (the SQL store persists no model_id), and a version's source here must stay
+    the bundle URI that pull and deploy read; its tag `bundle.model_id` points the other way."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name, "version": version}])})
+
+
 def external_bundle_model(client: MlflowClient, record: RunRecord, run_id: str, bundle_uri: str) -> str:
     """The bundle recorded the way MLflow 3 records a model stored outside it: a READY LoggedModel flagged
     external, with an MLmodel file that points nowhere inside MLflow. This is `mlflow.create_external_model`
     (mlflow 3.17.2, mlflow/tracking/fluent.py) step by step on our client, because the fluent call uses the
-    process-wide tracking URI. Returns its model id, for the version's `model_id`."""
+    process-wide tracking URI. Returns its model id."""
     from mlflow.entities import LoggedModelStatus
     from mlflow.models.utils import get_external_mlflow_model_spec
     from mlflow.utils.file_utils import TempDir
@@ -228,16 +241,19 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise RegistryError(f"cannot create registered model {record.model_name!r}: {exc.message}") from None
     bundle_model = external_bundle_model(client, record, run_id, bundle_uri)
-    mine = client.create_model_version(record.model_name, source=bundle_uri, run_id=run_id, model_id=bundle_model,
-                                       tags={**headline_tags(record.tags), "bundle.uri": bundle_uri},
+    mine = client.create_model_version(record.model_name, source=bundle_uri, run_id=run_id,
+                                       tags={**headline_tags(record.tags), "bundle.uri": bundle_uri,
+                                             BUNDLE_MODEL_TAG: bundle_model},
                                        description=record.description)
     winner = find_version(client, record.model_name, record.build_key)
     if winner is None:
         raise RegistryError(f"version {mine.version} of {record.model_name!r} vanished right after it was created")
     if str(winner.version) != str(mine.version):
         client.delete_model_version(record.model_name, mine.version)
+        client.delete_logged_model(bundle_model)
         discard_bundle(bundle_uri)
         return _existing(winner)
+    link_bundle_model(client, bundle_model, record.model_name, str(mine.version))
     aliases = []
     if gate_passed:
         client.set_registered_model_alias(record.model_name, CANDIDATE_ALIAS, mine.version)

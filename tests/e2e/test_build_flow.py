@@ -2,6 +2,7 @@
 quantization, real lm-eval runs on the shared data. Nothing is a double except that no GPU is present, so the
 TensorRT-LLM step ends Skipped (asserted below)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,9 +92,10 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert run.info.run_name == f"tiny-llama int8_sq {first.build_key[:8]}"
     assert run.info.end_time - run.info.start_time > 2000, (run.info.start_time, run.info.end_time)
     # The bundle is recorded as MLflow 3 records a model stored outside it, linked to the version.
-    bundle_model = client.get_logged_model(version.model_id)
+    bundle_model = client.get_logged_model(version.tags["bundle.model_id"])
     assert bundle_model.tags["mlflow.model.isExternal"] == "true" and bundle_model.source_run_id == run.info.run_id
     assert bundle_model.tags["bundle.uri"] == version.source and bundle_model.model_type == "enginewright-bundle"
+    assert json.loads(bundle_model.tags["mlflow.modelVersions"]) == [{"name": "tiny-llama", "version": "1"}]
     assert run.data.params["quantization.format"] == "int8_sq"
     assert run.data.metrics["baseline.arc_easy.n"] == 4
     assert 0 <= run.data.metrics["candidate.hellaswag.acc_norm"] <= 1

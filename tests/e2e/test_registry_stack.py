@@ -316,8 +316,8 @@ def test_a_checkpoint_in_s3_builds_at_the_revision_the_watcher_announces(
     assert sorted(p.name for p in resolved.path.iterdir()) == sorted(p.name for p in tiny_model.iterdir())
 
     outcome = run_build(spec, settings).result()
-    client = registry_client(settings.tracking_uri)
-    run_tags = client.get_run(client.get_model_version("tiny-from-s3", outcome.registered.version).run_id).data.tags
+    registry = registry_client(settings.tracking_uri)
+    run_tags = registry.get_run(registry.get_model_version("tiny-from-s3", outcome.registered.version).run_id).data.tags
     assert run_tags["source.kind"] == "s3" and run_tags["source.revision"] == resolved.revision
 
     # A changed object is a new revision, announced and resolved alike.
