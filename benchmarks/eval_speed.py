@@ -19,13 +19,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def main() -> None:
+    from common import evaluate_first
+
     from enginewright.models import load_model, load_tokenizer, pick_device
     from enginewright.settings import Settings
     from enginewright.spec import build_spec
     from tasks.calibration import build_calibration_set
     from tasks.eval_data import check_eval_data
-    from tasks.evaluate import load_candidate, run_lm_eval
     from tasks.quantize import calibrate_and_quantize
+    from tasks.runtimes.simulated import load_candidate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(Settings().default_model_dir))
@@ -44,11 +46,10 @@ def main() -> None:
     tokenizer = load_tokenizer(checkpoint)
 
     def docs_per_second(model) -> tuple[float, list]:
-        records, seconds = run_lm_eval(model, tokenizer, spec.evaluation, list(spec.evaluation.tasks), data, work)
+        records, seconds = evaluate_first(model, tokenizer, spec.evaluation, data, work)
         return len(records) / seconds, records
 
-    run_lm_eval(load_model(checkpoint, spec.dtype), tokenizer, spec.evaluation, list(spec.evaluation.tasks), data,
-                work)  # warm-up: task index, datasets cache
+    evaluate_first(load_model(checkpoint, spec.dtype), tokenizer, spec.evaluation, data, work)  # warm-up: task index
     baseline, _ = docs_per_second(load_model(checkpoint, spec.dtype))
     rows = []
     for fmt in args.quant.split(","):

@@ -81,15 +81,17 @@ def requests_of(records: list[dict]) -> int:
 
 
 def main() -> None:
+    from common import evaluate_first
+
     from enginewright.devices import calibration_batch_size, compute_capability, describe
     from enginewright.formats import FORMATS
     from enginewright.models import load_model, load_tokenizer
     from enginewright.spec import CalibrationSpec, EvaluationSpec, QuantizationSpec
     from tasks.calibration import build_calibration_set, load_calibration_ids
     from tasks.eval_data import check_eval_data
-    from tasks.evaluate import load_candidate, run_lm_eval
     from tasks.export import export_checkpoint
     from tasks.quantize import QuantizedState, quantize_in_place
+    from tasks.runtimes.simulated import load_candidate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -155,13 +157,13 @@ def main() -> None:
     data = check_eval_data(Path(evaluation.data_dir), list(evaluation.tasks), 0)
     tokenizer = load_tokenizer(checkpoint)
     results: dict[str, list[dict]] = {}
-    run_lm_eval(load_model(checkpoint, "bfloat16"), tokenizer, evaluation.model_copy(update={"limit": 2}),
-                list(evaluation.tasks), data, work)  # warm-up: task index, datasets cache, CUDA kernels
+    evaluate_first(load_model(checkpoint, "bfloat16"), tokenizer, evaluation.model_copy(update={"limit": 2}),
+                   data, work)  # warm-up: task index, datasets cache, CUDA kernels
     for label, loader in (("baseline bf16", lambda: load_model(checkpoint, "bfloat16")),
                           ("candidate FP8 (folded)", lambda: load_candidate(checkpoint, state, "bfloat16", fold=True))):
         model = loader()
         with step(f"lm-eval {label}", requests=lambda label=label: requests_of(results[label])):
-            results[label], _ = run_lm_eval(model, tokenizer, evaluation, list(evaluation.tasks), data, work)
+            results[label], _ = evaluate_first(model, tokenizer, evaluation, data, work)
         del model
         torch.cuda.empty_cache()
 

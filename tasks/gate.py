@@ -22,7 +22,7 @@ from enginewright.paired_stats import documents_for_power, mcnemar_exact_p, tang
 from enginewright.schemas import GATE_REPORT_SCHEMA_VERSION, CandidateRuntimeDoc, GateReport, GateTaskResult
 from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
-from tasks.evaluate import Evaluation, read_records
+from tasks.evaluate import SIMULATED, Evaluation, read_records
 
 METHOD = ("non-inferiority per task: Tango's score statistic of the paired difference, group-sequential with "
           "Lan-DeMets O'Brien-Fleming alpha spending over the planned looks")
@@ -81,8 +81,7 @@ def gate_message(results: list[GateTaskResult], overall: str) -> str:
 
 def runtime_section(runtime: dict[str, Any] | None, agreement_min: float) -> CandidateRuntimeDoc:
     """Which runtime computed the candidate and, where TensorRT-LLM did, how often it agreed with the simulated one."""
-    runtime = runtime or {"runtime": "simulated", "reason": "the simulated candidate", "version": None,
-                          "agreement": None}
+    runtime = runtime or SIMULATED.record()
     agreement = runtime.get("agreement")
     low = sorted(t for t, a in (agreement or {}).items() if not a["share"] >= agreement_min)
     return CandidateRuntimeDoc(runtime=runtime["runtime"], reason=runtime["reason"], version=runtime.get("version"),

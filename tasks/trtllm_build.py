@@ -40,6 +40,7 @@ from enginewright.trtllm_contract import (
     check_bench_argv,
     check_bench_report,
     check_build_config,
+    version_at_most,
 )
 from enginewright.work_dir import WorkDir
 from tasks.smoke import is_degenerate
@@ -109,9 +110,7 @@ def load_and_smoke(bundle_dir: Path, prompts: list[str], max_new_tokens: int) ->
 
 def legacy_engine_supported(version: str | None) -> bool:
     """The TensorRT (engine) backend exists up to LAST_ENGINE_RELEASE (enginewright.trtllm_contract)."""
-    from packaging.version import Version
-
-    return version is not None and Version(version) <= Version(LAST_ENGINE_RELEASE)
+    return version_at_most(version, LAST_ENGINE_RELEASE)
 
 
 def build_legacy_engine(bundle_dir: Path, max_batch_size: int, max_num_tokens: int) -> Path:

@@ -85,3 +85,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     APILogWorker.drain_all(timeout=5)
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def int8_sq_state(tiny_model: Path, tokenizer_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny Llama calibrated (2 × 16 tokens of tiny Shakespeare), quantized with INT8 SmoothQuant and exported,
+    once per session: (quantized state, exported checkpoint). `tests.tiny_model.work_dir_with` gives each module
+    its own copy."""
+    from enginewright.spec import CalibrationSpec, QuantizationSpec
+    from enginewright.work_dir import WorkDir
+    from tasks.calibration import build_calibration_set
+    from tasks.export import export_checkpoint
+    from tasks.quantize import calibrate_and_quantize
+
+    root = tmp_path_factory.mktemp("int8-sq")
+    spec = CalibrationSpec(source=str(shared_data / "calib" / "tiny_shakespeare.txt"), num_samples=2, seq_len=16)
+    calib = build_calibration_set(spec, tokenizer_dir, root / "c.safetensors")
+    work = WorkDir.open(root / "builds", "s" * 64)
+    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format="int8_sq"), "bfloat16", 2,
+                                   work.quantized_state)
+    export_checkpoint(tiny_model, state, "bfloat16", work.checkpoint)
+    return state, work.checkpoint
+

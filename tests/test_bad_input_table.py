@@ -46,6 +46,7 @@ def inputs(tmp: Path, tiny: Path, data: Path) -> dict[str, str]:
     (tmp / "typo.yaml").write_text("quantisation: {format: fp8}\n")
     (tmp / "dup.yaml").write_text("quantization: {format: fp8}\nquantization: {format: int8_sq}\n")
     (tmp / "batch0.yaml").write_text("calibration: {batch_size: 0}\n")
+    (tmp / "sample-seed.yaml").write_text("evaluation: {sample_seed: -1}\n")
     (tmp / "trust.yaml").write_text("source: {trust_remote_code: true}\n")
     (tmp / "target-cc.yaml").write_text("name: t\ngpu: g\ncompute_capability: nine\n")
     (tmp / "target-key.yaml").write_text("name: t\ngpu: g\ncompute_capability: '9.0'\nprot: 80\n")

@@ -5,24 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.spec import CalibrationSpec, EvaluationSpec, GateSpec, QuantizationSpec
-from enginewright.work_dir import WorkDir
-from tasks.calibration import build_calibration_set
+from enginewright.spec import EvaluationSpec, GateSpec
 from tasks.eval_data import check_eval_data, document_order
 from tasks.evaluate import evaluate_documents, evaluate_until_decided, read_records
-from tasks.export import export_checkpoint
-from tasks.quantize import calibrate_and_quantize
+from tests.tiny_model import work_dir_with
 
 
 @pytest.fixture(scope="module")
-def built(tiny_model: Path, tokenizer_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+def built(tiny_model: Path, int8_sq_state, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("sequence")
-    spec = CalibrationSpec(source=str(shared_data / "calib" / "tiny_shakespeare.txt"), num_samples=2, seq_len=16)
-    calib = build_calibration_set(spec, tokenizer_dir, root / "c.safetensors")
-    work = WorkDir.open(root / "builds", "k" * 64)
-    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format="int8_sq"), "bfloat16", 2,
-                                   work.quantized_state)
-    export_checkpoint(tiny_model, state, "bfloat16", work.checkpoint)
+    state, work = work_dir_with(int8_sq_state, root, "k" * 64)
     data = check_eval_data(shared_data / "eval", ["arc_easy"], 0)
     return tiny_model, state, work, data, root
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.spec import CalibrationSpec, EvaluationSpec, GateSpec, QuantizationSpec, RuntimeSpec
-from enginewright.work_dir import WorkDir
+from enginewright.spec import EvaluationSpec, GateSpec, RuntimeSpec
 from tasks import runtimes
 from tasks.runtimes import RuntimeChoice, RuntimeLaneFailed
+from tests.tiny_model import work_dir_with
 
 STANDINS = Path(__file__).parent / "standins"
 
@@ -100,20 +100,12 @@ def test_an_unknown_sampling_field_is_refused_before_it_reaches_tensorrt_llm() -
 
 
 @pytest.fixture(scope="module")
-def built(tiny_model: Path, tokenizer_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
-    from tasks.calibration import build_calibration_set
+def built(tiny_model: Path, int8_sq_state, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     from tasks.eval_data import check_eval_data
-    from tasks.export import export_checkpoint
-    from tasks.quantize import calibrate_and_quantize
     from tasks.runtime_config import write_llm_api_yaml
 
     root = tmp_path_factory.mktemp("runtime")
-    spec = CalibrationSpec(source=str(shared_data / "calib" / "tiny_shakespeare.txt"), num_samples=2, seq_len=16)
-    calib = build_calibration_set(spec, tokenizer_dir, root / "c.safetensors")
-    work = WorkDir.open(root / "builds", "r" * 64)
-    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format="int8_sq"), "bfloat16", 2,
-                                   work.quantized_state)
-    export_checkpoint(tiny_model, state, "bfloat16", work.checkpoint)
+    state, work = work_dir_with(int8_sq_state, root, "r" * 64)
     write_llm_api_yaml(RuntimeSpec(), False, work.bundle / "llm_api.yaml")
     return tiny_model, state, work, check_eval_data(shared_data / "eval", ["arc_easy"], 0), root
 

@@ -31,3 +31,18 @@ def make_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def work_dir_with(int8_sq_state, root: Path, key: str):
+    """A fresh work directory under `root` holding a copy of the session's quantized state and export:
+    (the copy's state, the work dir). Each module evaluates in its own, so none sees another's records."""
+    import dataclasses
+    import shutil
+
+    from enginewright.work_dir import WorkDir
+
+    state, checkpoint = int8_sq_state
+    work = WorkDir.open(root / "builds", key)
+    shutil.copy2(state.path, work.quantized_state)
+    shutil.copytree(checkpoint, work.checkpoint, dirs_exist_ok=True)
+    return dataclasses.replace(state, path=work.quantized_state), work
