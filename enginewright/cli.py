@@ -205,6 +205,18 @@ def parser() -> argparse.ArgumentParser:
     rollback.add_argument("model_name", help="registered model name")
     rollback.add_argument("--target", type=Path, help="deploy target YAML [default: ENGINEWRIGHT_DEPLOY_TARGET]")
 
+    pools = commands.add_parser(
+        "pools", help="render the Kubernetes GPU work pools from their table, or show the Job one would run",
+        description="render: write each GPU class's Prefect base job template (enginewright/gpu_pools.py) into "
+        "--out (infra/work-pools): gpu-kubernetes.json for the `gpu` pool (class h100), gpu-kubernetes-<class>.json "
+        "for pools gpu-<class>. job: print the Kubernetes Job a build on --gpu-class with --gpu-count GPUs gets.",
+    )
+    pools.add_argument("action", choices=["render", "job"])
+    pools.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "infra" / "work-pools",
+                       help="with render: the folder [default: the checkout's infra/work-pools]")
+    pools.add_argument("--gpu-class", default="h100", help="with job: a class of the table [default: h100]")
+    pools.add_argument("--gpu-count", type=int, default=1, help="with job: GPUs for the build [default: 1]")
+
     promote = commands.add_parser(
         "promote", help="turn alias changes in the MLflow registry into deploy runs (relay, poll, webhook)",
         description="relay: receive MLflow's registry webhooks (signature checked with "
@@ -290,6 +302,22 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     except DeployRefused as exc:
         raise EnginewrightError(f"refused: {exc}") from None
     print(f"rolled back: {outcome.message}")
+    return 0
+
+
+def cmd_pools(args: argparse.Namespace) -> int:
+    from enginewright import gpu_pools
+
+    if args.action == "render":
+        if not args.out.is_dir():
+            raise InputError(f"--out {str(args.out)!r} is not a directory")
+        for path in gpu_pools.render(args.out):
+            print(f"wrote {path}")
+        return 0
+    import yaml
+
+    row = gpu_pools.gpu_class(args.gpu_class)
+    print(yaml.safe_dump(gpu_pools.job_manifest(row, args.gpu_count), sort_keys=False), end="")
     return 0
 
 
@@ -595,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_deploy(args, settings)
         if args.command == "rollback":
             return cmd_rollback(args, settings)
+        if args.command == "pools":
+            return cmd_pools(args)
         if args.command == "promote":
             return cmd_promote(args, settings)
         return cmd_build(args, settings)

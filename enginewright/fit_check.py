@@ -5,21 +5,32 @@
   vLLM loads no INT4-AWQ, W4A8-AWQ or INT8-SmoothQuant checkpoint; FP8 needs compute capability 8.9+; NVFP4 needs
   Blackwell on TensorRT-LLM before 1.3.0rc20, Hopper from it;
 - a legacy TensorRT engine, when the target asks to serve one: the bundle must carry an engine built on the
-  same GPU architecture and TensorRT version, because an engine runs nowhere else.
+  same GPU architecture and TensorRT version, because an engine runs nowhere else;
+- parallelism: one model instance takes tensor × pipeline parallel GPUs (the target's tensor_parallel_size, else the
+  bundle's llm_api.yaml), and the target's node must have that many.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from enginewright.schemas import Manifest
 from enginewright.serving_runtimes import serving_problem
 from enginewright.targets import DeployTarget
 
 
-def fit_problems(manifest: Manifest, version_tags: Mapping[str, str], target: DeployTarget) -> list[str]:
-    """Empty when the bundle can be served on `target`; otherwise one sentence per reason."""
+def fit_problems(manifest: Manifest, version_tags: Mapping[str, str], target: DeployTarget,
+                 llm_api: Mapping[str, Any] | None = None) -> list[str]:
+    """Empty when the bundle can be served on `target`; otherwise one sentence per reason. `llm_api`: the bundle's
+    llm_api.yaml."""
     problems = []
+    llm_api = llm_api or {}
+    tensor = target.tensor_parallel_size or int(llm_api.get("tensor_parallel_size", 1))
+    pipeline = int(llm_api.get("pipeline_parallel_size", 1))
+    if tensor * pipeline > target.gpu_count:
+        problems.append(f"one instance needs {tensor * pipeline} GPUs (tensor_parallel_size {tensor} × "
+                        f"pipeline_parallel_size {pipeline}); target {target.name!r} has gpu_count {target.gpu_count}")
     verdict = version_tags.get("gate.verdict")
     if verdict != "pass":
         problems.append(f"the accuracy gate verdict is {verdict!r}; only versions whose gate passed are deployed")

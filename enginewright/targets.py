@@ -50,6 +50,8 @@ class DeployTarget(BaseModel):
     serve_legacy_engine: bool = Field(
         default=False, description="Serve the bundle's legacy TensorRT engine (TensorRT-LLM ≤ 1.3.0rc20 images) instead of "
         "its checkpoint; the engine must have been built on this GPU architecture and TensorRT version.")
+    gpu_count: int = Field(default=1, ge=1, le=64, description="GPUs on one serving node: a model instance needs "
+                           "tensor_parallel_size × pipeline_parallel_size of them.")
     tensor_parallel_size: int | None = Field(
         default=None, ge=1, description="GPUs per model instance; unset keeps the bundle's llm_api.yaml value.")
     host: str = Field(default="0.0.0.0", description="Address trtllm-serve listens on.")
@@ -65,6 +67,14 @@ class DeployTarget(BaseModel):
         parts = value.split(".")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             raise ValueError(f"{value!r} is not 'major.minor' (for example '9.0')")
+        return value
+
+    @field_validator("tensor_parallel_size")
+    @classmethod
+    def _fits_the_node(cls, value: int | None, info: ValidationInfo) -> int | None:
+        gpus = info.data.get("gpu_count")
+        if value is not None and gpus is not None and value > gpus:
+            raise ValueError(f"one instance on {value} GPUs needs gpu_count {value} or more; the target has {gpus}")
         return value
 
     @field_validator("runtime_version")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -96,7 +97,8 @@ def check_bundle_task(source: str, bundle_dir: Path, tags: dict[str, str], targe
     except EnginewrightError as exc:
         shutil.rmtree(bundle_dir, ignore_errors=True)
         raise DeployRefused(f"bundle verification failed: {exc}") from None
-    problems = fit_problems(manifest, tags, target)
+    llm_api = yaml.safe_load((bundle_dir / "llm_api.yaml").read_text()) if (bundle_dir / "llm_api.yaml").is_file() else {}
+    problems = fit_problems(manifest, tags, target, llm_api)
     if problems:
         raise DeployRefused("; ".join(problems))
     return manifest

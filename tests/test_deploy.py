@@ -53,6 +53,20 @@ def test_fit_check_by_format_runtime_capability_and_gate(fmt, capability, verdic
     assert (problems == []) == fits, problems
 
 
+def test_an_instance_needs_tensor_times_pipeline_parallel_gpus_on_the_target() -> None:
+    fp8 = {"quantization": {"format": "fp8"}, "engine": {"status": "skipped"}}
+    passed = {"gate.verdict": "pass"}
+    assert fit_problems(fp8, passed, target(), {"tensor_parallel_size": 1}) == []  # type: ignore[arg-type]
+    (problem,) = fit_problems(fp8, passed, target(), {"tensor_parallel_size": 2,  # type: ignore[arg-type]
+                                                      "pipeline_parallel_size": 2})
+    assert problem == ("one instance needs 4 GPUs (tensor_parallel_size 2 × pipeline_parallel_size 2); target 't' has "
+                       "gpu_count 1")
+    assert fit_problems(fp8, passed, target(gpu_count=8), {"tensor_parallel_size": 4}) == []  # type: ignore[arg-type]
+    # the target's own tensor_parallel_size replaces the bundle's
+    assert fit_problems(fp8, passed, target(gpu_count=2, tensor_parallel_size=2),  # type: ignore[arg-type]
+                        {"tensor_parallel_size": 8}) == []
+
+
 def test_the_serving_table_names_why_a_format_is_refused() -> None:
     problems = fit_problems({"quantization": {"format": "int4_awq"}, "engine": {"status": "skipped"}},  # type: ignore[typeddict-item]
                             {"gate.verdict": "pass"}, target(runtime="vllm"))
@@ -112,7 +126,7 @@ def test_the_rendered_release_serves_the_bundle_with_trtllm_serve_and_triton(tmp
         (template / name).write_text(f"# {name} of the TensorRT-LLM release\n")
     release = tmp_path / "releases" / "v1"
     deployment = render_release(bundle, {"bundle_id": "b" * 64, "quantization": {"format": "fp8"}},  # type: ignore[arg-type]
-                                target(port=9001, tensor_parallel_size=2, triton_llmapi_template=template),
+                                target(port=9001, gpu_count=2, tensor_parallel_size=2, triton_llmapi_template=template),
                                 "m", "1", release)
     options = yaml.safe_load((release / "llm_api.yaml").read_text())
     assert options["tensor_parallel_size"] == 2 and options["max_batch_size"] == 16
@@ -137,7 +151,7 @@ def test_a_vllm_target_renders_vllm_serve_with_modelopts_loader_and_the_kv_cache
     (bundle / "checkpoint").mkdir(parents=True)
     release = tmp_path / "releases" / "v1"
     manifest = {"bundle_id": "b" * 64, "quantization": {"format": fmt, "kv_cache_quant_algo": kv}}
-    deployment = render_release(bundle, manifest, target(runtime="vllm", port=9002, tensor_parallel_size=2),  # type: ignore[arg-type]
+    deployment = render_release(bundle, manifest, target(runtime="vllm", port=9002, gpu_count=2, tensor_parallel_size=2),  # type: ignore[arg-type]
                                 "m", "1", release)
     assert deployment["runtime"] == "vllm" and "trtllm_serve" not in deployment
     assert deployment["vllm_serve"] == ["vllm", "serve", str(bundle / "checkpoint"), "--host", "0.0.0.0", "--port",
