@@ -129,3 +129,16 @@ def test_the_gpu_image_installs_pyprojects_own_dependencies_except_the_images_to
     dockerfile = (ROOT / "docker" / "gpu-worker.Dockerfile").read_text()
     assert "tensorrt-llm/release:1.3.0rc20" in dockerfile and "image_requirements.py" in dockerfile
     assert "lm-eval[hf]==" not in dockerfile  # nothing re-listed by hand
+
+
+def test_the_gpu_deployments_job_variables_are_declared_by_the_docker_and_kubernetes_gpu_pools() -> None:
+    """A job variable a pool does not declare is silently ignored by Prefect (its schema allows extra keys): the
+    GPU count would never reach the Job."""
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    gpu_variables = {key for d in config["deployments"] if d["work_pool"]["name"] == "gpu"
+                     for key in d["work_pool"].get("job_variables", {})}
+    assert "gpu_count" in gpu_variables
+    for path in [ROOT / "infra" / "work-pools" / "gpu-docker.json",
+                 *sorted((ROOT / "infra" / "work-pools").glob("gpu-kubernetes*.json"))]:
+        declared = json.loads(path.read_text())["variables"]["properties"]
+        assert gpu_variables <= declared.keys(), (path.name, gpu_variables - declared.keys())
