@@ -37,7 +37,7 @@ def table_rows(text: str) -> list[list[str]]:
 
 def test_the_documented_gate_table_reproduces_on_this_code(smollm2: Path, tmp_path: Path) -> None:
     words, expected = documented()
-    assert words[:2] == [".venv/bin/python", "benchmarks/gate_table.py"] and len(expected) >= 2
+    assert words[:2] == [".venv/bin/python", "benchmarks/gate_table.py"] and len(expected) >= 1
     env = {**os.environ, "ENGINEWRIGHT_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1"}
     done = subprocess.run([sys.executable, *words[1:], "--model", str(smollm2)], cwd=RESULTS.parents[1], env=env,
