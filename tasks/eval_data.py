@@ -87,12 +87,7 @@ def check_enough_fewshot(task: str, fewshot_file: Path, num_fewshot: int) -> Non
     """lm-eval draws `num_fewshot` examples per document from one stratum's few-shot split (MMLU: the subject's
     5 dev questions); more than the smallest holds fails inside lm-eval after calibration and quantization."""
     strata = EVAL_TASKS[task].strata
-    sizes: dict[str, int] = {}
-    with fewshot_file.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                stratum = json.loads(line).get(strata, "") if strata else task
-                sizes[stratum] = sizes.get(stratum, 0) + 1
+    sizes = stratum_counts(fewshot_file, task)
     smallest = min(sorted(sizes), key=sizes.__getitem__, default=None)
     if smallest is None or sizes[smallest] < num_fewshot:
         held = 0 if smallest is None else sizes[smallest]
@@ -159,16 +154,21 @@ def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path,
     return [{"group": EVAL_GROUP, "task": configs}]
 
 
-def stratum_sizes(data: EvalData, task: str) -> dict[str, int]:
-    """Documents of `task`'s evaluated split per stratum (one stratum, the task itself, where it has none)."""
-    row = EVAL_TASKS[task]
+def stratum_counts(split_file: Path, task: str) -> dict[str, int]:
+    """Documents of one of `task`'s split files per stratum (one stratum, the task itself, where it has none)."""
+    strata = EVAL_TASKS[task].strata
     sizes: dict[str, int] = {}
-    with Path(data.files[task][row.eval_split]).open(encoding="utf-8") as handle:
+    with split_file.open(encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
-                stratum = json.loads(line)[row.strata] if row.strata else task
+                stratum = json.loads(line)[strata] if strata else task
                 sizes[stratum] = sizes.get(stratum, 0) + 1
     return sizes
+
+
+def stratum_sizes(data: EvalData, task: str) -> dict[str, int]:
+    """Documents of `task`'s evaluated split per stratum."""
+    return stratum_counts(Path(data.files[task][EVAL_TASKS[task].eval_split]), task)
 
 
 def document_count(data: EvalData, task: str) -> int:
