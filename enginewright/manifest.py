@@ -30,6 +30,11 @@ def write_manifest(bundle_dir: Path, fields: dict[str, Any]) -> Manifest:
     return manifest
 
 
+def bundle_bytes(manifest: Manifest) -> int:
+    """The bundle's size: the sum of its listed files (the checkpoint dominates)."""
+    return sum(entry["size"] for entry in manifest["files"])
+
+
 def safe_relative_path(path: str) -> PurePosixPath:
     """A manifest path must stay inside the bundle: relative, no '..', no backslashes."""
     candidate = PurePosixPath(path)

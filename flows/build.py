@@ -18,6 +18,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
+from enginewright.manifest import bundle_bytes
 from enginewright.process_env import prepare_process
 from enginewright.schemas import GateReport
 from enginewright.settings import Settings, load_settings
@@ -100,7 +101,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
                                        settings.tracking_uri, settings.s3_endpoint_url, return_state=True)
         registered: RegisteredVersion = register_state.result()
     return BuildOutcome(build_key=plan.key.digest, registered=registered, baseline=baseline, candidate=candidate,
-                        gate=gate, engine=engine, bundle_bytes=sum(f["size"] for f in manifest["files"]),
+                        gate=gate, engine=engine, bundle_bytes=bundle_bytes(manifest),
                         registered_now=registered.created and register_state.name != "Cached")
 
 

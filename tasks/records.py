@@ -9,6 +9,7 @@ from typing import Any
 from enginewright.build_key import BuildKey
 from enginewright.environment import environment_fingerprint
 from enginewright.hashing import sha256_json
+from enginewright.manifest import bundle_bytes
 from enginewright.schemas import CalibrationDoc, GateReport, Manifest, QuantizationDoc, SourceDoc
 from enginewright.spec import BuildSpec
 from enginewright.work_dir import WorkDir
@@ -77,7 +78,7 @@ def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, ba
         metrics=run_metrics(baseline, candidate, gate, engine),
         tags=lineage_tags(work.build_key, fields["source"], fields["quantization"], fields["calibration"],
                           fields["environment"], engine) | gate_tags(gate)
-        | {"bundle.bytes": str(sum(f["size"] for f in manifest["files"]))},
+        | {"bundle.bytes": str(bundle_bytes(manifest))},
         description=description.card,
     )
 
