@@ -6,8 +6,9 @@
   Blackwell on TensorRT-LLM before 1.3.0rc20, Hopper from it;
 - a legacy TensorRT engine, when the target asks to serve one: the bundle must carry an engine built on the
   same GPU architecture and TensorRT version, because an engine runs nowhere else;
-- parallelism: one model instance takes tensor × pipeline parallel GPUs (the target's tensor_parallel_size, else the
-  bundle's llm_api.yaml), and the target's node must have that many.
+- parallelism: one model instance takes tensor × pipeline parallel GPUs, as the release serves them
+  (enginewright.serving_config.serving_options: the bundle's llm_api.yaml with the target's overrides), and the
+  target's node must have that many.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from enginewright.targets import DeployTarget
 
 
 def fit_problems(manifest: Manifest, version_tags: Mapping[str, str], target: DeployTarget,
-                 llm_api: Mapping[str, Any] | None = None) -> list[str]:
-    """Empty when the bundle can be served on `target`; otherwise one sentence per reason. `llm_api`: the bundle's
-    llm_api.yaml."""
+                 served: Mapping[str, Any] | None = None) -> list[str]:
+    """Empty when the bundle can be served on `target`; otherwise one sentence per reason. `served`: the LLM-API
+    options the release would serve with (`serving_options`)."""
     problems = []
-    llm_api = llm_api or {}
-    tensor = target.tensor_parallel_size or int(llm_api.get("tensor_parallel_size", 1))
-    pipeline = int(llm_api.get("pipeline_parallel_size", 1))
+    served = served or {}
+    tensor = int(served.get("tensor_parallel_size", 1))
+    pipeline = int(served.get("pipeline_parallel_size", 1))
     if tensor * pipeline > target.gpu_count:
         problems.append(f"one instance needs {tensor * pipeline} GPUs (tensor_parallel_size {tensor} × "
                         f"pipeline_parallel_size {pipeline}); target {target.name!r} has gpu_count {target.gpu_count}")

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -25,7 +24,7 @@ from enginewright.promotion import AliasStore
 from enginewright.registry_client import registry_client
 from enginewright.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
 from enginewright.schemas import Manifest
-from enginewright.serving_config import render_release, switch_current
+from enginewright.serving_config import render_release, serving_options, switch_current
 from enginewright.settings import Settings
 from enginewright.targets import DeployTarget
 
@@ -97,8 +96,7 @@ def check_bundle_task(source: str, bundle_dir: Path, tags: dict[str, str], targe
     except EnginewrightError as exc:
         shutil.rmtree(bundle_dir, ignore_errors=True)
         raise DeployRefused(f"bundle verification failed: {exc}") from None
-    llm_api = yaml.safe_load((bundle_dir / "llm_api.yaml").read_text()) if (bundle_dir / "llm_api.yaml").is_file() else {}
-    problems = fit_problems(manifest, tags, target, llm_api)
+    problems = fit_problems(manifest, tags, target, serving_options(bundle_dir, target))
     if problems:
         raise DeployRefused("; ".join(problems))
     return manifest

@@ -13,7 +13,7 @@ import yaml
 from enginewright.errors import DeployRefused, InputError
 from enginewright.fit_check import fit_problems
 from enginewright.registry_client import registry_client
-from enginewright.serving_config import render_release
+from enginewright.serving_config import render_release, serving_options
 from enginewright.settings import Settings
 from enginewright.targets import DeployTarget, load_target
 from flows.deploy import deploy_version, rollback
@@ -53,7 +53,7 @@ def test_fit_check_by_format_runtime_capability_and_gate(fmt, capability, verdic
     assert (problems == []) == fits, problems
 
 
-def test_an_instance_needs_tensor_times_pipeline_parallel_gpus_on_the_target() -> None:
+def test_an_instance_needs_tensor_times_pipeline_parallel_gpus_on_the_target(tmp_path: Path) -> None:
     fp8 = {"quantization": {"format": "fp8"}, "engine": {"status": "skipped"}}
     passed = {"gate.verdict": "pass"}
     assert fit_problems(fp8, passed, target(), {"tensor_parallel_size": 1}) == []  # type: ignore[arg-type]
@@ -62,9 +62,10 @@ def test_an_instance_needs_tensor_times_pipeline_parallel_gpus_on_the_target() -
     assert problem == ("one instance needs 4 GPUs (tensor_parallel_size 2 × pipeline_parallel_size 2); target 't' has "
                        "gpu_count 1")
     assert fit_problems(fp8, passed, target(gpu_count=8), {"tensor_parallel_size": 4}) == []  # type: ignore[arg-type]
-    # the target's own tensor_parallel_size replaces the bundle's
-    assert fit_problems(fp8, passed, target(gpu_count=2, tensor_parallel_size=2),  # type: ignore[arg-type]
-                        {"tensor_parallel_size": 8}) == []
+    # the target's own tensor_parallel_size replaces the bundle's, as the release serves it (serving_options)
+    (tmp_path / "llm_api.yaml").write_text("backend: pytorch\ntensor_parallel_size: 8\n")
+    two = target(gpu_count=2, tensor_parallel_size=2)
+    assert fit_problems(fp8, passed, two, serving_options(tmp_path, two)) == []  # type: ignore[arg-type]
 
 
 def test_the_serving_table_names_why_a_format_is_refused() -> None:
