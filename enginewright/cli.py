@@ -465,6 +465,7 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = build_spec(settings, args.spec, overrides_from_args(args))
     power = check_before_work(spec, settings)
+    memory = plan_memory_before_work(spec, settings)
     if args.dry_run:
         import yaml
 
@@ -472,6 +473,9 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
 
         print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         print(power)
+        print("Memory plan (enginewright/memory_plan.py):")
+        print("\n".join(f"- {line}" for line in memory.lines()) if memory else
+              "- made after the checkpoint is downloaded (it reads the checkpoint's safetensors headers)")
         print(f"Serving {spec.quantization.format} (enginewright/serving_runtimes.py):")
         print("\n".join(f"- {line}" for line in serving_summary(spec.quantization.format)))
         return 0
@@ -551,6 +555,17 @@ def check_before_work(spec: BuildSpec, settings: Settings) -> str:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     return power_markdown(power, spec)
+
+
+def plan_memory_before_work(spec: BuildSpec, settings: Settings):
+    """The memory plan of a local checkpoint, refusing a model that fits no plan (exit 2) before anything is
+    written; None for a checkpoint not downloaded yet (the build plans it after the download)."""
+    checkpoint = Path(spec.source.model).expanduser()
+    if not checkpoint.is_dir():
+        return None
+    from tasks.plan import plan_memory
+
+    return plan_memory(checkpoint, spec, settings.device_memory_limit, settings.builds_dir)
 
 
 def uses_only_local_inputs(spec: BuildSpec) -> bool:

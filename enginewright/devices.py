@@ -52,17 +52,18 @@ def check_format_supported(fmt: str, capability: tuple[int, int] | None | Callab
 
 
 def bytes_per_calibration_sequence(config, seq_len: int, dtype_bytes: int = 2) -> int:
-    """Peak extra memory one sequence of a no-grad forward pass needs: per-layer activations (attention
-    projections, the MLP's intermediate) and the logits, which transformers up-casts to float32."""
-    hidden = config.hidden_size
-    intermediate = getattr(config, "intermediate_size", 4 * hidden)
-    per_token = dtype_bytes * (8 * hidden + 3 * intermediate) + (dtype_bytes + 4) * config.vocab_size
-    return seq_len * per_token
+    """Peak extra memory one sequence of calibration's no-grad forward pass needs (the memory plan's formula)."""
+    from enginewright.memory_plan import activation_bytes_per_sequence
+
+    return activation_bytes_per_sequence(config.hidden_size, getattr(config, "intermediate_size", 4 * config.hidden_size),
+                                         config.vocab_size, seq_len, dtype_bytes)
 
 
-def calibration_batch_size(requested: int | str, config, seq_len: int, headroom: float = 0.5) -> int:
+def calibration_batch_size(requested: int | str, config, seq_len: int, headroom: float = 0.5,
+                           limit_bytes: int | None = None) -> int:
     """`requested` when it is a number; for "auto", as many sequences as fit in `headroom` of the free GPU
-    memory after the model is loaded (at most 64), or 8 on the CPU."""
+    memory after the model is loaded (at most 64; within `limit_bytes`, the device memory limit, where set),
+    or 8 on the CPU."""
     import torch
 
     if requested != "auto":
@@ -70,5 +71,7 @@ def calibration_batch_size(requested: int | str, config, seq_len: int, headroom:
     if not torch.cuda.is_available():
         return AUTO_BATCH_CPU
     free, _total = torch.cuda.mem_get_info()
+    if limit_bytes is not None:
+        free = min(free, limit_bytes - torch.cuda.memory_reserved())
     fits = int(free * headroom) // bytes_per_calibration_sequence(config, seq_len)
     return max(1, min(MAX_AUTO_BATCH, fits))

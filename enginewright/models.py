@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from enginewright.memory_plan import MemoryPlan
+
 logger = logging.getLogger(__name__)
 
 
@@ -18,14 +20,26 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(path: Path, dtype: str, trust_remote_code: bool = False) -> torch.nn.Module:
+def load_model(path: Path, dtype: str, trust_remote_code: bool = False, plan: MemoryPlan | None = None,
+               offload_dir: Path | None = None) -> torch.nn.Module:
+    """The checkpoint on this worker's device, or placed as `plan` says (enginewright/placement.py); `offload_dir`
+    holds the layers a layerwise plan offloads to disk."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    logger.info("loading model %s (%s)", path, dtype)  # benchmarks/gpu_build.py counts these
+    placed: dict = {}
+    if plan is not None and plan.kind != "one_device":
+        import tempfile
+
+        from enginewright.placement import load_kwargs
+
+        placed = load_kwargs(plan, path, dtype, offload_dir or Path(tempfile.mkdtemp(prefix="enginewright-offload-")))
+    logger.info("loading model %s (%s%s)", path, dtype, f", {plan.kind}" if plan else "")  # benchmarks/gpu_build.py counts these
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, dtype), use_safetensors=None, trust_remote_code=trust_remote_code
+        path, dtype=getattr(torch, dtype), use_safetensors=None, trust_remote_code=trust_remote_code, **placed
     )
+    if placed:
+        return model.eval()
     return model.to(pick_device()).eval()  # type: ignore[arg-type]  # transformers types `.to` for one model class
 
 

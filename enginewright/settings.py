@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
+from pydantic import ByteSize, Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from enginewright.errors import InputError, describe_validation_error
@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         "step (10 s apart). A server that stays down fails the step after about 3 × 2 × (2^N − 2) + 20 s of "
         "waiting: 32 s at N = 2, 104 s at N = 4 (enginewright/retries.outage_wait_s), plus request timeouts "
         "where it hangs instead of refusing.",
+    )
+    device_memory_limit: ByteSize | None = Field(
+        default=None,
+        description="Most memory a build may plan to use on each GPU (on a CPU worker: of host memory), e.g. `12GiB`; "
+        "on a GPU it is also enforced (torch's per-process memory fraction). Unset: what each device has free. "
+        "The memory plan (enginewright/memory_plan.py) picks one device, a device map or layer-at-a-time "
+        "calibration within it.",
     )
     stack_s3_port: int = Field(default=8333, description="`stack up`: S3 port of SeaweedFS (it also uses the next 9).")
     stack_mlflow_port: int = Field(default=5000, description="`stack up`: MLflow server port.")

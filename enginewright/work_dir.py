@@ -85,6 +85,11 @@ class WorkDir:
         return self.path / "quantized.mto.pth"
 
     @property
+    def offload_dir(self) -> Path:
+        """Layers a layerwise memory plan offloads to disk (a CPU worker's spill); rewritten by each load."""
+        return self.path / "offload"
+
+    @property
     def evaluation(self) -> Path:
         return self.path / "evaluation"
 

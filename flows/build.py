@@ -30,7 +30,7 @@ from tasks.eval_data import eval_data_task
 from tasks.evaluate import EvalResult, evaluate_task
 from tasks.export import export_task
 from tasks.gate import gate_task
-from tasks.plan import plan_build
+from tasks.plan import plan_build, plan_memory
 from tasks.quantize import quantize_task
 from tasks.records import describe_build, run_record
 from tasks.register import (
@@ -70,13 +70,15 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
     log = get_run_logger().info
     plan = plan_build(spec, source.identity, fingerprint, settings.builds_dir, log)
     work = plan.work
+    memory = plan_memory(source.path, spec, settings.device_memory_limit, settings.builds_dir, log)
 
     with work.locked(on_wait=log):
         calib = calibration_task(spec.calibration, source.path, source.identity, fingerprint, settings.calibration_dir)
-        state = quantize_task(work, source.path, calib, spec.quantization, spec.dtype, spec.calibration.batch_size)
+        state = quantize_task(work, source.path, calib, spec.quantization, spec.dtype, spec.calibration.batch_size,
+                              memory)
         smoke_task(source.path, state, spec.dtype, spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens,
                    spec.gate.smoke)
-        exported = export_task(work, source.path, state, spec.dtype)
+        exported = export_task(work, source.path, state, spec.dtype, memory)
         runtime_config_task(work, spec.runtime, spec.quantization.kv_cache)
         # A Completed state named Skipped (or the lane's status); its data is the status either way.
         engine: dict[str, Any] = trtllm_build_task(
@@ -90,7 +92,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         gate = gate_task(work, evaluation, spec.gate, spec.evaluation)
 
         description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
-                                     baseline, candidate, engine, gate)
+                                     baseline, candidate, engine, gate, memory)
         manifest = bundle_task(work, description.card, description.manifest_fields)
         record = run_record(spec, work, description, baseline, candidate, gate, engine, manifest)
         run = log_run_task(record, settings.tracking_uri, settings.artifact_root, started_ms)

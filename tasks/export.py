@@ -12,7 +12,9 @@ from prefect import get_run_logger, task
 from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_policy
 from enginewright.errors import ExportVerificationError
+from enginewright.memory_plan import MemoryPlan
 from enginewright.models import load_tokenizer
+from enginewright.placement import enforce_device_limit
 from enginewright.work_dir import WorkDir
 from tasks.export_verify import ExportVerification, read_exported, snapshot_evaluated, verify_export
 from tasks.quantize import QuantizedState, restore_quantized
@@ -24,10 +26,14 @@ class ExportResult:
     verification: ExportVerification
 
 
-def export_and_verify(checkpoint: Path, state: QuantizedState, dtype: str, out_dir: Path) -> ExportResult:
+def export_and_verify(checkpoint: Path, state: QuantizedState, dtype: str, out_dir: Path,
+                      plan: MemoryPlan | None = None, offload_dir: Path | None = None) -> ExportResult:
     """Export, then prove the exported bytes are the evaluated model (tasks/export_verify.py), from one restore:
-    the evaluated weights and scales are taken from the model just before ModelOpt's export changes it."""
-    model = restore_quantized(checkpoint, state, dtype)
+    the evaluated weights and scales are taken from the model just before ModelOpt's export changes it. Placed as
+    `plan` says: with offloaded layers ModelOpt exports one layer at a time (its streaming export)."""
+    if plan is not None:
+        enforce_device_limit(plan)
+    model = restore_quantized(checkpoint, state, dtype, plan, offload_dir)
     evaluated = snapshot_evaluated(model)
     write_checkpoint(model, checkpoint, dtype, out_dir)
     verification = verify_export(read_exported(out_dir), evaluated,
@@ -67,8 +73,9 @@ def exported_quant_algo(checkpoint_dir: Path) -> dict:
 
 
 @task(name="export", cache_policy=step_policy("export", "work", "state"), persist_result=True)
-def export_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str) -> ExportResult:
+def export_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str,
+                plan: MemoryPlan | None = None) -> ExportResult:
     """The bundle's checkpoint; an export that is not the evaluated model fails here, before registration."""
-    result = export_and_verify(checkpoint, state, dtype, work.checkpoint)
+    result = export_and_verify(checkpoint, state, dtype, work.checkpoint, plan, work.offload_dir)
     get_run_logger().info(result.verification.summary())
     return result

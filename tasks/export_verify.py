@@ -188,12 +188,17 @@ def weight_quantizer_stages(module: torch.nn.Module) -> tuple[Any, Any]:
 
 
 def snapshot_evaluated(model: torch.nn.Module) -> EvaluatedSnapshot:
+    """Also of a model with offloaded layers (a layerwise memory plan): each layer is read materialized."""
+    from enginewright.placement import readable, readable_parameters
+
     layers = quantized_layers(model)
     snapshot = EvaluatedSnapshot({}, {}, {}, {}, {})
+    name_to_module = dict(model.named_modules())
     with torch.no_grad():
         for name, module in layers.items():
             first, second = weight_quantizer_stages(module)
-            snapshot.weights[name] = first(module.weight).detach().cpu()
+            with readable(module, model, name_to_module):
+                snapshot.weights[name] = first(module.weight).detach().cpu()
             if second is not None and (amax := _amax(second)) is not None:
                 snapshot.weight_amax_2[name] = amax.cpu()
             if (amax := _amax(module.input_quantizer)) is not None:
@@ -205,7 +210,7 @@ def snapshot_evaluated(model: torch.nn.Module) -> EvaluatedSnapshot:
                 if (amax := _amax(getattr(module, f"{kv}_bmm_quantizer", None))) is not None:
                     snapshot.kv_amax[f"{name}.{kv}_proj.{kv}_scale"] = amax.cpu()
         prefixes = tuple(f"{name}." for name in layers)
-        snapshot.unquantized = {name: p.detach().cpu() for name, p in model.named_parameters()
+        snapshot.unquantized = {name: p for name, p in readable_parameters(model).items()
                                 if not name.startswith(prefixes)}
     return snapshot
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from enginewright.atomic import written_whole
 from enginewright.build_key import BuildKey, compute_build_key
 from enginewright.environment import key_tool_versions
+from enginewright.memory_plan import MemoryPlan, choose_plan, estimate_need, probe_worker, read_footprint
 from enginewright.spec import BuildSpec
 from enginewright.work_dir import WorkDir
 
@@ -43,4 +44,17 @@ def plan_build(spec: BuildSpec, source_identity: str, calibration_fingerprint: s
     if changed:
         log(f"the build key of {spec.registry.model_name} {spec.quantization.format} changed since its last build: "
             f"{', '.join(changed)} differ, so the steps keyed by them recompute")
+    return plan
+
+
+def plan_memory(checkpoint: Path, spec: BuildSpec, device_limit: int | None, builds_dir: Path,
+                log: Callable[[str], None] | None = None) -> MemoryPlan:
+    """Where calibration and export will run on this worker (enginewright/memory_plan.py), or InputError when the
+    model fits no plan. Never cached: it reads this worker's free memory."""
+    calibration = spec.calibration
+    need = estimate_need(read_footprint(checkpoint), spec.dtype, spec.quantization.format, calibration.num_samples,
+                         calibration.seq_len, calibration.batch_size)
+    plan = choose_plan(need, probe_worker(device_limit, builds_dir), spec.quantization.format)
+    if log is not None:
+        log("memory " + "; ".join(plan.lines()))
     return plan

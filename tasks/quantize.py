@@ -21,7 +21,9 @@ from enginewright.devices import calibration_batch_size, check_format_supported,
 from enginewright.errors import InputError
 from enginewright.formats import FORMATS
 from enginewright.hashing import sha256_file
+from enginewright.memory_plan import MemoryPlan
 from enginewright.models import load_model
+from enginewright.placement import enforce_device_limit, restore_quantized_into, save_quantized
 from enginewright.spec import QuantizationSpec
 from enginewright.work_dir import WorkDir
 from tasks.calibration import CalibrationSet, load_calibration_ids
@@ -60,11 +62,17 @@ def choose_awq_block_size(in_features: set[int], requested: int | None) -> int:
     raise InputError(f"no AWQ block size in {AWQ_BLOCK_CANDIDATES} divides the layer widths {sorted(in_features)}")
 
 
-def quant_config(spec: QuantizationSpec, awq_block_size: int | None) -> dict[str, Any]:
-    """A private copy of the ModelOpt preset, with the block size and KV-cache entries applied."""
+def quant_config(spec: QuantizationSpec, awq_block_size: int | None, layerwise: bool = False) -> dict[str, Any]:
+    """A private copy of the ModelOpt preset, with the block size and KV-cache entries applied; `layerwise`: ModelOpt
+    calibrates one decoder layer at a time (`algorithm.layerwise.enable`, nvidia-modelopt 0.47.0
+    `modelopt/torch/quantization/config.py::LayerwiseConfig`), as the memory plan's layerwise_offload needs."""
     import modelopt.torch.quantization as mtq
 
     config = copy.deepcopy(getattr(mtq, FORMATS[spec.format].modelopt_preset))
+    if layerwise:
+        algorithm = config.get("algorithm", "max")
+        algorithm = {"method": algorithm} if isinstance(algorithm, str) or algorithm is None else dict(algorithm)
+        config["algorithm"] = {**algorithm, "layerwise": {"enable": True}}
     if awq_block_size is not None:
         for entry in config["quant_cfg"]:
             cfgs = entry.get("cfg")
@@ -77,28 +85,38 @@ def quant_config(spec: QuantizationSpec, awq_block_size: int | None) -> dict[str
 
 
 def forward_loop_over(input_ids: torch.Tensor, batch_size: int):
-    """ModelOpt calls this with the model to collect activation statistics. Shows progress."""
+    """ModelOpt calls this with the model to collect activation statistics (once per layer when it calibrates layer
+    by layer). Shows progress. No KV cache: calibration never decodes, and under ModelOpt 0.47's layerwise calibration
+    a cache passed between the replays of layer 0 left its o_proj input scale at 0.0 (transformers 5.14;
+    tests/test_memory_plan.py compares layerwise with whole-model scales). The logits of the last position only
+    (`logits_to_keep=1`): lm_head is never quantized, and all positions' float32 logits were most of a batch's
+    memory (6 bytes × vocabulary per token)."""
 
     def forward_loop(model: torch.nn.Module) -> None:
-        device = next(model.parameters()).device
+        embeddings: Any = model.get_input_embeddings()  # type: ignore[operator]  # transformers' PreTrainedModel method
+        device = embeddings.weight.device  # where the inputs go: the plans keep the embeddings resident
+        device = torch.device("cpu") if device.type == "meta" else device
         batches = input_ids.split(batch_size)
         with torch.no_grad():
             for batch in progress_bar(batches, desc=f"calibrating on {len(input_ids)} sequences", unit="batch",
                                       leave=False):
-                model(input_ids=batch.to(device))
+                model(input_ids=batch.to(device), use_cache=False, logits_to_keep=1)
 
     return forward_loop
 
 
 def quantize_in_place(model: torch.nn.Module, input_ids: torch.Tensor, spec: QuantizationSpec,
-                      batch_size: int | str) -> int | None:
-    """`mtq.quantize` on a loaded model, calibrated over `input_ids`; returns the AWQ block size used."""
+                      batch_size: int | str, plan: MemoryPlan | None = None) -> int | None:
+    """`mtq.quantize` on a loaded model, calibrated over `input_ids` (layer by layer where `plan` says so); returns
+    the AWQ block size used."""
     import modelopt.torch.quantization as mtq
 
     check_format_supported(spec.format, compute_capability())
     block = choose_awq_block_size(quantized_in_features(model), spec.awq_block_size) if FORMATS[spec.format].awq_blocks else None
-    batch = calibration_batch_size(batch_size, model.config, input_ids.shape[1])
-    mtq.quantize(model, quant_config(spec, block), forward_loop=forward_loop_over(input_ids, batch))
+    batch = calibration_batch_size(batch_size, model.config, input_ids.shape[1],
+                                   limit_bytes=plan.device_limit_bytes if plan else None)
+    mtq.quantize(model, quant_config(spec, block, layerwise=plan is not None and plan.layerwise),
+                 forward_loop=forward_loop_over(input_ids, batch))
     return block
 
 
@@ -116,32 +134,35 @@ def prepare_as_exported(model: torch.nn.Module) -> None:
 
 def calibrate_and_quantize(
     checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int | str,
-    out_file: Path,
+    out_file: Path, plan: MemoryPlan | None = None, offload_dir: Path | None = None,
 ) -> QuantizedState:
-    import modelopt.torch.opt as mto
-
-    model = load_model(checkpoint, dtype)
-    block = quantize_in_place(model, load_calibration_ids(calib), spec, batch_size)
+    """Calibrate as `plan` places the model (None: one device, as `load_model` alone does)."""
+    if plan is not None:
+        enforce_device_limit(plan)
+    model = load_model(checkpoint, dtype, plan=plan, offload_dir=offload_dir)
+    block = quantize_in_place(model, load_calibration_ids(calib), spec, batch_size, plan)
     prepare_as_exported(model)
     with written_whole(out_file) as tmp:
-        mto.save(model, tmp)
+        save_quantized(model, tmp)
     return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=FORMATS[spec.format].modelopt_preset,
                           awq_block_size=block)
 
 
-def restore_quantized(checkpoint: Path, state: QuantizedState, dtype: str) -> torch.nn.Module:
-    """A fresh model with the calibrated quantizers of `state` (fake-quantized, on the current device)."""
-    import modelopt.torch.opt as mto
-
+def restore_quantized(checkpoint: Path, state: QuantizedState, dtype: str, plan: MemoryPlan | None = None,
+                      offload_dir: Path | None = None) -> torch.nn.Module:
+    """A fresh model with the calibrated quantizers of `state` (fake-quantized), placed as `plan` says."""
     if sha256_file(state.path) != state.sha256:
         raise InputError(f"quantized state {state.path} changed since it was saved; delete the build dir")
-    model = load_model(checkpoint, dtype)
-    return mto.restore(model, state.path).eval()
+    model = load_model(checkpoint, dtype, plan=plan, offload_dir=offload_dir)
+    return restore_quantized_into(model, state.path).eval()
 
 
-# The build key (in `work`) names the source revision and the recipe; the calibration set is keyed by content.
+# The build key (in `work`) names the source revision and the recipe; the calibration set is keyed by content. The
+# memory plan is not in the key: every plan calibrates to the same scales (tests/test_memory_plan.py).
 @task(name="quantize", cache_policy=step_policy("quantize", "work", "calib"), persist_result=True)
 def quantize_task(
     work: WorkDir, checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int | str,
+    plan: MemoryPlan | None = None,
 ) -> QuantizedState:
-    return calibrate_and_quantize(checkpoint, calib, spec, dtype, batch_size, work.quantized_state)
+    return calibrate_and_quantize(checkpoint, calib, spec, dtype, batch_size, work.quantized_state, plan,
+                                  work.offload_dir)

@@ -10,6 +10,7 @@ from enginewright.build_key import BuildKey
 from enginewright.environment import environment_fingerprint
 from enginewright.hashing import sha256_json
 from enginewright.manifest import bundle_bytes
+from enginewright.memory_plan import MemoryPlan
 from enginewright.schemas import CalibrationDoc, GateReport, Manifest, QuantizationDoc, SourceDoc
 from enginewright.spec import BuildSpec
 from enginewright.work_dir import WorkDir
@@ -52,7 +53,7 @@ def lineage_docs(source: ResolvedSource, spec: BuildSpec, calib: CalibrationSet,
 def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: ResolvedSource, calib: CalibrationSet,
                    calibration_fingerprint: str, state: QuantizedState, verification: ExportVerification,
                    baseline: EvalResult, candidate: EvalResult, engine: dict[str, Any],
-                   gate: GateReport) -> BuildDescription:
+                   gate: GateReport, memory: MemoryPlan | None = None) -> BuildDescription:
     source_doc, quantization_doc, calibration_doc = lineage_docs(source, spec, calib, calibration_fingerprint,
                                                                  state, work)
     card = render_model_card(spec.registry.model_name, key.digest, dict(source_doc), dict(quantization_doc),
@@ -62,7 +63,7 @@ def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: Resolv
         "bundle_id": key.digest, "build_key": {"digest": key.digest, "parts": key.parts}, "source": source_doc,
         "quantization": quantization_doc, "calibration": calibration_doc, "environment": environment_fingerprint(),
         "engine": engine, "export_verification": asdict(verification),
-    })
+    } | ({"memory_plan": memory.model_dump(mode="json")} if memory is not None else {}))
 
 
 def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, baseline: EvalResult,

@@ -35,12 +35,13 @@ def test_auto_batch_size_is_8_on_the_cpu_and_a_number_passes_through() -> None:
     assert calibration_batch_size(3, config, 512) == 3
 
 
-def test_memory_per_sequence_is_dominated_by_float32_logits_for_a_large_vocabulary() -> None:
+def test_memory_per_sequence_grows_with_its_tokens_and_holds_one_positions_logits() -> None:
     config = LlamaConfig(hidden_size=4096, intermediate_size=14336, vocab_size=128256)
     per_sequence = bytes_per_calibration_sequence(config, 512)
-    logits = 512 * 128256 * 6
-    assert logits < per_sequence < 2 * logits
-    assert bytes_per_calibration_sequence(config, 1024) == 2 * per_sequence
+    one_position_logits = 128256 * 6  # bf16 + the float32 up-cast, last position only (logits_to_keep=1)
+    per_token = 2 * (8 * 4096 + 3 * 14336)
+    assert per_sequence == 512 * per_token + one_position_logits
+    assert bytes_per_calibration_sequence(config, 1024) - per_sequence == 512 * per_token
 
 
 def test_the_spec_accepts_auto_or_a_positive_batch() -> None:
