@@ -50,6 +50,11 @@ def _size(n: float) -> str:
 
 LAYERWISE_FORMATS = tuple(name for name, row in FORMATS.items() if row.layerwise_offload)
 PlanKind = Literal["one_device", "device_map", "layerwise_offload"]
+# Peak host memory (ru_maxrss) of calibrate + export + verification per byte of weights, measured on the lent H200 with
+# the Llama-3-8B-shaped model in FP8 (13.75 GiB of weights; docs/results.md, benchmarks/memory_plan.py): 75.6 GiB on
+# one device, 88.9 GiB with 22 of 32 layers offloaded. The resident export's device peak was 27.7 GiB: a second copy
+# of the weights (MemoryNeed.export_extra).
+HOST_PER_WEIGHT_BYTE: dict[str, float] = {"one_device": 5.5, "device_map": 5.5, "layerwise_offload": 6.5}
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ class MemoryNeed(BaseModel):
     non_layer: int  # embeddings, norm, lm_head: resident on the device in every plan
     calibration_batch: int  # activations of one calibration batch (logits in float32 included)
     layer_inputs_cache: int  # layerwise: the inputs of one layer for every calibration sequence, twice (this + next)
-    export_extra: int  # resident export: the quantized copy of the weights it builds before writing
+    export_extra: int  # resident export: what it holds beside the weights (measured: about one more copy of them)
 
     def one_device(self) -> int:
         return self.weights + max(self.calibration_batch + self.largest_layer, self.export_extra)
@@ -124,10 +129,11 @@ class MemoryNeed(BaseModel):
         """Device memory of layer-at-a-time calibration with no layer resident beyond the one being calibrated."""
         return self.non_layer + 2 * self.largest_layer + self.calibration_batch + self.layer_inputs_cache
 
-    def host_for_offload(self) -> int:
-        """Host memory of the offloaded plans: the weights themselves, and the gathered state dict the quantize step
-        saves (accelerate's get_state_dict_offloaded_model) or the export verification's snapshot."""
-        return 2 * self.weights
+    def host_for(self, kind: PlanKind) -> int:
+        """Host memory the quantize and export steps peak at: the saved state, the restored model, the export
+        verification's snapshot and the exported tensors it reads back, and (offloaded) the weights themselves."""
+        return int(HOST_PER_WEIGHT_BYTE[kind] * self.weights)
+
 
 
 def estimate_need(footprint: ModelFootprint, dtype: str, fmt: str, num_samples: int, seq_len: int,
@@ -135,7 +141,6 @@ def estimate_need(footprint: ModelFootprint, dtype: str, fmt: str, num_samples: 
     """`batch_size` "auto" is planned at one sequence: the auto batch fills what the plan leaves free."""
     size = DTYPE_BYTES[dtype]
     batch = 1 if batch_size == "auto" else int(batch_size)
-    weight_bits = FORMATS[fmt].weight_bits
     return MemoryNeed(
         weights=footprint.total_params * size,
         largest_layer=max(footprint.layer_params) * size,
@@ -143,7 +148,7 @@ def estimate_need(footprint: ModelFootprint, dtype: str, fmt: str, num_samples: 
         calibration_batch=batch * activation_bytes_per_sequence(footprint.hidden_size, footprint.intermediate_size,
                                                                 footprint.vocab_size, seq_len, size),
         layer_inputs_cache=2 * num_samples * seq_len * footprint.hidden_size * size,
-        export_extra=int(sum(footprint.layer_params) * weight_bits / 8),
+        export_extra=footprint.total_params * size,
     )
 
 
@@ -208,7 +213,7 @@ class MemoryPlan(BaseModel):
             f"why: {self.reason}",
             f"estimate: weights {_size(need.weights)}, largest layer {_size(need.largest_layer)}, "
             f"calibration batch {_size(need.calibration_batch)}, layer-input cache "
-            f"{_size(need.layer_inputs_cache)}, export copy {_size(need.export_extra)}",
+            f"{_size(need.layer_inputs_cache)}, resident export {_size(need.export_extra)}",
             f"worker: {self.worker}",
         ]
 
@@ -218,13 +223,15 @@ def choose_plan(need: MemoryNeed, worker: Worker, fmt: str) -> MemoryPlan:
     first = worker.devices[0]
     described = worker.describe()
     limit = next((d.free_bytes for d in worker.devices if d.limited), None)
-    if need.one_device() <= first.budget:
+    host_ok_resident = need.host_for("one_device") <= worker.host_bytes
+    if need.one_device() <= first.budget and host_ok_resident:
         return MemoryPlan(kind="one_device", devices=(first.name,), device_budget_bytes=(first.budget,), spill=None,
                           need=need, worker=described, device_limit_bytes=limit,
-                          reason=f"needs {_size(need.one_device())}, {first.name} can give {_size(first.budget)}")
+                          reason=f"needs {_size(need.one_device())}, {first.name} can give {_size(first.budget)}; "
+                                 f"host memory {_size(need.host_for('one_device'))} of {_size(worker.host_bytes)}")
     gpus = [d for d in worker.devices if d.name.startswith("cuda")]
     spread = need.weights + need.export_extra + len(gpus) * (need.calibration_batch + need.largest_layer)
-    if len(gpus) > 1 and spread <= sum(d.budget for d in gpus) and need.largest_layer * 2 + need.calibration_batch <= min(
+    if host_ok_resident and len(gpus) > 1 and spread <= sum(d.budget for d in gpus) and need.largest_layer * 2 + need.calibration_batch <= min(
             d.budget for d in gpus):
         # Each GPU keeps room for one batch's activations and a layer's transient copy beside its share of weights.
         reserve = need.calibration_batch + need.largest_layer
@@ -234,7 +241,7 @@ def choose_plan(need: MemoryNeed, worker: Worker, fmt: str) -> MemoryPlan:
                           reason=f"needs {_size(need.one_device())}; {len(gpus)} GPUs give "
                                  f"{_size(sum(d.budget for d in gpus))} together")
     per_layer = need.per_layer_device()
-    host_ok = need.host_for_offload() <= worker.host_bytes and need.weights <= worker.spill_bytes
+    host_ok = need.host_for("layerwise_offload") <= worker.host_bytes and need.weights <= worker.spill_bytes
     offloadable = FORMATS[fmt].layerwise_offload
     if per_layer <= first.budget and host_ok and offloadable:
         return MemoryPlan(kind="layerwise_offload", devices=(first.name,),
@@ -242,22 +249,23 @@ def choose_plan(need: MemoryNeed, worker: Worker, fmt: str) -> MemoryPlan:
                           need=need, worker=described, device_limit_bytes=limit,
                           reason=f"needs {_size(need.one_device())} on one device, {first.name} can give "
                                  f"{_size(first.budget)}; layer at a time it needs {_size(per_layer)} there "
-                                 f"and {_size(need.host_for_offload())} of host memory")
+                                 f"and {_size(need.host_for('layerwise_offload'))} of host memory")
     layerwise_fit = (f"layer at a time: a device with {_size(per_layer / DEVICE_HEADROOM)} free and "
-                     f"{_size(need.host_for_offload())} of host memory"
+                     f"{_size(need.host_for('layerwise_offload'))} of host memory"
                      + (f" and {_size(need.weights)} of disk" if worker.spill == "disk" else ""))
     found = ", ".join(f"{d.name} {_size(d.free_bytes)}{' (the device memory limit)' if d.limited else ' free'}"
                       for d in worker.devices)
-    if not host_ok:
+    if not host_ok or not host_ok_resident:
         found += f"; host memory {_size(worker.host_bytes)}" + (
             f", disk {_size(worker.spill_bytes)}" if worker.spill == "disk" else "")
     if not offloadable:
         layerwise_fit += (f", with a format that calibrates layer at a time ({', '.join(LAYERWISE_FORMATS)}; "
                           f"{fmt} does not)")
     raise InputError(
-        f"the model does not fit this worker for quantization.format={fmt!r}: calibrating it on one device needs "
+        f"the model does not fit this worker for quantization.format={fmt!r}: calibrating and exporting it on one device needs "
         f"{_size(need.one_device())} (weights {_size(need.weights)}); found {found}. Would fit: one "
-        f"device with {_size(need.one_device() / DEVICE_HEADROOM)} free, or {layerwise_fit} (a smaller "
+        f"device with {_size(need.one_device() / DEVICE_HEADROOM)} free and {_size(need.host_for('one_device'))} of "
+        f"host memory, or {layerwise_fit} (a smaller "
         "calibration.batch_size, seq_len or num_samples shrinks the activations)")
 
 

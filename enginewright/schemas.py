@@ -55,7 +55,7 @@ class Manifest(TypedDict):
     environment: dict[str, str]  # python, platform, torch, transformers, modelopt, lm_eval, cuda, gpu, ...
     engine: dict[str, Any]  # status of the TensorRT-LLM engine lane: "skipped" + reason, or what was built
     export_verification: dict[str, float]  # tensors, scales, config_fields compared; codes_differing (share)
-    memory_plan: NotRequired[dict[str, Any]]  # enginewright.memory_plan.MemoryPlan: where calibration and export ran
+    memory_plan: NotRequired[dict[str, Any]]  # {"quantize", "export"}: enginewright.memory_plan.MemoryPlan of each step
     files: list[ManifestFile]  # every file of the bundle except manifest.json itself
 
 

@@ -92,7 +92,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         gate = gate_task(work, evaluation, spec.gate, spec.evaluation)
 
         description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
-                                     baseline, candidate, engine, gate, memory)
+                                     baseline, candidate, engine, gate, exported.memory_plan)
         manifest = bundle_task(work, description.card, description.manifest_fields)
         record = run_record(spec, work, description, baseline, candidate, gate, engine, manifest)
         run = log_run_task(record, settings.tracking_uri, settings.artifact_root, started_ms)

@@ -24,6 +24,7 @@ from tasks.quantize import QuantizedState, restore_quantized
 class ExportResult:
     checkpoint: Path
     verification: ExportVerification
+    memory_plan: MemoryPlan | None = None  # where it was exported (the manifest records it)
 
 
 def export_and_verify(checkpoint: Path, state: QuantizedState, dtype: str, out_dir: Path,
@@ -38,7 +39,7 @@ def export_and_verify(checkpoint: Path, state: QuantizedState, dtype: str, out_d
     write_checkpoint(model, checkpoint, dtype, out_dir)
     verification = verify_export(read_exported(out_dir), evaluated,
                                  json.loads((checkpoint / "config.json").read_text()), dtype, out_dir)
-    return ExportResult(out_dir, verification)
+    return ExportResult(out_dir, verification, plan)
 
 
 def export_checkpoint(checkpoint: Path, state: QuantizedState, dtype: str, out_dir: Path) -> Path:

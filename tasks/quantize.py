@@ -37,6 +37,7 @@ class QuantizedState:
     sha256: str
     recipe: str  # ModelOpt preset name
     awq_block_size: int | None
+    memory_plan: MemoryPlan | None = None  # where it was calibrated (the manifest records it)
 
     def cache_identity(self) -> str:
         return self.sha256
@@ -145,7 +146,7 @@ def calibrate_and_quantize(
     with written_whole(out_file) as tmp:
         save_quantized(model, tmp)
     return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=FORMATS[spec.format].modelopt_preset,
-                          awq_block_size=block)
+                          awq_block_size=block, memory_plan=plan)
 
 
 def restore_quantized(checkpoint: Path, state: QuantizedState, dtype: str, plan: MemoryPlan | None = None,

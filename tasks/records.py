@@ -53,7 +53,9 @@ def lineage_docs(source: ResolvedSource, spec: BuildSpec, calib: CalibrationSet,
 def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: ResolvedSource, calib: CalibrationSet,
                    calibration_fingerprint: str, state: QuantizedState, verification: ExportVerification,
                    baseline: EvalResult, candidate: EvalResult, engine: dict[str, Any],
-                   gate: GateReport, memory: MemoryPlan | None = None) -> BuildDescription:
+                   gate: GateReport, exported_plan: MemoryPlan | None = None) -> BuildDescription:
+    """`exported_plan`: the export step's memory plan (the quantize step's is in `state`); both come from the steps'
+    results, so a cached rerun records the plans that ran, not this worker's free memory now."""
     source_doc, quantization_doc, calibration_doc = lineage_docs(source, spec, calib, calibration_fingerprint,
                                                                  state, work)
     card = render_model_card(spec.registry.model_name, key.digest, dict(source_doc), dict(quantization_doc),
@@ -63,7 +65,9 @@ def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: Resolv
         "bundle_id": key.digest, "build_key": {"digest": key.digest, "parts": key.parts}, "source": source_doc,
         "quantization": quantization_doc, "calibration": calibration_doc, "environment": environment_fingerprint(),
         "engine": engine, "export_verification": asdict(verification),
-    } | ({"memory_plan": memory.model_dump(mode="json")} if memory is not None else {}))
+        "memory_plan": {step: plan.model_dump(mode="json") if plan is not None else None
+                        for step, plan in (("quantize", state.memory_plan), ("export", exported_plan))},
+    })
 
 
 def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, baseline: EvalResult,

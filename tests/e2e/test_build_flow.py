@@ -115,6 +115,9 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert {"llm_api.yaml", "MODEL_CARD.md", "checkpoint/config.json", "checkpoint/hf_quant_config.json"} <= paths
     assert manifest["build_key"]["digest"] == first.build_key == manifest["bundle_id"]
     assert manifest["engine"]["status"] == "skipped"
+    # where calibration and export ran, as their steps recorded it (a cached rerun keeps these, not today's memory)
+    assert {step: plan["kind"] for step, plan in manifest["memory_plan"].items()} == {"quantize": "one_device",
+                                                                                     "export": "one_device"}
     assert not (downloaded / "engine").exists()  # nothing pretends an engine exists
 
     second_state = run_build(spec, settings)
