@@ -139,6 +139,13 @@ def parser() -> argparse.ArgumentParser:
                         help=_help(RecommendationPolicy, "objective"))
     matrix.add_argument("--require", choices=["pass", "pass_or_inconclusive"], default="pass",
                         help=_help(RecommendationPolicy, "require"))
+    matrix.add_argument("--submit-to", metavar="DEPLOYMENT",
+                        help="service mode: submit each variant as a flow run of this deployment (e.g. "
+                        "build_revision/build) on its work pool instead of building here; the concurrency limit "
+                        "gpu-builds bounds how many build at once. Needs PREFECT_API_URL")
+    matrix.add_argument("--gpu-class", help="service mode: job variable gpu_class of each variant's run (a class of "
+                        "enginewright/gpu_pools.py: a100, h100, h200, b200)")
+    matrix.add_argument("--gpu-count", type=int, help="service mode: job variable gpu_count of each variant's run")
 
     watch = commands.add_parser(
         "watch", help="manage the checkpoints whose new revisions start builds",
@@ -415,6 +422,7 @@ def cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
     # fp8 for the shared checks: a variant whose format this worker cannot calibrate is refused on its own
     check_before_work(spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"format": "fp8"})}),
                       settings)
+    job_variables = service_job_variables(args)
     import torch
 
     from flows.matrix import run_matrix
@@ -422,10 +430,41 @@ def cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
     parallel = args.parallel or (torch.cuda.device_count() or len(formats))
     policy = RecommendationPolicy(objective=args.policy, require=args.require)
     with logged(settings, "matrix"):
-        outcome = run_matrix(spec, formats, parallel, policy, settings).result()
+        outcome = run_matrix(spec, formats, parallel, policy, settings, args.submit_to, job_variables).result()
     print("\n" + outcome.table)
     print(f"comparison and logs: {outcome.run_dir}")
     return 0 if any(v.status == "registered" for v in outcome.variants) else 1
+
+
+def service_job_variables(args: argparse.Namespace) -> dict[str, object]:
+    """The job variables of service mode's variant runs, checked before any work: a Prefect server, a deployment
+    that exists on it, a GPU class of the table and a GPU count its nodes have."""
+    if args.submit_to is None:
+        if args.gpu_class is not None or args.gpu_count is not None:
+            raise InputError("--gpu-class and --gpu-count are job variables of service mode; add --submit-to "
+                             "DEPLOYMENT (e.g. build_revision/build)")
+        return {}
+    from enginewright.events import require_prefect_server
+    from enginewright.gpu_pools import DEFAULT_CLASS, check_gpu_count, gpu_class
+
+    require_prefect_server("matrix --submit-to")
+    row = gpu_class(args.gpu_class or DEFAULT_CLASS)
+    count = 1 if args.gpu_count is None else args.gpu_count
+    check_gpu_count(row, count)
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(args.submit_to)
+        except ObjectNotFound:
+            raise InputError(f"--submit-to {args.submit_to!r}: no such deployment on {client.api_url}; give "
+                             "<flow name>/<deployment name> (prefect.yaml: build_revision/build), deployed with "
+                             "`prefect --no-prompt deploy --all`") from None
+    variables: dict[str, object] = {"gpu_count": count}
+    if args.gpu_class is not None:
+        variables["gpu_class"] = row.name
+    return variables
 
 
 def check_report_destination(path: Path) -> None:
@@ -522,16 +561,10 @@ def write_report(outcome: Any, path: Path) -> None:
     """The build's outcome for programs (the matrix flow reads it)."""
     import json
 
-    reg = outcome.registered
-    report = {
-        "status": "registered", "build_key": outcome.build_key, "model_name": reg.name, "version": reg.version, "aliases": reg.aliases,
-        "source": reg.source, "run_id": reg.run_id, "registered_now": outcome.registered_now,
-        "bundle_bytes": outcome.bundle_bytes, "gate": outcome.gate, "engine": outcome.engine,
-        "candidate_docs_per_second": outcome.candidate.docs_per_second,
-        "baseline_seconds": outcome.baseline.seconds,  # 0 when every task came from the baseline store
-    }
+    from tasks.variants import build_report
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str))
+    path.write_text(json.dumps(build_report(outcome), indent=2, default=str))
 
 
 def check_before_work(spec: BuildSpec, settings: Settings) -> str:

@@ -5,6 +5,8 @@ baseline evaluation (the same cached tasks the build flow uses, so each variant 
 variant is then an ordinary `enginewright build` in its own process, a separate `build_engine` flow run
 reporting to the parent's Prefect API: a crash or an out-of-memory in one does not take the others down. On
 GPU workers each variant gets its own GPU (`CUDA_VISIBLE_DEVICES`); on the CPU the cores are divided.
+`build_matrix_service` is the service mode: each variant a flow run of the build deployment on its work pool
+(tasks/variants.py), nothing computed beforehand (the workers need not share this process's ENGINEWRIGHT_HOME).
 The comparison (table + plot) goes to a Prefect artifact and an MLflow run; the recommended version gets
 alias `recommended` and a tag saying why.
 """
@@ -38,7 +40,7 @@ from tasks.compare import (
 from tasks.eval_data import eval_data_task
 from tasks.evaluate import baseline_task
 from tasks.sources import resolve_task
-from tasks.variants import record_comparison, run_variants
+from tasks.variants import record_comparison, run_variants, submit_variants
 
 
 @dataclass(frozen=True)
@@ -71,20 +73,43 @@ def build_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: Rec
     with get_client(sync_client=True) as client:
         api_url = str(client.api_url).rstrip("/")
     variants = run_variants(spec, formats, parallel, run_dir, api_url, log=logger.info)
+    return compare_and_record(spec, variants, policy, settings, run_dir)
+
+
+@flow(name="build_matrix_service")
+def build_matrix_service(spec: BuildSpec, formats: list[str], policy: RecommendationPolicy,
+                         submit_to: str = "build_revision/build", job_variables: dict[str, object] | None = None,
+                         settings: Settings | None = None) -> MatrixOutcome:
+    """Service mode: each variant a flow run of deployment `submit_to` on its work pool (its own Kubernetes Job and
+    GPUs there), bounded by the `gpu-builds` limit; nothing is computed here but the comparison, so this flow needs
+    no GPU (prefect.yaml runs it on the cpu pool)."""
+    settings = settings or load_settings()
+    prepare_process(settings)
+    variants = submit_variants(spec, formats, submit_to, job_variables or {}, log=get_run_logger().info)
+    return compare_and_record(spec, variants, policy, settings, matrix_dir(settings.builds_dir, spec, formats))
+
+
+def compare_and_record(spec: BuildSpec, variants: list[VariantResult], policy: RecommendationPolicy,
+                       settings: Settings, run_dir: Path) -> MatrixOutcome:
+    """Both matrices end alike: the recommendation, the table and plot (files, Prefect artifact, MLflow run)."""
     chosen, reason = recommend(variants, policy)
     table = comparison_markdown(variants, reason)
+    run_dir.mkdir(parents=True, exist_ok=True)
     plot = comparison_plot(variants, run_dir / "comparison.png")
     (run_dir / "comparison.md").write_text(table)
     create_markdown_artifact(key="matrix-comparison", markdown=table, description="Matrix build comparison")
     record_comparison(variants, chosen, reason, table, plot, spec.registry.model_name, policy, settings.tracking_uri,
                       settings.artifact_root)
-    logger.info("recommendation: %s", reason)
+    get_run_logger().info("recommendation: %s", reason)
     return MatrixOutcome(variants, chosen, reason, table, run_dir)
 
 
 def run_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: RecommendationPolicy,
-               settings: Settings):
+               settings: Settings, submit_to: str | None = None, job_variables: dict[str, object] | None = None):
+    """The matrix here, or (`submit_to`, a deployment) in service mode."""
     settings.results_dir.mkdir(parents=True, exist_ok=True)
     updates = {PREFECT_RESULTS_LOCAL_STORAGE_PATH: settings.results_dir, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
     with temporary_settings(updates=updates):
+        if submit_to is not None:
+            return build_matrix_service(spec, formats, policy, submit_to, job_variables, settings, return_state=True)
         return build_matrix(spec, formats, parallel, policy, settings, return_state=True)

@@ -18,6 +18,7 @@ from enginewright.process_env import prepare_process
 from enginewright.settings import Settings, load_settings
 from enginewright.watchlist import WatchStore
 from tasks.revisions import latest_revision, revision_spec
+from tasks.variants import publish_build_report
 
 EVENT = "enginewright.checkpoint.updated"
 GPU_BUILDS_LIMIT = "gpu-builds"
@@ -62,4 +63,6 @@ def build_revision(spec_yaml: str = "", source: str | None = None, revision: str
     # One build per GPU: a slot of the global concurrency limit `gpu-builds` (sized to the GPUs; where it does
     # not exist, e.g. on Prefect's ephemeral API, this does not wait).
     with concurrency(GPU_BUILDS_LIMIT, occupy=1, strict=False):
-        return build_engine(spec, settings)
+        outcome = build_engine(spec, settings)
+    publish_build_report(outcome)  # what a matrix in service mode reads (tasks/variants.py)
+    return outcome

@@ -1,7 +1,16 @@
-"""The matrix's variants: each an ordinary `enginewright build` in its own process, at most `parallel` at a time on
-a queue of GPU slots (on the CPU, shares of the cores); each variant's outcome is read from the report its build
-writes on success and on failure, never from its log. Then the comparison's MLflow run and the recommendation's
-alias. Plain functions: `flows/matrix.py` only composes them."""
+"""The matrix's variants, run one of two ways, and then the comparison's MLflow run and the recommendation's alias.
+Plain functions: `flows/matrix.py` only composes them.
+
+- Here (the default): each variant an ordinary `enginewright build` in its own process, at most `parallel` at a time
+  on a queue of GPU slots (on the CPU, shares of the cores); its outcome is read from the report its build writes on
+  success and on failure, never from its log.
+- Service mode (`--submit-to DEPLOYMENT`): each variant a flow run of the build deployment (`run_deployment`), with
+  the pool's `gpu_class`/`gpu_count` job variables, so a Kubernetes work pool gives each its own Job and GPUs. All are
+  submitted at once; the global concurrency limit `gpu-builds`, which every build run occupies (flows/watch.py),
+  bounds how many build at a time. A variant's outcome is its flow run's final state and, when it registered, the
+  `build-report` artifact its run published (publish_build_report): both live in the Prefect server, so no file of
+  the worker has to reach the matrix.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +20,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
 import yaml
 
 from enginewright.registry_client import registry_client
@@ -21,6 +30,7 @@ from tasks.compare import RECOMMENDED_ALIAS, RecommendationPolicy, VariantResult
 from tasks.register import experiment_id
 
 MATRIX_EXPERIMENT = "enginewright-matrices"
+BUILD_REPORT_ARTIFACT = "build-report"
 
 
 @dataclass
@@ -38,6 +48,8 @@ def variant_spec(spec: BuildSpec, fmt: str) -> BuildSpec:
 
 def worker_env(slot: int, parallel: int, api_url: str) -> dict[str, str]:
     """Environment of one variant process: the parent's Prefect API, its GPU or its share of the CPU cores."""
+    import torch
+
     env = {**os.environ, "PREFECT_API_URL": api_url}
     gpus = torch.cuda.device_count()
     if gpus:
@@ -113,3 +125,85 @@ def record_comparison(variants: list[VariantResult], chosen: VariantResult | Non
         client.set_model_version_tag(model_name, version, "recommended.reason", reason)
         client.set_model_version_tag(model_name, version, "recommended.matrix_run", run.info.run_id)
     return run.info.run_id
+
+
+def build_report(outcome) -> dict:
+    """A finished build's outcome for programs (flows.build.BuildOutcome): `build --report-json` writes it, a build
+    run of the deployment publishes it as its `build-report` artifact; the matrix reads either."""
+    reg = outcome.registered
+    return {
+        "status": "registered", "build_key": outcome.build_key, "model_name": reg.name, "version": reg.version,
+        "aliases": reg.aliases, "source": reg.source, "run_id": reg.run_id, "registered_now": outcome.registered_now,
+        "bundle_bytes": outcome.bundle_bytes, "gate": outcome.gate, "engine": outcome.engine,
+        "candidate_docs_per_second": outcome.candidate.docs_per_second,
+        "baseline_seconds": outcome.baseline.seconds,  # 0 when every task came from the baseline store
+    }
+
+
+def publish_build_report(outcome) -> None:
+    """The report as a table artifact of the current flow run, one row per field (values JSON-encoded)."""
+    import json
+
+    from prefect.artifacts import create_table_artifact
+
+    report = build_report(outcome)
+    create_table_artifact(key=BUILD_REPORT_ARTIFACT, description="The build's outcome (enginewright matrix reads it)",
+                          table=[{"field": k, "value": json.dumps(v, default=str)} for k, v in report.items()])
+
+
+def submit_variants(spec: BuildSpec, formats: list[str], deployment: str, job_variables: dict[str, object],
+                    log=print, poll_s: float = 2.0) -> list[VariantResult]:
+    """Service mode: one flow run of `deployment` per variant, all submitted now, then waited for; results in
+    `formats` order."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    runs = {}
+    for fmt in formats:
+        spec_yaml = yaml.safe_dump(variant_spec(spec, fmt).model_dump(mode="json"), sort_keys=False)
+        # timeout=0: return once created (prefect/deployments/flow_runs.py::run_deployment); a subflow of the matrix
+        run: Any = run_deployment(deployment, parameters={"spec_yaml": spec_yaml}, job_variables=job_variables,
+                                  timeout=0, flow_run_name=f"{spec.registry.model_name} {fmt} (matrix)")
+        runs[fmt] = run  # a FlowRun: called from sync code, run_deployment does not return its coroutine
+        log(f"variant {fmt}: submitted to {deployment} as flow run {runs[fmt].id}")
+    done: dict[str, VariantResult] = {}
+    with get_client(sync_client=True) as client:
+        while len(done) < len(runs):
+            for fmt, run in runs.items():
+                if fmt in done:
+                    continue
+                current = client.read_flow_run(run.id)
+                if current.state is not None and current.state.is_final():
+                    done[fmt] = variant_of_run(fmt, current, read_build_report(client, run.id))
+                    log(f"variant {fmt}: {done[fmt].status} {done[fmt].reason}".rstrip())
+            time.sleep(poll_s)
+    return [done[fmt] for fmt in formats]
+
+
+def read_build_report(client, flow_run_id) -> dict | None:
+    import json
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+        key=ArtifactFilterKey(any_=[BUILD_REPORT_ARTIFACT]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    if not artifacts:
+        return None
+    rows = json.loads(artifacts[0].data) if isinstance(artifacts[0].data, str) else artifacts[0].data
+    return {row["field"]: json.loads(row["value"]) for row in rows}
+
+
+def variant_of_run(fmt: str, run, report: dict | None) -> VariantResult:
+    """A variant's outcome from its flow run's final state. A failed run's message is Prefect's
+    "Flow run encountered an exception: <Type>: <message>" (prefect/flow_engine.py, prefect/states.py
+    ::exception_to_failed_state and ::format_exception, prefect 3.9.1): GateFailed is a gate that failed, InputError a
+    refused variant (e.g. a format the worker cannot calibrate)."""
+    state = run.state
+    if state.is_completed() and report is not None:
+        return VariantResult(fmt, "registered", report=report)
+    message = (state.message or state.name or "").removeprefix("Flow run encountered an exception:").strip()
+    status: VariantStatus = ("gate failed" if message.startswith("GateFailed") else
+                             "refused" if message.startswith("InputError") else "failed")
+    if state.is_completed():
+        message = "completed without a build-report artifact"
+    return VariantResult(fmt, status, reason=f"{message[:300]} (flow run {run.id})")
