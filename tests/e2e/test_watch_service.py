@@ -1,7 +1,8 @@
 """The always-on service for real: a Prefect server on PostgreSQL (`enginewright stack`), the deployments of
 prefect.yaml, process workers for the `cpu` and `gpu` pools, and a local HTTP stand-in for the Hub's
 model-info endpoint (the Hub cannot be reached from here). A new sha becomes exactly one build run with that
-revision; the same sha again and an unreachable Hub make none. Workers are stopped with two SIGTERMs."""
+revision; the same sha again and an unreachable Hub make none. A matrix in service mode submits its variants to
+the same build deployment. Workers are stopped with two SIGTERMs."""
 
 from __future__ import annotations
 
@@ -60,10 +61,15 @@ def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_a_new_hub_sha_starts_exactly_one_build_run_with_that_revision(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory):
+    """The stack's Prefect server, the `cpu` and `gpu` process pools and their workers, every deployment of
+    prefect.yaml, `gpu-builds` at one slot, and the Hub stand-in the watcher polls: (env, home, hub)."""
     import huggingface_hub.constants
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    tmp_path = tmp_path_factory.mktemp("service")
+    offline = huggingface_hub.constants.HF_HUB_OFFLINE
+    huggingface_hub.constants.HF_HUB_OFFLINE = False
     hub = HubStandIn()
     base = next(p for p in (random.randrange(30000, 40000, 20) for _ in range(50))
                 if not any(port_in_use(p + i) for i in range(13)))
@@ -71,8 +77,6 @@ def test_a_new_hub_sha_starts_exactly_one_build_run_with_that_revision(tmp_path:
                         stack_prefect_port=base + 11, stack_relay_port=base + 12, stack_name=f"ewtest_{uuid.uuid4().hex[:8]}")
     stack = Stack(settings)
     home = tmp_path / "home"
-    spec = tmp_path / "spec.yaml"
-    spec.write_text("quantization: {format: fp8}\nregistry: {model_name: watched}\n")
     env = {**os.environ, "PREFECT_API_URL": stack.prefect_url, "PREFECT_HOME": str(tmp_path / "prefect-client"),
            "ENGINEWRIGHT_HOME": str(home), "ENGINEWRIGHT_CHECKOUT": str(ROOT),
            "ENGINEWRIGHT_HUB_ENDPOINT": hub.url, "ENGINEWRIGHT_WATCH_TIMEOUT_S": "2",
@@ -90,35 +94,95 @@ def test_a_new_hub_sha_starts_exactly_one_build_run_with_that_revision(tmp_path:
             workers.append(subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
                                             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True))
-        subprocess.run([sys.executable, "-m", "enginewright.cli", "watch", "add", "org/model", "--spec", str(spec)],
-                       env=env, check=True, capture_output=True)
-
-        hub.sha = "1" * 40
-        tick_started = time.monotonic()
-        run_watch_tick(env)
-        deadline = time.monotonic() + 120
-        while not (runs := build_runs(env)) and time.monotonic() < deadline:
-            time.sleep(1)
-        created_after = time.monotonic() - tick_started
-        assert len(runs) == 1, runs
-        from tasks.revisions import watched_spec_yaml
-
-        assert runs[0].parameters == {"spec_yaml": watched_spec_yaml(spec), "source": "org/model", "revision": "1" * 40}
-        while runs[0].start_time is None and time.monotonic() < deadline:
-            time.sleep(1)
-            runs = build_runs(env)
-        assert runs[0].start_time is not None, "the gpu worker never started the build run"
-        print(f"\nnew sha → build run created {created_after:.1f} s after the watcher tick started")
-
-        run_watch_tick(env)  # the same sha: no second build
-        for failure in ("404", "500", "slow"):
-            hub.mode, hub.sha = failure, "2" * 40
-            run_watch_tick(env)  # logged in the watcher's run, nothing claimed
-        time.sleep(15)  # longer than an event takes to become a run (about 1-3 s here)
-        assert len(build_runs(env)) == 1
+        yield env, home, hub, tmp_path
     finally:
         for worker in workers:
             stop(worker)
         assert all(worker.poll() is not None for worker in workers)
         stack.down(purge=True, say=lambda line: None)
         hub.server.shutdown()
+        huggingface_hub.constants.HF_HUB_OFFLINE = offline
+
+
+def test_a_new_hub_sha_starts_exactly_one_build_run_with_that_revision(service) -> None:
+    env, home, hub, tmp_path = service
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("quantization: {format: fp8}\nregistry: {model_name: watched}\n")
+    subprocess.run([sys.executable, "-m", "enginewright.cli", "watch", "add", "org/model", "--spec", str(spec)],
+                   env=env, check=True, capture_output=True)
+
+    hub.sha = "1" * 40
+    tick_started = time.monotonic()
+    run_watch_tick(env)
+    deadline = time.monotonic() + 120
+    while not (runs := build_runs(env)) and time.monotonic() < deadline:
+        time.sleep(1)
+    created_after = time.monotonic() - tick_started
+    assert len(runs) == 1, runs
+    from tasks.revisions import watched_spec_yaml
+
+    assert runs[0].parameters == {"spec_yaml": watched_spec_yaml(spec), "source": "org/model", "revision": "1" * 40}
+    while runs[0].start_time is None and time.monotonic() < deadline:
+        time.sleep(1)
+        runs = build_runs(env)
+    assert runs[0].start_time is not None, "the gpu worker never started the build run"
+    print(f"\nnew sha → build run created {created_after:.1f} s after the watcher tick started")
+
+    run_watch_tick(env)  # the same sha: no second build
+    for failure in ("404", "500", "slow"):
+        hub.mode, hub.sha = failure, "2" * 40
+        run_watch_tick(env)  # logged in the watcher's run, nothing claimed
+    time.sleep(15)  # longer than an event takes to become a run (about 1-3 s here)
+    assert len(build_runs(env)) == 1
+
+
+def test_a_matrix_in_service_mode_submits_each_variant_to_the_build_deployment_one_gpu_slot_at_a_time(
+        service, tiny_model: Path, shared_data: Path) -> None:
+    """Each variant a flow run of the build deployment on the gpu worker; their builds never overlap (gpu-builds,
+    one slot), a refused variant is read from its run's final state, the registered ones from their
+    `build-report` artifacts, and one is recommended."""
+    import yaml
+
+    from enginewright.registry_client import registry_client
+    from tests.e2e.test_matrix import write_spec
+
+    env, home, _hub, tmp_path = service
+    done = subprocess.run(
+        [sys.executable, "-m", "enginewright.cli", "matrix", "--model", str(tiny_model),
+         "--quant", "fp8,int8_wo,nvfp4", "--calib", str(shared_data / "calib" / "tiny_shakespeare.txt"),
+         "--calib-samples", "4", "--calib-seq-len", "32", "--tasks", "arc_easy", "--limit", "6",
+         "--model-name", "svc-matrix", "--spec", str(write_spec(tmp_path / "matrix.yaml")),
+         "--submit-to", "build_revision/build", "--gpu-count", "1"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr + (tmp_path / "worker-gpu.log").read_text()[-3000:]
+
+    rows = {line.split(" | ")[0].strip("| "): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert rows["fp8"].split(" | ")[1] == "registered" and rows["int8_wo"].split(" | ")[1] == "registered"
+    assert rows["nvfp4"].split(" | ")[1] == "refused" and "compute capability 9.0+" in rows["nvfp4"]
+
+    runs = [r for r in build_runs(env) if r.name.endswith("(matrix)")]  # one build-deployment run per variant
+    assert len(runs) == 3 and all((r.job_variables or {}).get("gpu_count") == 1 for r in runs)
+    assert sorted(yaml.safe_load(r.parameters["spec_yaml"])["quantization"]["format"] for r in runs) == [
+        "fp8", "int8_wo", "nvfp4"]
+    # All three started on the worker at once; their builds (build_engine subflows, inside the slot) ran one after
+    # another: the gpu-builds limit, not the deployment, bounds them.
+    spans = sorted((r.start_time, r.end_time) for r in subflow_runs(runs, "build_engine", env))
+    assert len(spans) == 3 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+
+    client = registry_client(Settings(home=home).tracking_uri)
+    recommended = client.get_model_version_by_alias("svc-matrix", "recommended")
+    assert recommended.tags["quantization.format"] in ("fp8", "int8_wo")
+    assert recommended.tags["recommended.reason"].startswith(recommended.tags["quantization.format"])
+
+
+def subflow_runs(parents: list, name: str, env: dict[str, str]) -> list:
+    """The flow runs named `name` started inside the given runs (a subflow's parent task run is in its parent)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ids = {r.id for r in parents}
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+        return [r for r in runs if r.parent_task_run_id is not None
+                and client.read_task_run(r.parent_task_run_id).flow_run_id in ids]
