@@ -1,0 +1,121 @@
+"""AutoQuantize's search once, budgets re-solved from it (tasks/auto_quantize.py), on the tiny Llama on the CPU:
+the search state is reused, not recomputed; every budget's mix stays within it; the minimum is ModelOpt's own."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from enginewright.errors import InputError
+from enginewright.spec import CalibrationSpec
+from tasks.auto_quantize import (
+    check_candidates,
+    load_search_state,
+    minimum_effective_bits,
+    resolve,
+    run_search,
+    search_key,
+)
+from tasks.calibration import build_calibration_set
+
+CANDIDATES = ["fp8", "int4_awq"]
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_model: Path, shared_data: Path, tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("auto-quantize")
+    spec = CalibrationSpec(source=str(shared_data / "calib" / "wikitext2_train.txt"), num_samples=8, seq_len=32)
+    calib = build_calibration_set(spec, tokenizer_dir, root / "calib.safetensors")
+    key = search_key("local:tiny", calib, CANDIDATES, "gradient", 4, ["*lm_head*"])
+    state = run_search(tiny_model, calib, CANDIDATES, "gradient", 4, 2, "bfloat16", root / "searches", key,
+                       ["*lm_head*"])
+    return state, calib, key, root
+
+
+def test_the_search_state_is_kept_by_what_it_depends_on_and_found_again(searched, tiny_model: Path) -> None:
+    state, calib, key, root = searched
+    written = state.path.stat().st_mtime_ns
+    again = run_search(tiny_model, calib, list(reversed(CANDIDATES)), "gradient", 4, 2, "bfloat16",
+                       root / "searches", search_key("local:tiny", calib, list(reversed(CANDIDATES)), "gradient", 4,
+                                                     ["*lm_head*"]), ["*lm_head*"])
+    assert again.path == state.path and again.sha256 == state.sha256 and state.path.stat().st_mtime_ns == written
+    assert search_key("local:tiny", calib, CANDIDATES, "kl_div", 4, ["*lm_head*"]) != key  # another search
+    assert search_key("local:tiny", calib, CANDIDATES, "gradient", 8, ["*lm_head*"]) != key
+    assert set(state.recipe_names.values()) == set(CANDIDATES)
+
+
+def test_budgets_are_re_solved_from_one_search_within_their_bits(searched) -> None:
+    state, *_ = searched
+    search_state = load_search_state(state)
+    floor = minimum_effective_bits(search_state)
+    budgets = [floor, (floor + 16) / 2, 16.0]
+    mixes = [resolve(search_state, b, state) for b in budgets]
+    assert [m.effective_bits <= m.budget + 1e-9 for m in mixes] == [True, True, True]
+    assert mixes[0].effective_bits == pytest.approx(floor)
+    assert mixes[0].effective_bits <= mixes[1].effective_bits <= mixes[2].effective_bits == 16.0
+    assert set(mixes[-1].groups.values()) == {"none"}  # 16 bits: nothing need be quantized
+    assert set(mixes[0].groups.values()) <= {*CANDIDATES, "none"} and "int4_awq" in mixes[0].groups.values()
+    # q/k/v read one input and share one choice: one group, named by its first module
+    assert not any(name.endswith(("k_proj", "v_proj", "up_proj")) for name in mixes[0].groups)
+    assert mixes[0].config["algorithm"] == "max"  # ModelOpt's re-solved config keeps no per-format algorithm
+
+
+def test_the_minimum_is_modelopts_own_figure(searched, tiny_model: Path, tmp_path: Path) -> None:
+    """ModelOpt refuses an infeasible target at search time with its minimum; ours, from the state, is the same."""
+    import modelopt.torch.quantization as mtq
+
+    from enginewright.models import load_model
+
+    state, *_ = searched
+    floor = minimum_effective_bits(load_search_state(state))
+    with pytest.raises(ValueError, match="minimum achievable effective bits is") as refused:
+        mtq.auto_quantize(load_model(tiny_model, "bfloat16"), constraints={"effective_bits": 4.5},
+                          quantization_formats=["FP8_DEFAULT_CFG", "INT4_AWQ_CFG"], disabled_layers=["*lm_head*"],
+                          data_loader=[torch.zeros(1, 8, dtype=torch.long)], forward_step=lambda m, b: m(input_ids=b),
+                          loss_func=lambda out, b: out.logits.float().mean(), num_calib_steps=1, num_score_steps=1)
+    theirs = float(re.search(r"minimum achievable effective bits is ([0-9]+\.[0-9]+)", str(refused.value))[1])
+    assert floor == pytest.approx(theirs, abs=1e-3)
+
+
+def test_a_budget_out_of_range_or_below_the_minimum_is_one_line_naming_it(searched) -> None:
+    state, *_ = searched
+    search_state = load_search_state(state)
+    floor = minimum_effective_bits(search_state)
+    for bad, says in ((0, "outside (0, 16]"), (16.5, "outside (0, 16]"), (floor - 0.01, f"at least {floor:.2f}")):
+        with pytest.raises(InputError, match=re.escape(says)):
+            resolve(search_state, bad, state)
+
+
+@pytest.mark.parametrize(("candidates", "says"), [
+    ([], "is empty"), (["fp8", "fp8"], "names a format twice"), (["fp4"], "'fp4' is not a format"),
+    (["fp8", "nvfp4"], "needs an NVIDIA GPU with compute capability 9.0+"),
+])
+def test_bad_candidate_lists_are_refused_before_any_work(candidates: list[str], says: str) -> None:
+    with pytest.raises(InputError, match=re.escape(says)):
+        check_candidates(candidates, None)
+
+
+def test_a_mix_quantizes_and_exports_as_mixed_precision(searched, tiny_model: Path, tmp_path: Path) -> None:
+    import json
+
+    import modelopt.torch.quantization as mtq
+    from modelopt.torch.export import export_hf_checkpoint
+
+    from enginewright.models import load_model
+    from tasks.calibration import load_calibration_ids
+    from tasks.quantize import forward_loop_over
+
+    state, calib, *_ = searched
+    search_state = load_search_state(state)
+    floor = minimum_effective_bits(search_state)
+    mixes = [resolve(search_state, floor + k * (16 - floor) / 20, state) for k in range(1, 20)]
+    mix = next(m for m in mixes if {"int4_awq", "fp8"} <= set(m.groups.values()))  # a budget that mixes both
+    model = mtq.quantize(load_model(tiny_model, "bfloat16"), mix.config,
+                         forward_loop=forward_loop_over(load_calibration_ids(calib), 2))
+    with torch.inference_mode():
+        export_hf_checkpoint(model, dtype=torch.bfloat16, export_dir=tmp_path / "mixed")
+    quant = json.loads((tmp_path / "mixed" / "hf_quant_config.json").read_text())["quantization"]
+    assert quant["quant_algo"] == "MIXED_PRECISION" and quant["quantized_layers"]
