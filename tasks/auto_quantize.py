@@ -34,6 +34,7 @@ from enginewright.formats import FORMATS
 from enginewright.hashing import sha256_file, sha256_json
 from enginewright.models import load_model
 from tasks.calibration import CalibrationSet, load_calibration_ids
+from tasks.quantize import QuantizedState
 
 SearchMethod = Literal["gradient", "kl_div"]
 NO_QUANT = "none"  # ModelOpt always adds "do not quantize" as a choice per group
@@ -172,3 +173,21 @@ def _formats_of(stat: dict[str, Any]) -> list[Any]:
     """A group's candidate recipes, in the order of its `costs` and `scores`."""
     formats = stat["formats"]
     return list(formats) if not isinstance(formats, str) else [f.strip() for f in formats.strip("[]").split(",")]
+
+
+def quantize_mix(checkpoint: Path, calib: CalibrationSet, mix: Mix, dtype: str, batch_size: int,
+                 out_file: Path) -> QuantizedState:
+    """A fresh model calibrated with the mix's config (what `calibrate_and_quantize` is for one format): its state
+    goes through the same export and verification (MIXED_PRECISION: tasks/export_verify.py) as any bundle."""
+    import modelopt.torch.quantization as mtq
+
+    from enginewright.placement import save_quantized
+    from tasks.quantize import forward_loop_over, prepare_as_exported
+
+    model = load_model(checkpoint, dtype)
+    mtq.quantize(model, mix.config, forward_loop=forward_loop_over(load_calibration_ids(calib), batch_size))
+    prepare_as_exported(model)
+    with written_whole(out_file) as tmp:
+        save_quantized(model, tmp)
+    return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=f"AutoQuantize {mix.budget} bits",
+                          awq_block_size=None)

@@ -10,6 +10,7 @@ wrote into hf_quant_config.json (the formulas are ModelOpt 0.47's export, modelo
 | FP8_PER_CHANNEL_PER_TOKEN | float8_e4m3fn, fp32 `weight_scale` per output row | w · s[:, None] |
 | W8A8_SQ_PER_CHANNEL, W8A16 | int8, fp32 `weight_scale` per output row | w · s[:, None] |
 | W4A16_AWQ, W4A8_AWQ | uint8, two signed nibbles per byte along the output dim (low = even row), fp32 `weight_scale` per (row, group) | q · s[:, g] |
+| MIXED_PRECISION (AutoQuantize) | each layer as its own `quantized_layers[layer].quant_algo` above | |
 
 `verify_export` then checks, against the calibrated model restored from its saved state (the one evaluated):
 - every quantized layer is exported, and its dequantized weight lies within one quantization step of the evaluated
@@ -50,6 +51,7 @@ RUNTIME_CONFIG_FIELDS = ("architectures", "model_type", "vocab_size", "hidden_si
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 INT4_FORMATS = ("W4A16_AWQ", "W4A8_AWQ")
 SUPPORTED = ("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "W8A8_SQ_PER_CHANNEL", "W8A16", *INT4_FORMATS)
+MIXED_PRECISION = "MIXED_PRECISION"
 
 
 @dataclass
@@ -60,6 +62,8 @@ class ExportedModel:
     tensors: dict[str, torch.Tensor]
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # quantized layer → dequantized fp32 weight
     steps: dict[str, torch.Tensor] = field(default_factory=dict)  # quantized layer → one quantization step
+    layer_algos: dict[str, str] = field(default_factory=dict)  # quantized layer → its quant_algo (MIXED_PRECISION
+    # lists one per layer under `quantized_layers`: modelopt/torch/export/unified_export_hf.py, 0.47.0)
 
 
 @dataclass(frozen=True)
@@ -122,13 +126,20 @@ def read_exported(checkpoint_dir: Path) -> ExportedModel:
     exported = ExportedModel(quant_algo=str(quant.get("quant_algo")),
                              exclude_modules=list(quant.get("exclude_modules") or []),
                              config=json.loads((checkpoint_dir / "config.json").read_text()), tensors=tensors)
+    per_layer = quant.get("quantized_layers") or {}
     for name, weight in tensors.items():
         if name.endswith(".weight") and weight.dtype in (torch.float8_e4m3fn, torch.int8, torch.uint8):
             layer = name.removesuffix(".weight")
             scale = tensors.get(f"{layer}.weight_scale")
             if scale is None:
                 raise ExportVerificationError(f"{layer}.weight_scale: expected with the quantized weight, found none")
-            exported.weights[layer], exported.steps[layer] = dequantize(exported.quant_algo, weight, scale)
+            algo = exported.quant_algo
+            if algo == MIXED_PRECISION:
+                if layer not in per_layer:
+                    raise ExportVerificationError(f"{layer}: a quantized weight that quantized_layers does not list")
+                algo = str(per_layer[layer]["quant_algo"])
+            exported.layer_algos[layer] = algo
+            exported.weights[layer], exported.steps[layer] = dequantize(algo, weight, scale)
     return exported
 
 
@@ -218,9 +229,9 @@ def snapshot_evaluated(model: torch.nn.Module) -> EvaluatedSnapshot:
 def verify_export(exported: ExportedModel, evaluated: EvaluatedSnapshot, source_config: dict[str, Any], dtype: str,
                   checkpoint_dir: Path) -> ExportVerification:
     check = _Checker()
-    act_max = INT8_MAX if exported.quant_algo == "W8A8_SQ_PER_CHANNEL" else FP8_MAX
     differing, total = 0, 0
     for name, expected_weight in evaluated.weights.items():
+        act_max = INT8_MAX if exported.layer_algos.get(name) == "W8A8_SQ_PER_CHANNEL" else FP8_MAX
         if name not in exported.weights:
             raise ExportVerificationError(f"{name}.weight: expected a quantized weight ({exported.quant_algo}), "
                                           "found none in the export")

@@ -98,24 +98,25 @@ def test_bad_candidate_lists_are_refused_before_any_work(candidates: list[str], 
         check_candidates(candidates, None)
 
 
-def test_a_mix_quantizes_and_exports_as_mixed_precision(searched, tiny_model: Path, tmp_path: Path) -> None:
+def test_a_mix_quantizes_exports_as_mixed_precision_and_verifies(searched, tiny_model: Path, tmp_path: Path) -> None:
+    """The mix's checkpoint goes through the export verification any bundle does, layer by layer in its format."""
     import json
 
-    import modelopt.torch.quantization as mtq
-    from modelopt.torch.export import export_hf_checkpoint
-
-    from enginewright.models import load_model
-    from tasks.calibration import load_calibration_ids
-    from tasks.quantize import forward_loop_over
+    from tasks.auto_quantize import quantize_mix
+    from tasks.export import export_and_verify
 
     state, calib, *_ = searched
     search_state = load_search_state(state)
     floor = minimum_effective_bits(search_state)
     mixes = [resolve(search_state, floor + k * (16 - floor) / 20, state) for k in range(1, 20)]
     mix = next(m for m in mixes if {"int4_awq", "fp8"} <= set(m.groups.values()))  # a budget that mixes both
-    model = mtq.quantize(load_model(tiny_model, "bfloat16"), mix.config,
-                         forward_loop=forward_loop_over(load_calibration_ids(calib), 2))
-    with torch.inference_mode():
-        export_hf_checkpoint(model, dtype=torch.bfloat16, export_dir=tmp_path / "mixed")
-    quant = json.loads((tmp_path / "mixed" / "hf_quant_config.json").read_text())["quantization"]
-    assert quant["quant_algo"] == "MIXED_PRECISION" and quant["quantized_layers"]
+    quantized = quantize_mix(tiny_model, calib, mix, "bfloat16", 2, tmp_path / "mix.pth")
+    exported = export_and_verify(tiny_model, quantized, "bfloat16", tmp_path / "checkpoint")
+    quant = json.loads((exported.checkpoint / "hf_quant_config.json").read_text())["quantization"]
+    assert quant["quant_algo"] == "MIXED_PRECISION"
+    algos = {layer: entry["quant_algo"] for layer, entry in quant["quantized_layers"].items()}
+    assert set(algos.values()) == {"FP8", "W4A16_AWQ"}
+    for group, fmt in mix.groups.items():  # each group exported in the format the mix chose for it
+        if fmt != "none":
+            assert algos[group] == {"fp8": "FP8", "int4_awq": "W4A16_AWQ"}[fmt]
+    assert exported.verification.tensors > 0 and exported.verification.scales > 0
