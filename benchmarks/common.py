@@ -5,9 +5,19 @@ finds this module."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any
+
+
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """--model DIR or --random-llama8b (with --tokenizer): the two model sources of the GPU benchmarks
+    (gpu_lane.random_llama8b builds the second)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="a local checkpoint directory")
+    source.add_argument("--random-llama8b", action="store_true", help="a Llama-3-8B-shaped model, random weights")
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer for --random-llama8b")
 
 
 def evaluate_first(model: Any, tokenizer: Any, evaluation: Any, data: Any, cache_dir: Path,

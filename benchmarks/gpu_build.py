@@ -41,16 +41,14 @@ def step_seconds(flow_run_id) -> dict[str, float]:
 
 def main() -> None:
     import torch
+    from common import add_model_source
 
     from enginewright.settings import Settings
     from enginewright.spec import build_spec
     from flows.build import run_build
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", type=Path, help="a local checkpoint directory")
-    source.add_argument("--random-llama8b", action="store_true", help="a Llama-3-8B-shaped model, random weights")
-    parser.add_argument("--tokenizer", type=Path, help="tokenizer for --random-llama8b")
+    add_model_source(parser)
     parser.add_argument("--quant", default="fp8")
     parser.add_argument("--tasks", default=",".join(ALL_TASKS))
     parser.add_argument("--limit", type=int, default=None, help="documents per task; default: all")

@@ -88,11 +88,10 @@ def same_tensors(a: Path, b: Path) -> str:
 
 
 def main() -> None:
+    from common import add_model_source
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", type=Path, help="a local checkpoint directory")
-    source.add_argument("--random-llama8b", action="store_true", help="a Llama-3-8B-shaped model, random weights")
-    parser.add_argument("--tokenizer", type=Path, help="tokenizer for --random-llama8b")
+    add_model_source(parser)
     parser.add_argument("--calib", type=Path, required=True, help="calibration text (.txt)")
     parser.add_argument("--quant", default="fp8")
     parser.add_argument("--num-samples", type=int, default=512)

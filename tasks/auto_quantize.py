@@ -133,10 +133,20 @@ def load_search_state(state: SearchState) -> dict[str, Any]:
 def minimum_effective_bits(search_state: dict[str, Any]) -> float:
     """The fewest effective bits the candidates can reach: every group at its cheapest choice (ModelOpt's own
     infeasibility figure, algorithms.py::_verify_resolved_constraint)."""
-    stats = [s for s in search_state["candidate_stats"].values()]
-    uncompressed = search_state.get("cost_denominator") or sum(s.get("uncompressed_cost", max(s["costs"]))
-                                                               for s in stats)
-    return 16 * sum(min(s["costs"]) for s in stats) / uncompressed
+    stats = search_state["candidate_stats"].values()
+    return 16 * sum(min(s["costs"]) for s in stats) / uncompressed_cost(search_state)
+
+
+def uncompressed_cost(search_state: dict[str, Any]) -> float:
+    """The cost of the searched layers left 16-bit: effective bits are 16 × a mix's cost / this (ModelOpt's
+    `_resolve_best_recipe` divides by the same figure)."""
+    return search_state.get("cost_denominator") or sum(s.get("uncompressed_cost", max(s["costs"]))
+                                                       for s in search_state["candidate_stats"].values())
+
+
+def _recipe_name(recipe: Any) -> str:
+    """"FP8_DEFAULT_CFG(effective-bits: 8.0)" → "FP8_DEFAULT_CFG" (ModelOpt's QuantRecipe as text)."""
+    return str(recipe).split("(")[0].strip()
 
 
 def resolve(search_state: dict[str, Any], budget: float, state: SearchState) -> Mix:
@@ -156,17 +166,14 @@ def resolve(search_state: dict[str, Any], budget: float, state: SearchState) -> 
     groups: dict[str, str] = {}
     chosen_cost = 0.0
     for hparam, choice in recipe.items():
-        preset = str(choice).split("(")[0]  # "FP8_DEFAULT_CFG(effective-bits: 8.0)", "NONE(effective-bits: 16.0)"
-        name = state.recipe_names.get(preset, NO_QUANT)
-        groups[stats[hparam]["module_names"][0]] = name
-        formats = [str(f).split("(")[0] for f in _formats_of(stats[hparam])]
+        preset = _recipe_name(choice)  # NONE for a group left 16-bit
+        groups[stats[hparam]["module_names"][0]] = state.recipe_names.get(preset, NO_QUANT)
+        formats = [_recipe_name(f) for f in _formats_of(stats[hparam])]
         chosen_cost += stats[hparam]["costs"][formats.index(preset)]
-    uncompressed = search_state.get("cost_denominator") or sum(s.get("uncompressed_cost", max(s["costs"]))
-                                                               for s in stats.values())
     with warnings.catch_warnings():  # its note that the config's algorithm is "max": the module docstring says so
         warnings.filterwarnings("ignore", message="get_auto_quantize_config: returned config uses algorithm='max'")
         config = mtq.get_auto_quantize_config(search_state, constraints)
-    return Mix(budget=budget, effective_bits=16 * chosen_cost / uncompressed, groups=groups, config=config)
+    return Mix(budget=budget, effective_bits=16 * chosen_cost / uncompressed_cost(search_state), groups=groups, config=config)
 
 
 def _formats_of(stat: dict[str, Any]) -> list[Any]:
