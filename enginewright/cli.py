@@ -18,6 +18,7 @@ from enginewright.process_env import prepare_process
 from enginewright.redact import redact_url
 from enginewright.settings import Settings, load_settings, revealed
 from enginewright.spec import (
+    AutoQuantizeSpec,
     BuildSpec,
     CalibrationSpec,
     EvaluationSpec,
@@ -87,7 +88,25 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             overrides.setdefault(section, {})[field] = None if value is UNSET else value
     if args.kv_quant is not None:
         overrides.setdefault("quantization", {})["kv_cache"] = args.kv_quant
+    bits = getattr(args, "auto_bits", None)  # build: one budget (the matrix's list makes variants instead)
+    auto = {field: value for field, value in (("formats", args.auto_formats), ("method", args.auto_method),
+                                              ("effective_bits", bits if isinstance(bits, float) else None))
+            if value is not None}
+    if auto:
+        overrides.setdefault("quantization", {})["auto"] = auto
     return overrides
+
+
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def bits_list(text: str) -> list[float]:
+    """--auto-bits of the matrix: comma-separated budgets, e.g. 4.8,5.4,6.0."""
+    try:
+        return [float(item) for item in comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated bits, e.g. 4.8,5.4,6.0, got {text!r}") from None
 
 
 def add_spec_flags(command: argparse.ArgumentParser, spec_help: str, quant_help: str | None = None) -> None:
@@ -97,12 +116,20 @@ def add_spec_flags(command: argparse.ArgumentParser, spec_help: str, quant_help:
     embedded = embedded_defaults_shown()
     for flag, (section, field, model, parse) in BUILD_FLAGS.items():
         if flag == "--quant" and quant_help is not None:
-            command.add_argument(flag, required=True, help=quant_help)
+            command.add_argument(flag, default=None, help=quant_help)
         else:
             command.add_argument(flag, type=parse, default=None,
                                  help=_help(model, field, embedded.get(section, {}).get(field)))
     command.add_argument("--kv-quant", action=argparse.BooleanOptionalAction, default=None,
                          help=_help(QuantizationSpec, "kv_cache"))
+    if quant_help is None:  # the matrix takes a list of budgets instead
+        command.add_argument("--auto-bits", type=float, default=None,
+                             help="an AutoQuantize build with this budget instead of one format (quantization.auto): "
+                             + _help(AutoQuantizeSpec, "effective_bits"))
+    command.add_argument("--auto-formats", type=comma_list, default=None,
+                         help="AutoQuantize candidates, comma-separated: " + _help(AutoQuantizeSpec, "formats"))
+    command.add_argument("--auto-method", choices=["gradient", "kl_div"], default=None,
+                         help=_help(AutoQuantizeSpec, "method"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -131,11 +158,14 @@ def parser() -> argparse.ArgumentParser:
         "`matrix-comparison`) and sets alias `recommended` on the version the policy picks. Exit codes: 0 done "
         "(whatever each variant's outcome), 1 no variant registered, 2 bad input.",
     )
-    add_spec_flags(matrix, "YAML build spec; --quant replaces its quantization.format",
+    add_spec_flags(matrix, "YAML build spec; each variant replaces its quantization.format (or .auto)",
                    quant_help="comma-separated formats, e.g. fp8,int8_sq,int4_awq,w4a8_awq")
+    matrix.add_argument("--auto-bits", type=bits_list, default=None,
+                        help="AutoQuantize budgets, comma-separated (e.g. 4.8,5.4,6.0): one variant auto-<bits> each, "
+                        "beside the formats of --quant; one search serves them all")
     matrix.add_argument("--parallel", type=int, default=None,
                         help="variants at a time [default: one per GPU, or all of them on the CPU]")
-    matrix.add_argument("--policy", choices=["smallest", "most_accurate", "fastest"], default="smallest",
+    matrix.add_argument("--policy", choices=["smallest", "fewest_bits", "most_accurate", "fastest"], default="smallest",
                         help=_help(RecommendationPolicy, "objective"))
     matrix.add_argument("--require", choices=["pass", "pass_or_inconclusive"], default="pass",
                         help=_help(RecommendationPolicy, "require"))
@@ -408,29 +438,40 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
-    from enginewright.spec import build_spec
+    from enginewright.spec import AUTO_VARIANT_PREFIX, build_spec, variant_quantization, with_auto_settings
 
-    formats = [f.strip() for f in args.quant.split(",") if f.strip()]
-    if len(formats) < 2 or len(set(formats)) != len(formats):
-        raise InputError(f"--quant {args.quant!r} must name at least two different formats, comma-separated")
+    formats = comma_list(args.quant or "")
+    variants = formats + [f"{AUTO_VARIANT_PREFIX}{bits:g}" for bits in (args.auto_bits or [])]
+    if len(set(variants)) < 2 or len(set(variants)) != len(variants):
+        budgets = ",".join(f"{b:g}" for b in args.auto_bits) if args.auto_bits else "none"
+        raise InputError(f"--quant {args.quant!r} and --auto-bits {budgets} must name at least two different variants, "
+                         "each once (formats, e.g. --quant fp8,int4_awq; budgets, e.g. --auto-bits 4.8,5.4,6.0)")
     overrides = overrides_from_args(args)
     quantization = overrides.pop("quantization", {})
-    # Every variant's spec validated now: a typo is bad input; a format this worker cannot calibrate is a
-    # refused variant later. The first variant's spec is the shared one (the format is replaced per variant).
-    spec, *_ = [build_spec(settings, args.spec, overrides | {"quantization": quantization | {"format": fmt}})
-                for fmt in formats]
+    auto = quantization.pop("auto", None)
+    quantization.pop("format", None)
+    # The shared spec (each variant replaces its quantization.format or .auto) and every variant's recipe validated
+    # now: a typo is bad input; a format this worker cannot calibrate is a refused variant later.
+    spec = build_spec(settings, args.spec, overrides | {"quantization": quantization})
+    if auto:
+        spec = spec.model_copy(update={"quantization": with_auto_settings(spec.quantization, auto)})
+    for variant in variants:
+        variant_quantization(spec.quantization, variant)
     # fp8 for the shared checks: a variant whose format this worker cannot calibrate is refused on its own
-    check_before_work(spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"format": "fp8"})}),
+    check_before_work(spec.model_copy(update={"quantization": variant_quantization(spec.quantization, "fp8")}),
                       settings)
+    from tasks.preflight import check_matrix_budgets
+
+    check_matrix_budgets(spec, variants, settings)
     job_variables = service_job_variables(args)
     import torch
 
     from flows.matrix import run_matrix
 
-    parallel = args.parallel or (torch.cuda.device_count() or len(formats))
+    parallel = args.parallel or (torch.cuda.device_count() or len(variants))
     policy = RecommendationPolicy(objective=args.policy, require=args.require)
     with logged(settings, "matrix"):
-        outcome = run_matrix(spec, formats, parallel, policy, settings, args.submit_to, job_variables).result()
+        outcome = run_matrix(spec, variants, parallel, policy, settings, args.submit_to, job_variables).result()
     print("\n" + outcome.table)
     print(f"comparison and logs: {outcome.run_dir}")
     return 0 if any(v.status == "registered" for v in outcome.variants) else 1
@@ -508,15 +549,17 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         import yaml
 
-        from enginewright.serving_runtimes import serving_summary
+        from enginewright.serving_runtimes import mix_serving_summary, serving_summary
 
         print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         print(power)
         print("Memory plan (enginewright/memory_plan.py):")
         print("\n".join(f"- {line}" for line in memory.lines()) if memory else
               "- made after the checkpoint is downloaded (it reads the checkpoint's safetensors headers)")
-        print(f"Serving {spec.quantization.format} (enginewright/serving_runtimes.py):")
-        print("\n".join(f"- {line}" for line in serving_summary(spec.quantization.format)))
+        quantization = spec.quantization
+        print(f"Serving {quantization.variant} (enginewright/serving_runtimes.py):")
+        print("\n".join(f"- {line}" for line in (mix_serving_summary(quantization.candidate_formats)
+                                                  if quantization.auto else serving_summary(quantization.format))))
         return 0
     from enginewright.disk import disk_full_error
     from flows.build import run_build

@@ -36,16 +36,16 @@ GPU_FAMILIES = {(9, 0): "Hopper", (10, 0): "Blackwell"}
 
 
 def check_format_supported(fmt: str, capability: tuple[int, int] | None | Callable[[], tuple[int, int] | None]
-                           = compute_capability) -> None:
+                           = compute_capability, field: str = "quantization.format") -> None:
     """Raise InputError when `fmt` cannot be calibrated on this worker (`capability`: the worker's, or how to probe
-    it: only a format that needs a GPU probes for one)."""
+    it: only a format that needs a GPU probes for one); `field` names where the format was given."""
     needed = FORMATS[fmt].calibrate_min_capability
     if needed is None:
         return
     found = capability() if callable(capability) else capability
     if found is None or found < needed:
         raise InputError(
-            f"quantization.format={fmt!r} needs an NVIDIA GPU with compute capability {needed[0]}.{needed[1]}+ "
+            f"{field}={fmt!r} needs an NVIDIA GPU with compute capability {needed[0]}.{needed[1]}+ "
             f"({GPU_FAMILIES.get(needed, 'or newer')}) to calibrate; this worker has {describe(found)}. Run it on such a worker of the gpu pool, "
             f"or pick {', '.join(CPU_FORMATS[:-1])} or {CPU_FORMATS[-1]}"
         )

@@ -3,7 +3,8 @@
 - the gate: only a version whose accuracy gate passed (`gate.verdict=pass` on the version) is deployed;
 - the quantization format against the target's runtime, its version and its GPU (enginewright.serving_runtimes):
   vLLM loads no INT4-AWQ, W4A8-AWQ or INT8-SmoothQuant checkpoint; FP8 needs compute capability 8.9+; NVFP4 needs
-  Blackwell on TensorRT-LLM before 1.3.0rc20, Hopper from it;
+  Blackwell on TensorRT-LLM before 1.3.0rc20, Hopper from it; an AutoQuantize mix, layer group by layer group
+  (only TensorRT-LLM loads MIXED_PRECISION);
 - a legacy TensorRT engine, when the target asks to serve one: the bundle must carry an engine built on the
   same GPU architecture and TensorRT version, because an engine runs nowhere else;
 - parallelism: one model instance takes tensor × pipeline parallel GPUs, as the release serves them
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from enginewright.schemas import Manifest
-from enginewright.serving_runtimes import serving_problem
+from enginewright.serving_runtimes import mix_serving_problem, serving_problem
 from enginewright.targets import DeployTarget
 
 
@@ -35,8 +36,11 @@ def fit_problems(manifest: Manifest, version_tags: Mapping[str, str], target: De
     verdict = version_tags.get("gate.verdict")
     if verdict != "pass":
         problems.append(f"the accuracy gate verdict is {verdict!r}; only versions whose gate passed are deployed")
-    fmt = str(manifest.get("quantization", {}).get("format"))
-    problem = serving_problem(fmt, target.runtime, target.served_runtime_version, target.capability)
+    quantization = manifest.get("quantization", {})
+    mix = quantization.get("mix")
+    problem = (mix_serving_problem(mix["groups"], target.runtime, target.served_runtime_version, target.capability)
+               if mix else serving_problem(str(quantization.get("format")), target.runtime,
+                                           target.served_runtime_version, target.capability))
     if problem is not None:
         problems.append(f"target {target.name!r} ({target.gpu}): {problem}")
     if target.serve_legacy_engine:

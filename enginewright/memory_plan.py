@@ -22,6 +22,7 @@ choice can be traced to the figure that misled it. No torch here: the dry run pl
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 # Part of a device's free memory a plan may use: the rest is the CUDA context, the allocator's fragmentation and
 # kernels' workspaces (the H200's FP8 calibration of an 8B model peaked 6 % above weights + activations).
 DEVICE_HEADROOM = 0.90
-_LAYER_NAME = re.compile(r"^(?P<prefix>.*?\.layers)\.(?P<index>\d+)\.")
+LAYER_NAME = re.compile(r"^(?P<prefix>.*?\.layers)\.(?P<index>\d+)\.")
 _HEADER_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                        "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
@@ -79,7 +80,7 @@ def read_footprint(checkpoint_dir: Path) -> ModelFootprint:
     other = 0
     for file in sorted(checkpoint_dir.glob("*.safetensors")):
         for name, count in _header_param_counts(file):
-            match = _LAYER_NAME.match(name)
+            match = LAYER_NAME.match(name)
             if match:
                 index = int(match["index"])
                 layers[index] = layers.get(index, 0) + count
@@ -94,20 +95,17 @@ def read_footprint(checkpoint_dir: Path) -> ModelFootprint:
                           vocab_size=int(config["vocab_size"]))
 
 
-def _header_param_counts(file: Path) -> list[tuple[str, int]]:
-    """(tensor name, element count) from a safetensors file's JSON header: 8 bytes of length, then the header."""
+def header_shapes(file: Path) -> list[tuple[str, list[int]]]:
+    """(tensor name, shape) from a safetensors file's JSON header: 8 bytes of length, then the header."""
     with file.open("rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
         header = json.loads(handle.read(length))
-    counts = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        count = 1
-        for dim in entry["shape"]:
-            count *= dim
-        counts.append((name, count))
-    return counts
+    return [(name, list(entry["shape"])) for name, entry in header.items() if name != "__metadata__"]
+
+
+def _header_param_counts(file: Path) -> list[tuple[str, int]]:
+    """(tensor name, element count) of every tensor in a safetensors file."""
+    return [(name, math.prod(shape)) for name, shape in header_shapes(file)]
 
 
 class MemoryNeed(BaseModel):
@@ -218,8 +216,10 @@ class MemoryPlan(BaseModel):
         ]
 
 
-def choose_plan(need: MemoryNeed, worker: Worker, fmt: str) -> MemoryPlan:
-    """The first plan that fits `worker`, or InputError naming what would fit."""
+def choose_plan(need: MemoryNeed, worker: Worker, fmt: str, one_device_only: bool = False) -> MemoryPlan:
+    """The first plan that fits `worker`, or InputError naming what would fit. `fmt`: a format, or an AutoQuantize
+    build's variant name (auto-<bits>), which must fit one device (`one_device_only`: ModelOpt's search and the
+    mix's calibration run on the model as loaded, undistributed)."""
     first = worker.devices[0]
     described = worker.describe()
     limit = next((d.free_bytes for d in worker.devices if d.limited), None)
@@ -229,6 +229,12 @@ def choose_plan(need: MemoryNeed, worker: Worker, fmt: str) -> MemoryPlan:
                           need=need, worker=described, device_limit_bytes=limit,
                           reason=f"needs {_size(need.one_device())}, {first.name} can give {_size(first.budget)}; "
                                  f"host memory {_size(need.host_for('one_device'))} of {_size(worker.host_bytes)}")
+    if one_device_only:
+        raise InputError(
+            f"the model does not fit one device of this worker for quantization.auto ({fmt}): AutoQuantize searches "
+            f"and calibrates it on one device, which needs {_size(need.one_device())} (weights {_size(need.weights)}) "
+            f"and {_size(need.host_for('one_device'))} of host memory; found {worker.describe()}. Use a larger GPU, "
+            "or one format (quantization.format), which can also run on several GPUs or layer at a time")
     gpus = [d for d in worker.devices if d.name.startswith("cuda")]
     spread = need.weights + need.export_extra + len(gpus) * (need.calibration_batch + need.largest_layer)
     if host_ok_resident and len(gpus) > 1 and spread <= sum(d.budget for d in gpus) and need.largest_layer * 2 + need.calibration_batch <= min(

@@ -35,6 +35,8 @@ class QuantizationDoc(TypedDict):
     awq_block_size: int | None
     quant_algo: str | None  # what the export wrote into hf_quant_config.json
     kv_cache_quant_algo: str | None
+    effective_bits: float | None  # average bits per weight of the layers the formats may quantize (ModelOpt's)
+    mix: dict[str, Any] | None  # AutoQuantize: budget, effective_bits, groups (first module → format), candidates
 
 
 class CalibrationDoc(TypedDict):

@@ -104,3 +104,45 @@ def serving_summary(fmt: str) -> list[str]:
             f"≥ {r.since} on " + (f"compute capability {r.capability[0]}.{r.capability[1]}+" if r.capability
                                   else "any supported GPU") for r in rows))
     return lines
+
+
+# A MIXED_PRECISION checkpoint (an AutoQuantize mix) names a quant_algo per layer in hf_quant_config.json's
+# `quantized_layers`. TensorRT-LLM's PyTorch backend reads each into that layer's own QuantConfig
+# (NVIDIA/TensorRT-LLM tensorrt_llm/_torch/model_config.py @ 008e0af8980fc560003631ba4ac37828836a91c8,
+# ModelConfig._build_modelopt_quant_config) and a fused q/k/v or gate/up Linear takes its first member's
+# (tensorrt_llm/_torch/models/modeling_utils.py @ 000a01de66f0eab4ab05640711f0253f50f5209c,
+# DecoderModelForCausalLM.__post_init__); the version is the pinned worker image's, the oldest checked. vLLM's ModelOpt
+# loader at the version the rows above read refuses it: its QUANT_ALGOS has no MIXED_PRECISION (vllm modelopt.py @
+# c9a5990, ModelOptQuantConfigBase.from_config).
+MIXED_PRECISION_SINCE: dict[str, str] = {"tensorrt_llm": "1.3.0rc20"}
+
+
+def mix_serving_problem(groups: dict[str, str], runtime: str, version: str, capability: tuple[int, int]) -> str | None:
+    """None when `runtime` serves this mix (layer group → format, "none" for 16-bit); else the first reason, naming
+    the layer and its format."""
+    label = RUNTIME_LABELS.get(runtime, runtime)
+    since = MIXED_PRECISION_SINCE.get(runtime)
+    if since is None:
+        servers = ", ".join(RUNTIME_LABELS[r] for r in MIXED_PRECISION_SINCE)
+        return f"{label} cannot load MIXED_PRECISION (AutoQuantize) checkpoints (served by {servers})"
+    if parse_version(runtime, version) < Version(since):
+        return f"a MIXED_PRECISION checkpoint needs {label} ≥ {since}; the target runs {version}"
+    for layer, fmt in groups.items():
+        problem = None if fmt == "none" else serving_problem(fmt, runtime, version, capability)
+        if problem is not None:
+            return f"layer {layer} is {fmt}: {problem}"
+    return None
+
+
+def mix_serving_summary(formats: list[str]) -> list[str]:
+    """`serving_summary` for a mix of `formats`: one line per runtime."""
+    lines = []
+    for runtime, label in RUNTIME_LABELS.items():
+        since = MIXED_PRECISION_SINCE.get(runtime)
+        if since is None:
+            lines.append(f"{label}: not served (no MIXED_PRECISION loader)")
+            continue
+        per_format = [f"{fmt} " + serving_summary(fmt)[list(RUNTIME_LABELS).index(runtime)].split(": ", 1)[1]
+                      for fmt in formats]
+        lines.append(f"{label}: MIXED_PRECISION ≥ {since}, where each layer's format is served: " + "; ".join(per_format))
+    return lines

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         return self.home / "calibration"
 
     @property
+    def auto_quantize_dir(self) -> Path:
+        """AutoQuantize search states, one folder per content address of what a search depends on."""
+        return self.home / "auto-quantize"
+
+    @property
     def eval_cache_dir(self) -> Path:
         return self.home / "eval-data"
 

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from enginewright.errors import InputError, describe_validation_error
 from enginewright.eval_tasks import EVAL_TASK_NAMES
@@ -42,6 +50,50 @@ class SourceSpec(StrictModel):
     )
 
 
+SearchMethod = Literal["gradient", "kl_div"]
+AUTO_BITS_DEFAULT = 5.4
+
+
+class AutoQuantizeSpec(StrictModel):
+    """An AutoQuantize build (ModelOpt's `mtq.auto_quantize`): a format per layer group under a bits budget.
+
+    The search (calibrating every candidate, scoring each layer group's sensitivity) runs once per source revision,
+    calibration set, candidate formats, method, score size and layers kept unquantized; every budget is re-solved
+    from its stored state (tasks/auto_quantize.py). lm_head is never searched: the formats' presets never quantize
+    it, and TensorRT-LLM's LMHead takes no quantization config (tensorrt_llm/_torch/models/modeling_utils.py @
+    000a01de66f0eab4ab05640711f0253f50f5209c, DecoderModelForCausalLM.__init__)."""
+
+    formats: list[QuantFormat] = Field(
+        default=["fp8", "int4_awq"], min_length=1,
+        description="Candidate formats, one of which (or none: 16-bit) each layer group gets. On the CPU: "
+        + ", ".join(n for n in CPU_FORMATS if FORMATS[n].auto_quantize) + "; on GPUs also the NVFP4/MX family.")
+    effective_bits: float = Field(
+        default=AUTO_BITS_DEFAULT, gt=0, le=16,
+        description="The budget: average bits per weight of the searched layers (ModelOpt's effective bits: FP8 "
+        "counts 8, INT4 4, lm_head and any layer left unquantized 16: enginewright/effective_bits.py). A budget below "
+        "what the candidates can reach on the model is refused before any work, naming the minimum.")
+    method: SearchMethod = Field(
+        default="gradient",
+        description="How each layer group's sensitivity is scored: gradient (a backward pass of the language-"
+        "modelling loss) or kl_div (the KL divergence of the quantized model's logits; no backward pass).")
+    score_batches: int = Field(default=8, ge=1,
+                               description="Calibration batches the sensitivity scores are computed over.")
+    keep_unquantized: list[str] = Field(
+        default_factory=list,
+        description="Module name patterns (fnmatch, e.g. '*layers.0.*') the search leaves 16-bit, besides lm_head.")
+
+    @field_validator("formats")
+    @classmethod
+    def _distinct(cls, formats: list[str]) -> list[str]:
+        if len(set(formats)) != len(formats):
+            raise ValueError(f"names a format twice: {formats}")
+        unsearchable = [f for f in formats if not FORMATS[f].auto_quantize]
+        if unsearchable:
+            raise ValueError(f"{', '.join(unsearchable)} cannot be an AutoQuantize candidate; candidates: "
+                             + ", ".join(n for n in FORMAT_NAMES if FORMATS[n].auto_quantize))
+        return formats
+
+
 class QuantizationSpec(StrictModel):
     format: QuantFormat = Field(
         default="fp8",
@@ -57,6 +109,37 @@ class QuantizationSpec(StrictModel):
         description="Block size of INT4 weights for the AWQ formats. Unset: the largest of 128/64/32/16 "
         "that divides every quantized layer's input dimension.",
     )
+    auto: AutoQuantizeSpec | None = Field(
+        default=None,
+        description="An AutoQuantize build instead of one format: a format per layer group under a bits budget "
+        "(`format` is then unused and must stay unset).")
+
+    @model_validator(mode="after")
+    def _auto_alone(self) -> QuantizationSpec:
+        if self.auto is not None and "format" in self.model_fields_set:
+            raise ValueError("give quantization.format or quantization.auto, not both")
+        if self.auto is not None and self.kv_cache:
+            raise ValueError("quantization.kv_cache is not supported with quantization.auto (ModelOpt's search "
+                             "scores weights and activations only)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_format(self, handler: Any) -> dict[str, Any]:
+        """An AutoQuantize spec is written without `format` (unused), so that what is written validates again; a
+        one-format spec without `auto`, so that its build key is the one it had before AutoQuantize existed."""
+        data = handler(self)
+        data.pop("format" if self.auto is not None else "auto", None)
+        return data
+
+    @property
+    def variant(self) -> str:
+        """What this recipe is called in a matrix, a tag, a file name: the format, or auto-<budget>."""
+        return self.format if self.auto is None else f"auto-{self.auto.effective_bits:g}"
+
+    @property
+    def candidate_formats(self) -> list[str]:
+        """The formats this build may write: the one format, or the AutoQuantize candidates."""
+        return [self.format] if self.auto is None else list(self.auto.formats)
 
 
 class CalibrationSpec(StrictModel):
@@ -265,6 +348,39 @@ class BuildSpec(StrictModel):
     gate: GateSpec = GateSpec()
     registry: RegistrySpec
     dtype: DType = Field(default="bfloat16", description="dtype the checkpoint is loaded in and exported as.")
+
+
+AUTO_VARIANT_PREFIX = "auto-"
+
+
+def variant_quantization(base: QuantizationSpec, variant: str) -> QuantizationSpec:
+    """One matrix variant's recipe: a format (the base's other settings kept), or `auto-<bits>`, an AutoQuantize
+    budget with the base's AutoQuantize settings (or the defaults). InputError for a bad name or combination."""
+    raw: dict[str, Any] = base.model_dump(mode="json", exclude={"format", "auto"})
+    if variant.startswith(AUTO_VARIANT_PREFIX):
+        try:
+            bits = float(variant.removeprefix(AUTO_VARIANT_PREFIX))
+        except ValueError:
+            raise InputError(f"matrix variant {variant!r}: expected auto-<bits>, e.g. auto-5.4") from None
+        auto = base.auto.model_dump(mode="json") if base.auto is not None else {}
+        raw["auto"] = auto | {"effective_bits": bits}
+    else:
+        raw["format"] = variant
+    try:
+        return QuantizationSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(exc, f"quantization of matrix variant {variant!r}")) from None
+
+
+def with_auto_settings(base: QuantizationSpec, updates: dict[str, Any]) -> QuantizationSpec:
+    """A matrix's base recipe with AutoQuantize settings (candidates, method) for its auto-<bits> variants; the base
+    itself is never built, so it may name a format too."""
+    current = base.auto.model_dump(mode="json") if base.auto is not None else {}
+    try:
+        auto = AutoQuantizeSpec.model_validate(current | updates)
+    except ValidationError as exc:
+        raise InputError(describe_validation_error(exc, "quantization.auto")) from None
+    return base.model_copy(update={"auto": auto})
 
 
 def embedded_defaults(settings: Settings) -> dict[str, Any]:

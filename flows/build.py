@@ -23,6 +23,7 @@ from enginewright.process_env import prepare_process
 from enginewright.schemas import GateReport
 from enginewright.settings import Settings, load_settings
 from enginewright.spec import BuildSpec
+from tasks.auto_quantize import search_task
 from tasks.bundle import bundle_task
 from tasks.calibration import calibration_task, fingerprint_calibration_task
 from tasks.checkpoint_sources import source_context
@@ -56,6 +57,8 @@ class BuildOutcome:
     engine: dict[str, Any]
     bundle_bytes: int  # sum of the manifest's file sizes (the checkpoint dominates)
     registered_now: bool  # False when this run found the version already registered (or cached)
+    effective_bits: float | None = None  # average bits per weight of the quantizable layers (QuantizedState's)
+    mix: dict[str, Any] | None = None  # an AutoQuantize build's budget, bits and layer groups
 
 
 # No log_prints: dill (under datasets) captures stdout to read dis.dis output, which a patched print breaks.
@@ -74,8 +77,10 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
 
     with work.locked(on_wait=log):
         calib = calibration_task(spec.calibration, source.path, source.identity, fingerprint, settings.calibration_dir)
+        search = search_task(spec.quantization, source.path, source.identity, calib, spec.dtype,
+                             spec.calibration.batch_size, settings.auto_quantize_dir)  # None: one format
         state = quantize_task(work, source.path, calib, spec.quantization, spec.dtype, spec.calibration.batch_size,
-                              memory)
+                              memory, search)
         smoke_task(source.path, state, spec.dtype, spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens,
                    spec.gate.smoke)
         exported = export_task(work, source.path, state, spec.dtype, memory)
@@ -104,7 +109,8 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         registered: RegisteredVersion = register_state.result()
     return BuildOutcome(build_key=plan.key.digest, registered=registered, baseline=baseline, candidate=candidate,
                         gate=gate, engine=engine, bundle_bytes=bundle_bytes(manifest),
-                        registered_now=registered.created and register_state.name != "Cached")
+                        registered_now=registered.created and register_state.name != "Cached",
+                        effective_bits=state.effective_bits, mix=state.mix)
 
 
 def run_build(spec: BuildSpec, settings: Settings) -> State:

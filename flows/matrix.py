@@ -1,7 +1,7 @@
 """`build_matrix`: several quantization variants of one spec, in parallel, compared, one recommended.
 
-The parent flow computes what all variants share once: the source resolution, the calibration set and the
-baseline evaluation (the same cached tasks the build flow uses, so each variant finds them done). Each
+A variant is a format (fp8) or an AutoQuantize budget (auto-5.4). The parent flow computes what all variants share
+once: the source resolution, the calibration set, the baseline evaluation and the AutoQuantize search (the same cached tasks the build flow uses, so each variant finds them done). Each
 variant is then an ordinary `enginewright build` in its own process, a separate `build_engine` flow run
 reporting to the parent's Prefect API: a crash or an out-of-memory in one does not take the others down. On
 GPU workers each variant gets its own GPU (`CUDA_VISIBLE_DEVICES`); on the CPU the cores are divided.
@@ -27,6 +27,7 @@ from prefect.settings import (
 from enginewright.process_env import prepare_process
 from enginewright.settings import Settings, load_settings
 from enginewright.spec import BuildSpec
+from tasks.auto_quantize import shared_search_task
 from tasks.calibration import calibration_task, fingerprint_calibration_task
 from tasks.checkpoint_sources import source_context
 from tasks.compare import (
@@ -63,12 +64,14 @@ def build_matrix(spec: BuildSpec, formats: list[str], parallel: int, policy: Rec
     # What every variant shares, computed once, with the keys the variant builds use.
     source = resolve_task(spec.source, source_context(settings))
     fingerprint = fingerprint_calibration_task(spec.calibration)
-    calibration_task(spec.calibration, source.path, source.identity, fingerprint, settings.calibration_dir)
+    calib = calibration_task(spec.calibration, source.path, source.identity, fingerprint, settings.calibration_dir)
     eval_data = eval_data_task(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
     run_dir = matrix_dir(settings.builds_dir, spec, formats)
     baseline_task(source.path, source.identity, spec.dtype, spec.evaluation, eval_data, settings.eval_cache_dir,
                   settings.baselines_dir)
-    logger.info("shared calibration set and baseline ready; %d variants, %d at a time", len(formats), parallel)
+    shared_search_task(spec.quantization, formats, source.path, source.identity, calib, spec.dtype,
+                       spec.calibration.batch_size, settings.auto_quantize_dir)  # the auto-<bits> variants' one search
+    logger.info("shared calibration set, baseline and search ready; %d variants, %d at a time", len(formats), parallel)
 
     with get_client(sync_client=True) as client:
         api_url = str(client.api_url).rstrip("/")

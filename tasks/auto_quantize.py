@@ -20,24 +20,32 @@ Read in nvidia-modelopt 0.47.0 (PyPI; github.com/NVIDIA/Model-Optimizer, tag 0.4
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
+from filelock import FileLock
+from prefect import task
 
 from enginewright.atomic import written_whole
-from enginewright.devices import check_format_supported, compute_capability
+from enginewright.cache_policies import step_code_version
+from enginewright.devices import calibration_batch_size, check_format_supported, compute_capability
 from enginewright.errors import InputError
 from enginewright.formats import FORMATS
 from enginewright.hashing import sha256_file, sha256_json
 from enginewright.models import load_model
+from enginewright.spec import AUTO_VARIANT_PREFIX, AutoQuantizeSpec, QuantizationSpec, SearchMethod, variant_quantization
 from tasks.calibration import CalibrationSet, load_calibration_ids
 from tasks.quantize import QuantizedState
 
-SearchMethod = Literal["gradient", "kl_div"]
 NO_QUANT = "none"  # ModelOpt always adds "do not quantize" as a choice per group
+ALWAYS_KEPT = ("*lm_head*",)  # never searched (enginewright.spec.AutoQuantizeSpec says why)
+# The gradient method keeps every layer's activations for its backward pass; the no-grad calibration batch formula
+# (enginewright.devices) covers one layer's. A quarter of that batch, until a GPU run measures better.
+GRADIENT_BATCH_HEADROOM = 0.125
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,15 @@ class SearchState:
     method: SearchMethod
     score_steps: int
     recipe_names: dict[str, str]  # ModelOpt's name of each candidate's config (a preset's, or CUSTOM_<i>) → format
+    awq_block_size: int | None = None  # the AWQ candidates' block size (chosen for the model, as in any build)
 
     def cache_identity(self) -> str:
         return self.sha256
+
+    @property
+    def names_file(self) -> Path:
+        """Beside the state: what a found state needs without loading the model (names, block size)."""
+        return self.path.with_suffix(".json")
 
 
 @dataclass(frozen=True)
@@ -64,24 +78,29 @@ class Mix:
     groups: dict[str, str]  # first module of the group (q/k/v and gate/up share one) → format name or "none"
     config: dict[str, Any]
 
+    def summary(self) -> dict[str, Any]:
+        """What the manifest, the card and the tags record: the budget, the bits achieved, each group's format."""
+        return {"budget": self.budget, "effective_bits": round(self.effective_bits, 4), "groups": dict(self.groups)}
+
 
 def check_candidates(candidates: list[str], capability: tuple[int, int] | None) -> None:
-    """One InputError line for an empty, repeated, unknown or here-impossible candidate list."""
-    if not candidates:
-        raise InputError("quantization.auto.formats is empty; give one or more candidate formats, e.g. fp8,int4_awq")
-    if len(set(candidates)) != len(candidates):
-        raise InputError(f"quantization.auto.formats {candidates} names a format twice")
+    """One InputError line for a candidate this worker cannot calibrate (the spec refuses empty, repeated, unknown
+    and unsearchable lists: enginewright.spec.AutoQuantizeSpec)."""
     for name in candidates:
-        if name not in FORMATS:
-            raise InputError(f"quantization.auto.formats: {name!r} is not a format; known: {', '.join(FORMATS)}")
-        check_format_supported(name, capability)
+        check_format_supported(name, capability, field="quantization.auto.formats")
 
 
 def search_key(source_identity: str, calib: CalibrationSet, candidates: list[str], method: SearchMethod,
-               score_steps: int, disabled_layers: list[str]) -> str:
-    """What the search depends on; the candidates' order does not matter to ModelOpt's solver."""
+               score_steps: int, disabled_layers: list[str], awq_block_size: int | None = None) -> str:
+    """What the search depends on, and the code that runs it (an upgrade searches again); the candidates' order
+    does not matter to ModelOpt's solver."""
     return sha256_json({"source": source_identity, "calibration": calib.sha256, "candidates": sorted(candidates),
-                        "method": method, "score_steps": score_steps, "disabled_layers": sorted(disabled_layers)})
+                        "method": method, "score_steps": score_steps, "disabled_layers": sorted(disabled_layers),
+                        "awq_block_size": awq_block_size, "code": step_code_version("auto-quantize-search")})
+
+
+def disabled_layers(auto: AutoQuantizeSpec) -> list[str]:
+    return [*ALWAYS_KEPT, *auto.keep_unquantized]
 
 
 def next_token_loss(output: Any, batch: torch.Tensor) -> torch.Tensor:
@@ -91,37 +110,86 @@ def next_token_loss(output: Any, batch: torch.Tensor) -> torch.Tensor:
 
 
 def run_search(checkpoint: Path, calib: CalibrationSet, candidates: list[str], method: SearchMethod, score_steps: int,
-               batch_size: int, dtype: str, cache_dir: Path, key: str, disabled_layers: list[str]) -> SearchState:
-    """The search state of `key` under `cache_dir`: found there, or searched now and written whole."""
+               batch_size: int | str, dtype: str, cache_dir: Path, key: str, disabled_layers: list[str],
+               awq_block_size: int | None = None) -> SearchState:
+    """The search state of `key` under `cache_dir`: found there (the model is not even loaded), or searched now and
+    written whole, the state file last."""
+    check_candidates(candidates, compute_capability())
+    out_file = cache_dir / key[:32] / "search_state.pth"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    # Budgets built at once (a matrix's variants) wait for one search instead of each running it.
+    with FileLock(out_file.with_suffix(".lock")):
+        found = _found(out_file, candidates, method, score_steps)
+        if found is not None:
+            return found
+        return _search(checkpoint, calib, candidates, method, score_steps, batch_size, dtype, out_file,
+                       disabled_layers, awq_block_size)
+
+
+def _found(out_file: Path, candidates: list[str], method: SearchMethod, score_steps: int) -> SearchState | None:
+    names_file = out_file.with_suffix(".json")
+    if not (out_file.is_file() and names_file.is_file()):
+        return None
+    found = json.loads(names_file.read_text())
+    return SearchState(path=out_file, sha256=sha256_file(out_file), candidates=tuple(candidates), method=method,
+                       score_steps=score_steps, recipe_names=found["recipe_names"],
+                       awq_block_size=found["awq_block_size"])
+
+
+def _search(checkpoint: Path, calib: CalibrationSet, candidates: list[str], method: SearchMethod, score_steps: int,
+            batch_size: int | str, dtype: str, out_file: Path, disabled_layers: list[str],
+            awq_block_size: int | None) -> SearchState:
+    names_file = out_file.with_suffix(".json")
     import modelopt.torch.quantization as mtq
     from modelopt.torch.quantization.algorithms import QuantRecipe
 
-    from enginewright.spec import QuantizationSpec
     from tasks.quantize import choose_awq_block_size, quant_config, quantized_in_features
 
-    check_candidates(candidates, compute_capability())
-    out_file = cache_dir / key[:32] / "search_state.pth"
     model = load_model(checkpoint, dtype)
     # Our configs, not ModelOpt's presets: the AWQ block size must divide this model's widths (tasks/quantize.py).
-    widths = quantized_in_features(model)
-    configs = [quant_config(QuantizationSpec(format=name),
-                            choose_awq_block_size(widths, None) if FORMATS[name].awq_blocks else None)
+    block = (choose_awq_block_size(quantized_in_features(model), awq_block_size)
+             if any(FORMATS[name].awq_blocks for name in candidates) else None)
+    configs = [quant_config(QuantizationSpec(format=name), block if FORMATS[name].awq_blocks else None)  # type: ignore[arg-type]
                for name in candidates]
     names = {QuantRecipe.get_auto_name_for_config(cfg) or f"CUSTOM_{i}": name  # model_quant.py's naming
              for i, (cfg, name) in enumerate(zip(configs, candidates, strict=True))}
-    if not out_file.is_file():
-        device = model.get_input_embeddings().weight.device  # type: ignore[operator]  # PreTrainedModel's method
-        batches = [b.to(device) for b in load_calibration_ids(calib).split(batch_size)]
-        with written_whole(out_file) as tmp:
-            mtq.auto_quantize(
-                model, constraints={"effective_bits": 16.0},  # any feasible target: the budgets are re-solved
-                quantization_formats=configs, data_loader=batches,
-                forward_step=lambda m, b: m(input_ids=b, use_cache=False),
-                loss_func=next_token_loss if method == "gradient" else None, method=method,
-                num_calib_steps=len(batches), num_score_steps=min(score_steps, len(batches)),
-                disabled_layers=disabled_layers, checkpoint=str(tmp))
+    ids = load_calibration_ids(calib)
+    batch = calibration_batch_size(batch_size, model.config, ids.shape[1],
+                                   headroom=GRADIENT_BATCH_HEADROOM if method == "gradient" else 0.5)
+    device = model.get_input_embeddings().weight.device  # type: ignore[operator]  # PreTrainedModel's method
+    batches = [b.to(device) for b in ids.split(batch)]
+    with written_whole(names_file) as tmp:
+        tmp.write_text(json.dumps({"recipe_names": names, "awq_block_size": block}, indent=2))
+    with written_whole(out_file) as tmp:
+        mtq.auto_quantize(
+            model, constraints={"effective_bits": 16.0},  # any feasible target: the budgets are re-solved
+            quantization_formats=configs, data_loader=batches,
+            forward_step=lambda m, b: m(input_ids=b, use_cache=False),
+            loss_func=next_token_loss if method == "gradient" else None, method=method,
+            num_calib_steps=len(batches), num_score_steps=min(score_steps, len(batches)),
+            disabled_layers=disabled_layers, checkpoint=str(tmp))
     return SearchState(path=out_file, sha256=sha256_file(out_file), candidates=tuple(candidates), method=method,
-                       score_steps=score_steps, recipe_names=names)
+                       score_steps=score_steps, recipe_names=names, awq_block_size=block)
+
+
+def search_for(quantization: QuantizationSpec, checkpoint: Path, source_identity: str, calib: CalibrationSet,
+               dtype: str, batch_size: int | str, searches_dir: Path) -> SearchState | None:
+    """The search an AutoQuantize spec needs (found or run); None for a one-format spec."""
+    auto = quantization.auto
+    if auto is None:
+        return None
+    kept = disabled_layers(auto)
+    key = search_key(source_identity, calib, list(auto.formats), auto.method, auto.score_batches, kept,
+                     quantization.awq_block_size)
+    return run_search(checkpoint, calib, list(auto.formats), auto.method, auto.score_batches, batch_size, dtype,
+                      searches_dir, key, kept, quantization.awq_block_size)
+
+
+# Not cached by Prefect: the state file under its content address is the cache (a deleted file means search again).
+@task(name="auto-quantize-search")
+def search_task(quantization: QuantizationSpec, checkpoint: Path, source_identity: str, calib: CalibrationSet,
+                dtype: str, batch_size: int | str, searches_dir: Path) -> SearchState | None:
+    return search_for(quantization, checkpoint, source_identity, calib, dtype, batch_size, searches_dir)
 
 
 def load_search_state(state: SearchState) -> dict[str, Any]:
@@ -170,6 +238,10 @@ def resolve(search_state: dict[str, Any], budget: float, state: SearchState) -> 
         groups[stats[hparam]["module_names"][0]] = state.recipe_names.get(preset, NO_QUANT)
         formats = [_recipe_name(f) for f in _formats_of(stats[hparam])]
         chosen_cost += stats[hparam]["costs"][formats.index(preset)]
+    if set(groups.values()) == {NO_QUANT}:
+        raise InputError(f"effective-bits budget {budget:g} leaves every layer group 16-bit on this model (the search "
+                         "chose no quantization at all); give a budget below it, at least "
+                         f"{minimum_effective_bits(search_state):.2f}")
     with warnings.catch_warnings():  # its note that the config's algorithm is "max": the module docstring says so
         warnings.filterwarnings("ignore", message="get_auto_quantize_config: returned config uses algorithm='max'")
         config = mtq.get_auto_quantize_config(search_state, constraints)
@@ -182,8 +254,21 @@ def _formats_of(stat: dict[str, Any]) -> list[Any]:
     return list(formats) if not isinstance(formats, str) else [f.strip() for f in formats.strip("[]").split(",")]
 
 
-def quantize_mix(checkpoint: Path, calib: CalibrationSet, mix: Mix, dtype: str, batch_size: int,
-                 out_file: Path) -> QuantizedState:
+@task(name="auto-quantize-search")
+def shared_search_task(base: QuantizationSpec, variants: list[str], checkpoint: Path, source_identity: str,
+                       calib: CalibrationSet, dtype: str, batch_size: int | str,
+                       searches_dir: Path) -> SearchState | None:
+    """A matrix's one search for all its auto-<bits> variants (the budget is not part of what a search depends on),
+    run before the variants so that they find it; None without such a variant."""
+    budgets = [v for v in variants if v.startswith(AUTO_VARIANT_PREFIX)]
+    if not budgets:
+        return None
+    return search_for(variant_quantization(base, budgets[0]), checkpoint, source_identity, calib, dtype, batch_size,
+                      searches_dir)
+
+
+def quantize_mix(checkpoint: Path, calib: CalibrationSet, mix: Mix, dtype: str, batch_size: int | str,
+                 out_file: Path, awq_block_size: int | None = None) -> QuantizedState:
     """A fresh model calibrated with the mix's config (what `calibrate_and_quantize` is for one format): its state
     goes through the same export and verification (MIXED_PRECISION: tasks/export_verify.py) as any bundle."""
     import modelopt.torch.quantization as mtq
@@ -192,9 +277,18 @@ def quantize_mix(checkpoint: Path, calib: CalibrationSet, mix: Mix, dtype: str, 
     from tasks.quantize import forward_loop_over, prepare_as_exported
 
     model = load_model(checkpoint, dtype)
-    mtq.quantize(model, mix.config, forward_loop=forward_loop_over(load_calibration_ids(calib), batch_size))
+    ids = load_calibration_ids(calib)
+    batch = calibration_batch_size(batch_size, model.config, ids.shape[1])
+    mtq.quantize(model, mix.config, forward_loop=forward_loop_over(ids, batch))
     prepare_as_exported(model)
     with written_whole(out_file) as tmp:
         save_quantized(model, tmp)
-    return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=f"AutoQuantize {mix.budget} bits",
-                          awq_block_size=None)
+    return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=f"AutoQuantize {mix.budget:g} bits",
+                          awq_block_size=awq_block_size, effective_bits=mix.effective_bits, mix=mix.summary())
+
+
+def calibrate_mix(checkpoint: Path, calib: CalibrationSet, auto: AutoQuantizeSpec, search: SearchState, dtype: str,
+                  batch_size: int | str, out_file: Path) -> QuantizedState:
+    """An AutoQuantize build's quantize step: the budget re-solved from the search, then calibrated."""
+    mix = resolve(load_search_state(search), auto.effective_bits, search)
+    return quantize_mix(checkpoint, calib, mix, dtype, batch_size, out_file, search.awq_block_size)

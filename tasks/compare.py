@@ -2,7 +2,8 @@
 
 Each variant is a finished `enginewright build` (its JSON report) or a failure (its exit code and last error
 line). The comparison is one table and one plot: per task, the accuracy difference to the shared baseline
-with its 95 % interval against the bundle's size, and the runtime throughput where a GPU measured it.
+with its 95 % interval against the effective bits per weight (plain formats and AutoQuantize budgets on one axis),
+and the runtime throughput where a GPU measured it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ THROUGHPUT_KEY = f"bench.{OUTPUT_THROUGHPUT}"  # trtllm-bench's report (enginewr
 class RecommendationPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    objective: Literal["smallest", "most_accurate", "fastest"] = Field(
+    objective: Literal["smallest", "fewest_bits", "most_accurate", "fastest"] = Field(
         default="smallest",
-        description="smallest: the smallest bundle; most_accurate: the smallest mean accuracy drop; fastest: the "
-        "highest measured TensorRT-LLM throughput (GPU workers only). Ties go to accuracy, then size.",
+        description="smallest: the smallest bundle; fewest_bits: the fewest effective bits per weight (the smallest "
+        "model that passes, plain formats and AutoQuantize budgets alike); most_accurate: the smallest mean accuracy "
+        "drop; fastest: the highest measured TensorRT-LLM throughput (GPU workers only). Ties go to accuracy, then "
+        "size.",
     )
     require: Literal["pass", "pass_or_inconclusive"] = Field(
         default="pass", description="Which gate verdicts a variant needs to be recommended."
@@ -53,6 +56,10 @@ class VariantResult:
         return self.report.get("bundle_bytes")
 
     @property
+    def effective_bits(self) -> float | None:
+        return self.report.get("effective_bits")
+
+    @property
     def mean_difference(self) -> float | None:
         rows = self.report.get("gate", {}).get("tasks", [])
         return sum(r["difference_points"] for r in rows) / len(rows) if rows else None
@@ -68,16 +75,21 @@ def recommend(variants: list[VariantResult], policy: RecommendationPolicy) -> tu
     eligible = [v for v in variants if v.status == "registered" and v.verdict in allowed]
     if policy.objective == "fastest":
         eligible = [v for v in eligible if v.throughput is not None]
+    if policy.objective == "fewest_bits":
+        eligible = [v for v in eligible if v.effective_bits is not None]
     if not eligible:
-        needs = " and a measured throughput" if policy.objective == "fastest" else ""
+        needs = {"fastest": " and a measured throughput", "fewest_bits": " and its effective bits"}.get(
+            policy.objective, "")
         return None, f"no variant was registered with a gate verdict in {sorted(allowed)}{needs}"
     keys = {
         "smallest": lambda v: (v.bundle_bytes, -v.mean_difference),
+        "fewest_bits": lambda v: (v.effective_bits, -v.mean_difference, v.bundle_bytes),
         "most_accurate": lambda v: (-v.mean_difference, v.bundle_bytes),
         "fastest": lambda v: (-v.throughput, -v.mean_difference, v.bundle_bytes),
     }
     chosen = min(eligible, key=keys[policy.objective])
     what = {"smallest": lambda: f"the smallest bundle ({(chosen.bundle_bytes or 0) / 1e6:.1f} MB)",
+            "fewest_bits": lambda: f"the fewest effective bits ({chosen.effective_bits:.2f} per weight)",
             "most_accurate": lambda: f"the smallest mean accuracy change ({chosen.mean_difference:+.2f} points)",
             "fastest": lambda: f"the highest measured throughput ({chosen.throughput:.0f} tokens/s)"}[policy.objective]()
     return chosen, (f"{chosen.format}: {what} among the {len(eligible)} variant(s) whose gate verdict is "
@@ -87,21 +99,25 @@ def recommend(variants: list[VariantResult], policy: RecommendationPolicy) -> tu
 
 def comparison_markdown(variants: list[VariantResult], recommendation: str) -> str:
     tasks = sorted({r["task"] for v in variants for r in v.report.get("gate", {}).get("tasks", [])})
-    head = "| variant | status | version | bundle MB | " + " | ".join(f"{t} Δ points [95% CI]" for t in tasks) + \
+    head = "| variant | status | version | bundle MB | bits | " + " | ".join(f"{t} Δ points [95% CI]" for t in tasks) + \
         " | gate | tokens/s (TensorRT-LLM) | note |"
-    lines = [head, "|" + "---|" * (8 + len(tasks) - 1)]
+    lines = [head, "|" + "---|" * (9 + len(tasks) - 1)]
     for v in variants:
         by_task = {r["task"]: r for r in v.report.get("gate", {}).get("tasks", [])}
         cells = [f"{by_task[t]['difference_points']:+.2f} [{by_task[t]['ci_low_points']:+.1f}, "
                  f"{by_task[t]['ci_high_points']:+.1f}] {by_task[t]['verdict']}" if t in by_task else "-" for t in tasks]
         size = f"{v.bundle_bytes / 1e6:.1f}" if v.bundle_bytes else "-"
+        bits = f"{v.effective_bits:.2f}" if v.effective_bits is not None else "-"
         speed = f"{v.throughput:.0f}" if v.throughput else "not measured (no GPU)"
-        lines.append(f"| {v.format} | {v.status} | {v.report.get('version', '-')} | {size} | " + " | ".join(cells)
+        lines.append(f"| {v.format} | {v.status} | {v.report.get('version', '-')} | {size} | {bits} | " + " | ".join(cells)
                      + f" | {v.verdict} | {speed} | {v.reason} |")
     return "\n".join(lines) + f"\n\n**Recommendation:** {recommendation}\n"
 
 
 def comparison_plot(variants: list[VariantResult], out_file: Path) -> Path:
+    """Accuracy difference (95 % interval) per task against effective bits per weight, plain formats (circles) and
+    AutoQuantize budgets (triangles) together. A variant without bits (a report from before builds recorded them)
+    stays in the table, not in the plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,17 +125,18 @@ def comparison_plot(variants: list[VariantResult], out_file: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for v in variants:
+        if v.effective_bits is None:
+            continue
         for row in v.report.get("gate", {}).get("tasks", []):
-            size = (v.bundle_bytes or 0) / 1e6
-            ax.errorbar(size, row["difference_points"], fmt="o", capsize=3,
-                        yerr=[[row["difference_points"] - row["ci_low_points"]],
-                              [row["ci_high_points"] - row["difference_points"]]])
-            ax.annotate(f"{v.format}/{row['task']}", (size, row["difference_points"]), fontsize=7,
+            ax.errorbar(v.effective_bits, row["difference_points"], fmt="^" if v.report.get("mix") else "o",
+                        capsize=3, yerr=[[row["difference_points"] - row["ci_low_points"]],
+                                         [row["ci_high_points"] - row["difference_points"]]])
+            ax.annotate(f"{v.format}/{row['task']}", (v.effective_bits, row["difference_points"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xlabel("bundle size (MB)")
+    ax.set_xlabel("effective bits per weight (o: one format, ^: AutoQuantize budget)")
     ax.set_ylabel("accuracy difference to baseline (points, 95% CI)")
-    ax.set_title("matrix: accuracy vs size")
+    ax.set_title("matrix: accuracy vs bits")
     fig.tight_layout()
     out_file.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_file, dpi=120)

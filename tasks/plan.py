@@ -24,7 +24,7 @@ class BuildPlan:
 
 def last_key_file(builds_dir: Path, spec: BuildSpec) -> Path:
     """Where the last build key of this model and format is kept (a 'known spec')."""
-    return builds_dir / "last-keys" / f"{spec.registry.model_name}.{spec.quantization.format}.json"
+    return builds_dir / "last-keys" / f"{spec.registry.model_name}.{spec.quantization.variant}.json"
 
 
 def plan_build(spec: BuildSpec, source_identity: str, calibration_fingerprint: str, builds_dir: Path,
@@ -42,7 +42,7 @@ def plan_build(spec: BuildSpec, source_identity: str, calibration_fingerprint: s
     plan = BuildPlan(key=key, work=WorkDir.open(builds_dir, key.digest), changed_since_last=changed)
     log(f"build key {key.digest} (work dir {plan.work.path})")
     if changed:
-        log(f"the build key of {spec.registry.model_name} {spec.quantization.format} changed since its last build: "
+        log(f"the build key of {spec.registry.model_name} {spec.quantization.variant} changed since its last build: "
             f"{', '.join(changed)} differ, so the steps keyed by them recompute")
     return plan
 
@@ -52,9 +52,10 @@ def plan_memory(checkpoint: Path, spec: BuildSpec, device_limit: int | None, bui
     """Where calibration and export will run on this worker (enginewright/memory_plan.py), or InputError when the
     model fits no plan. Never cached: it reads this worker's free memory."""
     calibration = spec.calibration
-    need = estimate_need(read_footprint(checkpoint), spec.dtype, spec.quantization.format, calibration.num_samples,
+    need = estimate_need(read_footprint(checkpoint), spec.dtype, spec.quantization.variant, calibration.num_samples,
                          calibration.seq_len, calibration.batch_size)
-    plan = choose_plan(need, probe_worker(device_limit, builds_dir), spec.quantization.format)
+    plan = choose_plan(need, probe_worker(device_limit, builds_dir), spec.quantization.variant,
+                       one_device_only=spec.quantization.auto is not None)
     if log is not None:
         log("memory " + "; ".join(plan.lines()))
     return plan

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from enginewright.devices import check_format_supported
 from enginewright.errors import CheckpointError, InputError, RegistryError, StoreError
 from enginewright.s3 import S3Location, s3_client
 from enginewright.settings import Settings
-from enginewright.spec import BuildSpec
+from enginewright.effective_bits import minimum_effective_bits
+from enginewright.spec import BuildSpec, QuantizationSpec
 from tasks.calibration import calibration_files, check_enough_text, check_fits_context
 from tasks.checkpoint_sources import source_context
 from tasks.eval_data import EvalData, check_eval_data, document_count
@@ -78,9 +80,13 @@ def underpowered(rows: list[TaskPower]) -> str | None:
 def check_inputs(spec: BuildSpec, settings: Settings) -> EvalData:
     from enginewright.models import preflight_tokenizer
 
-    check_format_supported(spec.quantization.format)
+    for fmt in spec.quantization.candidate_formats:
+        check_format_supported(fmt, field="quantization.auto.formats" if spec.quantization.auto else "quantization.format")
     _, path, _ = locate_source(spec.source, source_context(settings))
+    if spec.quantization.auto is not None:
+        check_scores_logits(path, spec.quantization.auto.method)
     check_checkpoint_dir(path, spec.source)
+    check_budget_reachable(path, spec.quantization)
     data = check_eval_data(spec.evaluation.data_dir, list(spec.evaluation.tasks), spec.evaluation.num_fewshot)
     calibration_files(spec.calibration)
     check_fits_context(spec.calibration, path)
@@ -91,6 +97,50 @@ def check_inputs(spec: BuildSpec, settings: Settings) -> EvalData:
                               "tokenizer.json (a fast tokenizer) beside tokenizer_config.json") from None
     check_enough_text(spec.calibration, tokenizer)
     return data
+
+
+def check_scores_logits(path: Path, method: str) -> None:
+    """AutoQuantize scores a layer group by the model's logits (kl_div: their divergence; gradient: the loss over
+    them): a checkpoint without a causal-LM head returns none. Said in those terms, before the generic check."""
+    import json
+
+    from enginewright.models import causal_lm_model_types
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return  # check_checkpoint_dir says what is missing
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return
+    if model_type is not None and model_type not in causal_lm_model_types():
+        raise InputError(f"quantization.auto.method={method!r} scores layers by the model's logits, and checkpoint "
+                         f"{str(path)!r} (model_type {model_type!r}) has no causal-LM head that returns them; "
+                         "AutoQuantize needs a causal language model (for example llama, mistral, qwen2)")
+
+
+def check_budget_reachable(path: Path, quantization: QuantizationSpec) -> None:
+    """An AutoQuantize budget below the fewest bits its candidates can reach on this checkpoint (from its headers:
+    enginewright/effective_bits.py), refused before the search, naming the minimum."""
+    auto = quantization.auto
+    if auto is None:
+        return
+    floor = minimum_effective_bits(path, list(auto.formats), list(auto.keep_unquantized))
+    if auto.effective_bits < floor - 1e-9:
+        raise InputError(f"quantization.auto.effective_bits={auto.effective_bits:g} is below what {', '.join(auto.formats)} "
+                         f"can reach on {str(path)!r}: at least {floor:.2f} ("
+                         + ("lm_head and " + ", ".join(auto.keep_unquantized) + " stay" if auto.keep_unquantized
+                            else "lm_head stays") + " 16-bit)")
+
+
+def check_matrix_budgets(spec: BuildSpec, variants: list[str], settings: Settings) -> None:
+    """check_budget_reachable for every auto-<bits> variant of a matrix, before any work."""
+    from enginewright.spec import AUTO_VARIANT_PREFIX, variant_quantization
+
+    _, path, _ = locate_source(spec.source, source_context(settings))
+    for variant in variants:
+        if variant.startswith(AUTO_VARIANT_PREFIX):
+            check_budget_reachable(path, variant_quantization(spec.quantization, variant))
 
 
 def check_stores(settings: Settings, timeout_s: float = 5.0) -> None:

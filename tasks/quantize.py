@@ -18,6 +18,7 @@ from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_policy
 from enginewright.console import progress_bar
 from enginewright.devices import calibration_batch_size, check_format_supported, compute_capability
+from enginewright.effective_bits import plain_effective_bits
 from enginewright.errors import InputError
 from enginewright.formats import FORMATS
 from enginewright.hashing import sha256_file
@@ -38,6 +39,10 @@ class QuantizedState:
     recipe: str  # ModelOpt preset name
     awq_block_size: int | None
     memory_plan: MemoryPlan | None = None  # where it was calibrated (the manifest records it)
+    # Average bits per weight of the Linear layers, lm_head at 16 (ModelOpt's effective bits: enginewright/effective_bits.py),
+    # or a mix's as ModelOpt's re-solve achieved it.
+    effective_bits: float | None = None
+    mix: dict[str, Any] | None = None  # an AutoQuantize build's budget, bits and group → format (Mix.summary)
 
     def cache_identity(self) -> str:
         return self.sha256
@@ -146,7 +151,8 @@ def calibrate_and_quantize(
     with written_whole(out_file) as tmp:
         save_quantized(model, tmp)
     return QuantizedState(path=out_file, sha256=sha256_file(out_file), recipe=FORMATS[spec.format].modelopt_preset,
-                          awq_block_size=block, memory_plan=plan)
+                          awq_block_size=block, memory_plan=plan,
+                          effective_bits=plain_effective_bits(checkpoint, spec.format))
 
 
 def restore_quantized(checkpoint: Path, state: QuantizedState, dtype: str, plan: MemoryPlan | None = None,
@@ -158,12 +164,19 @@ def restore_quantized(checkpoint: Path, state: QuantizedState, dtype: str, plan:
     return restore_quantized_into(model, state.path).eval()
 
 
-# The build key (in `work`) names the source revision and the recipe; the calibration set is keyed by content. The
-# memory plan is not in the key: every plan calibrates to the same scales (tests/test_memory_plan.py).
-@task(name="quantize", cache_policy=step_policy("quantize", "work", "calib"), persist_result=True)
+# The build key (in `work`) names the source revision and the recipe; the calibration set is keyed by content, an
+# AutoQuantize search by its state file's content. The memory plan is not in the key: every plan calibrates to the
+# same scales (tests/test_memory_plan.py).
+@task(name="quantize", cache_policy=step_policy("quantize", "work", "calib", "search"), persist_result=True)
 def quantize_task(
     work: WorkDir, checkpoint: Path, calib: CalibrationSet, spec: QuantizationSpec, dtype: str, batch_size: int | str,
-    plan: MemoryPlan | None = None,
+    plan: MemoryPlan | None = None, search: Any = None,
 ) -> QuantizedState:
+    """One format calibrated as `plan` places the model, or (spec.auto, with the search state `search` from
+    tasks/auto_quantize.search_task) the budget's mix re-solved and calibrated on one device."""
+    if spec.auto is not None:
+        from tasks.auto_quantize import calibrate_mix
+
+        return calibrate_mix(checkpoint, calib, spec.auto, search, dtype, batch_size, work.quantized_state)
     return calibrate_and_quantize(checkpoint, calib, spec, dtype, batch_size, work.quantized_state, plan,
                                   work.offload_dir)

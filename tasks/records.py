@@ -38,10 +38,14 @@ def lineage_docs(source: ResolvedSource, spec: BuildSpec, calib: CalibrationSet,
     quant = exported_quant_algo(work.checkpoint)
     source_doc: SourceDoc = {"kind": source.kind, "model": source.model, "repo_id": source.repo_id,
                              "revision": source.revision}
+    auto = spec.quantization.auto
     quantization_doc: QuantizationDoc = {
-        "format": spec.quantization.format, "kv_cache": spec.quantization.kv_cache, "recipe": state.recipe,
+        "format": spec.quantization.variant, "kv_cache": spec.quantization.kv_cache, "recipe": state.recipe,
         "awq_block_size": state.awq_block_size, "quant_algo": quant.get("quant_algo"),
-        "kv_cache_quant_algo": quant.get("kv_cache_quant_algo"),
+        "kv_cache_quant_algo": quant.get("kv_cache_quant_algo"), "effective_bits": state.effective_bits,
+        "mix": None if state.mix is None or auto is None else {
+            **state.mix, "candidates": list(auto.formats), "method": auto.method, "score_batches": auto.score_batches,
+            "keep_unquantized": list(auto.keep_unquantized)},
     }
     calibration_doc: CalibrationDoc = {
         "num_samples": calib.num_samples, "seq_len": calib.seq_len, "seed": spec.calibration.seed,
@@ -91,7 +95,7 @@ def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, ba
 def run_params(spec: BuildSpec) -> dict[str, str]:
     return {
         "source.model": spec.source.model, "source.revision": str(spec.source.revision),
-        "quantization.format": spec.quantization.format, "quantization.kv_cache": str(spec.quantization.kv_cache),
+        "quantization.format": spec.quantization.variant, "quantization.kv_cache": str(spec.quantization.kv_cache),
         "calibration.num_samples": str(spec.calibration.num_samples),
         "calibration.seq_len": str(spec.calibration.seq_len), "calibration.seed": str(spec.calibration.seed),
         "evaluation.tasks": ",".join(spec.evaluation.tasks), "evaluation.limit": str(spec.evaluation.limit),
@@ -159,4 +163,17 @@ def lineage_tags(digest: str, source: SourceDoc, quantization: QuantizationDoc, 
         "tools.torch": environment["torch"], "tools.tensorrt_llm": environment["tensorrt-llm"],
         "tools.lm_eval": environment["lm-eval"], "gpu.arch": environment["gpu_sm"],
         "engine.status": engine["status"],
-    }
+    } | effective_bits_tags(quantization)
+
+
+def effective_bits_tags(quantization: QuantizationDoc) -> dict[str, str]:
+    """The bits achieved, and for an AutoQuantize mix its budget, candidates and each layer group's format (one tag
+    per group: `quantization.layer.<first module>`), so the registry can be searched by them."""
+    tags = {} if quantization.get("effective_bits") is None else {
+        "quantization.effective_bits": f"{quantization['effective_bits']:.2f}"}
+    mix = quantization.get("mix")
+    if mix:
+        tags |= {"quantization.auto.budget": f"{mix['budget']:g}", "quantization.auto.candidates": ",".join(mix["candidates"]),
+                 "quantization.auto.method": mix["method"]}
+        tags |= {f"quantization.layer.{name}": fmt for name, fmt in mix["groups"].items()}
+    return tags

@@ -13,6 +13,8 @@ its bundle copy and returns the winner. A loser's version exists for a few milli
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,8 +70,9 @@ class RunRecord:
 
 # What a version carries as tags, so that the verdict stands out in MLflow's versions table: the rest of the
 # lineage (source, calibration, tools, per-task gate rows) is on the run, in the manifest and in the model card.
-HEADLINE_TAGS = ("build_key", "quantization.format", "bundle.bytes", "gate.verdict", "gate.digest",
-                 "runtime.candidate", "runtime.agreement_low", "engine.status")
+HEADLINE_TAGS = ("build_key", "quantization.format", "quantization.effective_bits", "quantization.auto.budget",
+                 "bundle.bytes", "gate.verdict", "gate.digest", "runtime.candidate", "runtime.agreement_low",
+                 "engine.status")
 GATE_EVIDENCE_TAGS = ("gate.verdict", "gate.digest")  # a re-evaluation is a run whose evidence differs from these
 BUNDLE_MODEL_TYPE = "enginewright-bundle"
 BUNDLE_MODEL_TAG = "bundle.model_id"  # on a version: its external LoggedModel
@@ -77,6 +80,12 @@ BUNDLE_MODEL_TAG = "bundle.model_id"  # on a version: its external LoggedModel
 
 def headline_tags(tags: dict[str, str]) -> dict[str, str]:
     return {k: tags[k] for k in HEADLINE_TAGS if k in tags}
+
+
+def logged_model_name(model_name: str, variant: str) -> str:
+    """`<model>-<variant>` without what MLflow refuses in a logged model's name ('/', ':', '.', '%', quotes:
+    mlflow/utils/validation.py::_validate_logged_model_name): SmolLM2-1.7B and auto-5.4 have dots."""
+    return re.sub(r"[/:.%\"']", "_", f"{model_name}-{variant}")
 
 
 def run_name(record: RunRecord, reevaluation: bool) -> str:
@@ -210,7 +219,7 @@ def external_bundle_model(client: MlflowClient, record: RunRecord, run_id: str, 
 
     experiment = client.get_run(run_id).info.experiment_id
     model = client.create_logged_model(
-        experiment, name=f"{record.model_name}-{record.tags.get('quantization.format', 'bundle')}",
+        experiment, name=logged_model_name(record.model_name, record.tags.get("quantization.format", "bundle")),
         source_run_id=run_id, model_type=BUNDLE_MODEL_TYPE,
         tags={MLFLOW_MODEL_IS_EXTERNAL: "true", "bundle.uri": bundle_uri, **headline_tags(record.tags)})
     with TempDir() as tmp:

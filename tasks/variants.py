@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from enginewright.registry_client import registry_client
-from enginewright.spec import BuildSpec
+from enginewright.spec import BuildSpec, variant_quantization
 from tasks.compare import RECOMMENDED_ALIAS, RecommendationPolicy, VariantResult, VariantStatus
 from tasks.register import experiment_id
 
@@ -42,8 +42,9 @@ class _Running:
     log: Path
 
 
-def variant_spec(spec: BuildSpec, fmt: str) -> BuildSpec:
-    return spec.model_copy(update={"quantization": spec.quantization.model_copy(update={"format": fmt})})
+def variant_spec(spec: BuildSpec, variant: str) -> BuildSpec:
+    """The spec of one variant: a format, or auto-<bits> (enginewright.spec.variant_quantization)."""
+    return spec.model_copy(update={"quantization": variant_quantization(spec.quantization, variant)})
 
 
 def worker_env(slot: int, parallel: int, api_url: str) -> dict[str, str]:
@@ -135,6 +136,7 @@ def build_report(outcome) -> dict:
         "status": "registered", "build_key": outcome.build_key, "model_name": reg.name, "version": reg.version,
         "aliases": reg.aliases, "source": reg.source, "run_id": reg.run_id, "registered_now": outcome.registered_now,
         "bundle_bytes": outcome.bundle_bytes, "gate": outcome.gate, "engine": outcome.engine,
+        "effective_bits": outcome.effective_bits, "mix": outcome.mix,
         "candidate_docs_per_second": outcome.candidate.docs_per_second,
         "baseline_seconds": outcome.baseline.seconds,  # 0 when every task came from the baseline store
     }

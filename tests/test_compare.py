@@ -7,20 +7,21 @@ from tasks.trtllm_build import bench_metrics
 
 
 def variant(fmt: str, verdict: str, size_mb: float, diffs: list[float], throughput: float | None = None,
-            status: str = "registered") -> VariantResult:
+            status: str = "registered", bits: float | None = None) -> VariantResult:
     tasks = [{"task": f"t{i}", "difference_points": d, "ci_low_points": d - 1, "ci_high_points": d + 1,
               "verdict": verdict} for i, d in enumerate(diffs)]
     # As the lane records it: bench_metrics over a report with trtllm-bench's real performance key.
     engine = bench_metrics({"performance": {"system_output_throughput_tok_s": throughput}}) if throughput else {}
     return VariantResult(fmt, status, report={"gate": {"overall": verdict, "tasks": tasks}, "version": fmt[-1],
-                                              "bundle_bytes": int(size_mb * 1e6), "engine": engine})
+                                              "bundle_bytes": int(size_mb * 1e6), "engine": engine,
+                                              "effective_bits": bits, "mix": {"budget": bits} if "auto" in fmt else None})
 
 
 VARIANTS = [
-    variant("fp8-1", "pass", 160, [-0.2, -0.4], throughput=900),
-    variant("int4-2", "pass", 90, [-0.9, -0.7], throughput=1200),
-    variant("w4a8-3", "inconclusive", 80, [-0.1, 0.0]),
-    variant("sq-4", "fail", 150, [-5.0, -3.0]),
+    variant("fp8-1", "pass", 160, [-0.2, -0.4], throughput=900, bits=8),
+    variant("int4-2", "pass", 90, [-0.9, -0.7], throughput=1200, bits=4),
+    variant("w4a8-3", "inconclusive", 80, [-0.1, 0.0], bits=4),
+    variant("sq-4", "fail", 150, [-5.0, -3.0], bits=8),
     VariantResult("nvfp4", "refused", reason="needs compute capability 10.0+"),
 ]
 
@@ -39,6 +40,23 @@ def test_policies_change_the_choice() -> None:
                                                     require="pass_or_inconclusive"))[0].format == "w4a8-3"
 
 
+def test_fewest_bits_picks_the_smallest_model_that_passed_among_formats_and_budgets() -> None:
+    """An AutoQuantize budget that passed with fewer bits beats a plain format's bigger bundle; one that failed or
+    exceeds another's bits does not; a tie in bits goes to accuracy."""
+    budgets = [variant("auto-4.8", "pass", 100, [-1.5, -1.0], bits=4.79),
+               variant("auto-4.2", "fail", 95, [-4.0, -3.5], bits=4.2),
+               variant("auto-6.0", "pass", 120, [-0.3, -0.2], bits=5.98)]
+    plain = [variant("int4-2", "pass", 90, [-0.9, -0.7], bits=4.5), variant("fp8-1", "pass", 160, [-0.2], bits=8)]
+    chosen, reason = recommend(plain + budgets, RecommendationPolicy(objective="fewest_bits"))
+    assert chosen.format == "int4-2" and reason.startswith("int4-2: the fewest effective bits (4.50 per weight)")
+    chosen, _ = recommend(plain[1:] + budgets, RecommendationPolicy(objective="fewest_bits"))
+    assert chosen.format == "auto-4.8"  # a smaller model than fp8 that passed; auto-4.2 failed
+    tie = variant("auto-4.79b", "pass", 100, [-0.5, -0.5], bits=4.79)
+    assert recommend(budgets + [tie], RecommendationPolicy(objective="fewest_bits"))[0].format == "auto-4.79b"
+    chosen, reason = recommend([variant("old-1", "pass", 10, [0.0])], RecommendationPolicy(objective="fewest_bits"))
+    assert chosen is None and reason.endswith("and its effective bits")
+
+
 def test_no_qualifying_variant_means_no_recommendation_and_says_why() -> None:
     chosen, reason = recommend(VARIANTS[2:], RecommendationPolicy())
     assert chosen is None and reason == "no variant was registered with a gate verdict in ['pass']"
@@ -50,7 +68,8 @@ def test_the_table_shows_every_variant_with_its_reason_and_the_plot_is_written(t
     table = comparison_markdown(VARIANTS, "int4-2 because")
     rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[0].strip("| ") for row in rows] == ["fp8-1", "int4-2", "w4a8-3", "sq-4", "nvfp4"]
-    assert "| nvfp4 | refused | - | - | - | - | - | not measured (no GPU) | needs compute capability 10.0+ |" in table
+    assert "| nvfp4 | refused | - | - | - | - | - | - | not measured (no GPU) | needs compute capability 10.0+ |" in table
+    assert "| int4-2 | registered | 2 | 90.0 | 4.00 | " in table
     assert "-0.90 [-1.9, +0.1] pass" in table and table.endswith("**Recommendation:** int4-2 because\n")
     assert comparison_plot(VARIANTS, tmp_path / "c.png").stat().st_size > 10_000
 
