@@ -77,6 +77,24 @@ def test_the_serving_table_names_why_a_format_is_refused() -> None:
     assert "needs a GPU of compute capability 10.0+" in problem and "TensorRT-LLM ≥ 1.3.0rc20 serves it on 9.0" in problem
 
 
+def test_an_autoquantize_mix_is_checked_layer_group_by_layer_group() -> None:
+    """A MIXED_PRECISION bundle fits where its runtime loads mixes and serves every group's format on the GPU; a
+    refusal names the layer and its format."""
+    def mix(*formats: str) -> dict:
+        groups = {f"model.layers.{i}.mlp.gate_proj": fmt for i, fmt in enumerate(formats)}
+        return {"quantization": {"format": "auto-5.4", "mix": {"groups": groups}}, "engine": {"status": "skipped"}}
+
+    passed = {"gate.verdict": "pass"}
+    assert fit_problems(mix("fp8", "int4_awq", "none"), passed, target()) == []  # type: ignore[arg-type]
+    assert fit_problems(mix("fp8", "int4_awq"), passed, target(runtime="vllm")) == [  # type: ignore[arg-type]
+        "target 't' (GPU): vLLM cannot load MIXED_PRECISION (AutoQuantize) checkpoints (served by TensorRT-LLM)"]
+    (problem,) = fit_problems(mix("int4_awq", "fp8"), passed, target(compute_capability="8.0"))  # type: ignore[arg-type]
+    assert problem.startswith("target 't' (GPU): layer model.layers.1.mlp.gate_proj is fp8: fp8 on TensorRT-LLM")
+    assert "needs a GPU of compute capability 8.9+" in problem
+    (problem,) = fit_problems(mix("fp8"), passed, target(runtime_version="1.2.0"))  # type: ignore[arg-type]
+    assert problem == "target 't' (GPU): a MIXED_PRECISION checkpoint needs TensorRT-LLM ≥ 1.3.0rc20; the target runs 1.2.0"
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"runtime": "sglang"}, "Input should be 'tensorrt_llm' or 'vllm'"),
     ({"runtime_version": "0.9"}, "TensorRT-LLM 0.9 is older than any version the serving table knows (1.0+)"),

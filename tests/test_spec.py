@@ -68,3 +68,20 @@ def test_example_specs_exist() -> None:
 def test_default_model_name() -> None:
     assert default_model_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "SmolLM2-135M-Instruct"
     assert default_model_name("/models/llama/") == "llama"
+
+
+def test_an_autoquantize_recipe_is_written_without_the_unused_format_and_a_plain_one_as_before() -> None:
+    """What is written validates again (the matrix hands each variant its spec as YAML), and a one-format spec dumps
+    exactly the fields it had before AutoQuantize existed, so its build key did not move."""
+    from enginewright.spec import AutoQuantizeSpec, QuantizationSpec, variant_quantization
+
+    plain = QuantizationSpec(format="int8_sq")
+    assert set(plain.model_dump()) == {"format", "kv_cache", "awq_block_size"}
+    auto = variant_quantization(plain, "auto-5.4")
+    assert auto.auto == AutoQuantizeSpec(effective_bits=5.4) and auto.variant == "auto-5.4"
+    assert "format" not in auto.model_dump() and QuantizationSpec.model_validate(auto.model_dump()) == auto
+    assert auto.candidate_formats == ["fp8", "int4_awq"]
+    again = variant_quantization(auto.model_copy(update={"auto": AutoQuantizeSpec(formats=["int8_sq"])}), "int4_awq")
+    assert again.format == "int4_awq" and again.auto is None
+    with pytest.raises(InputError, match="expected auto-<bits>"):
+        variant_quantization(plain, "auto-lots")
