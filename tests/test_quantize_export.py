@@ -118,3 +118,38 @@ def test_folded_weights_give_the_same_logits(fmt: str, tiny_model: Path, calib, 
     assert any(not m.weight_quantizer.is_enabled for m in folded.modules() if hasattr(m, "weight_quantizer"))
     with torch.no_grad():
         assert torch.equal(fake_quant(input_ids=ids).logits, folded(input_ids=ids).logits)
+
+
+LEAK_PROBE = """
+import gc, sys, weakref
+from pathlib import Path
+import enginewright.models as models
+import tasks.export as export
+import tasks.quantize as quantize
+from tasks.calibration import CalibrationSet
+from enginewright.spec import QuantizationSpec
+loaded = []
+def load_and_watch(*args, **kwargs):
+    model = real_load(*args, **kwargs)
+    loaded.append(weakref.ref(model))
+    return model
+real_load, quantize.load_model = quantize.load_model, load_and_watch
+checkpoint, calib_file, calib_sha, work = (Path(a) for a in sys.argv[1:5])
+calib = CalibrationSet(path=calib_file, sha256=str(calib_sha), num_samples=4, seq_len=32)
+state = quantize.calibrate_and_quantize(checkpoint, calib, QuantizationSpec(format="fp8"), "bfloat16", 2, work / "q.pth")
+export.export_and_verify(checkpoint, state, "bfloat16", work / "checkpoint")
+gc.collect()
+print(len(loaded), sum(ref() is not None for ref in loaded))
+"""
+
+
+def test_no_model_a_step_loads_outlives_it_in_a_fresh_process(tiny_model: Path, calib, tmp_path: Path) -> None:
+    """In a fresh interpreter (ModelOpt imported for the first time, as in a build), quantize and export each load a
+    model; after a collection neither is left. It failed while ModelOpt was first imported inside quantize_in_place:
+    PuLP's kept ImportErrors held that frame, and the model in it (tasks/quantize.py)."""
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", LEAK_PROBE, str(tiny_model), str(calib.path), calib.sha256,
+                            str(tmp_path)], capture_output=True, text=True, timeout=600, check=True)
+    assert probe.stdout.split()[-2:] == ["2", "0"], probe.stdout[-500:] + probe.stderr[-2000:]
