@@ -31,7 +31,7 @@ from filelock import FileLock
 from prefect import task
 
 from enginewright.atomic import written_whole
-from enginewright.cache_policies import step_code_version
+from enginewright.cache_policies import ChangeDetector, step_code_version
 from enginewright.devices import calibration_batch_size, check_format_supported, compute_capability
 from enginewright.errors import InputError
 from enginewright.formats import FORMATS
@@ -185,8 +185,23 @@ def search_for(quantization: QuantizationSpec, checkpoint: Path, source_identity
                       searches_dir, key, kept, quantization.awq_block_size)
 
 
-# Not cached by Prefect: the state file under its content address is the cache (a deleted file means search again).
-@task(name="auto-quantize-search")
+def _search_change(inputs: dict[str, Any]) -> Any:
+    """The search step's cache key: for a one-format spec a constant (nothing to search); for AutoQuantize the state
+    file's content address and its size and mtime, so a deleted or replaced file means search (or find) again."""
+    quantization: QuantizationSpec = inputs["quantization"]
+    if quantization.auto is None:
+        return ["one format"]
+    auto = quantization.auto
+    key = search_key(inputs["source_identity"], inputs["calib"], list(auto.formats), auto.method, auto.score_batches,
+                     disabled_layers(auto), quantization.awq_block_size)
+    state = Path(inputs["searches_dir"]) / key[:32] / "search_state.pth"
+    return [key, [state.stat().st_size, state.stat().st_mtime_ns] if state.is_file() else None]
+
+
+# The state file under its content address is the search's cache; Prefect's (ChangeDetector) only skips the step
+# while that file stays as it was.
+@task(name="auto-quantize-search", cache_policy=ChangeDetector(step="auto-quantize-search", key_fn=_search_change),
+      persist_result=True)
 def search_task(quantization: QuantizationSpec, checkpoint: Path, source_identity: str, calib: CalibrationSet,
                 dtype: str, batch_size: int | str, searches_dir: Path) -> SearchState | None:
     return search_for(quantization, checkpoint, source_identity, calib, dtype, batch_size, searches_dir)

@@ -124,6 +124,6 @@ def test_every_step_policy_names_only_parameters_of_its_task() -> None:
             assert named <= params, (task.name, named - params)
             assert STEPS[policy.step].module == module.__name__, (task.name, policy.step)
             seen.add(policy.step)
-    # resolve, the fingerprints: ChangeDetector. The AutoQuantize search: its state file, under a content address that
-    # carries the step's code version (tasks/auto_quantize.search_key), is its cache.
+    # resolve, the fingerprints, the AutoQuantize search (its state file, under a content address that carries the
+    # step's code version, tasks/auto_quantize.search_key, is its cache): ChangeDetector.
     assert seen == set(STEPS) - {"resolve", "calibration-fingerprint", "eval-data", "auto-quantize-search"}

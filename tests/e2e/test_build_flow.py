@@ -17,7 +17,7 @@ from flows.build import run_build
 pytestmark = pytest.mark.e2e
 
 
-TASKS_PER_BUILD = 15  # resolve, fingerprint, eval-data, calibration, quantize, smoke, export, llm-api, trtllm, evaluate, gate, bundle, log-run, store, register
+TASKS_PER_BUILD = 16  # resolve, fingerprint, eval-data, calibration, auto-quantize-search, quantize, smoke, export, llm-api, trtllm, evaluate, gate, bundle, log-run, store, register
 
 
 def task_run_states(flow_run_id, expected: int = TASKS_PER_BUILD) -> dict[str, str]:
