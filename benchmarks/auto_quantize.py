@@ -23,6 +23,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def describe_mix(mix) -> str:
+    counts = Counter(mix.groups.values())
+    return f"{mix.effective_bits:.2f} bits achieved; groups: " + ", ".join(f"{n} {f}" for f, n in sorted(counts.items()))
+
+
 def main() -> None:
     from common import add_model_source
 
@@ -103,13 +108,13 @@ def main() -> None:
                                      work / "searches"))
     search_state = load_search_state(state)
     for budget in budgets:
-        mix = timed(f"budget {budget:g}: re-solve", lambda m: f"{m.effective_bits:.2f} bits achieved; groups: " + ", ".join(
-            f"{n} {f}" for f, n in sorted(Counter(m.groups.values()).items())), lambda: resolve(search_state, budget, state))
-        mixed = timed(f"budget {budget:g}: calibrate", None, lambda: quantize_mix(
+        mix = timed(f"budget {budget:g}: re-solve", describe_mix,
+                    lambda budget=budget: resolve(search_state, budget, state))
+        mixed = timed(f"budget {budget:g}: calibrate", None, lambda budget=budget, mix=mix: quantize_mix(
             model, calib, mix, "bfloat16", args.batch_size, work / f"mix-{budget}.pth", state.awq_block_size))
         if not args.no_export:
-            timed(f"budget {budget:g}: export + verify", None,
-                  lambda: export_and_verify(model, mixed, "bfloat16", work / f"mix-{budget}-checkpoint"))
+            timed(f"budget {budget:g}: export + verify", None, lambda budget=budget, mixed=mixed: export_and_verify(
+                model, mixed, "bfloat16", work / f"mix-{budget}-checkpoint"))
 
     device = torch.cuda.get_device_name(0) if cuda else "cpu"
     print(f"\n{model.name} on {device}; calibration {args.num_samples} × {args.seq_len}, batch {args.batch_size}; "

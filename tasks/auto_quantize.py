@@ -37,7 +37,13 @@ from enginewright.errors import InputError
 from enginewright.formats import FORMATS
 from enginewright.hashing import sha256_file, sha256_json
 from enginewright.models import load_model
-from enginewright.spec import AUTO_VARIANT_PREFIX, AutoQuantizeSpec, QuantizationSpec, SearchMethod, variant_quantization
+from enginewright.spec import (
+    AUTO_VARIANT_PREFIX,
+    AutoQuantizeSpec,
+    QuantizationSpec,
+    SearchMethod,
+    variant_quantization,
+)
 from tasks.calibration import CalibrationSet, load_calibration_ids
 from tasks.quantize import QuantizedState
 
@@ -149,7 +155,7 @@ def _search(checkpoint: Path, calib: CalibrationSet, candidates: list[str], meth
     # Our configs, not ModelOpt's presets: the AWQ block size must divide this model's widths (tasks/quantize.py).
     block = (choose_awq_block_size(quantized_in_features(model), awq_block_size)
              if any(FORMATS[name].awq_blocks for name in candidates) else None)
-    configs = [quant_config(QuantizationSpec(format=name), block if FORMATS[name].awq_blocks else None)  # type: ignore[arg-type]
+    configs = [quant_config(QuantizationSpec(format=name), block if FORMATS[name].awq_blocks else None)
                for name in candidates]
     names = {QuantRecipe.get_auto_name_for_config(cfg) or f"CUSTOM_{i}": name  # model_quant.py's naming
              for i, (cfg, name) in enumerate(zip(configs, candidates, strict=True))}

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enginewright.devices import check_format_supported
+from enginewright.effective_bits import minimum_effective_bits
 from enginewright.errors import CheckpointError, InputError, RegistryError, StoreError
 from enginewright.s3 import S3Location, s3_client
 from enginewright.settings import Settings
-from enginewright.effective_bits import minimum_effective_bits
 from enginewright.spec import BuildSpec, QuantizationSpec
 from tasks.calibration import calibration_files, check_enough_text, check_fits_context
 from tasks.checkpoint_sources import source_context

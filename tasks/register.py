@@ -14,7 +14,6 @@ its bundle copy and returns the winner. A loser's version exists for a few milli
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field

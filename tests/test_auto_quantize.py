@@ -13,13 +13,13 @@ from enginewright.errors import InputError
 from enginewright.formats import FORMATS
 from enginewright.spec import CalibrationSpec
 from tasks.auto_quantize import (
+    _formats_of,
+    _recipe_name,
     check_candidates,
     load_search_state,
     minimum_effective_bits,
     resolve,
     run_search,
-    _formats_of,
-    _recipe_name,
     search_key,
     uncompressed_cost,
 )
