@@ -78,7 +78,7 @@ def recommend(variants: list[VariantResult], policy: RecommendationPolicy) -> tu
     if policy.objective == "fewest_bits":
         eligible = [v for v in eligible if v.effective_bits is not None]
     if not eligible:
-        needs = {"fastest": " and a measured throughput", "fewest_bits": " and its effective bits"}.get(
+        needs = {"fastest": " and a measured throughput", "fewest_bits": " and recorded effective bits"}.get(
             policy.objective, "")
         return None, f"no variant was registered with a gate verdict in {sorted(allowed)}{needs}"
     keys = {

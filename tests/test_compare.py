@@ -54,7 +54,7 @@ def test_fewest_bits_picks_the_smallest_model_that_passed_among_formats_and_budg
     tie = variant("auto-4.79b", "pass", 100, [-0.5, -0.5], bits=4.79)
     assert recommend(budgets + [tie], RecommendationPolicy(objective="fewest_bits"))[0].format == "auto-4.79b"
     chosen, reason = recommend([variant("old-1", "pass", 10, [0.0])], RecommendationPolicy(objective="fewest_bits"))
-    assert chosen is None and reason.endswith("and its effective bits")
+    assert chosen is None and reason.endswith("and recorded effective bits")
 
 
 def test_no_qualifying_variant_means_no_recommendation_and_says_why() -> None:
