@@ -94,16 +94,16 @@ def serving_problem(fmt: str, runtime: str, version: str, capability: tuple[int,
 
 def serving_summary(fmt: str) -> list[str]:
     """One line per runtime that serves `fmt`: from which version, on which GPUs."""
-    lines = []
-    for runtime, label in RUNTIME_LABELS.items():
-        rows = [r for r in ROWS if r.format == fmt and r.runtime == runtime]
-        if not rows:
-            lines.append(f"{label}: not served")
-            continue
-        lines.append(f"{label}: " + "; ".join(
-            f"≥ {r.since} on " + (f"compute capability {r.capability[0]}.{r.capability[1]}+" if r.capability
-                                  else "any supported GPU") for r in rows))
-    return lines
+    return [f"{label}: {runtime_summary(fmt, runtime)}" for runtime, label in RUNTIME_LABELS.items()]
+
+
+def runtime_summary(fmt: str, runtime: str) -> str:
+    """Where `runtime` serves `fmt`: "not served", or each row's version and GPUs."""
+    rows = [r for r in ROWS if r.format == fmt and r.runtime == runtime]
+    if not rows:
+        return "not served"
+    return "; ".join(f"≥ {r.since} on " + (f"compute capability {r.capability[0]}.{r.capability[1]}+" if r.capability
+                                          else "any supported GPU") for r in rows)
 
 
 # A MIXED_PRECISION checkpoint (an AutoQuantize mix) names a quant_algo per layer in hf_quant_config.json's
@@ -142,7 +142,6 @@ def mix_serving_summary(formats: list[str]) -> list[str]:
         if since is None:
             lines.append(f"{label}: not served (no MIXED_PRECISION loader)")
             continue
-        per_format = [f"{fmt} " + serving_summary(fmt)[list(RUNTIME_LABELS).index(runtime)].split(": ", 1)[1]
-                      for fmt in formats]
+        per_format = [f"{fmt} {runtime_summary(fmt, runtime)}" for fmt in formats]
         lines.append(f"{label}: MIXED_PRECISION ≥ {since}, where each layer's format is served: " + "; ".join(per_format))
     return lines

@@ -69,11 +69,6 @@ class SearchState:
     def cache_identity(self) -> str:
         return self.sha256
 
-    @property
-    def names_file(self) -> Path:
-        """Beside the state: what a found state needs without loading the model (names, block size)."""
-        return self.path.with_suffix(".json")
-
 
 @dataclass(frozen=True)
 class Mix:
@@ -109,6 +104,19 @@ def disabled_layers(auto: AutoQuantizeSpec) -> list[str]:
     return [*ALWAYS_KEPT, *auto.keep_unquantized]
 
 
+def spec_search_key(quantization: QuantizationSpec, auto: AutoQuantizeSpec, source_identity: str,
+                    calib: CalibrationSet) -> str:
+    """`search_key` of an AutoQuantize spec (`auto` is `quantization.auto`)."""
+    return search_key(source_identity, calib, list(auto.formats), auto.method, auto.score_batches,
+                      disabled_layers(auto), quantization.awq_block_size)
+
+
+def state_file(cache_dir: Path, key: str) -> Path:
+    """Where the search state of `key` is kept; beside it (`.json`) what a found state needs without loading the
+    model, and the lock (`.lock`) budgets built at once wait on."""
+    return cache_dir / key[:32] / "search_state.pth"
+
+
 def next_token_loss(output: Any, batch: torch.Tensor) -> torch.Tensor:
     """The gradient method's loss: the language-modelling loss of the calibration text itself."""
     logits = output.logits[:, :-1].float()
@@ -121,7 +129,7 @@ def run_search(checkpoint: Path, calib: CalibrationSet, candidates: list[str], m
     """The search state of `key` under `cache_dir`: found there (the model is not even loaded), or searched now and
     written whole, the state file last."""
     check_candidates(candidates, compute_capability())
-    out_file = cache_dir / key[:32] / "search_state.pth"
+    out_file = state_file(cache_dir, key)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     # Budgets built at once (a matrix's variants) wait for one search instead of each running it.
     with FileLock(out_file.with_suffix(".lock")):
@@ -184,11 +192,9 @@ def search_for(quantization: QuantizationSpec, checkpoint: Path, source_identity
     auto = quantization.auto
     if auto is None:
         return None
-    kept = disabled_layers(auto)
-    key = search_key(source_identity, calib, list(auto.formats), auto.method, auto.score_batches, kept,
-                     quantization.awq_block_size)
     return run_search(checkpoint, calib, list(auto.formats), auto.method, auto.score_batches, batch_size, dtype,
-                      searches_dir, key, kept, quantization.awq_block_size)
+                      searches_dir, spec_search_key(quantization, auto, source_identity, calib), disabled_layers(auto),
+                      quantization.awq_block_size)
 
 
 def _search_change(inputs: dict[str, Any]) -> Any:
@@ -197,10 +203,8 @@ def _search_change(inputs: dict[str, Any]) -> Any:
     quantization: QuantizationSpec = inputs["quantization"]
     if quantization.auto is None:
         return ["one format"]
-    auto = quantization.auto
-    key = search_key(inputs["source_identity"], inputs["calib"], list(auto.formats), auto.method, auto.score_batches,
-                     disabled_layers(auto), quantization.awq_block_size)
-    state = Path(inputs["searches_dir"]) / key[:32] / "search_state.pth"
+    key = spec_search_key(quantization, quantization.auto, inputs["source_identity"], inputs["calib"])
+    state = state_file(Path(inputs["searches_dir"]), key)
     return [key, [state.stat().st_size, state.stat().st_mtime_ns] if state.is_file() else None]
 
 
