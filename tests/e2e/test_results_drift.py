@@ -1,6 +1,12 @@
 """docs/results.md cannot drift from the code: its drift-check table is regenerated here with the command the
-document gives, and every accuracy column must come out exactly as written (a fresh clone found the old gate table
-off by up to 2.4 points: ARC-Easy baseline 46.4 against the documented 47.2).
+document gives, and its accuracy columns must come out as written (a fresh clone found the old gate table off by up
+to 2.4 points: ARC-Easy baseline 46.4 against the documented 47.2).
+
+Exact, but for one document: the baseline (bf16) reproduces exactly on every CPU seen, the FP8 candidate does not. The
+same commit (ffc8601) gives 48.0 % on the machine that wrote the table and 47.0 % on an AVX-512-BF16 Xeon: CPU kernels
+accumulate bf16 products in different orders, and one of 100 documents flips. So the candidate's % and Δ may differ by
+one document's worth (100 / n points); format, task, metric, documents and baseline % must match exactly; the interval
+and p follow from the paired counts, which one flip moves, and are not compared.
 
 When a change moves these numbers on purpose, rerun the documented command and paste its table (with its commit)."""
 
@@ -20,6 +26,7 @@ pytestmark = pytest.mark.e2e
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 BEGIN, END = "<!-- drift-check: begin -->", "<!-- drift-check: end -->"
 COMPARED = 8  # format, task, metric, documents, baseline %, candidate %, Δ [interval], p: not the verdict or timings
+EXACT = 5  # format, task, metric, documents, baseline %
 
 
 def documented() -> tuple[list[str], list[list[str]]]:
@@ -35,6 +42,35 @@ def table_rows(text: str) -> list[list[str]]:
     return [row[:COMPARED] for row in rows]
 
 
+def drift(expected: list[list[str]], actual: list[list[str]]) -> list[str]:
+    """What differs beyond one document's worth; empty when the table reproduces."""
+    if len(expected) != len(actual):
+        return [f"{len(actual)} rows, documented {len(expected)}"]
+    problems = []
+    for want, got in zip(expected, actual, strict=True):
+        if want[:EXACT] != got[:EXACT]:
+            problems.append(f"{got[:EXACT]} != documented {want[:EXACT]}")
+            continue
+        one_document = 100 / int(want[3].split("/")[0])
+        for column, name in ((5, "candidate %"), (6, "Δ points")):
+            documented_value, value = float(want[column].split()[0]), float(got[column].split()[0])
+            if abs(value - documented_value) > one_document + 1e-9:
+                problems.append(f"{want[0]} {want[1]} {name} {value} against the documented {documented_value} "
+                                f"(more than one document, {one_document:g} points)")
+    return problems
+
+
+def test_drift_allows_one_document_and_nothing_more() -> None:
+    documented_row = ["fp8", "arc_easy", "acc_norm", "100/100", "51.0", "48.0", "-3.0 [-8.5, +1.7]", "0.5"]
+    one_flip = [*documented_row[:5], "47.0", "-4.0 [-10.3, +1.8]", "0.667"]
+    assert drift([documented_row], [one_flip]) == []
+    two_flips = [*documented_row[:5], "46.0", "-5.0 [-11.0, +1.0]", "0.8"]
+    assert len(drift([documented_row], [two_flips])) == 2
+    other_baseline = [*documented_row[:4], "50.0", *documented_row[5:]]
+    assert drift([documented_row], [other_baseline]) != []
+    assert drift([documented_row], []) != []
+
+
 def test_the_documented_gate_table_reproduces_on_this_code(smollm2: Path, tmp_path: Path) -> None:
     words, expected = documented()
     assert words[:2] == [".venv/bin/python", "benchmarks/gate_table.py"] and len(expected) >= 1
@@ -44,4 +80,4 @@ def test_the_documented_gate_table_reproduces_on_this_code(smollm2: Path, tmp_pa
     done = subprocess.run([sys.executable, *words[1:], "--model", str(smollm2)], cwd=RESULTS.parents[1], env=env,
                           capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert table_rows(done.stdout) == expected, done.stdout
+    assert drift(expected, table_rows(done.stdout)) == [], done.stdout
