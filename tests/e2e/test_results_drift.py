@@ -2,7 +2,7 @@
 document gives, and its accuracy columns must come out as written (a fresh clone found the old gate table off by up
 to 2.4 points: ARC-Easy baseline 46.4 against the documented 47.2).
 
-Exact, but for one document: the baseline (bf16) reproduces exactly on every CPU seen, the FP8 candidate does not. The
+Exact, but for one document: the baseline (bf16) reproduces exactly on both CPUs seen, the FP8 candidate does not. The
 same commit (ffc8601) gives 48.0 % on the machine that wrote the table and 47.0 % on an AVX-512-BF16 Xeon: CPU kernels
 accumulate bf16 products in different orders, and one of 100 documents flips. So the candidate's % and Δ may differ by
 one document's worth (100 / n points); format, task, metric, documents and baseline % must match exactly; the interval
