@@ -57,8 +57,9 @@ STEPS: dict[str, Step] = {
     "evaluate-baseline": Step("tasks.evaluate"),  # the matrix's shared baseline, before its variants
     "evaluate": Step("tasks.evaluate", after=("quantize", "export", "tensorrt-llm-build")),
     "gate": Step("tasks.gate", after=("evaluate",)),
+    "golden": Step("tasks.golden", after=("quantize", "export", "eval-data")),
     "bundle": Step("tasks.bundle", after=("export", "llm-api-config", "tensorrt-llm-build", "smoke-check",
-                                          "gate")),
+                                          "gate", "golden")),
     "log-run": Step("tasks.register", after=("bundle",)),
     "store-bundle": Step("tasks.register", after=("bundle",)),
     "register": Step("tasks.register", after=("log-run", "store-bundle")),

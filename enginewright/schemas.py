@@ -58,6 +58,7 @@ class Manifest(TypedDict):
     engine: dict[str, Any]  # status of the TensorRT-LLM engine lane: "skipped" + reason, or what was built
     export_verification: dict[str, float]  # tensors, scales, config_fields compared; codes_differing (share)
     memory_plan: NotRequired[dict[str, Any]]  # {"quantize", "export"}: enginewright.memory_plan.MemoryPlan of each step
+    golden: NotRequired[str]  # sha256 of golden/ (enginewright.golden): what a deployed release is compared with
     files: list[ManifestFile]  # every file of the bundle except manifest.json itself
 
 

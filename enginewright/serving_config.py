@@ -12,6 +12,9 @@ A release folder holds everything a serving host needs to start the bundle, two 
       triton/tensorrt_llm/config.pbtxt   copied with 1/model.py and 1/helpers.py from the target's
                                          `triton_llmapi_template` (same TensorRT-LLM release as the image),
                                          or, without one, triton/README.md says what to copy
+      prometheus/scrape.yml, alerts.yml, alerts_test.yml
+                                         the runtime's metrics scraped, alert rules with the version in each
+                                         summary, and promtool's tests of them (enginewright.monitoring)
 
 The serving side reads `<model>/current`, a symlink replaced in one rename: it points at the old release or the
 new one, never at a half-written folder. A refused deploy never touches it.
@@ -29,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from enginewright.monitoring import AlertThresholds, ReleaseLabels, render_monitoring
 from enginewright.schemas import Manifest
 from enginewright.targets import DeployTarget
 from enginewright.trtllm_contract import check_llm_api_options, check_serve_argv
@@ -108,6 +112,7 @@ def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, m
             _render_triton(partial / "triton", model_path, options, target)
             serving = {"runtime": "tensorrt_llm", "trtllm_serve": command,
                        "triton_model_repository": str(release_dir / "triton")}
+        _render_monitoring(partial / "prometheus", manifest, target, model_name, version)
         deployment = {
             "model": model_name, "version": version, "bundle_id": manifest["bundle_id"],
             "bundle_dir": str(bundle_dir), "served_path": str(model_path),
@@ -122,6 +127,19 @@ def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, m
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return deployment
+
+
+def _render_monitoring(folder: Path, manifest: Manifest, target: DeployTarget, model_name: str, version: str) -> None:
+    folder.mkdir()
+    labels = ReleaseLabels(model=model_name, version=version, target=target.name,
+                           job=f"{target.name}-{model_name}".lower().replace("_", "-"))
+    policy = target.alerts
+    thresholds = AlertThresholds(ttft_p99_s=policy.ttft_p99_s, queue_depth=policy.queue_depth,
+                                 error_rate=policy.error_rate, length_share=policy.length_share,
+                                 throughput_drop=policy.throughput_drop, window=policy.window, for_=policy.window)
+    for name, text in render_monitoring(target.runtime, labels, target.metrics_address, thresholds,
+                                        dict(manifest)).items():
+        (folder / name).write_text(text)
 
 
 def _render_triton(repository: Path, model_path: Path, options: dict[str, Any], target: DeployTarget) -> None:

@@ -29,6 +29,40 @@ from enginewright.serving_runtimes import DEFAULT_VERSIONS, RuntimeName, parse_v
 from enginewright.spec import read_yaml_mapping
 
 
+class VerifyPolicy(BaseModel):
+    """How a switched release is verified against the target's endpoint (flows/verify.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ready_timeout_s: float = Field(default=600.0, gt=0, le=86400, description="How long to wait for the endpoint to "
+                                   "serve the new release (/health, /v1/models, /version) before failing it.")
+    min_golden_match: float = Field(default=0.8, ge=0, le=1, description="Share of the build's greedy golden "
+                                    "continuations the endpoint must reproduce exactly.")
+    mcnemar_alpha: float = Field(default=0.05, gt=0, lt=1, description="The subset's answers fail when the endpoint "
+                                 "is right less often than the build, significant at this level (exact McNemar).")
+    load_concurrency: int = Field(default=4, ge=1, le=1024, description="Concurrent requests of the load test.")
+    load_requests: int = Field(default=32, ge=0, le=100000, description="Requests of the load test (0: none).")
+    load_max_tokens: int = Field(default=32, ge=1, le=8192, description="Output tokens per load-test request.")
+    max_throughput_drop: float = Field(default=0.2, ge=0, le=1, description="Fail when the load test's output "
+                                       "tokens/s falls this far below the build's GPU-measured figure (where one "
+                                       "exists).")
+
+
+class AlertPolicy(BaseModel):
+    """Thresholds of the alerting rules rendered with each release (enginewright.monitoring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttft_p99_s: float = Field(default=2.0, gt=0, description="Alert when p99 time to first token exceeds this.")
+    queue_depth: int = Field(default=32, ge=1, description="Alert when more requests than this are waiting.")
+    error_rate: float = Field(default=0.01, gt=0, lt=1, description="Alert when this share of requests fails.")
+    length_share: float = Field(default=0.2, gt=0, lt=1, description="Alert when this share of replies is cut off "
+                                "at max_tokens (finished_reason length).")
+    throughput_drop: float = Field(default=0.2, gt=0, lt=1, description="Alert when output tokens/s falls this far "
+                                   "below the build's GPU-measured figure (rendered only where one exists).")
+    window: str = Field(default="5m", pattern=r"^[0-9]+[smh]$", description="Rate window of the rules.")
+
+
 class DeployTarget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,6 +90,12 @@ class DeployTarget(BaseModel):
         default=None, ge=1, description="GPUs per model instance; unset keeps the bundle's llm_api.yaml value.")
     host: str = Field(default="0.0.0.0", description="Address trtllm-serve listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port trtllm-serve (and Triton's HTTP) listen on.")
+    endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^/\s]+$", description="Where the serving host answers the OpenAI API "
+        "(http://host:port) once it runs the switched release; every deploy is then verified there and rolled back "
+        "when it fails. Unset: deploys are not verified.")
+    verify: VerifyPolicy = Field(default_factory=VerifyPolicy, description="How a switched release is verified.")
+    alerts: AlertPolicy = Field(default_factory=AlertPolicy, description="Thresholds of the rendered alert rules.")
     triton_llmapi_template: Path | None = Field(
         default=None, description="Folder `triton_backend/all_models/llmapi/tensorrt_llm` of the TensorRT-LLM "
         "release the serving image runs; its config.pbtxt and 1/*.py are copied into the rendered Triton "
@@ -93,6 +133,13 @@ class DeployTarget(BaseModel):
     @property
     def served_runtime_version(self) -> str:
         return self.runtime_version or DEFAULT_VERSIONS[self.runtime]
+
+    @property
+    def metrics_address(self) -> str:
+        """host:port Prometheus scrapes: the endpoint's, else where the rendered serving command listens."""
+        if self.endpoint is not None:
+            return self.endpoint.split("://", 1)[1]
+        return f"{'localhost' if self.host == '0.0.0.0' else self.host}:{self.port}"
 
     @property
     def capability(self) -> tuple[int, int]:

@@ -10,6 +10,7 @@ command lines against `check_bench_argv` before they run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -204,6 +205,52 @@ def check_serve_argv(argv: list[str]) -> None:
             raise ContractError(f"trtllm-serve does not take {flag!r}; it takes {', '.join(sorted(TRTLLM_SERVE_OPTIONS))}")
     if len(options) % 2:
         raise ContractError(f"trtllm-serve {options[-1]} needs a value")
+
+
+# --- trtllm-serve's HTTP API (what the verify step calls, and tests/standins/bin/trtllm-serve serves) -----------
+# tensorrt_llm/serve/openai_server.py @ e7f7345e31e574b5d0918b756b871882c7346b3c, `register_routes`: GET /health
+# (200, empty body), GET /version ({"version": ...}), GET /v1/models, POST /v1/completions, POST
+# /v1/chat/completions, GET /metrics (iteration stats as JSON); Prometheus text at /prometheus/metrics
+# (../shared/FIELD_NOTES.md, "trtllm-serve metrics"). `get_model`: the one ModelCard's id is the *name* of the model
+# directory when MODEL is a directory (`Path(self.model).name`), else MODEL as given; owned_by "tensorrt_llm".
+SERVE_ROUTES = {"GET": ("/health", "/version", "/v1/models", "/metrics", "/prometheus/metrics"),
+                "POST": ("/v1/completions", "/v1/chat/completions")}
+PROMETHEUS_PATH = "/prometheus/metrics"
+# tensorrt_llm/serve/openai_protocol.py @ 0076e9390e1ed11515f149eec356f5a03f4a00d8: `CompletionRequest`
+# (OpenAIBaseModel: extra="forbid", so any other key is a 400 BadRequestError); `model` and `prompt` required;
+# a non-empty `suffix` is refused ("suffix is not supported"); `stream_options` only with `stream`.
+COMPLETION_REQUEST_FIELDS = frozenset({
+    "model", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n",
+    "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "user",
+    "lora_request", "prompt_ignore_length", "use_beam_search", "top_k", "top_p_min", "min_p", "repetition_penalty",
+    "length_penalty", "early_stopping", "stop_token_ids", "include_stop_str_in_output", "ignore_eos", "min_tokens",
+    "skip_special_tokens", "spaces_between_special_tokens", "truncate_prompt_tokens", "return_context_logits",
+    "detokenize", "thinking_token_budget", "add_special_tokens", "response_format", "disaggregated_params",
+    "priority", "conversation_params"})
+COMPLETION_REQUIRED = ("model", "prompt")
+
+
+def served_model_id(model: str) -> str:
+    """The id trtllm-serve's /v1/models reports for `trtllm-serve MODEL`: a directory's name, else MODEL."""
+    path = Path(model)
+    return path.name if path.is_dir() else model
+
+
+def completion_request_problem(body: object) -> str | None:
+    """None when trtllm-serve's CompletionRequest would validate `body`; else its kind of message."""
+    if not isinstance(body, dict):
+        return "Input should be a valid dictionary or object to extract fields from"
+    for key in COMPLETION_REQUIRED:
+        if key not in body:
+            return f"{key}: Field required"
+    extra = sorted(set(body) - COMPLETION_REQUEST_FIELDS)
+    if extra:
+        return f"{extra[0]}: Extra inputs are not permitted"
+    if body.get("suffix"):
+        return "suffix is not supported"
+    if body.get("stream_options") and not body.get("stream"):
+        return "Stream options can only be defined when stream is true."
+    return None
 
 
 # --- generation: SamplingParams, prompts, prompt log-probabilities --------------------------------------------

@@ -1,4 +1,5 @@
-"""`build_engine`: checkpoint → calibration → ModelOpt → bundle → lm-eval → gate → MLflow, one Prefect flow.
+"""`build_engine`: checkpoint → calibration → ModelOpt → bundle → lm-eval → gate → golden outputs → MLflow, one
+Prefect flow.
 
 The flow only composes: each task takes its real inputs and its cache policy (`enginewright.cache_policies`)
 keys them, so a second identical run recomputes nothing and registers no second version, and a changed step
@@ -31,6 +32,7 @@ from tasks.eval_data import eval_data_task
 from tasks.evaluate import EvalResult, evaluate_task
 from tasks.export import export_task
 from tasks.gate import gate_task
+from tasks.golden import golden_task
 from tasks.plan import plan_build, plan_memory
 from tasks.quantize import quantize_task
 from tasks.records import describe_build, run_record
@@ -95,10 +97,12 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
                                    spec.gate, eval_data, settings.eval_cache_dir, settings.baselines_dir, engine)
         baseline, candidate = evaluation.baseline, evaluation.candidate
         gate = gate_task(work, evaluation, spec.gate, spec.evaluation)
+        golden = golden_task(work, source.path, state, spec.dtype, spec.gate.smoke_prompts,
+                             spec.gate.smoke_max_new_tokens, eval_data, list(spec.evaluation.tasks))
 
         description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
                                      baseline, candidate, engine, gate, exported.memory_plan)
-        manifest = bundle_task(work, description.card, description.manifest_fields)
+        manifest = bundle_task(work, description.card, description.manifest_fields, golden)
         record = run_record(spec, work, description, baseline, candidate, gate, engine, manifest)
         run = log_run_task(record, settings.tracking_uri, settings.artifact_root, started_ms)
         require_gate_passed(gate, run)

@@ -22,6 +22,8 @@ def finish_bundle(bundle_dir: Path, card: str, manifest_fields: dict[str, Any]) 
     return write_manifest(bundle_dir, manifest_fields)
 
 
-@task(name="bundle", cache_policy=step_policy("bundle", "work", "card", "manifest_fields"), persist_result=True)
-def bundle_task(work: WorkDir, card: str, manifest_fields: dict[str, Any]) -> Manifest:
-    return finish_bundle(work.bundle, card, manifest_fields)
+@task(name="bundle", cache_policy=step_policy("bundle", "work", "card", "manifest_fields", "golden"),
+      persist_result=True)
+def bundle_task(work: WorkDir, card: str, manifest_fields: dict[str, Any], golden: str | None = None) -> Manifest:
+    """`golden`: the digest of the golden records tasks/golden.py wrote into the bundle (None: none recorded)."""
+    return finish_bundle(work.bundle, card, manifest_fields if golden is None else {**manifest_fields, "golden": golden})

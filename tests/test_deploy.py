@@ -176,7 +176,7 @@ def test_a_vllm_target_renders_vllm_serve_with_modelopts_loader_and_the_kv_cache
     assert deployment["vllm_serve"] == ["vllm", "serve", str(bundle / "checkpoint"), "--host", "0.0.0.0", "--port",
                                         "9002", "--quantization", quantization, "--kv-cache-dtype", kv_dtype,
                                         "--served-model-name", "m", "--tensor-parallel-size", "2"]
-    assert sorted(p.name for p in release.iterdir()) == ["deployment.json", "vllm-serve.sh"]
+    assert sorted(p.name for p in release.iterdir()) == ["deployment.json", "prometheus", "vllm-serve.sh"]
 
 
 def test_the_vllm_contract_refuses_what_vllm_serve_does_not_take() -> None:

@@ -1,0 +1,197 @@
+"""Monitoring rendered with each release: a Prometheus scrape config and alerting rules for the runtime's own metrics.
+
+    releases/v3-…/prometheus/scrape.yml    one scrape job for the release's endpoint (the runtime's metrics path)
+    releases/v3-…/prometheus/alerts.yml    alerting rules, each summary naming the model and version
+    releases/v3-…/prometheus/alerts_test.yml   `promtool test rules` cases on synthetic series (CI runs them)
+
+Every metric name comes from the runtime's source (cited in `RUNTIME_METRICS`); one row per runtime. Thresholds:
+- output tokens/s below the build's measured `trtllm-bench` figure (engine lane, on a GPU) by `throughput_drop`;
+  without a GPU-measured figure that rule is not rendered (the file says so) — a CPU build measures nothing real;
+- p99 time to first token above the target's `alert_ttft_p99_s`;
+- requests waiting above `alert_queue_depth`; error share above `alert_error_rate`; share of requests finishing on
+  `length` (the reply cut off at max_tokens) above `alert_length_share`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from enginewright.trtllm_contract import OUTPUT_THROUGHPUT
+
+
+@dataclass(frozen=True)
+class RuntimeMetrics:
+    metrics_path: str
+    success: str  # counter of finished requests, label `finished_reason` (stop | length | abort ...)
+    errors: str | None  # counter of failed requests, where the runtime has one
+    e2e_latency: str  # histogram base names (…_bucket, …_sum, …_count)
+    ttft: str
+    time_per_output_token: str
+    queue_time: str
+    waiting: str  # gauge: requests queued
+    generation_tokens: str  # counter of generated tokens
+    kv_cache_usage: str  # gauge, 1 = full
+    source: str
+
+
+RUNTIME_METRICS: dict[str, RuntimeMetrics] = {
+    # NVIDIA/TensorRT-LLM tensorrt_llm/metrics/collector.py @ 050f80def8df236e326949c8bd9dee10fd896a83
+    # (`metric_prefix = "trtllm_"`; counters gain `_total` in the exposition), served at /prometheus/metrics
+    # (tensorrt_llm/serve/openai_server.py; TensorRT-LLM PRs #12545, #12636). The same collector at
+    # @ 89fd9b74ab7ae753b4c6b3db25a400dca7ea54a0 has no prefix: `TRTLLM_UNPREFIXED` below renames those series.
+    "tensorrt_llm": RuntimeMetrics(
+        metrics_path="/prometheus/metrics", success="trtllm_request_success_total", errors="trtllm_request_error_total",
+        e2e_latency="trtllm_e2e_request_latency_seconds", ttft="trtllm_time_to_first_token_seconds",
+        time_per_output_token="trtllm_time_per_output_token_seconds", queue_time="trtllm_request_queue_time_seconds",
+        waiting="trtllm_num_requests_waiting", generation_tokens="trtllm_generation_tokens_total",
+        kv_cache_usage="trtllm_kv_cache_utilization", source="tensorrt_llm/metrics/collector.py @ 050f80d"),
+    # vllm-project/vllm vllm/v1/metrics/loggers.py @ 005a810bc40faa25b8870fbc8559c3462581eee3, at /metrics.
+    # vLLM has no error counter: failures are `vllm:request_success_total{finished_reason="abort"}`.
+    "vllm": RuntimeMetrics(
+        metrics_path="/metrics", success="vllm:request_success_total", errors=None,
+        e2e_latency="vllm:e2e_request_latency_seconds", ttft="vllm:time_to_first_token_seconds",
+        time_per_output_token="vllm:time_per_output_token_seconds", queue_time="vllm:request_queue_time_seconds",
+        waiting="vllm:num_requests_waiting", generation_tokens="vllm:generation_tokens_total",
+        kv_cache_usage="vllm:kv_cache_usage_perc", source="vllm/v1/metrics/loggers.py @ 005a810"),
+}
+# Older TensorRT-LLM exports the collector's names without the prefix (collector.py @ 89fd9b7): the scrape config
+# renames them, so one rule file serves both.
+TRTLLM_UNPREFIXED = ("request_success_total", "e2e_request_latency_seconds_(bucket|sum|count)",
+                     "time_to_first_token_seconds_(bucket|sum|count)",
+                     "time_per_output_token_seconds_(bucket|sum|count)", "request_queue_time_seconds_(bucket|sum|count)")
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    ttft_p99_s: float
+    queue_depth: int
+    error_rate: float
+    length_share: float
+    throughput_drop: float  # share below the build's figure that alerts
+    window: str = "5m"
+    for_: str = "5m"
+
+
+@dataclass(frozen=True)
+class ReleaseLabels:
+    model: str
+    version: str
+    target: str
+    job: str
+
+    def summary_suffix(self) -> str:
+        return f"{self.model} version {self.version} on {self.target}"
+
+
+def build_throughput(manifest: dict[str, Any]) -> float | None:
+    """The build's GPU-measured output tokens/s (trtllm-bench, engine lane), or None."""
+    value = (manifest.get("engine") or {}).get(f"bench.{OUTPUT_THROUGHPUT}")
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def scrape_config(runtime: str, labels: ReleaseLabels, address: str, interval: str = "15s") -> dict[str, Any]:
+    metrics = RUNTIME_METRICS[runtime]
+    job: dict[str, Any] = {
+        "job_name": labels.job, "metrics_path": metrics.metrics_path, "scrape_interval": interval,
+        "static_configs": [{"targets": [address], "labels": {"model": labels.model, "version": labels.version,
+                                                              "deploy_target": labels.target}}],
+    }
+    if runtime == "tensorrt_llm":
+        job["metric_relabel_configs"] = [{"source_labels": ["__name__"], "regex": f"({'|'.join(TRTLLM_UNPREFIXED)})",
+                                          "target_label": "__name__", "replacement": "trtllm_${1}"}]
+    return {"scrape_configs": [job]}
+
+
+def alert_rules(runtime: str, labels: ReleaseLabels, thresholds: AlertThresholds,
+                throughput: float | None) -> dict[str, Any]:
+    m, t, w = RUNTIME_METRICS[runtime], thresholds, thresholds.window
+    sel = f'job="{labels.job}"'
+    who = labels.summary_suffix()
+    finished = f"sum(rate({m.success}{{{sel}}}[{w}]))"
+    failed = (f"sum(rate({m.errors}{{{sel}}}[{w}]))" if m.errors
+              else f'sum(rate({m.success}{{{sel},finished_reason="abort"}}[{w}]))')
+    rules: list[dict[str, Any]] = [
+        _rule("ReleaseTTFTHigh",
+              f"histogram_quantile(0.99, sum by (le) (rate({m.ttft}_bucket{{{sel}}}[{w}]))) > {t.ttft_p99_s:g}",
+              t.for_, f"p99 time to first token above {t.ttft_p99_s:g} s: {who}", labels),
+        _rule("ReleaseQueueDeep", f"max({m.waiting}{{{sel}}}) > {t.queue_depth}", t.for_,
+              f"more than {t.queue_depth} requests waiting: {who}", labels),
+        _rule("ReleaseErrorRate", f"{failed} / clamp_min({failed} + {finished}, 1e-9) > {t.error_rate:g}", t.for_,
+              f"more than {100 * t.error_rate:g} % of requests failing: {who}", labels),
+        _rule("ReleaseRepliesCutOff",
+              f'sum(rate({m.success}{{{sel},finished_reason="length"}}[{w}])) / clamp_min({finished}, 1e-9) '
+              f"> {t.length_share:g}", t.for_,
+              f"more than {100 * t.length_share:g} % of replies cut off at max_tokens: {who}", labels),
+    ]
+    if throughput is not None:
+        floor = throughput * (1 - t.throughput_drop)
+        rules.append(_rule(
+            "ReleaseThroughputLow",
+            f"sum(rate({m.generation_tokens}{{{sel}}}[{w}])) < {floor:.6g} and {finished} > 0", t.for_,
+            f"output tokens/s below {floor:.6g} ({100 * t.throughput_drop:g} % under the build's measured "
+            f"{throughput:.6g}): {who}", labels))
+    return {"groups": [{"name": f"enginewright-{labels.job}", "rules": rules}]}
+
+
+def _rule(name: str, expr: str, for_: str, summary: str, labels: ReleaseLabels) -> dict[str, Any]:
+    return {"alert": name, "expr": expr, "for": for_,
+            "labels": {"severity": "page", "model": labels.model, "version": labels.version},
+            "annotations": {"summary": summary}}
+
+
+def rules_test(runtime: str, labels: ReleaseLabels, thresholds: AlertThresholds, throughput: float | None) -> dict:
+    """`promtool test rules` cases on synthetic series: a healthy release alerts nothing; a sick one fires every
+    rendered rule, each with its summary naming the version. Counters grow per minute; the window is 5 minutes."""
+    m, t = RUNTIME_METRICS[runtime], thresholds
+    job = f'job="{labels.job}"'
+    slow_bucket = f"{t.ttft_p99_s * 4:g}"
+    fast_bucket = f"{t.ttft_p99_s / 4:g}"
+    errors = m.errors or f'{m.success.removesuffix("_total")}_total'
+
+    def series(healthy: bool) -> list[dict[str, str]]:
+        out = [
+            {"series": f'{m.success}{{{job},finished_reason="stop"}}', "values": "0+100x30" if healthy else "0+50x30"},
+            {"series": f'{m.success}{{{job},finished_reason="length"}}', "values": "0+1x30" if healthy else "0+50x30"},
+            {"series": f'{m.ttft}_bucket{{{job},le="{fast_bucket}"}}', "values": "0+101x30" if healthy else "0+1x30"},
+            {"series": f'{m.ttft}_bucket{{{job},le="{slow_bucket}"}}', "values": "0+101x30" if healthy else "0+1x30"},
+            {"series": f'{m.ttft}_bucket{{{job},le="+Inf"}}', "values": "0+101x30" if healthy else "0+100x30"},
+            {"series": f"{m.waiting}{{{job}}}", "values": f"{max(t.queue_depth // 2, 0)}x30" if healthy
+             else f"{t.queue_depth * 3}x30"},
+            {"series": f"{m.generation_tokens}{{{job}}}",
+             "values": f"0+{(throughput or 100) * 120:g}x30" if healthy else f"0+{(throughput or 100) * 6:g}x30"},
+        ]
+        if m.errors:
+            out.append({"series": f"{errors}{{{job}}}", "values": "0+0x30" if healthy else "0+30x30"})
+        else:
+            out.append({"series": f'{m.success}{{{job},finished_reason="abort"}}',
+                        "values": "0+0x30" if healthy else "0+30x30"})
+        return out
+
+    names = [r["alert"] for r in alert_rules(runtime, labels, thresholds, throughput)["groups"][0]["rules"]]
+    rules = {r["alert"]: r for r in alert_rules(runtime, labels, thresholds, throughput)["groups"][0]["rules"]}
+    sick = [{"eval_time": "20m", "alertname": name,
+             "exp_alerts": [{"exp_labels": {"severity": "page", "model": labels.model, "version": labels.version},
+                             "exp_annotations": rules[name]["annotations"]}]} for name in names]
+    calm = [{"eval_time": "20m", "alertname": name, "exp_alerts": []} for name in names]
+    return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series(True), "alert_rule_test": calm},
+                      {"interval": "1m", "input_series": series(False), "alert_rule_test": sick}]}
+
+
+def render_monitoring(runtime: str, labels: ReleaseLabels, address: str, thresholds: AlertThresholds,
+                      manifest: dict[str, Any]) -> dict[str, str]:
+    """File name → YAML text of the release's prometheus/ folder."""
+    throughput = build_throughput(manifest)
+    note = ("" if throughput is not None else
+            "# No throughput rule: the build measured no tokens/s on a GPU (trtllm-bench runs in the engine lane only).\n")
+    head = f"# Rendered by enginewright deploy for {labels.summary_suffix()}; metric names: {RUNTIME_METRICS[runtime].source}\n"
+    return {
+        "scrape.yml": head + yaml.safe_dump(scrape_config(runtime, labels, address), sort_keys=False),
+        "alerts.yml": head + note + yaml.safe_dump(alert_rules(runtime, labels, thresholds, throughput),
+                                                   sort_keys=False, width=200),
+        "alerts_test.yml": head + yaml.safe_dump(rules_test(runtime, labels, thresholds, throughput), sort_keys=False,
+                                                 width=200),
+    }

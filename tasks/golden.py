@@ -1,0 +1,76 @@
+"""Record the build's golden outputs into its bundle (enginewright.golden says what and why): the evaluated
+candidate's greedy continuations of the smoke prompts and its lettered answers to the fixed evaluation subset.
+
+The candidate is the one the gate evaluated: the calibrated model with the exported checkpoint's own weight codes
+(tasks/runtimes/simulated.py). Its subset answers come from lm-eval's HFLM `generate_until` with the very requests
+the verify step later sends through lm-eval's `local-completions` (tasks/verify.py), one at a time on both sides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from enginewright.cache_policies import step_policy
+from enginewright.golden import (
+    ANSWER_MAX_TOKENS,
+    ANSWER_STOP,
+    Continuation,
+    Golden,
+    SubsetRequest,
+    answers_of,
+    prompts_digest,
+    subset_documents,
+    subset_requests,
+    subset_task,
+    text_sha256,
+    write_golden,
+)
+from enginewright.models import load_tokenizer
+from enginewright.work_dir import WorkDir
+from tasks.eval_data import EvalData
+from tasks.quantize import QuantizedState
+from tasks.smoke import greedy_continuations
+
+
+def generate_requests(lm: Any, requests: list[SubsetRequest]) -> list[str]:
+    """Greedy answers through an lm-eval model's `generate_until` (HFLM here, local-completions when verifying)."""
+    from lm_eval.api.instance import Instance
+
+    gen_kwargs = {"until": list(ANSWER_STOP), "max_gen_toks": ANSWER_MAX_TOKENS, "do_sample": False,
+                  "temperature": 0}
+    instances = [Instance(request_type="generate_until", doc={}, arguments=(r.prompt, dict(gen_kwargs)), idx=0)
+                 for r in requests]
+    return list(lm.generate_until(instances, disable_tqdm=True))
+
+
+def record_golden(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, data_dir: Path,
+                  tasks: list[str]) -> Golden:
+    """The golden records of a loaded model (plain function: tests record them for any checkpoint)."""
+    from lm_eval.models.huggingface import HFLM
+
+    continuations = [Continuation(p, text_sha256(p), ids, text)
+                     for p, (ids, text) in zip(prompts, greedy_continuations(model, tokenizer, prompts, max_new_tokens),
+                                               strict=True)]
+    task_name = subset_task(tasks)
+    answers = []
+    if task_name is not None:
+        requests = subset_requests(task_name, subset_documents(data_dir, task_name))
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)  # one at a time, as the endpoint is asked
+        answers = answers_of(requests, generate_requests(lm, requests))
+    return Golden(prompts_digest(prompts), max_new_tokens, continuations, task_name, answers)
+
+
+@task(name="golden", persist_result=True, cache_policy=step_policy(
+    "golden", "work", "state", "dtype", "prompts", "max_new_tokens", "eval_data", "tasks"))
+def golden_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str, prompts: list[str],
+                max_new_tokens: int, eval_data: EvalData, tasks: list[str]) -> str:
+    """Write golden/ into the bundle; returns the records' digest (it goes into the manifest)."""
+    from tasks.runtimes.simulated import load_candidate
+
+    model = load_candidate(checkpoint, state, dtype, fold=True, exported=work.checkpoint)
+    golden = record_golden(model, load_tokenizer(checkpoint), prompts, max_new_tokens, eval_data.data_dir, tasks)
+    write_golden(work.bundle, golden)
+    return golden.digest

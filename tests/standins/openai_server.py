@@ -1,0 +1,294 @@
+"""The body of tests/standins/bin/trtllm-serve: TensorRT-LLM's OpenAI-compatible server, standing in on the CPU.
+
+It stands for `trtllm-serve MODEL --host H --port P --extra_llm_api_options FILE` (TensorRT-LLM 1.3.0rc20, the pinned
+worker image) and takes only what that takes: the command line is checked by enginewright.trtllm_contract
+(`check_serve_argv`, commands/serve.py), the options file by `check_llm_api_options`, every completion body by
+`completion_request_problem` (openai_protocol.py's CompletionRequest, extra="forbid": a 400 otherwise). It answers
+the routes `SERVE_ROUTES` lists, with the real responses' shapes (openai_protocol.py: ModelList/ModelCard,
+CompletionResponse, CompletionStreamResponse as `data: …` events ending in `data: [DONE]`; the error body
+ErrorResponse), and the Prometheus series of tensorrt_llm/metrics/collector.py (enginewright.monitoring).
+
+What it serves is the checkpoint MODEL names, on the CPU: a plain checkpoint as it is; a ModelOpt export with its
+weights dequantized (tasks/export_verify.read_exported), activations not quantized — so it stands for the
+deployment path (which bytes are served, whether the endpoint answers), not for TensorRT-LLM's kernels' numerics.
+Greedy decoding only where the request asks temperature 0 (what the verify step sends); other requests are
+answered greedily too, which the real server would sample. Logprobs are not produced (a request asking for them is
+answered without; the verify step never asks).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from enginewright.monitoring import RUNTIME_METRICS
+from enginewright.trtllm_contract import (
+    PROMETHEUS_PATH,
+    ContractError,
+    check_llm_api_options,
+    check_serve_argv,
+    completion_request_problem,
+    served_model_id,
+)
+
+VERSION = "1.3.0rc20"  # the release it stands for (enginewright.serving_runtimes.DEFAULT_VERSIONS)
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions when max_tokens is unset
+
+
+def load_served_model(path: Path) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not (path / "hf_quant_config.json").is_file():
+        return AutoModelForCausalLM.from_pretrained(path).eval()
+    from tasks.export_verify import read_exported
+
+    exported = read_exported(path)
+    config = AutoConfig.from_pretrained(path)
+    config.quantization_config = None
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None) or torch.bfloat16)
+    state = {k: v for k, v in exported.tensors.items() if not k.endswith(("_scale", "_amax")) and
+             k.removesuffix(".weight") not in exported.weights}
+    state.update({f"{layer}.weight": w for layer, w in exported.weights.items()})
+    dtype = next(model.parameters()).dtype
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    return model.eval()
+
+
+class Metrics:
+    """trtllm_* series as collector.py exports them (names from enginewright.monitoring.RUNTIME_METRICS)."""
+
+    def __init__(self, model_name: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        names = RUNTIME_METRICS["tensorrt_llm"]
+        self.registry = CollectorRegistry()
+        labels = {"model_name": model_name, "engine_type": "pytorch"}
+        self.labels = labels
+        self.success = Counter(names.success.removesuffix("_total"), "finished requests", [*labels, "finished_reason"],
+                               registry=self.registry)
+        self.errors = Counter(names.errors.removesuffix("_total"), "failed requests", list(labels),
+                              registry=self.registry)
+        self.e2e = Histogram(names.e2e_latency, "end-to-end latency", list(labels), registry=self.registry)
+        self.ttft = Histogram(names.ttft, "time to first token", list(labels), registry=self.registry)
+        self.tpot = Histogram(names.time_per_output_token, "time per output token", list(labels),
+                              registry=self.registry)
+        self.queue = Histogram(names.queue_time, "queue time", list(labels), registry=self.registry)
+        self.waiting = Gauge(names.waiting, "requests waiting", list(labels), registry=self.registry)
+        self.generated = Counter(names.generation_tokens.removesuffix("_total"), "generated tokens", list(labels),
+                                 registry=self.registry)
+        self.kv = Gauge(names.kv_cache_usage, "KV cache utilization", list(labels), registry=self.registry)
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class Engine:
+    """One model, one request at a time (the lock), as a single-GPU server batches nothing here."""
+
+    def __init__(self, model_path: Path, options: dict[str, Any]) -> None:
+        from transformers import AutoTokenizer
+
+        self.model_path = model_path
+        self.model_id = served_model_id(str(model_path))
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = load_served_model(model_path)
+        self.options = options
+        self.lock = threading.Lock()
+        self.metrics = Metrics(self.model_id)
+        self.waiting = 0
+
+    def generate(self, prompt: str, max_tokens: int, stop: list[str], add_special_tokens: bool,
+                 on_token=None) -> tuple[list[int], str, str, float]:
+        """(token ids, text, finish_reason, seconds to the first token) of a greedy continuation."""
+        queued = time.perf_counter()
+        self.waiting += 1
+        self.metrics.waiting.labels(**self.metrics.labels).set(self.waiting)
+        with self.lock:
+            self.waiting -= 1
+            self.metrics.waiting.labels(**self.metrics.labels).set(self.waiting)
+            started = time.perf_counter()
+            self.metrics.queue.labels(**self.metrics.labels).observe(started - queued)
+            ids = self.tokenizer(prompt, add_special_tokens=add_special_tokens, return_tensors="pt")["input_ids"]
+            generated: list[int] = []
+            text, finish, first = "", "length", 0.0
+            past, step_input = None, ids
+            with torch.no_grad():
+                for _ in range(max_tokens):
+                    out = self.model(input_ids=step_input, past_key_values=past, use_cache=True)
+                    past = out.past_key_values
+                    token = int(out.logits[0, -1].argmax())
+                    if not generated:
+                        first = time.perf_counter() - queued
+                    if token == self.tokenizer.eos_token_id:
+                        finish = "stop"
+                        break
+                    generated.append(token)
+                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+                    if cut >= 0:
+                        text, finish = text[:cut], "stop"
+                        break
+                    if on_token is not None:
+                        on_token(text)
+                    step_input = torch.tensor([[token]])
+            elapsed = time.perf_counter() - queued
+            labels = self.metrics.labels
+            self.metrics.success.labels(**labels, finished_reason=finish).inc()
+            self.metrics.e2e.labels(**labels).observe(elapsed)
+            self.metrics.ttft.labels(**labels).observe(first)
+            if len(generated) > 1:
+                self.metrics.tpot.labels(**labels).observe((elapsed - first) / (len(generated) - 1))
+            self.metrics.generated.labels(**labels).inc(len(generated))
+            return generated, text, finish, first
+
+
+def error_body(message: str, code: int = 400) -> dict[str, Any]:
+    """openai_protocol.py ErrorResponse, as openai_server.py's create_error_response sends it."""
+    return {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": code}
+
+
+def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802
+            if self.path == "/health":
+                return self._send(200, b"", "text/plain")
+            if self.path == "/version":
+                return self._json(200, {"version": VERSION})
+            if self.path == "/v1/models":
+                return self._json(200, {"object": "list", "data": [
+                    {"id": engine.model_id, "object": "model", "created": int(time.time()), "owned_by": "tensorrt_llm"}]})
+            if self.path == "/metrics":
+                return self._json(200, [])
+            if self.path == PROMETHEUS_PATH:
+                return self._send(200, engine.metrics.exposition(), "text/plain; version=0.0.4")
+            return self._json(404, {"detail": "Not Found"})
+
+        def do_POST(self):  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if self.path != "/v1/completions":
+                return self._json(404, {"detail": "Not Found"})
+            try:
+                body = json.loads(raw or b"null")
+            except json.JSONDecodeError:
+                return self._json(400, error_body("JSON decode error"))
+            problem = completion_request_problem(body)
+            if problem is not None:
+                engine.metrics.errors.labels(**engine.metrics.labels).inc()
+                return self._json(400, error_body(problem))
+            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+            if not all(isinstance(p, str) for p in prompts):
+                return self._json(400, error_body("token-id prompts are not served by this stand-in"))
+            stop = body.get("stop") or []
+            stop = [stop] if isinstance(stop, str) else list(stop)
+            max_tokens = int(body.get("max_tokens") or DEFAULT_MAX_TOKENS)
+            special = bool(body.get("add_special_tokens", True))
+            if body.get("stream"):
+                return self._stream(body, prompts[0], max_tokens, stop, special)
+            choices, prompt_tokens, completion_tokens = [], 0, 0
+            for index, prompt in enumerate(prompts):
+                ids, text, finish, _ = engine.generate(prompt, max_tokens, stop, special)
+                completion_tokens += len(ids)
+                prompt_tokens += len(engine.tokenizer(prompt, add_special_tokens=special)["input_ids"])
+                choices.append({"index": index, "text": (prompt + text) if body.get("echo") else text,
+                                "token_ids": None, "logprobs": None, "context_logits": None,
+                                "finish_reason": finish, "stop_reason": None, "disaggregated_params": None,
+                                "avg_decoded_tokens_per_iter": None})
+            self._json(200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+                             "created": int(time.time()), "model": body["model"], "choices": choices,
+                             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
+                                       "completion_tokens": completion_tokens, "prompt_tokens_details": None},
+                             "prompt_token_ids": None})
+
+        def _stream(self, body, prompt, max_tokens, stop, special):
+            response_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            sent = [0]
+
+            def event(payload: dict[str, Any]) -> None:
+                data = f"data: {json.dumps(payload)}\n\n".encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def chunk(text: str, finish: str | None) -> dict[str, Any]:
+                return {"id": response_id, "object": "text_completion", "created": created, "model": body["model"],
+                        "choices": [{"index": 0, "text": text, "token_ids": None, "logprobs": None,
+                                     "finish_reason": finish, "stop_reason": None,
+                                     "avg_decoded_tokens_per_iter": None}], "usage": None}
+
+            def on_token(text: str) -> None:
+                event(chunk(text[sent[0]:], None))
+                sent[0] = len(text)
+
+            ids, text, finish, _ = engine.generate(prompt, max_tokens, stop, special, on_token)
+            event(chunk(text[sent[0]:], finish))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                prompt_tokens = len(engine.tokenizer(prompt, add_special_tokens=special)["input_ids"])
+                event({"id": response_id, "object": "text_completion", "created": created, "model": body["model"],
+                       "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(ids),
+                                                "total_tokens": prompt_tokens + len(ids)}})
+            done = b"data: [DONE]\n\n"
+            self.wfile.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
+            self.wfile.flush()
+
+        def _json(self, status: int, payload: Any) -> None:
+            self._send(status, json.dumps(payload).encode(), "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt, *args):
+            pass
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        check_serve_argv(["trtllm-serve", *argv])
+    except ContractError as exc:
+        print(f"Usage: trtllm-serve [OPTIONS] MODEL\nError: {exc}", file=sys.stderr)
+        return 2
+    model = Path(argv[0])
+    options = dict(zip(argv[1::2], argv[2::2], strict=True))
+    llm_api: dict[str, Any] = {}
+    config = options.get("--extra_llm_api_options") or options.get("--config")
+    if config:
+        llm_api = yaml.safe_load(Path(config).read_text()) or {}
+        try:
+            check_llm_api_options(llm_api)
+        except ContractError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
+    if not (model / "config.json").is_file():
+        print(f"Error: {model} is not a Hugging Face checkpoint directory (no config.json)", file=sys.stderr)
+        return 1
+    engine = Engine(model, llm_api)
+    server = make_server(engine, options.get("--host", "localhost"), int(options.get("--port", "8000")))
+    print(f"trtllm-serve stand-in: serving {model} as {engine.model_id!r} on port {server.server_address[1]}",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
