@@ -64,6 +64,10 @@ class DeployRefused(EnginewrightError):
     """The version was not deployed; the previous serving configuration is untouched."""
 
 
+class VerificationFailed(EnginewrightError):
+    """A switched release failed verification against its endpoint; it was rolled back (or, asked not to, left)."""
+
+
 class StackError(EnginewrightError):
     """A stack component could not be started, reached or stopped."""
 

@@ -10,7 +10,9 @@ What the `deploy` deployment's trigger runs when an alias (`production`) is set 
 4. render the release (trtllm-serve command + LLM-API YAML, Triton LLM-API model repository) and switch
    `<serving>/<target>/<model>/current` to it in one rename;
 5. record the rollout on the version (`deploy.<target>.*` tags), mark the version it replaced `superseded`, and
-   append to the registered model's `deploy.<target>.history`.
+   append to the registered model's `deploy.<target>.history`;
+6. where the target names an `endpoint`: verify the live release (flows/verify.py), which rolls it back by itself
+   when it fails (and fails this run with the reasons).
 
 A refused deploy (verification failed, does not fit, gate not passed) leaves `current` as it was, tags the
 version `deploy.<target>.status=refused` with the reason, adds a `refused` history entry and fails the run
@@ -31,6 +33,7 @@ from enginewright.registry_client import registry_client
 from enginewright.serving_config import current_release, model_dir, read_deployment
 from enginewright.settings import Settings
 from enginewright.targets import load_target
+from flows.verify import verify_release
 from tasks.deploy import (
     DeployOutcome,
     check_bundle_task,
@@ -92,6 +95,9 @@ def deploy_version(model_name: str, version: str | None = None, alias: str | Non
                         serving, run_id)
     message = f"{model_name} version {version} deployed to {target.name}: {release}"
     logger.info(message)
+    if target.endpoint is not None:  # the switch is done: verify it live, roll back on failure (raises)
+        verified = verify_release(model_name, target_path, version, alias)
+        message += f"; {verified.message}"
     return DeployOutcome("deployed", model_name, version, target.name, str(release), message)
 
 

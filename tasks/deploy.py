@@ -172,3 +172,89 @@ def alias_back_to_serving(client, store: AliasStore, model_name: str, alias: str
     store.claim(model_name, alias, serving)
     client.set_registered_model_alias(model_name, alias, serving)
     return True
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    failed: str
+    restored: str | None  # the version serving again, or None: none served before (current removed)
+    release_dir: str | None
+    alias_moved: bool
+
+
+def release_of(client, name: str, version: str, target: DeployTarget) -> Path | None:
+    """The release folder a version was last rendered into (its `deploy.<target>.config` tag), if still there."""
+    tags = client.get_model_version(name, version).tags or {}
+    path = tags.get(f"{tag_prefix(target)}.config")
+    return Path(path) if path and (Path(path) / "deployment.json").is_file() else None
+
+
+@task(name="record-verification", cache_policy=NO_CACHE)
+def record_verification_task(tracking_uri: str, name: str, version: str, target: DeployTarget, report: Any,
+                             run_id: str) -> None:
+    """`deploy.<target>.verification` (verified | failed), its one-line detail and time on the version; a markdown
+    artifact with every figure."""
+    client = registry_client(tracking_uri)
+    prefix = tag_prefix(target)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    for key, value in {"verification": "verified" if report.passed else "failed",
+                       "verification_detail": report.summary()[:4000], "verified_at": now,
+                       "verification_run": run_id}.items():
+        client.set_model_version_tag(name, version, f"{prefix}.{key}", value)
+    lines = [f"# {name} version {version} on {target.name}: {'verified' if report.passed else 'FAILED'}", "",
+             f"- endpoint: `{report.endpoint}`", *[f"- {figure}" for figure in report.figures()],
+             *[f"- **failed**: {reason}" for reason in report.reasons], *[f"- not checked: {n}" for n in report.notes]]
+    if report.load is not None:
+        lines += ["", "| load test | value |", "|---|---|", *[f"| {k} | {v:.4g} |" for k, v in report.load.items()]]
+    create_markdown_artifact(key=f"verification-{target.name}", description=f"{name} v{version} on {target.name}",
+                             markdown="\n".join(lines) + "\n")
+
+
+@task(name="roll-back-release", cache_policy=NO_CACHE)
+def roll_back_release_task(tracking_uri: str, name: str, failed: str, target: DeployTarget, root: Path, alias: str,
+                           alias_store_url: str, reason: str, run_id: str) -> RolledBack:
+    """Undo a switched release that failed verification, without a person and without a second deploy:
+    `current` back to the release that served before (removed when none did), the alias back to that version
+    (claimed first, so the relay and the poll deploy nothing), both versions tagged, the history appended."""
+    client = registry_client(tracking_uri)
+    prefix = tag_prefix(target)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    restored = previous_deployed_version(read_history(client, name, target), failed)
+    release = release_of(client, name, restored, target) if restored is not None else None
+    if release is not None:
+        switch_current(root, release)
+    else:
+        restored = None
+        (root / "current").unlink(missing_ok=True)
+    moved = alias_back_after_rollback(client, AliasStore(alias_store_url), name, alias, failed, restored)
+    for key, value in {"status": "rolled back", "reason": reason[:4000], "rolled_back_at": now, "run": run_id}.items():
+        client.set_model_version_tag(name, failed, f"{prefix}.{key}", value)
+    append_history(client, name, target, {"version": failed, "action": "verify", "status": "rolled-back",
+                                          "time": now})
+    if restored is not None:
+        client.set_model_version_tag(name, restored, f"{prefix}.status", f"deployed (restored: version {failed} "
+                                     "failed verification)")
+        client.set_model_version_tag(name, restored, f"{prefix}.restored_at", now)
+        append_history(client, name, target, {"version": restored, "action": "rollback", "status": "deployed",
+                                              "time": now})
+    return RolledBack(failed, restored, str(release) if release else None, moved)
+
+
+def alias_back_after_rollback(client, store: AliasStore, name: str, alias: str, failed: str,
+                              restored: str | None) -> bool:
+    """The alias off the failed version: onto the restored one (claimed first), or removed when none is restored
+    (its claim released, so setting it to the same version again later deploys again). A person who moved the
+    alias on meanwhile wins: it stays."""
+    try:
+        current = str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return False
+    if current != failed:
+        return False
+    if restored is None:
+        client.delete_registered_model_alias(name, alias)
+        store.release(name, alias, failed)
+        return True
+    store.claim(name, alias, restored)
+    client.set_registered_model_alias(name, alias, restored)
+    return True

@@ -4,6 +4,7 @@ registration (deploy, promotion), where a real quantization would only cost minu
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
@@ -16,17 +17,25 @@ from tasks.runtime_config import write_llm_api_yaml
 
 
 def register_bundle(settings: Settings, work: Path, name: str, fmt: str = "fp8", verdict: str = "pass",
-                    engine: dict | None = None) -> RegisteredVersion:
+                    engine: dict | None = None, checkpoint: Path | None = None,
+                    golden_data: Path | None = None) -> RegisteredVersion:
+    """`checkpoint`: a real (tiny) checkpoint to ship instead of stand-in bytes; with `golden_data` (the evaluation
+    data folder) its golden records are computed from it as a build records them (tasks/golden.py)."""
     key = uuid.uuid4().hex * 2
     bundle = work / key[:12]
-    (bundle / "checkpoint").mkdir(parents=True)
-    (bundle / "checkpoint" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}\n')
-    (bundle / "checkpoint" / "model.safetensors").write_bytes(uuid.uuid4().bytes * 256)
+    if checkpoint is None:
+        (bundle / "checkpoint").mkdir(parents=True)
+        (bundle / "checkpoint" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}\n')
+        (bundle / "checkpoint" / "model.safetensors").write_bytes(uuid.uuid4().bytes * 256)
+    else:
+        shutil.copytree(checkpoint, bundle / "checkpoint")
     write_llm_api_yaml(RuntimeSpec(), fmt == "fp8", bundle / "llm_api.yaml")
     (bundle / "MODEL_CARD.md").write_text(f"# {name}\n")
-    manifest = write_manifest(bundle, {"bundle_id": key, "build_key": {"digest": key, "parts": {}},
-                                       "quantization": {"format": fmt}, "engine": engine or {"status": "skipped",
-                                                                                              "reason": "test"}})
+    fields = {"bundle_id": key, "build_key": {"digest": key, "parts": {}}, "quantization": {"format": fmt},
+              "engine": engine or {"status": "skipped", "reason": "test"}}
+    if checkpoint is not None and golden_data is not None:
+        fields["golden"] = record_golden_of(bundle, golden_data)
+    manifest = write_manifest(bundle, fields)
     record = RunRecord(model_name=name, build_key=key, evidence={}, params={}, metrics={},
                        tags={"build_key": key, "gate.verdict": verdict, "quantization.format": fmt},
                        description=f"{fmt} bundle for tests")
@@ -34,3 +43,18 @@ def register_bundle(settings: Settings, work: Path, name: str, fmt: str = "fp8",
     uri = store_bundle(bundle, manifest, bundle_location(settings.bundle_root, key, run.run_id),
                        settings.s3_endpoint_url, settings.transfer)
     return register_version(record, run.run_id, uri, verdict == "pass", settings.tracking_uri)
+
+
+GOLDEN_PROMPTS = ["The capital of France is", "Water boils at", "def fibonacci(n):", "Once upon a time"]
+
+
+def record_golden_of(bundle: Path, data_dir: Path, max_new_tokens: int = 12) -> str:
+    from enginewright.golden import write_golden
+    from enginewright.models import load_model, load_tokenizer
+    from tasks.golden import record_golden
+
+    checkpoint = bundle / "checkpoint"
+    golden = record_golden(load_model(checkpoint, "bfloat16"), load_tokenizer(checkpoint), GOLDEN_PROMPTS,
+                           max_new_tokens, data_dir, ["arc_easy"])
+    write_golden(bundle, golden)
+    return golden.digest

@@ -1,0 +1,171 @@
+"""The verify step's checks of a switched release against its target's endpoint, as plain functions and tasks.
+
+1. ready: the endpoint serves the release's model id (and runtime version) within `verify.ready_timeout_s`;
+2. golden replay: the build's greedy continuations (enginewright.golden) asked again, exact-match share;
+3. subset: the build's lettered evaluation subset asked through lm-eval's `local-completions` model, answers paired
+   per document with the build's (agreement; exact McNemar on correctness) — this checks the deployment, not the
+   quantization again (the gate did that);
+4. load: a short fixed-concurrency run (tasks/load_test.py), output tokens/s and TTFT/ITL percentiles, compared with
+   the build's GPU-measured figure where one exists.
+
+`judge` turns the four into one verdict with every reason; flows/verify.py records it and rolls back a failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from enginewright.errors import InputError
+from enginewright.golden import (
+    ANSWER_MAX_TOKENS,
+    AnswerComparison,
+    Golden,
+    ReplayReport,
+    answers_of,
+    compare_answers,
+    compare_continuations,
+    requests_of,
+)
+from enginewright.monitoring import build_throughput
+from enginewright.openai_endpoint import Endpoint, EndpointError, Readiness, wait_until_serving
+from enginewright.targets import DeployTarget
+from enginewright.trtllm_contract import served_model_id
+
+
+@dataclass
+class VerificationReport:
+    model: str
+    version: str
+    target: str
+    endpoint: str
+    ready: Readiness | None = None
+    replay: ReplayReport | None = None
+    subset: AnswerComparison | None = None
+    load: dict[str, float] | None = None
+    reasons: list[str] = field(default_factory=list)  # why it failed; empty: verified
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    def summary(self) -> str:
+        if self.passed:
+            return "verified: " + "; ".join(self.figures())
+        return "verification failed: " + "; ".join(self.reasons)
+
+    def figures(self) -> list[str]:
+        out = []
+        if self.ready is not None:
+            out.append(f"serving after {self.ready.seconds:.1f} s")
+        if self.replay is not None:
+            out.append(f"golden {self.replay.matched}/{self.replay.total} exact")
+        if self.subset is not None:
+            out.append(f"subset {self.subset.agreeing}/{self.subset.documents} answers agree, McNemar p "
+                       f"{self.subset.mcnemar_p:.3g}")
+        if self.load is not None:
+            out.append(f"{self.load['output_tokens_per_s']:.1f} output tokens/s at concurrency "
+                       f"{self.load['concurrency']:g}, TTFT p99 {self.load['ttft_p99_s']:.3f} s")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in self.__dict__.items()}
+
+
+def require_endpoint(target: DeployTarget) -> None:
+    if target.endpoint is None:
+        raise InputError(f"target {target.name!r} names no endpoint: add `endpoint: http://host:port` (where its "
+                         "serving host answers the OpenAI API) to verify a release there")
+
+
+def expected_model_id(deployment: dict[str, Any]) -> str:
+    """The id the release's serving command makes the endpoint report on /v1/models."""
+    if deployment.get("runtime") == "vllm":
+        argv = deployment["vllm_serve"]
+        return argv[argv.index("--served-model-name") + 1]
+    return served_model_id(deployment["served_path"])
+
+
+def replay_golden(endpoint: Endpoint, model_id: str, golden: Golden) -> ReplayReport:
+    served = [endpoint.complete(model_id, c.prompt, golden.max_new_tokens) for c in golden.continuations]
+    return compare_continuations(golden.continuations, served)
+
+
+def subset_lm(endpoint: Endpoint, model_id: str, tokenizer_dir: Path) -> Any:
+    """lm-eval's OpenAI-compatible completions model against the endpoint (prompts sent as text, greedy)."""
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    return LocalCompletionsAPI(base_url=f"{endpoint.base_url}/v1/completions", model=model_id,
+                               tokenizer_backend="huggingface", tokenizer=str(tokenizer_dir),
+                               tokenized_requests=False, max_gen_toks=ANSWER_MAX_TOKENS, num_concurrent=1,
+                               max_retries=1, timeout=120)
+
+
+def ask_subset(endpoint: Endpoint, model_id: str, tokenizer_dir: Path, golden: Golden) -> AnswerComparison:
+    from tasks.golden import generate_requests
+
+    requests = requests_of(golden.answers)
+    served = answers_of(requests, generate_requests(subset_lm(endpoint, model_id, tokenizer_dir), requests))
+    return compare_answers(golden.answers, served)
+
+
+def judge(report: VerificationReport, target: DeployTarget, manifest: dict[str, Any]) -> VerificationReport:
+    """Fill `reasons` from the figures and the target's verify policy."""
+    policy = target.verify
+    if report.ready is not None and not report.ready.ready:
+        report.reasons.append(f"the endpoint {report.endpoint} did not serve version {report.version} within "
+                              f"{policy.ready_timeout_s:g} s: {report.ready.detail}")
+    if report.replay is not None and report.replay.exact_match < policy.min_golden_match:
+        report.reasons.append(f"golden replay: {report.replay.matched} of {report.replay.total} continuations equal "
+                              f"the build's (needs {100 * policy.min_golden_match:g} %); first: "
+                              f"{report.replay.first_mismatch}")
+    subset = report.subset
+    if subset is not None and subset.served_correct < subset.build_correct and subset.mcnemar_p < policy.mcnemar_alpha:
+        report.reasons.append(f"evaluation subset: the endpoint answers {subset.served_correct} of {subset.documents} "
+                              f"right, the build {subset.build_correct} (McNemar p {subset.mcnemar_p:.3g} < "
+                              f"{policy.mcnemar_alpha:g})")
+    if report.load is not None:
+        if report.load.get("errors", 0) > 0:
+            report.reasons.append(f"load test: {report.load['errors']:g} of {report.load['requests']:g} requests "
+                                  "failed")
+        measured = build_throughput(manifest)
+        if measured is None:
+            report.notes.append("no GPU-measured build throughput to compare the load test with")
+        elif report.load["output_tokens_per_s"] < measured * (1 - policy.max_throughput_drop):
+            report.reasons.append(f"load test: {report.load['output_tokens_per_s']:.1f} output tokens/s, more than "
+                                  f"{100 * policy.max_throughput_drop:g} % below the build's {measured:.1f}")
+    return report
+
+
+@task(name="verify-release", cache_policy=NO_CACHE)
+def verify_release_task(deployment: dict[str, Any], golden: Golden | None, manifest: dict[str, Any],
+                        target: DeployTarget, bundle_dir: Path) -> VerificationReport:
+    """Every check, in order; a check that cannot run on a not-ready endpoint is not run (the wait already failed)."""
+    from tasks.load_test import run_load_test
+
+    assert target.endpoint is not None  # the flow refuses a target without one first
+    endpoint = Endpoint(target.endpoint)
+    report = VerificationReport(deployment["model"], deployment["version"], target.name, target.endpoint)
+    model_id = expected_model_id(deployment)
+    version = target.served_runtime_version if deployment.get("runtime") != "vllm" else None
+    report.ready = wait_until_serving(endpoint, model_id, version, target.verify.ready_timeout_s)
+    if not report.ready.ready:
+        return judge(report, target, manifest)
+    try:
+        if golden is None:
+            report.notes.append("the bundle has no golden records (built before they existed): replay and subset "
+                                "not checked")
+        else:
+            report.replay = replay_golden(endpoint, model_id, golden)
+            if golden.answers:
+                report.subset = ask_subset(endpoint, model_id, bundle_dir / "checkpoint", golden)
+        if target.verify.load_requests > 0:
+            report.load = run_load_test(endpoint, model_id, bundle_dir / "checkpoint", target.verify)
+    except EndpointError as exc:
+        report.reasons.append(f"the endpoint stopped answering: {exc}")
+    return judge(report, target, manifest)

@@ -1,0 +1,75 @@
+"""What a serving host does with a rendered release, for tests: watch `<model>/current` and, when it moves, stop the
+server and start the new release's own `trtllm-serve.sh` — with tests/standins/bin first on PATH, so the rendered
+command line runs the trtllm-serve stand-in (which checks it against the real CLI's contract).
+
+`serve_instead` makes a fault: for the named versions, the host starts the server on another checkpoint than the
+release's (a host that loaded the wrong weights), with the release's own options file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+STANDINS_BIN = Path(__file__).resolve().parent / "standins" / "bin"
+
+
+class ServingHost:
+    def __init__(self, model_root: Path, log: Path, serve_instead: dict[str, Path] | None = None) -> None:
+        self.model_root = model_root
+        self.log = log
+        self.serve_instead = dict(serve_instead or {})
+        self.process: subprocess.Popen | None = None
+        self.started: list[str] = []  # the release folder names it started, in order
+        self._seen: Path | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> ServingHost:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._kill()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            link = self.model_root / "current"
+            release = link.resolve() if link.is_symlink() else None
+            if release != self._seen:
+                self._seen = release
+                self._kill()
+                if release is not None:
+                    self._start(release)
+
+    def _start(self, release: Path) -> None:
+        import json
+
+        version = json.loads((release / "deployment.json").read_text())["version"]
+        # the stand-in's `#!/usr/bin/env python3` must find this interpreter (torch, transformers), as the image's does
+        path = os.pathsep.join([str(STANDINS_BIN), str(Path(sys.executable).parent), os.environ["PATH"]])
+        env = {**os.environ, "PATH": path}
+        if version in self.serve_instead:
+            script = (release / "trtllm-serve.sh").read_text().split("exec ", 1)[1].split()
+            script[1] = str(self.serve_instead[version])  # trtllm-serve <checkpoint> …
+            command = [c.strip('"') for c in script if c != '"$@"']
+        else:
+            command = ["sh", str(release / "trtllm-serve.sh")]
+        with self.log.open("a") as out:
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        self.started.append(release.name)
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process = None

@@ -1,0 +1,146 @@
+"""Verify after deploy, on the embedded registry with a real endpoint: the trtllm-serve stand-in serving the release's
+checkpoint on the CPU, started by a test serving host from the rendered trtllm-serve.sh; AIPerf's real load test
+against it. A good release ends verified; one whose host serves another checkpoint, or never serves the release,
+is rolled back by itself: `current`, the alias, the tags and the history."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from enginewright.errors import InputError, VerificationFailed
+from enginewright.golden import (
+    Answer,
+    Continuation,
+    answer_letter,
+    choice_prompt,
+    compare_answers,
+    compare_continuations,
+    read_golden,
+)
+from enginewright.promotion import AliasStore
+from enginewright.registry_client import registry_client
+from enginewright.settings import Settings
+from flows.deploy import deploy_version
+from flows.verify import verify_release
+from tests.registered_bundle import register_bundle
+from tests.serving_host import ServingHost
+from tests.tiny_model import make_tiny_llama
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_target(path: Path, port: int, **verify: object) -> Path:
+    policy = {"ready_timeout_s": 60, "load_requests": 4, "load_concurrency": 2, "load_max_tokens": 8, **verify}
+    path.write_text(f"name: cpu\ngpu: CPU stand-in\ncompute_capability: '9.0'\nhost: 127.0.0.1\nport: {port}\n"
+                    f"endpoint: http://127.0.0.1:{port}\nverify: {json.dumps(policy)}\n")
+    return path
+
+
+def test_the_lettered_subset_and_the_comparisons() -> None:
+    prompt, gold = choice_prompt("arc_easy", {"question": "Q?", "answerKey": "2",
+                                              "choices": {"text": ["x", "y"], "label": ["1", "2"]}})
+    assert prompt == "Question: Q?\nA. x\nB. y\nAnswer:" and gold == "B"
+    assert choice_prompt("mmlu", {"question": "Q", "choices": ["a", "b", "c", "d"], "answer": 3})[1] == "D"
+    assert answer_letter(" C", 4) == "C" and answer_letter(" E.", 4) == "" and answer_letter("\n", 4) == ""
+    golden = [Continuation("p", "h", [1], " yes"), Continuation("q", "h2", [2], " no")]
+    replay = compare_continuations(golden, [" yes", " nope"])
+    assert (replay.matched, replay.exact_match) == (1, 0.5) and "served ' nope'" in replay.first_mismatch
+    build = [Answer(f"d{i}", f"p{i}", "A", "A", "?", 4) for i in range(12)]
+    served = [Answer(f"d{i}", f"p{i}", "B", "A", "?", 4) for i in range(12)]
+    worse = compare_answers(build, served)
+    assert (worse.agreeing, worse.only_build_right, worse.only_served_right) == (0, 12, 0)
+    assert worse.mcnemar_p < 0.001
+    assert compare_answers(build, build).mcnemar_p == 1.0
+    with pytest.raises(ValueError, match="another prompt"):
+        compare_answers(build, [Answer(f"d{i}", "other", "A", "A", "?", 4) for i in range(12)])
+
+
+@pytest.fixture
+def checkpoints(tiny_model: Path, tokenizer_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The good checkpoint and another one, both folders named `checkpoint` (as a bundle's are)."""
+    other = make_tiny_llama(tmp_path / "other" / "checkpoint", tokenizer_dir, seed=7)
+    return tiny_model, other
+
+
+def test_a_good_release_is_verified_and_a_wrong_checkpoint_rolls_back(settings: Settings, tmp_path: Path,
+                                                                      checkpoints, shared_data: Path) -> None:
+    good, other = checkpoints
+    client = registry_client(settings.tracking_uri)
+    data = shared_data / "eval"
+    v1 = register_bundle(settings, tmp_path / "b", "chat", checkpoint=good, golden_data=data)
+    v2 = register_bundle(settings, tmp_path / "b", "chat", checkpoint=good, golden_data=data)
+    golden = read_golden(Path(v1.source.removeprefix("file://")))
+    assert golden is not None and len(golden.continuations) == 4 and len(golden.answers) == 40
+    target = write_target(tmp_path / "cpu.yaml", free_port())
+    root = settings.serving_dir / "cpu" / "chat"
+    with ServingHost(root, tmp_path / "serving.log", serve_instead={v2.version: other}) as host:
+        client.set_registered_model_alias("chat", "production", v1.version)
+        outcome = deploy_version("chat", alias="production", target_path=str(target))
+        assert outcome.status == "deployed" and "verified: serving after" in outcome.message, outcome.message
+        tags = client.get_model_version("chat", v1.version).tags
+        assert tags["deploy.cpu.verification"] == "verified"
+        assert "golden 4/4 exact" in tags["deploy.cpu.verification_detail"]
+        assert "subset 40/40 answers agree" in tags["deploy.cpu.verification_detail"]
+        assert "output tokens/s at concurrency 2" in tags["deploy.cpu.verification_detail"]
+        v1_release = (root / "current").resolve()
+        prometheus = v1_release / "prometheus"
+        assert f"chat version {v1.version} on cpu" in (prometheus / "alerts.yml").read_text()
+
+        client.set_registered_model_alias("chat", "production", v2.version)
+        with pytest.raises(VerificationFailed, match=r"golden replay: [0-3] of 4 continuations equal the build's") as failed:
+            deploy_version("chat", alias="production", target_path=str(target))
+        assert f"rolled back to version {v1.version}" in str(failed.value)
+        assert (root / "current").resolve() == v1_release
+        assert str(client.get_model_version_by_alias("chat", "production").version) == v1.version
+        # claimed: the relay or poll that sees the alias move back announces nothing (no second deploy)
+        assert AliasStore(settings.watch_db_url).announced("chat", "production") == v1.version
+        v2_tags = client.get_model_version("chat", v2.version).tags
+        assert v2_tags["deploy.cpu.status"] == "rolled back" and "golden replay" in v2_tags["deploy.cpu.reason"]
+        assert v2_tags["deploy.cpu.verification"] == "failed"
+        assert client.get_model_version("chat", v1.version).tags["deploy.cpu.status"].startswith("deployed (restored")
+        history = json.loads(client.get_registered_model("chat").tags["deploy.cpu.history"])
+        assert [(h["version"], h["action"], h["status"]) for h in history] == [
+            (v1.version, "promote", "deployed"), (v2.version, "promote", "deployed"),
+            (v2.version, "verify", "rolled-back"), (v1.version, "rollback", "deployed")]
+        assert host.started[-1] == v1_release.name  # the host serves the restored release again
+
+        # By hand, the restored release verifies again.
+        assert verify_release("chat", str(target)).status == "verified"
+
+
+def test_an_endpoint_that_never_serves_the_release_fails_after_the_bounded_wait(settings: Settings, tmp_path: Path,
+                                                                                checkpoints, shared_data) -> None:
+    good, other = checkpoints
+    renamed = tmp_path / "elsewhere" / "weights"  # served as 'weights', not 'checkpoint'
+    renamed.parent.mkdir()
+    renamed.symlink_to(other, target_is_directory=True)
+    client = registry_client(settings.tracking_uri)
+    v1 = register_bundle(settings, tmp_path / "b", "solo", checkpoint=good, golden_data=shared_data / "eval")
+    target = write_target(tmp_path / "cpu.yaml", free_port(), ready_timeout_s=15, load_requests=0)
+    root = settings.serving_dir / "cpu" / "solo"
+    with ServingHost(root, tmp_path / "serving.log", serve_instead={v1.version: renamed}):
+        client.set_registered_model_alias("solo", "production", v1.version)
+        with pytest.raises(VerificationFailed, match=r"did not serve version .* within 15 s: it serves 'weights', not "
+                                                     r"'checkpoint' \(/v1/models\); rolled back: no earlier release"):
+            deploy_version("solo", alias="production", target_path=str(target))
+    assert not (root / "current").exists()  # nothing half-switched: no release is current
+    with pytest.raises(Exception, match="not found|RESOURCE_DOES_NOT_EXIST|alias"):
+        client.get_model_version_by_alias("solo", "production")
+    assert AliasStore(settings.watch_db_url).announced("solo", "production") is None  # setting it again deploys
+
+
+def test_verify_needs_an_endpoint_and_a_deployed_release(settings: Settings, tmp_path: Path) -> None:
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("name: bare\ngpu: g\ncompute_capability: '9.0'\n")
+    with pytest.raises(InputError, match="target 'bare' names no endpoint: add `endpoint: http://host:port`"):
+        verify_release("m", str(bare))
+    with pytest.raises(InputError, match="nothing of m is deployed on cpu"):
+        verify_release("m", str(write_target(tmp_path / "cpu.yaml", free_port())))
