@@ -48,9 +48,9 @@ def deploy_runs(env: dict[str, str]) -> list:
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id={"any_": [deployment.id]}))
 
 
-def set_alias_in_the_ui(page, mlflow_url: str, version: str, alias: str) -> float:
+def set_alias_in_the_ui(page, mlflow_url: str, version: str, alias: str, model: str = MODEL) -> float:
     """Click and type as a person would; returns the monotonic time of the click on "Save aliases"."""
-    page.goto(f"{mlflow_url}/#/models/{MODEL}/versions/{version}")
+    page.goto(f"{mlflow_url}/#/models/{model}/versions/{version}")
     page.get_by_title("Add aliases").or_(page.get_by_title("Edit aliases")).click()  # Edit: it has `candidate`
     dialog = page.get_by_role("dialog")
     box = dialog.get_by_role("combobox")
@@ -148,6 +148,88 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
         assert sorted(r.parameters["version"] for r in runs) == sorted([fits.version, too_new.version]), \
             [(r.name, r.parameters) for r in runs]
         assert run.parameters["alias"] == "production"
+    finally:
+        stop(worker)
+        shutil.copy(tmp_path / "worker-cpu.log", tmp_path / "worker-cpu.kept.log")
+
+
+VERIFIED_MODEL = "verified-chat"
+
+
+def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stack: Stack, tmp_path: Path,
+                                                                           tiny_model: Path, tokenizer_dir: Path,
+                                                                           shared_data: Path) -> None:
+    """The loop after the click, closed: the target names an endpoint, a serving host (tests/serving_host.py) runs
+    each switched release's own trtllm-serve.sh (the CPU stand-in), and the deploy run verifies it live. The good
+    version ends verified; the broken one (its host loaded another checkpoint) is rolled back by itself — current,
+    alias, tags, history — with its reason on the version page. Prints click → verified and click → rolled back."""
+    from playwright.sync_api import sync_playwright
+
+    from enginewright.registry_client import registry_client
+    from tests.serving_host import ServingHost
+    from tests.test_verify import free_port, write_target
+    from tests.tiny_model import make_tiny_llama
+
+    home = tmp_path / "worker-home"
+    target = write_target(tmp_path / "cpu-serving.yaml", free_port(), ready_timeout_s=120, load_requests=8)
+    env = {**os.environ, **stack.client_env(), "ENGINEWRIGHT_HOME": str(home), "ENGINEWRIGHT_CHECKOUT": str(ROOT),
+           "ENGINEWRIGHT_DEPLOY_TARGET": str(target), "PREFECT_HOME": str(tmp_path / "prefect-client")}
+    client_settings = Settings(home=tmp_path / "builder-home", mlflow_tracking_uri=stack.mlflow_url,
+                               bundle_store=f"s3://{stack.settings.stack_bucket}/bundles",
+                               s3_endpoint_url=stack.s3_url)
+    data = shared_data / "eval"
+    good = register_bundle(client_settings, tmp_path / "bundles", VERIFIED_MODEL, checkpoint=tiny_model, golden_data=data)
+    broken = register_bundle(client_settings, tmp_path / "bundles", VERIFIED_MODEL, checkpoint=tiny_model,
+                             golden_data=data)
+    other = make_tiny_llama(tmp_path / "other" / "checkpoint", tokenizer_dir, seed=11)
+
+    for pool in ("cpu", "gpu"):
+        prefect_cli(["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
+    prefect_cli(["--no-prompt", "deploy", "--all"], env)
+    log = (tmp_path / "worker-cpu.log").open("w")
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu"], env=env,
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    root = home / "serving" / "cpu" / VERIFIED_MODEL
+    registry = registry_client(stack.mlflow_url)
+
+    def tag(version: str, key: str) -> str | None:
+        return (registry.get_model_version(VERIFIED_MODEL, version).tags or {}).get(f"deploy.cpu.{key}")
+
+    try:
+        with ServingHost(root, tmp_path / "serving.log", serve_instead={broken.version: other}), \
+                sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            password = secrets.token_urlsafe(16)
+            AuthServiceClient(stack.mlflow_url).create_user("verifier", password)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000},
+                                    http_credentials={"username": "verifier", "password": password})
+
+            clicked = set_alias_in_the_ui(page, stack.mlflow_url, good.version, "production", VERIFIED_MODEL)
+            wait_for(lambda: tag(good.version, "verification") is not None, 300, "the good version's verification")
+            verified = time.monotonic() - clicked
+            assert tag(good.version, "verification") == "verified", tag(good.version, "verification_detail")
+            assert "golden 4/4 exact" in (tag(good.version, "verification_detail") or "")
+
+            clicked = set_alias_in_the_ui(page, stack.mlflow_url, broken.version, "production", VERIFIED_MODEL)
+            wait_for(lambda: tag(broken.version, "status") == "rolled back", 300, "the broken version's rollback")
+            rolled_back = time.monotonic() - clicked
+            print(f"\nalias click → verified {verified:.1f} s; alias click → rolled back {rolled_back:.1f} s")
+            assert "golden replay" in (tag(broken.version, "reason") or "")
+            wait_for(lambda: reloaded_shows(page, "rolled back"), 60, "the rollback on the version page")
+            page.screenshot(path=str(tmp_path / "version-rolled-back.png"))
+            browser.close()
+
+        assert str(registry.get_model_version_by_alias(VERIFIED_MODEL, "production").version) == good.version
+        current = json.loads((root / "current" / "deployment.json").read_text())
+        assert current["version"] == good.version
+
+        # The alias moved back was claimed: the poll announces nothing, no third deploy run.
+        out = prefect_cli(["deployment", "run", "poll_aliases/promote-poll", "--watch", "--watch-timeout", "120"], env)
+        assert "Completed" in out, out
+        time.sleep(5)
+        runs = [r for r in deploy_runs(env) if r.parameters.get("model_name") == VERIFIED_MODEL]
+        assert sorted(r.parameters["version"] for r in runs) == sorted([good.version, broken.version]), \
+            [(r.name, r.parameters) for r in runs]
     finally:
         stop(worker)
         shutil.copy(tmp_path / "worker-cpu.log", tmp_path / "worker-cpu.kept.log")
