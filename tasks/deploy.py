@@ -199,11 +199,14 @@ def record_verification_task(tracking_uri: str, name: str, version: str, target:
     now = datetime.now(UTC).isoformat(timespec="seconds")
     for key, value in {"verification": "verified" if report.passed else "failed",
                        "verification_detail": report.summary()[:4000], "verified_at": now,
+                       "verification_seconds": json.dumps({k: round(v, 1) for k, v in report.seconds.items()}),
                        "verification_run": run_id}.items():
         client.set_model_version_tag(name, version, f"{prefix}.{key}", value)
     lines = [f"# {name} version {version} on {target.name}: {'verified' if report.passed else 'FAILED'}", "",
              f"- endpoint: `{report.endpoint}`", *[f"- {figure}" for figure in report.figures()],
              *[f"- **failed**: {reason}" for reason in report.reasons], *[f"- not checked: {n}" for n in report.notes]]
+    if report.seconds:
+        lines += ["", "| check | seconds |", "|---|---|", *[f"| {k} | {v:.1f} |" for k, v in report.seconds.items()]]
     if report.load is not None:
         lines += ["", "| load test | value |", "|---|---|", *[f"| {k} | {v:.4g} |" for k, v in report.load.items()]]
     create_markdown_artifact(key=f"verification-{target.name}", description=f"{name} v{version} on {target.name}",

@@ -64,7 +64,7 @@ def record_golden(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
 
 
 @task(name="golden", persist_result=True, cache_policy=step_policy(
-    "golden", "work", "state", "dtype", "prompts", "max_new_tokens", "eval_data", "tasks"))
+    "golden", "work", "state", "dtype", "prompts", "max_new_tokens", "eval_data", "tasks", tools=("lm-eval",)))
 def golden_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str, prompts: list[str],
                 max_new_tokens: int, eval_data: EvalData, tasks: list[str]) -> str:
     """Write golden/ into the bundle; returns the records' digest (it goes into the manifest)."""

@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ class VerificationReport:
     load: dict[str, float] | None = None
     reasons: list[str] = field(default_factory=list)  # why it failed; empty: verified
     notes: list[str] = field(default_factory=list)  # what was not checked, and why
+    seconds: dict[str, float] = field(default_factory=dict)  # check → wall seconds (ready, replay, subset, load)
 
     @property
     def passed(self) -> bool:
@@ -142,6 +146,15 @@ def judge(report: VerificationReport, target: DeployTarget, manifest: dict[str, 
     return report
 
 
+@contextmanager
+def timed(report: VerificationReport, check: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        report.seconds[check] = time.perf_counter() - started
+
+
 @task(name="verify-release", cache_policy=NO_CACHE)
 def verify_release_task(deployment: dict[str, Any], golden: Golden | None, manifest: dict[str, Any],
                         target: DeployTarget, bundle_dir: Path) -> VerificationReport:
@@ -154,6 +167,7 @@ def verify_release_task(deployment: dict[str, Any], golden: Golden | None, manif
     model_id = expected_model_id(deployment)
     version = target.served_runtime_version if deployment.get("runtime") != "vllm" else None
     report.ready = wait_until_serving(endpoint, model_id, version, target.verify.ready_timeout_s)
+    report.seconds["ready"] = report.ready.seconds
     if not report.ready.ready:
         return judge(report, target, manifest)
     try:
@@ -161,11 +175,16 @@ def verify_release_task(deployment: dict[str, Any], golden: Golden | None, manif
             report.notes.append("the bundle has no golden records (built before they existed): replay and subset "
                                 "not checked")
         else:
-            report.replay = replay_golden(endpoint, model_id, golden)
+            with timed(report, "replay"):
+                report.replay = replay_golden(endpoint, model_id, golden)
             if golden.answers:
-                report.subset = ask_subset(endpoint, model_id, bundle_dir / "checkpoint", golden)
+                with timed(report, "subset"):
+                    report.subset = ask_subset(endpoint, model_id, bundle_dir / "checkpoint", golden)
         if target.verify.load_requests > 0:
-            report.load = run_load_test(endpoint, model_id, bundle_dir / "checkpoint", target.verify)
+            with timed(report, "load"):
+                report.load = run_load_test(endpoint, model_id, bundle_dir / "checkpoint", target.verify)
     except EndpointError as exc:
         report.reasons.append(f"the endpoint stopped answering: {exc}")
+    except Exception as exc:  # a check that cannot finish is no pass: the release must not stay unverified
+        report.reasons.append(f"verification could not finish: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     return judge(report, target, manifest)

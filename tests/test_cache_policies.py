@@ -105,13 +105,14 @@ def test_every_step_policy_names_only_parameters_of_its_task() -> None:
     import tasks.evaluate
     import tasks.export
     import tasks.gate
+    import tasks.golden
     import tasks.quantize
     import tasks.register
     import tasks.runtime_config
     import tasks.smoke
     import tasks.trtllm_build
 
-    modules = [tasks.bundle, tasks.calibration, tasks.evaluate, tasks.export, tasks.gate, tasks.quantize,
+    modules = [tasks.bundle, tasks.calibration, tasks.evaluate, tasks.export, tasks.gate, tasks.golden, tasks.quantize,
                tasks.register, tasks.runtime_config, tasks.smoke, tasks.trtllm_build]
     seen = set()
     for module in modules:

@@ -144,3 +144,52 @@ def test_verify_needs_an_endpoint_and_a_deployed_release(settings: Settings, tmp
         verify_release("m", str(bare))
     with pytest.raises(InputError, match="nothing of m is deployed on cpu"):
         verify_release("m", str(write_target(tmp_path / "cpu.yaml", free_port())))
+
+
+def test_the_standin_serves_a_modelopt_export_and_refuses_what_trtllm_serve_refuses(int8_sq_state, tiny_model: Path,
+                                                                                   tmp_path: Path) -> None:
+    """A real INT8-SmoothQuant export (weights int8 + scales) is served with its weights dequantized; the golden
+    continuations of the evaluated (simulated, activation-quantized) candidate are compared — the share is printed,
+    not asserted: the stand-in does not quantize activations. The contract: an unknown option refuses to start, an
+    unknown request key is a 400."""
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from enginewright.golden import compare_continuations
+    from enginewright.models import load_tokenizer
+    from enginewright.openai_endpoint import Endpoint, wait_until_serving
+    from tasks.runtimes.simulated import load_candidate
+    from tasks.smoke import greedy_continuations
+    from tests.registered_bundle import GOLDEN_PROMPTS
+    from tests.serving_host import STANDINS_BIN
+
+    state, exported = int8_sq_state
+    serve = [sys.executable, str(STANDINS_BIN / "trtllm-serve")]
+    refused = subprocess.run([*serve, str(exported), "--gpus", "1"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "trtllm-serve does not take '--gpus'" in refused.stderr
+    port = free_port()
+    server = subprocess.Popen([*serve, str(exported), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = Endpoint(f"http://127.0.0.1:{port}")
+        ready = wait_until_serving(endpoint, exported.name, "1.3.0rc20", 120)
+        assert ready.ready, ready.detail
+        candidate = load_candidate(tiny_model, state, "bfloat16", fold=True, exported=exported)
+        expected = [Continuation(p, "", ids, text) for p, (ids, text) in
+                    zip(GOLDEN_PROMPTS, greedy_continuations(candidate, load_tokenizer(tiny_model), GOLDEN_PROMPTS, 12),
+                        strict=True)]
+        started = time.perf_counter()
+        replay = compare_continuations(expected, [endpoint.complete(exported.name, p, 12) for p in GOLDEN_PROMPTS])
+        print(f"\nINT8-SQ export served dequantized: {replay.matched}/{replay.total} golden continuations equal the "
+              f"simulated candidate's ({time.perf_counter() - started:.1f} s)")
+        request = urllib.request.Request(f"{endpoint.base_url}/v1/completions", method="POST",
+                                         data=b'{"model": "checkpoint", "prompt": "x", "best_of_n": 2}')
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(request, timeout=30)
+        assert bad.value.code == 400 and "best_of_n: Extra inputs are not permitted" in bad.value.read().decode()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.artifacts import download_artifacts
 
+from enginewright.golden import read_golden
 from enginewright.manifest import verify_bundle
 from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
@@ -17,7 +18,7 @@ from flows.build import run_build
 pytestmark = pytest.mark.e2e
 
 
-TASKS_PER_BUILD = 16  # resolve, fingerprint, eval-data, calibration, auto-quantize-search, quantize, smoke, export, llm-api, trtllm, evaluate, gate, bundle, log-run, store, register
+TASKS_PER_BUILD = 17  # resolve, fingerprint, eval-data, calibration, auto-quantize-search, quantize, smoke, export, llm-api, trtllm, evaluate, gate, golden, bundle, log-run, store, register
 
 
 def task_run_states(flow_run_id, expected: int = TASKS_PER_BUILD) -> dict[str, str]:
@@ -119,6 +120,12 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert {step: plan["kind"] for step, plan in manifest["memory_plan"].items()} == {"quantize": "one_device",
                                                                                      "export": "one_device"}
     assert not (downloaded / "engine").exists()  # nothing pretends an engine exists
+    # The golden records a release is later verified against: under the manifest, from the evaluated candidate.
+    golden = read_golden(downloaded)
+    assert golden is not None and manifest["golden"] == golden.digest
+    assert {"golden/continuations.json", "golden/answers.json"} <= paths
+    assert len(golden.continuations) == len(spec.gate.smoke_prompts) and golden.task == "arc_easy"
+    assert len(golden.answers) == 40 and all(a.prompt.endswith("\nAnswer:") for a in golden.answers)
 
     second_state = run_build(spec, settings)
     second = second_state.result()

@@ -213,7 +213,8 @@ def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stac
             clicked = set_alias_in_the_ui(page, stack.mlflow_url, broken.version, "production", VERIFIED_MODEL)
             wait_for(lambda: tag(broken.version, "status") == "rolled back", 300, "the broken version's rollback")
             rolled_back = time.monotonic() - clicked
-            print(f"\nalias click → verified {verified:.1f} s; alias click → rolled back {rolled_back:.1f} s")
+            print(f"\nalias click → verified {verified:.1f} s (checks: {tag(good.version, 'verification_seconds')}); "
+                  f"alias click → rolled back {rolled_back:.1f} s (checks: {tag(broken.version, 'verification_seconds')})")
             assert "golden replay" in (tag(broken.version, "reason") or "")
             wait_for(lambda: reloaded_shows(page, "rolled back"), 60, "the rollback on the version page")
             page.screenshot(path=str(tmp_path / "version-rolled-back.png"))
