@@ -36,8 +36,11 @@ class VerifyPolicy(BaseModel):
 
     ready_timeout_s: float = Field(default=600.0, gt=0, le=86400, description="How long to wait for the endpoint to "
                                    "serve the new release (/health, /v1/models, /version) before failing it.")
-    min_golden_match: float = Field(default=0.8, ge=0, le=1, description="Share of the build's greedy golden "
-                                    "continuations the endpoint must reproduce exactly.")
+    min_golden_prefix: float = Field(default=0.5, ge=0, le=1, description="Mean share of each of the build's greedy "
+                                     "golden continuations the endpoint must reproduce before diverging (the same "
+                                     "checkpoint under other kernels diverges late, another one early).")
+    min_subset_agreement: float = Field(default=0.5, ge=0, le=1, description="Share of the evaluation subset's "
+                                        "documents the endpoint must answer with the build's letter.")
     mcnemar_alpha: float = Field(default=0.05, gt=0, lt=1, description="The subset's answers fail when the endpoint "
                                  "is right less often than the build, significant at this level (exact McNemar).")
     load_concurrency: int = Field(default=4, ge=1, le=1024, description="Concurrent requests of the load test.")

@@ -97,8 +97,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
                                    spec.gate, eval_data, settings.eval_cache_dir, settings.baselines_dir, engine)
         baseline, candidate = evaluation.baseline, evaluation.candidate
         gate = gate_task(work, evaluation, spec.gate, spec.evaluation)
-        golden = golden_task(work, source.path, state, spec.dtype, spec.gate.smoke_prompts,
-                             spec.gate.smoke_max_new_tokens, eval_data, list(spec.evaluation.tasks))
+        golden = golden_task(work, source.path, state, spec.dtype, eval_data, list(spec.evaluation.tasks))
 
         description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
                                      baseline, candidate, engine, gate, exported.memory_plan)

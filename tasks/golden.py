@@ -1,5 +1,5 @@
 """Record the build's golden outputs into its bundle (enginewright.golden says what and why): the evaluated
-candidate's greedy continuations of the smoke prompts and its lettered answers to the fixed evaluation subset.
+candidate's greedy continuations of the fixed golden prompts and its lettered answers to the fixed evaluation subset.
 
 The candidate is the one the gate evaluated: the calibrated model with the exported checkpoint's own weight codes
 (tasks/runtimes/simulated.py). Its subset answers come from lm-eval's HFLM `generate_until` with the very requests
@@ -17,6 +17,8 @@ from enginewright.cache_policies import step_policy
 from enginewright.golden import (
     ANSWER_MAX_TOKENS,
     ANSWER_STOP,
+    GOLDEN_MAX_NEW_TOKENS,
+    GOLDEN_PROMPTS,
     Continuation,
     Golden,
     SubsetRequest,
@@ -64,13 +66,15 @@ def record_golden(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
 
 
 @task(name="golden", persist_result=True, cache_policy=step_policy(
-    "golden", "work", "state", "dtype", "prompts", "max_new_tokens", "eval_data", "tasks", tools=("lm-eval",)))
-def golden_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str, prompts: list[str],
-                max_new_tokens: int, eval_data: EvalData, tasks: list[str]) -> str:
-    """Write golden/ into the bundle; returns the records' digest (it goes into the manifest)."""
+    "golden", "work", "state", "dtype", "eval_data", "tasks", tools=("lm-eval",)))
+def golden_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str, eval_data: EvalData,
+                tasks: list[str]) -> str:
+    """Write golden/ into the bundle (GOLDEN_PROMPTS, GOLDEN_MAX_NEW_TOKENS); returns the records' digest (it goes
+    into the manifest)."""
     from tasks.runtimes.simulated import load_candidate
 
     model = load_candidate(checkpoint, state, dtype, fold=True, exported=work.checkpoint)
-    golden = record_golden(model, load_tokenizer(checkpoint), prompts, max_new_tokens, eval_data.data_dir, tasks)
+    golden = record_golden(model, load_tokenizer(checkpoint), list(GOLDEN_PROMPTS), GOLDEN_MAX_NEW_TOKENS,
+                           eval_data.data_dir, tasks)
     write_golden(work.bundle, golden)
     return golden.digest

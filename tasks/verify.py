@@ -61,14 +61,17 @@ class VerificationReport:
     def summary(self) -> str:
         if self.passed:
             return "verified: " + "; ".join(self.figures())
-        return "verification failed: " + "; ".join(self.reasons)
+        figures = self.figures()
+        return "verification failed: " + "; ".join(self.reasons) + (f" [{'; '.join(figures)}]" if figures else "")
 
     def figures(self) -> list[str]:
         out = []
         if self.ready is not None:
-            out.append(f"serving after {self.ready.seconds:.1f} s")
+            out.append(f"serving after {self.ready.seconds:.1f} s" if self.ready.ready
+                       else f"not serving after {self.ready.seconds:.1f} s")
         if self.replay is not None:
-            out.append(f"golden {self.replay.matched}/{self.replay.total} exact")
+            out.append(f"golden {self.replay.matched}/{self.replay.total} exact, "
+                       f"{100 * self.replay.prefix_share:.0f} % shared before diverging")
         if self.subset is not None:
             out.append(f"subset {self.subset.agreeing}/{self.subset.documents} answers agree, McNemar p "
                        f"{self.subset.mcnemar_p:.3g}")
@@ -124,11 +127,15 @@ def judge(report: VerificationReport, target: DeployTarget, manifest: dict[str, 
     if report.ready is not None and not report.ready.ready:
         report.reasons.append(f"the endpoint {report.endpoint} did not serve version {report.version} within "
                               f"{policy.ready_timeout_s:g} s: {report.ready.detail}")
-    if report.replay is not None and report.replay.exact_match < policy.min_golden_match:
-        report.reasons.append(f"golden replay: {report.replay.matched} of {report.replay.total} continuations equal "
-                              f"the build's (needs {100 * policy.min_golden_match:g} %); first: "
+    if report.replay is not None and report.replay.prefix_share < policy.min_golden_prefix:
+        report.reasons.append(f"golden replay: the served continuations share {100 * report.replay.prefix_share:.0f} % "
+                              f"of the build's before diverging (needs {100 * policy.min_golden_prefix:g} %; "
+                              f"{report.replay.matched} of {report.replay.total} equal); furthest: "
                               f"{report.replay.first_mismatch}")
     subset = report.subset
+    if subset is not None and subset.agreement < policy.min_subset_agreement:
+        report.reasons.append(f"evaluation subset: {subset.agreeing} of {subset.documents} answers equal the "
+                              f"build's (needs {100 * policy.min_subset_agreement:g} %)")
     if subset is not None and subset.served_correct < subset.build_correct and subset.mcnemar_p < policy.mcnemar_alpha:
         report.reasons.append(f"evaluation subset: the endpoint answers {subset.served_correct} of {subset.documents} "
                               f"right, the build {subset.build_correct} (McNemar p {subset.mcnemar_p:.3g} < "

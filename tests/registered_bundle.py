@@ -45,16 +45,13 @@ def register_bundle(settings: Settings, work: Path, name: str, fmt: str = "fp8",
     return register_version(record, run.run_id, uri, verdict == "pass", settings.tracking_uri)
 
 
-GOLDEN_PROMPTS = ["The capital of France is", "Water boils at", "def fibonacci(n):", "Once upon a time"]
-
-
 def record_golden_of(bundle: Path, data_dir: Path, max_new_tokens: int = 12) -> str:
-    from enginewright.golden import write_golden
+    from enginewright.golden import GOLDEN_PROMPTS, write_golden
     from enginewright.models import load_model, load_tokenizer
     from tasks.golden import record_golden
 
     checkpoint = bundle / "checkpoint"
-    golden = record_golden(load_model(checkpoint, "bfloat16"), load_tokenizer(checkpoint), GOLDEN_PROMPTS,
+    golden = record_golden(load_model(checkpoint, "bfloat16"), load_tokenizer(checkpoint), list(GOLDEN_PROMPTS),
                            max_new_tokens, data_dir, ["arc_easy"])
     write_golden(bundle, golden)
     return golden.digest

@@ -28,7 +28,6 @@ from flows.deploy import deploy_version
 from flows.verify import verify_release
 from tests.registered_bundle import register_bundle
 from tests.serving_host import ServingHost
-from tests.tiny_model import make_tiny_llama
 
 
 def free_port() -> int:
@@ -50,9 +49,10 @@ def test_the_lettered_subset_and_the_comparisons() -> None:
     assert prompt == "Question: Q?\nA. x\nB. y\nAnswer:" and gold == "B"
     assert choice_prompt("mmlu", {"question": "Q", "choices": ["a", "b", "c", "d"], "answer": 3})[1] == "D"
     assert answer_letter(" C", 4) == "C" and answer_letter(" E.", 4) == "" and answer_letter("\n", 4) == ""
-    golden = [Continuation("p", "h", [1], " yes"), Continuation("q", "h2", [2], " no")]
+    golden = [Continuation("p", "h", [1], " yes"), Continuation("q", "h2", [2], " no way")]
     replay = compare_continuations(golden, [" yes", " nope"])
     assert (replay.matched, replay.exact_match) == (1, 0.5) and "served ' nope'" in replay.first_mismatch
+    assert replay.prefix_share == (1 + 3 / 7) / 2  # " no way" and " nope" share " no"
     build = [Answer(f"d{i}", f"p{i}", "A", "A", "?", 4) for i in range(12)]
     served = [Answer(f"d{i}", f"p{i}", "B", "A", "?", 4) for i in range(12)]
     worse = compare_answers(build, served)
@@ -64,9 +64,12 @@ def test_the_lettered_subset_and_the_comparisons() -> None:
 
 
 @pytest.fixture
-def checkpoints(tiny_model: Path, tokenizer_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """The good checkpoint and another one, both folders named `checkpoint` (as a bundle's are)."""
-    other = make_tiny_llama(tmp_path / "other" / "checkpoint", tokenizer_dir, seed=7)
+def checkpoints(tiny_model: Path, smollm2: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The good checkpoint and another one (the real SmolLM2: a random tiny Llama repeats its prompt's last token,
+    which another random one does too), named `checkpoint` as a bundle's is."""
+    other = tmp_path / "other" / "checkpoint"
+    other.parent.mkdir()
+    other.symlink_to(smollm2, target_is_directory=True)
     return tiny_model, other
 
 
@@ -78,7 +81,7 @@ def test_a_good_release_is_verified_and_a_wrong_checkpoint_rolls_back(settings: 
     v1 = register_bundle(settings, tmp_path / "b", "chat", checkpoint=good, golden_data=data)
     v2 = register_bundle(settings, tmp_path / "b", "chat", checkpoint=good, golden_data=data)
     golden = read_golden(Path(v1.source.removeprefix("file://")))
-    assert golden is not None and len(golden.continuations) == 4 and len(golden.answers) == 40
+    assert golden is not None and len(golden.continuations) == 16 and len(golden.answers) == 40
     target = write_target(tmp_path / "cpu.yaml", free_port())
     root = settings.serving_dir / "cpu" / "chat"
     with ServingHost(root, tmp_path / "serving.log", serve_instead={v2.version: other}) as host:
@@ -87,7 +90,7 @@ def test_a_good_release_is_verified_and_a_wrong_checkpoint_rolls_back(settings: 
         assert outcome.status == "deployed" and "verified: serving after" in outcome.message, outcome.message
         tags = client.get_model_version("chat", v1.version).tags
         assert tags["deploy.cpu.verification"] == "verified"
-        assert "golden 4/4 exact" in tags["deploy.cpu.verification_detail"]
+        assert "golden 16/16 exact, 100 % shared before diverging" in tags["deploy.cpu.verification_detail"]
         assert "subset 40/40 answers agree" in tags["deploy.cpu.verification_detail"]
         assert "output tokens/s at concurrency 2" in tags["deploy.cpu.verification_detail"]
         v1_release = (root / "current").resolve()
@@ -95,7 +98,8 @@ def test_a_good_release_is_verified_and_a_wrong_checkpoint_rolls_back(settings: 
         assert f"chat version {v1.version} on cpu" in (prometheus / "alerts.yml").read_text()
 
         client.set_registered_model_alias("chat", "production", v2.version)
-        with pytest.raises(VerificationFailed, match=r"golden replay: [0-3] of 4 continuations equal the build's") as failed:
+        with pytest.raises(VerificationFailed, match=r"golden replay: the served continuations share [0-9] % of the "
+                                                     r"build's before diverging \(needs 50 %") as failed:
             deploy_version("chat", alias="production", target_path=str(target))
         assert f"rolled back to version {v1.version}" in str(failed.value)
         assert (root / "current").resolve() == v1_release
@@ -129,7 +133,7 @@ def test_an_endpoint_that_never_serves_the_release_fails_after_the_bounded_wait(
     with ServingHost(root, tmp_path / "serving.log", serve_instead={v1.version: renamed}):
         client.set_registered_model_alias("solo", "production", v1.version)
         with pytest.raises(VerificationFailed, match=r"did not serve version .* within 15 s: it serves 'weights', not "
-                                                     r"'checkpoint' \(/v1/models\); rolled back: no earlier release"):
+                                                     r"'checkpoint' \(/v1/models\) \[not serving after 1[5-9]\.[0-9] s\]; rolled back: no earlier release"):
             deploy_version("solo", alias="production", target_path=str(target))
     assert not (root / "current").exists()  # nothing half-switched: no release is current
     with pytest.raises(Exception, match="not found|RESOURCE_DOES_NOT_EXIST|alias"):
@@ -158,12 +162,11 @@ def test_the_standin_serves_a_modelopt_export_and_refuses_what_trtllm_serve_refu
     import urllib.error
     import urllib.request
 
-    from enginewright.golden import compare_continuations
+    from enginewright.golden import GOLDEN_PROMPTS, compare_continuations
     from enginewright.models import load_tokenizer
     from enginewright.openai_endpoint import Endpoint, wait_until_serving
     from tasks.runtimes.simulated import load_candidate
     from tasks.smoke import greedy_continuations
-    from tests.registered_bundle import GOLDEN_PROMPTS
     from tests.serving_host import STANDINS_BIN
 
     state, exported = int8_sq_state
@@ -183,7 +186,7 @@ def test_the_standin_serves_a_modelopt_export_and_refuses_what_trtllm_serve_refu
                         strict=True)]
         started = time.perf_counter()
         replay = compare_continuations(expected, [endpoint.complete(exported.name, p, 12) for p in GOLDEN_PROMPTS])
-        print(f"\nINT8-SQ export served dequantized: {replay.matched}/{replay.total} golden continuations equal the "
+        print(f"\nINT8-SQ export served (weights dequantized, inputs quantized by its scales): {replay.matched}/{replay.total} golden continuations equal the "
               f"simulated candidate's ({time.perf_counter() - started:.1f} s)")
         request = urllib.request.Request(f"{endpoint.base_url}/v1/completions", method="POST",
                                          data=b'{"model": "checkpoint", "prompt": "x", "best_of_n": 2}')

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.artifacts import download_artifacts
 
-from enginewright.golden import read_golden
+from enginewright.golden import GOLDEN_PROMPTS, read_golden
 from enginewright.manifest import verify_bundle
 from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
@@ -124,7 +124,7 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     golden = read_golden(downloaded)
     assert golden is not None and manifest["golden"] == golden.digest
     assert {"golden/continuations.json", "golden/answers.json"} <= paths
-    assert len(golden.continuations) == len(spec.gate.smoke_prompts) and golden.task == "arc_easy"
+    assert len(golden.continuations) == len(GOLDEN_PROMPTS) and golden.task == "arc_easy"
     assert len(golden.answers) == 40 and all(a.prompt.endswith("\nAnswer:") for a in golden.answers)
 
     second_state = run_build(spec, settings)

@@ -157,7 +157,7 @@ VERIFIED_MODEL = "verified-chat"
 
 
 def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stack: Stack, tmp_path: Path,
-                                                                           tiny_model: Path, tokenizer_dir: Path,
+                                                                           tiny_model: Path, smollm2: Path,
                                                                            shared_data: Path) -> None:
     """The loop after the click, closed: the target names an endpoint, a serving host (tests/serving_host.py) runs
     each switched release's own trtllm-serve.sh (the CPU stand-in), and the deploy run verifies it live. The good
@@ -168,7 +168,6 @@ def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stac
     from enginewright.registry_client import registry_client
     from tests.serving_host import ServingHost
     from tests.test_verify import free_port, write_target
-    from tests.tiny_model import make_tiny_llama
 
     home = tmp_path / "worker-home"
     target = write_target(tmp_path / "cpu-serving.yaml", free_port(), ready_timeout_s=120, load_requests=8)
@@ -181,7 +180,9 @@ def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stac
     good = register_bundle(client_settings, tmp_path / "bundles", VERIFIED_MODEL, checkpoint=tiny_model, golden_data=data)
     broken = register_bundle(client_settings, tmp_path / "bundles", VERIFIED_MODEL, checkpoint=tiny_model,
                              golden_data=data)
-    other = make_tiny_llama(tmp_path / "other" / "checkpoint", tokenizer_dir, seed=11)
+    other = tmp_path / "other" / "checkpoint"  # the host loads SmolLM2's weights instead of the release's
+    other.parent.mkdir()
+    other.symlink_to(smollm2, target_is_directory=True)
 
     for pool in ("cpu", "gpu"):
         prefect_cli(["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
@@ -208,7 +209,7 @@ def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stac
             wait_for(lambda: tag(good.version, "verification") is not None, 300, "the good version's verification")
             verified = time.monotonic() - clicked
             assert tag(good.version, "verification") == "verified", tag(good.version, "verification_detail")
-            assert "golden 4/4 exact" in (tag(good.version, "verification_detail") or "")
+            assert "golden 16/16 exact" in (tag(good.version, "verification_detail") or "")
 
             clicked = set_alias_in_the_ui(page, stack.mlflow_url, broken.version, "production", VERIFIED_MODEL)
             wait_for(lambda: tag(broken.version, "status") == "rolled back", 300, "the broken version's rollback")

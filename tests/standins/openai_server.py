@@ -8,9 +8,12 @@ the routes `SERVE_ROUTES` lists, with the real responses' shapes (openai_protoco
 CompletionResponse, CompletionStreamResponse as `data: …` events ending in `data: [DONE]`; the error body
 ErrorResponse), and the Prometheus series of tensorrt_llm/metrics/collector.py (enginewright.monitoring).
 
-What it serves is the checkpoint MODEL names, on the CPU: a plain checkpoint as it is; a ModelOpt export with its
-weights dequantized (tasks/export_verify.read_exported), activations not quantized — so it stands for the
-deployment path (which bytes are served, whether the endpoint answers), not for TensorRT-LLM's kernels' numerics.
+What it serves is the checkpoint MODEL names, on the CPU: a plain checkpoint as it is; a ModelOpt export as the
+runtime computes it in principle — weights dequantized from the exported codes (tasks/export_verify.read_exported),
+each quantized layer's input multiplied by its exported `pre_quant_scale` and quantized-dequantized with its
+exported `input_scale` (FP8 E4M3 or INT8, per tensor; FP8 per token where the format says so) — in bf16 on the CPU.
+It stands for the deployment path (which bytes serve, whether the endpoint answers as the build did), not for
+TensorRT-LLM's kernels, whose accumulation differs.
 Greedy decoding only where the request asks temperature 0 (what the verify step sends); other requests are
 answered greedily too, which the real server would sample. Logprobs are not produced (a request asking for them is
 answered without; the verify step never asks).
@@ -60,7 +63,37 @@ def load_served_model(path: Path) -> torch.nn.Module:
     state.update({f"{layer}.weight": w for layer, w in exported.weights.items()})
     dtype = next(model.parameters()).dtype
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    for layer, algo in exported.layer_algos.items():
+        quantize_inputs(model.get_submodule(layer), algo, exported.tensors.get(f"{layer}.pre_quant_scale"),
+                        exported.tensors.get(f"{layer}.input_scale"))
     return model.eval()
+
+
+# quant_algo → how the runtime quantizes a layer's input (ModelOpt 0.47's formats: modelopt/torch/export/
+# model_config.py QUANTIZATION_* and the formats table, enginewright/formats.py).
+ACTIVATIONS = {"FP8": "fp8", "W4A8_AWQ": "fp8", "W8A8_SQ_PER_CHANNEL": "int8", "FP8_PER_CHANNEL_PER_TOKEN": "fp8_token",
+               "W4A16_AWQ": None, "W8A16": None}
+
+
+def quantize_inputs(module: torch.nn.Module, algo: str, pre_quant_scale, input_scale) -> None:
+    kind = ACTIVATIONS.get(algo)
+
+    def hook(_module, args):
+        (x,) = args
+        if pre_quant_scale is not None:
+            x = x * pre_quant_scale.to(x.dtype)
+        if kind == "fp8" and input_scale is not None:
+            s = input_scale.float()
+            x = ((x.float() / s).clamp(-448, 448).to(torch.float8_e4m3fn).float() * s).to(x.dtype)
+        elif kind == "int8" and input_scale is not None:
+            s = input_scale.float()
+            x = ((x.float() / s).round().clamp(-127, 127) * s).to(x.dtype)
+        elif kind == "fp8_token":
+            s = x.float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 448
+            x = ((x.float() / s).clamp(-448, 448).to(torch.float8_e4m3fn).float() * s).to(x.dtype)
+        return (x,)
+
+    module.register_forward_pre_hook(hook)
 
 
 class Metrics:
