@@ -196,3 +196,23 @@ def test_the_standin_serves_a_modelopt_export_and_refuses_what_trtllm_serve_refu
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_check_that_cannot_finish_fails_the_release(monkeypatch, tmp_path: Path) -> None:
+    """A verifier that breaks (AIPerf missing, lm-eval raising) must not leave a release as if verified."""
+    import tasks.verify as verify
+    from enginewright.golden import Golden
+    from enginewright.openai_endpoint import Readiness
+    from enginewright.targets import load_target
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("aiperf: command not found")
+
+    monkeypatch.setattr(verify, "wait_until_serving", lambda *a, **k: Readiness(True, 0.1, "serves 'checkpoint'"))
+    monkeypatch.setattr(verify, "replay_golden", broken)
+    target = load_target(write_target(tmp_path / "t.yaml", free_port()))
+    golden = Golden("p", 8, [Continuation("p", "h", [1], " x")], None, [])
+    deployment = {"model": "m", "version": "3", "served_path": str(tmp_path / "checkpoint")}
+    report = verify.verify_release_task.fn(deployment, golden, {}, target, tmp_path)
+    assert not report.passed
+    assert report.reasons == ["verification could not finish: RuntimeError: aiperf: command not found"]
