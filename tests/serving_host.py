@@ -73,3 +73,14 @@ class ServingHost:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
+
+
+if __name__ == "__main__":  # python -m tests.serving_host <serving>/<target>/<model> <log>: until Ctrl-C
+    import time
+
+    with ServingHost(Path(sys.argv[1]), Path(sys.argv[2])):
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
