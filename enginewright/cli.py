@@ -224,7 +224,8 @@ def parser() -> argparse.ArgumentParser:
         "TensorRT version), render a trtllm-serve command with its LLM-API YAML and a Triton LLM-API model "
         "repository under $ENGINEWRIGHT_HOME/serving/<target>/<model>/, switch `current` to it and record the "
         "rollout on the version. This is what setting the alias in the MLflow UI runs. A refused deploy changes "
-        "nothing that serves and exits 1 with the reason.",
+        "nothing that serves and exits 1 with the reason. Where the target names an `endpoint`, the switched release "
+        "is then verified there (see `enginewright verify --help`) and rolled back by itself when it fails (exit 1).",
     )
     deploy.add_argument("model_name", help="registered model name")
     which = deploy.add_mutually_exclusive_group()
