@@ -5,7 +5,10 @@ A release folder holds everything a serving host needs to start the bundle, two 
     releases/v3-20261126T230000Z/
       deployment.json                    what was deployed: model, version, bundle id and path, target, time
       llm_api.yaml                       the bundle's LLM-API options (+ the target's overrides)
-      trtllm-serve.sh                    `trtllm-serve <checkpoint> --host … --port … --extra_llm_api_options …`
+      <model>-v3 -> …/bundles/v3/checkpoint   what trtllm-serve is given: a link named for the release, because
+                                         trtllm-serve's /v1/models reports the model directory's *name* — so
+                                         the verify step can tell this release from the one still serving
+      trtllm-serve.sh                    `trtllm-serve <model>-v3 --host … --port … --extra_llm_api_options …`
       (vllm-serve.sh                     instead of the three, for a target with `runtime: vllm`:
                                          `vllm serve <checkpoint> --quantization modelopt … --kv-cache-dtype …`)
       triton/tensorrt_llm/1/model.yaml   Triton's TensorRT-LLM LLM-API model: LLM() arguments + triton_config
@@ -65,6 +68,11 @@ def served_path(bundle_dir: Path, target: DeployTarget) -> Path:
     return bundle_dir / ("engine" if target.serve_legacy_engine else "checkpoint")
 
 
+def release_model_name(model_name: str, version: str) -> str:
+    """The name trtllm-serve reports on /v1/models for this release (a file name: no '/' or spaces)."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{model_name}-v{version}")
+
+
 def trtllm_serve_command(model_path: Path, llm_api_yaml: Path, target: DeployTarget) -> list[str]:
     argv = ["trtllm-serve", str(model_path), "--host", target.host, "--port", str(target.port),
             "--extra_llm_api_options", str(llm_api_yaml)]
@@ -107,10 +115,12 @@ def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, m
         else:
             options = serving_options(bundle_dir, target)
             (partial / "llm_api.yaml").write_text(yaml.safe_dump(options, sort_keys=False))
-            command = trtllm_serve_command(model_path, release_dir / "llm_api.yaml", target)
+            served_as = release_dir / release_model_name(model_name, version)
+            (partial / served_as.name).symlink_to(model_path.resolve(), target_is_directory=True)
+            command = trtllm_serve_command(served_as, release_dir / "llm_api.yaml", target)
             _write_script(partial / "trtllm-serve.sh", "serve with TensorRT-LLM's OpenAI-compatible server.", command)
             _render_triton(partial / "triton", model_path, options, target)
-            serving = {"runtime": "tensorrt_llm", "trtllm_serve": command,
+            serving = {"runtime": "tensorrt_llm", "trtllm_serve": command, "served_as": str(served_as),
                        "triton_model_repository": str(release_dir / "triton")}
         _render_monitoring(partial / "prometheus", manifest, target, model_name, version)
         deployment = {

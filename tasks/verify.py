@@ -37,7 +37,6 @@ from enginewright.golden import (
 from enginewright.monitoring import build_throughput
 from enginewright.openai_endpoint import Endpoint, EndpointError, Readiness, wait_until_serving
 from enginewright.targets import DeployTarget
-from enginewright.trtllm_contract import served_model_id
 
 
 @dataclass
@@ -95,7 +94,7 @@ def expected_model_id(deployment: dict[str, Any]) -> str:
     if deployment.get("runtime") == "vllm":
         argv = deployment["vllm_serve"]
         return argv[argv.index("--served-model-name") + 1]
-    return served_model_id(deployment["served_path"])
+    return Path(deployment.get("served_as") or deployment["served_path"]).name  # trtllm-serve: the directory's name
 
 
 def replay_golden(endpoint: Endpoint, model_id: str, golden: Golden) -> ReplayReport:

@@ -2,8 +2,9 @@
 server and start the new release's own `trtllm-serve.sh` — with tests/standins/bin first on PATH, so the rendered
 command line runs the trtllm-serve stand-in (which checks it against the real CLI's contract).
 
-`serve_instead` makes a fault: for the named versions, the host starts the server on another checkpoint than the
-release's (a host that loaded the wrong weights), with the release's own options file."""
+Two faults, for the named versions: `serve_instead` starts the server on another checkpoint under the release's own
+name (a host that loaded the wrong weights); `serve_as` starts it on a path of another name (a host serving another
+model), both with the release's own options file."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ STANDINS_BIN = Path(__file__).resolve().parent / "standins" / "bin"
 
 
 class ServingHost:
-    def __init__(self, model_root: Path, log: Path, serve_instead: dict[str, Path] | None = None) -> None:
+    def __init__(self, model_root: Path, log: Path, serve_instead: dict[str, Path] | None = None,
+                 serve_as: dict[str, Path] | None = None) -> None:
         self.model_root = model_root
         self.log = log
         self.serve_instead = dict(serve_instead or {})
+        self.serve_as = dict(serve_as or {})
         self.process: subprocess.Popen | None = None
         self.started: list[str] = []  # the release folder names it started, in order
         self._seen: Path | None = None
@@ -54,9 +57,16 @@ class ServingHost:
         # the stand-in's `#!/usr/bin/env python3` must find this interpreter (torch, transformers), as the image's does
         path = os.pathsep.join([str(STANDINS_BIN), str(Path(sys.executable).parent), os.environ["PATH"]])
         env = {**os.environ, "PATH": path}
-        if version in self.serve_instead:
+        if version in self.serve_instead or version in self.serve_as:
             script = (release / "trtllm-serve.sh").read_text().split("exec ", 1)[1].split()
-            script[1] = str(self.serve_instead[version])  # trtllm-serve <checkpoint> …
+            if version in self.serve_as:
+                served = self.serve_as[version]
+            else:  # the wrong weights under the release's own name
+                served = self.log.parent / "served-instead" / version / Path(script[1]).name
+                served.parent.mkdir(parents=True, exist_ok=True)
+                served.unlink(missing_ok=True)
+                served.symlink_to(self.serve_instead[version].resolve(), target_is_directory=True)
+            script[1] = str(served)  # trtllm-serve <model> …
             command = [c.strip('"') for c in script if c != '"$@"']
         else:
             command = ["sh", str(release / "trtllm-serve.sh")]

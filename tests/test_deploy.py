@@ -151,7 +151,9 @@ def test_the_rendered_release_serves_the_bundle_with_trtllm_serve_and_triton(tmp
     assert options["tensor_parallel_size"] == 2 and options["max_batch_size"] == 16
     assert options["trust_remote_code"] is False
     script = (release / "trtllm-serve.sh").read_text()
-    assert (f"exec trtllm-serve {bundle / 'checkpoint'} --host 0.0.0.0 --port 9001 --extra_llm_api_options "
+    # trtllm-serve reports the model directory's name on /v1/models: a link named for the release tells them apart
+    assert (release / "m-v1").resolve() == (bundle / "checkpoint").resolve() and deployment["served_as"] == str(release / "m-v1")
+    assert (f"exec trtllm-serve {release / 'm-v1'} --host 0.0.0.0 --port 9001 --extra_llm_api_options "
             f"{release / 'llm_api.yaml'}") in script
     model_yaml = yaml.safe_load((release / "triton" / "tensorrt_llm" / "1" / "model.yaml").read_text())
     assert model_yaml["model"] == str(bundle / "checkpoint") and model_yaml["backend"] == "pytorch"

@@ -123,17 +123,17 @@ def test_a_good_release_is_verified_and_a_wrong_checkpoint_rolls_back(settings: 
 def test_an_endpoint_that_never_serves_the_release_fails_after_the_bounded_wait(settings: Settings, tmp_path: Path,
                                                                                 checkpoints, shared_data) -> None:
     good, other = checkpoints
-    renamed = tmp_path / "elsewhere" / "weights"  # served as 'weights', not 'checkpoint'
+    renamed = tmp_path / "elsewhere" / "weights"  # served as 'weights', not as the release's 'solo-v1'
     renamed.parent.mkdir()
     renamed.symlink_to(other, target_is_directory=True)
     client = registry_client(settings.tracking_uri)
     v1 = register_bundle(settings, tmp_path / "b", "solo", checkpoint=good, golden_data=shared_data / "eval")
     target = write_target(tmp_path / "cpu.yaml", free_port(), ready_timeout_s=15, load_requests=0)
     root = settings.serving_dir / "cpu" / "solo"
-    with ServingHost(root, tmp_path / "serving.log", serve_instead={v1.version: renamed}):
+    with ServingHost(root, tmp_path / "serving.log", serve_as={v1.version: renamed}):
         client.set_registered_model_alias("solo", "production", v1.version)
         with pytest.raises(VerificationFailed, match=r"did not serve version .* within 15 s: it serves 'weights', not "
-                                                     r"'checkpoint' \(/v1/models\) \[not serving after 1[5-9]\.[0-9] s\]; rolled back: no earlier release"):
+                                                     r"'solo-v1' \(/v1/models\) \[not serving after 1[5-9]\.[0-9] s\]; rolled back: no earlier release"):
             deploy_version("solo", alias="production", target_path=str(target))
     assert not (root / "current").exists()  # nothing half-switched: no release is current
     with pytest.raises(Exception, match="not found|RESOURCE_DOES_NOT_EXIST|alias"):
