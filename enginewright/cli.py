@@ -247,9 +247,10 @@ def parser() -> argparse.ArgumentParser:
         "verify", help="verify the live release on the target's endpoint; roll it back when it fails",
         description="Check that the endpoint the target names (`endpoint: http://host:port`) serves the release "
         "`current` points at, as the build recorded it: wait for /health, /v1/models and /version (bounded by "
-        "verify.ready_timeout_s), replay the bundle's golden greedy continuations (exact match), ask its lettered "
-        "evaluation subset through lm-eval's local-completions model (paired with the build's answers, exact "
-        "McNemar), and run an AIPerf load test at verify.load_concurrency. The outcome is tagged on the version "
+        "verify.ready_timeout_s), replay the bundle's golden greedy continuations (exact matches reported; the "
+        "mean share reproduced before diverging must reach verify.min_golden_prefix), ask its lettered "
+        "evaluation subset through lm-eval's local-completions model (at least verify.min_subset_agreement of "
+        "the build's answers, and not significantly fewer right: exact McNemar), and run an AIPerf load test at verify.load_concurrency. The outcome is tagged on the version "
         "(deploy.<target>.verification). A failure rolls back: `current` and the alias return to the version "
         "that served before, and the command exits 1 with every reason. Every deploy to a target with an "
         "endpoint runs this by itself.",

@@ -220,11 +220,12 @@ def compare_continuations(golden: list[Continuation], served: list[str]) -> Repl
     """The served greedy texts against the build's, prompt by prompt: exact matches and the mean shared prefix.
 
     Greedy decoding amplifies any numeric difference: once one token differs, the rest follows another path. The
-    same checkpoint under other kernels therefore diverges *late* (measured, SmolLM2 FP8: the simulated candidate
-    against the same export served by the CPU stand-in, 0 of 4 exact, mean prefix 0.64), another checkpoint
-    *early* (near 0). The prefix share is what tells them apart; the exact count is reported beside it."""
+    same checkpoint under other kernels therefore diverges *late* (measured, SmolLM2 FP8, the simulated candidate
+    against the same export served by the CPU stand-in: 13 of 16 exact, 94 % shared; with only the fp32 rounding of
+    its input quantization changed, 2 of 16 exact, 51 % shared), another checkpoint *early* (0 of 16, 1 %; see
+    docs/results.md). The prefix share is what tells them apart; the exact count is reported beside it."""
     shares = [common_prefix_share(g.text, got) for g, got in zip(golden, served, strict=True)]
-    matched = sum(share == 1.0 and g.text == got for share, g, got in zip(shares, golden, served, strict=True))
+    matched = sum(g.text == got for g, got in zip(golden, served, strict=True))
     worst = min(range(len(shares)), key=lambda i: shares[i], default=None)
     first = None
     if worst is not None and shares[worst] < 1.0:

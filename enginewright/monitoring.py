@@ -7,9 +7,10 @@
 Every metric name comes from the runtime's source (cited in `RUNTIME_METRICS`); one row per runtime. Thresholds:
 - output tokens/s below the build's measured `trtllm-bench` figure (engine lane, on a GPU) by `throughput_drop`;
   without a GPU-measured figure that rule is not rendered (the file says so) — a CPU build measures nothing real;
-- p99 time to first token above the target's `alert_ttft_p99_s`;
-- requests waiting above `alert_queue_depth`; error share above `alert_error_rate`; share of requests finishing on
-  `length` (the reply cut off at max_tokens) above `alert_length_share`.
+- p99 time to first token above the target's `alerts.ttft_p99_s`;
+- requests waiting above `alerts.queue_depth`; error share above `alerts.error_rate`; share of requests finishing on
+  `length` (the reply cut off at max_tokens) above `alerts.length_share`.
+Each rule's rate window is `alerts.window`, and it must hold that long (`for`) before it fires.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from enginewright.targets import AlertPolicy
 from enginewright.trtllm_contract import OUTPUT_THROUGHPUT
 
 
@@ -65,17 +67,6 @@ TRTLLM_UNPREFIXED = ("request_success_total", "e2e_request_latency_seconds_(buck
 
 
 @dataclass(frozen=True)
-class AlertThresholds:
-    ttft_p99_s: float
-    queue_depth: int
-    error_rate: float
-    length_share: float
-    throughput_drop: float  # share below the build's figure that alerts
-    window: str = "5m"
-    for_: str = "5m"
-
-
-@dataclass(frozen=True)
 class ReleaseLabels:
     model: str
     version: str
@@ -105,7 +96,7 @@ def scrape_config(runtime: str, labels: ReleaseLabels, address: str, interval: s
     return {"scrape_configs": [job]}
 
 
-def alert_rules(runtime: str, labels: ReleaseLabels, thresholds: AlertThresholds,
+def alert_rules(runtime: str, labels: ReleaseLabels, thresholds: AlertPolicy,
                 throughput: float | None) -> dict[str, Any]:
     m, t, w = RUNTIME_METRICS[runtime], thresholds, thresholds.window
     sel = f'job="{labels.job}"'
@@ -116,21 +107,21 @@ def alert_rules(runtime: str, labels: ReleaseLabels, thresholds: AlertThresholds
     rules: list[dict[str, Any]] = [
         _rule("ReleaseTTFTHigh",
               f"histogram_quantile(0.99, sum by (le) (rate({m.ttft}_bucket{{{sel}}}[{w}]))) > {t.ttft_p99_s:g}",
-              t.for_, f"p99 time to first token above {t.ttft_p99_s:g} s: {who}", labels),
-        _rule("ReleaseQueueDeep", f"max({m.waiting}{{{sel}}}) > {t.queue_depth}", t.for_,
+              t.window, f"p99 time to first token above {t.ttft_p99_s:g} s: {who}", labels),
+        _rule("ReleaseQueueDeep", f"max({m.waiting}{{{sel}}}) > {t.queue_depth}", t.window,
               f"more than {t.queue_depth} requests waiting: {who}", labels),
-        _rule("ReleaseErrorRate", f"{failed} / clamp_min({failed} + {finished}, 1e-9) > {t.error_rate:g}", t.for_,
+        _rule("ReleaseErrorRate", f"{failed} / clamp_min({failed} + {finished}, 1e-9) > {t.error_rate:g}", t.window,
               f"more than {100 * t.error_rate:g} % of requests failing: {who}", labels),
         _rule("ReleaseRepliesCutOff",
               f'sum(rate({m.success}{{{sel},finished_reason="length"}}[{w}])) / clamp_min({finished}, 1e-9) '
-              f"> {t.length_share:g}", t.for_,
+              f"> {t.length_share:g}", t.window,
               f"more than {100 * t.length_share:g} % of replies cut off at max_tokens: {who}", labels),
     ]
     if throughput is not None:
         floor = throughput * (1 - t.throughput_drop)
         rules.append(_rule(
             "ReleaseThroughputLow",
-            f"sum(rate({m.generation_tokens}{{{sel}}}[{w}])) < {floor:.6g} and {finished} > 0", t.for_,
+            f"sum(rate({m.generation_tokens}{{{sel}}}[{w}])) < {floor:.6g} and {finished} > 0", t.window,
             f"output tokens/s below {floor:.6g} ({100 * t.throughput_drop:g} % under the build's measured "
             f"{throughput:.6g}): {who}", labels))
     return {"groups": [{"name": f"enginewright-{labels.job}", "rules": rules}]}
@@ -142,14 +133,13 @@ def _rule(name: str, expr: str, for_: str, summary: str, labels: ReleaseLabels) 
             "annotations": {"summary": summary}}
 
 
-def rules_test(runtime: str, labels: ReleaseLabels, thresholds: AlertThresholds, throughput: float | None) -> dict:
+def rules_test(runtime: str, labels: ReleaseLabels, thresholds: AlertPolicy, throughput: float | None) -> dict:
     """`promtool test rules` cases on synthetic series: a healthy release alerts nothing; a sick one fires every
     rendered rule, each with its summary naming the version. Counters grow per minute; the window is 5 minutes."""
     m, t = RUNTIME_METRICS[runtime], thresholds
     job = f'job="{labels.job}"'
     slow_bucket = f"{t.ttft_p99_s * 4:g}"
     fast_bucket = f"{t.ttft_p99_s / 4:g}"
-    errors = m.errors or f'{m.success.removesuffix("_total")}_total'
 
     def series(healthy: bool) -> list[dict[str, str]]:
         out = [
@@ -164,24 +154,22 @@ def rules_test(runtime: str, labels: ReleaseLabels, thresholds: AlertThresholds,
              "values": f"0+{(throughput or 100) * 120:g}x30" if healthy else f"0+{(throughput or 100) * 6:g}x30"},
         ]
         if m.errors:
-            out.append({"series": f"{errors}{{{job}}}", "values": "0+0x30" if healthy else "0+30x30"})
+            out.append({"series": f"{m.errors}{{{job}}}", "values": "0+0x30" if healthy else "0+30x30"})
         else:
             out.append({"series": f'{m.success}{{{job},finished_reason="abort"}}',
                         "values": "0+0x30" if healthy else "0+30x30"})
         return out
 
-    names = [r["alert"] for r in alert_rules(runtime, labels, thresholds, throughput)["groups"][0]["rules"]]
-    rules = {r["alert"]: r for r in alert_rules(runtime, labels, thresholds, throughput)["groups"][0]["rules"]}
-    sick = [{"eval_time": "20m", "alertname": name,
-             "exp_alerts": [{"exp_labels": {"severity": "page", "model": labels.model, "version": labels.version},
-                             "exp_annotations": rules[name]["annotations"]}]} for name in names]
-    calm = [{"eval_time": "20m", "alertname": name, "exp_alerts": []} for name in names]
+    rules = alert_rules(runtime, labels, thresholds, throughput)["groups"][0]["rules"]
+    sick = [{"eval_time": "20m", "alertname": rule["alert"],
+             "exp_alerts": [{"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}]} for rule in rules]
+    calm = [{"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": []} for rule in rules]
     return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m",
             "tests": [{"interval": "1m", "input_series": series(True), "alert_rule_test": calm},
                       {"interval": "1m", "input_series": series(False), "alert_rule_test": sick}]}
 
 
-def render_monitoring(runtime: str, labels: ReleaseLabels, address: str, thresholds: AlertThresholds,
+def render_monitoring(runtime: str, labels: ReleaseLabels, address: str, thresholds: AlertPolicy,
                       manifest: dict[str, Any]) -> dict[str, str]:
     """File name → YAML text of the release's prometheus/ folder."""
     throughput = build_throughput(manifest)

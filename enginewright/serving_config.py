@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from enginewright.monitoring import AlertThresholds, ReleaseLabels, render_monitoring
+from enginewright.monitoring import ReleaseLabels, render_monitoring
 from enginewright.schemas import Manifest
 from enginewright.targets import DeployTarget
 from enginewright.trtllm_contract import check_llm_api_options, check_serve_argv
@@ -143,11 +143,7 @@ def _render_monitoring(folder: Path, manifest: Manifest, target: DeployTarget, m
     folder.mkdir()
     labels = ReleaseLabels(model=model_name, version=version, target=target.name,
                            job=f"{target.name}-{model_name}".lower().replace("_", "-"))
-    policy = target.alerts
-    thresholds = AlertThresholds(ttft_p99_s=policy.ttft_p99_s, queue_depth=policy.queue_depth,
-                                 error_rate=policy.error_rate, length_share=policy.length_share,
-                                 throughput_drop=policy.throughput_drop, window=policy.window, for_=policy.window)
-    for name, text in render_monitoring(target.runtime, labels, target.metrics_address, thresholds,
+    for name, text in render_monitoring(target.runtime, labels, target.metrics_address, target.alerts,
                                         dict(manifest)).items():
         (folder / name).write_text(text)
 

@@ -27,17 +27,21 @@ def make_json_server(host: str, port: int, handle: Handle) -> ThreadingHTTPServe
             self._reply(status, message)
 
         def _reply(self, status: int, message: str) -> None:
-            body = json.dumps({"message": message}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_body(self, status, json.dumps({"message": message}).encode(), "application/json")
 
         def log_message(self, fmt, *args):
             pass
 
     return ThreadingHTTPServer((host, port), Handler)
+
+
+def send_body(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:
+    """One whole response: status, Content-Type, Content-Length, the body."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def parse_json(body: bytes) -> dict | None:

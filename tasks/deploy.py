@@ -114,7 +114,7 @@ def record_refusal_task(tracking_uri: str, name: str, version: str, target: Depl
         client.set_model_version_tag(name, version, f"{prefix}.{key}", value)
     append_history(client, name, target, {"version": version, "action": action, "status": "refused", "time": now})
     if alias is not None and serving is not None:
-        if alias_back_to_serving(client, AliasStore(alias_store_url), name, alias, version, serving):
+        if move_alias_back(client, AliasStore(alias_store_url), name, alias, version, serving):
             return serving
     return None
 
@@ -156,22 +156,6 @@ def record_rollout_task(tracking_uri: str, name: str, version: str, tags: dict[s
         key=f"deployment-{target.name}", description=f"{name} v{version} on {target.name}",
         markdown=(f"# {name} version {version} → {target.name} ({target.gpu})\n\n"
                   f"- release: `{release}` (now `{root / 'current'}`)\n{serving}"))
-
-
-def alias_back_to_serving(client, store: AliasStore, model_name: str, alias: str, refused: str,
-                          serving: str) -> bool:
-    """A refused promotion left `alias` on the refused version while the old one serves: move it back. The change
-    is claimed first, so the webhook relay and the poll that see it deploy nothing (the version already serves).
-    Returns whether the alias moved (a person may have moved it on meanwhile: then it stays)."""
-    try:
-        current = str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return False
-    if current != refused:
-        return False
-    store.claim(model_name, alias, serving)
-    client.set_registered_model_alias(model_name, alias, serving)
-    return True
 
 
 @dataclass(frozen=True)
@@ -229,7 +213,7 @@ def roll_back_release_task(tracking_uri: str, name: str, failed: str, target: De
     else:
         restored = None
         (root / "current").unlink(missing_ok=True)
-    moved = alias_back_after_rollback(client, AliasStore(alias_store_url), name, alias, failed, restored)
+    moved = move_alias_back(client, AliasStore(alias_store_url), name, alias, failed, restored)
     for key, value in {"status": "rolled back", "reason": reason[:4000], "rolled_back_at": now, "run": run_id}.items():
         client.set_model_version_tag(name, failed, f"{prefix}.{key}", value)
     append_history(client, name, target, {"version": failed, "action": "verify", "status": "rolled-back",
@@ -243,21 +227,21 @@ def roll_back_release_task(tracking_uri: str, name: str, failed: str, target: De
     return RolledBack(failed, restored, str(release) if release else None, moved)
 
 
-def alias_back_after_rollback(client, store: AliasStore, name: str, alias: str, failed: str,
-                              restored: str | None) -> bool:
-    """The alias off the failed version: onto the restored one (claimed first), or removed when none is restored
-    (its claim released, so setting it to the same version again later deploys again). A person who moved the
-    alias on meanwhile wins: it stays."""
+def move_alias_back(client, store: AliasStore, name: str, alias: str, off: str, onto: str | None) -> bool:
+    """`alias` off version `off` (a refused or rolled-back one) and back onto `onto`, the version that serves: the
+    change is claimed first, so the webhook relay and the poll that see it deploy nothing. With no `onto` the alias is
+    removed and its claim released, so setting it to the same version again later deploys again. Returns whether the
+    alias moved (a person who moved it on meanwhile wins: it stays)."""
     try:
         current = str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return False
-    if current != failed:
+    if current != off:
         return False
-    if restored is None:
+    if onto is None:
         client.delete_registered_model_alias(name, alias)
-        store.release(name, alias, failed)
+        store.release(name, alias, off)
         return True
-    store.claim(name, alias, restored)
-    client.set_registered_model_alias(name, alias, restored)
+    store.claim(name, alias, onto)
+    client.set_registered_model_alias(name, alias, onto)
     return True

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,6 @@ class VerificationReport:
             out.append(f"{self.load['output_tokens_per_s']:.1f} output tokens/s at concurrency "
                        f"{self.load['concurrency']:g}, TTFT p99 {self.load['ttft_p99_s']:.3f} s")
         return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in self.__dict__.items()}
 
 
 def require_endpoint(target: DeployTarget) -> None:

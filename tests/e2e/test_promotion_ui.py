@@ -79,26 +79,39 @@ def rendered_version(serving: Path) -> str | None:
     return json.loads(current.read_text())["version"] if current.is_file() else None
 
 
+def worker_env(stack: Stack, tmp_path: Path, home: Path, target: Path) -> dict[str, str]:
+    """The environment of the `cpu` worker: the stack's client settings, its own home, the deploy target."""
+    return {**os.environ, **stack.client_env(), "ENGINEWRIGHT_HOME": str(home), "ENGINEWRIGHT_CHECKOUT": str(ROOT),
+            "ENGINEWRIGHT_DEPLOY_TARGET": str(target), "PREFECT_HOME": str(tmp_path / "prefect-client")}
+
+
+def builder_settings(stack: Stack, tmp_path: Path) -> Settings:
+    """Where the tests' bundles are registered from: the stack's MLflow and S3."""
+    return Settings(home=tmp_path / "builder-home", mlflow_tracking_uri=stack.mlflow_url,
+                    bundle_store=f"s3://{stack.settings.stack_bucket}/bundles", s3_endpoint_url=stack.s3_url)
+
+
+def start_cpu_worker(env: dict[str, str], tmp_path: Path) -> subprocess.Popen:
+    """The work pools, every deployment of prefect.yaml, and a process worker on the `cpu` pool (log in tmp_path)."""
+    for pool in ("cpu", "gpu"):
+        prefect_cli(["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
+    prefect_cli(["--no-prompt", "deploy", "--all"], env)
+    log = (tmp_path / "worker-cpu.log").open("w")
+    return subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu"], env=env,
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: Stack, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM.is_file(), "Debian's chromium is missing: scripts/setup.sh installs it (apt-get install chromium)"
     home = tmp_path / "worker-home"
-    env = {**os.environ, **stack.client_env(), "ENGINEWRIGHT_HOME": str(home), "ENGINEWRIGHT_CHECKOUT": str(ROOT),
-           "ENGINEWRIGHT_DEPLOY_TARGET": str(ROOT / "specs" / "targets" / "h100.yaml"),
-           "PREFECT_HOME": str(tmp_path / "prefect-client")}
-    client_settings = Settings(home=tmp_path / "builder-home", mlflow_tracking_uri=stack.mlflow_url,
-                               bundle_store=f"s3://{stack.settings.stack_bucket}/bundles",
-                               s3_endpoint_url=stack.s3_url)
+    env = worker_env(stack, tmp_path, home, ROOT / "specs" / "targets" / "h100.yaml")
+    client_settings = builder_settings(stack, tmp_path)
     fits = register_bundle(client_settings, tmp_path / "bundles", MODEL, fmt="fp8")
     too_new = register_bundle(client_settings, tmp_path / "bundles", MODEL, fmt="mxfp8")  # Blackwell only
 
-    for pool in ("cpu", "gpu"):
-        prefect_cli(["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
-    prefect_cli(["--no-prompt", "deploy", "--all"], env)
-    log = (tmp_path / "worker-cpu.log").open("w")
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu"], env=env,
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = start_cpu_worker(env, tmp_path)
     serving = home / "serving"
     try:
         with sync_playwright() as playwright:
@@ -171,11 +184,8 @@ def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stac
 
     home = tmp_path / "worker-home"
     target = write_target(tmp_path / "cpu-serving.yaml", free_port(), ready_timeout_s=120, load_requests=8)
-    env = {**os.environ, **stack.client_env(), "ENGINEWRIGHT_HOME": str(home), "ENGINEWRIGHT_CHECKOUT": str(ROOT),
-           "ENGINEWRIGHT_DEPLOY_TARGET": str(target), "PREFECT_HOME": str(tmp_path / "prefect-client")}
-    client_settings = Settings(home=tmp_path / "builder-home", mlflow_tracking_uri=stack.mlflow_url,
-                               bundle_store=f"s3://{stack.settings.stack_bucket}/bundles",
-                               s3_endpoint_url=stack.s3_url)
+    env = worker_env(stack, tmp_path, home, target)
+    client_settings = builder_settings(stack, tmp_path)
     data = shared_data / "eval"
     good = register_bundle(client_settings, tmp_path / "bundles", VERIFIED_MODEL, checkpoint=tiny_model, golden_data=data)
     broken = register_bundle(client_settings, tmp_path / "bundles", VERIFIED_MODEL, checkpoint=tiny_model,
@@ -184,12 +194,7 @@ def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stac
     other.parent.mkdir()
     other.symlink_to(smollm2, target_is_directory=True)
 
-    for pool in ("cpu", "gpu"):
-        prefect_cli(["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
-    prefect_cli(["--no-prompt", "deploy", "--all"], env)
-    log = (tmp_path / "worker-cpu.log").open("w")
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu"], env=env,
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = start_cpu_worker(env, tmp_path)
     root = home / "serving" / "cpu" / VERIFIED_MODEL
     registry = registry_client(stack.mlflow_url)
 

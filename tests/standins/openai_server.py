@@ -4,9 +4,18 @@ It stands for `trtllm-serve MODEL --host H --port P --extra_llm_api_options FILE
 worker image) and takes only what that takes: the command line is checked by enginewright.trtllm_contract
 (`check_serve_argv`, commands/serve.py), the options file by `check_llm_api_options`, every completion body by
 `completion_request_problem` (openai_protocol.py's CompletionRequest, extra="forbid": a 400 otherwise). It answers
-the routes `SERVE_ROUTES` lists, with the real responses' shapes (openai_protocol.py: ModelList/ModelCard,
-CompletionResponse, CompletionStreamResponse as `data: …` events ending in `data: [DONE]`; the error body
-ErrorResponse), and the Prometheus series of tensorrt_llm/metrics/collector.py (enginewright.monitoring).
+the routes `SERVE_ROUTES` lists, with the real responses' shapes, read in NVIDIA/TensorRT-LLM:
+- tensorrt_llm/serve/openai_protocol.py @ 0076e9390e1ed11515f149eec356f5a03f4a00d8: ModelList/ModelCard (`owned_by`
+  "tensorrt_llm"), CompletionResponse/CompletionResponseChoice, CompletionStreamResponse, UsageInfo, ErrorResponse;
+- tensorrt_llm/serve/openai_server.py @ e7f7345e31e574b5d0918b756b871882c7346b3c: `health` (200, empty body),
+  `version` ({"version"}), `get_model` (the id is the model directory's name), `create_error_response` (400
+  BadRequestError);
+- tensorrt_llm/serve/postprocess_handlers.py @ 01bf19231d29d8f0766e31c117d1cf39ed00d3d5: `echo` prepends the prompt
+  text (`completion_response_post_processor`), stream chunks are `data: {json}\n\n` with a final usage chunk when
+  `stream_options.include_usage` (`completion_stream_post_processor`); the closing `data: [DONE]` is the OpenAI
+  streaming convention lm-eval and AIPerf read, not a line read in TensorRT-LLM's source;
+- the Prometheus series of tensorrt_llm/metrics/collector.py @ 050f80def8df236e326949c8bd9dee10fd896a83
+  (enginewright.monitoring.RUNTIME_METRICS).
 
 What it serves is the checkpoint MODEL names, on the CPU: a plain checkpoint as it is; a ModelOpt export as the
 runtime computes it in principle — weights dequantized from the exported codes (tasks/export_verify.read_exported),
@@ -45,6 +54,7 @@ from enginewright.trtllm_contract import (
     completion_request_problem,
     served_model_id,
 )
+from enginewright.webhook_server import send_body
 
 VERSION = "1.3.0rc20"  # the release it stands for (enginewright.serving_runtimes.DEFAULT_VERSIONS)
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions when max_tokens is unset
@@ -157,8 +167,8 @@ class Engine:
         self.waiting = 0
 
     def generate(self, prompt: str, max_tokens: int, stop: list[str], add_special_tokens: bool,
-                 on_token=None) -> tuple[list[int], str, str, float]:
-        """(token ids, text, finish_reason, seconds to the first token) of a greedy continuation."""
+                 on_token=None) -> tuple[list[int], str, str, int]:
+        """(token ids, text, finish_reason, prompt tokens) of a greedy continuation."""
         queued = time.perf_counter()
         self.waiting += 1
         self.metrics.waiting.labels(**self.metrics.labels).set(self.waiting)
@@ -198,7 +208,7 @@ class Engine:
             if len(generated) > 1:
                 self.metrics.tpot.labels(**labels).observe((elapsed - first) / (len(generated) - 1))
             self.metrics.generated.labels(**labels).inc(len(generated))
-            return generated, text, finish, first
+            return generated, text, finish, int(ids.shape[1])
 
 
 def error_body(message: str, code: int = 400) -> dict[str, Any]:
@@ -212,7 +222,7 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
 
         def do_GET(self):  # noqa: N802
             if self.path == "/health":
-                return self._send(200, b"", "text/plain")
+                return send_body(self, 200, b"", "text/plain")
             if self.path == "/version":
                 return self._json(200, {"version": VERSION})
             if self.path == "/v1/models":
@@ -221,7 +231,7 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
             if self.path == "/metrics":
                 return self._json(200, [])
             if self.path == PROMETHEUS_PATH:
-                return self._send(200, engine.metrics.exposition(), "text/plain; version=0.0.4")
+                return send_body(self, 200, engine.metrics.exposition(), "text/plain; version=0.0.4")
             return self._json(404, {"detail": "Not Found"})
 
         def do_POST(self):  # noqa: N802
@@ -248,9 +258,9 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
                 return self._stream(body, prompts[0], max_tokens, stop, special)
             choices, prompt_tokens, completion_tokens = [], 0, 0
             for index, prompt in enumerate(prompts):
-                ids, text, finish, _ = engine.generate(prompt, max_tokens, stop, special)
+                ids, text, finish, prompt_length = engine.generate(prompt, max_tokens, stop, special)
                 completion_tokens += len(ids)
-                prompt_tokens += len(engine.tokenizer(prompt, add_special_tokens=special)["input_ids"])
+                prompt_tokens += prompt_length
                 choices.append({"index": index, "text": (prompt + text) if body.get("echo") else text,
                                 "token_ids": None, "logprobs": None, "context_logits": None,
                                 "finish_reason": finish, "stop_reason": None, "disaggregated_params": None,
@@ -284,10 +294,9 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
                 event(chunk(text[sent[0]:], None))
                 sent[0] = len(text)
 
-            ids, text, finish, _ = engine.generate(prompt, max_tokens, stop, special, on_token)
+            ids, text, finish, prompt_tokens = engine.generate(prompt, max_tokens, stop, special, on_token)
             event(chunk(text[sent[0]:], finish))
             if (body.get("stream_options") or {}).get("include_usage"):
-                prompt_tokens = len(engine.tokenizer(prompt, add_special_tokens=special)["input_ids"])
                 event({"id": response_id, "object": "text_completion", "created": created, "model": body["model"],
                        "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(ids),
                                                 "total_tokens": prompt_tokens + len(ids)}})
@@ -296,14 +305,7 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
             self.wfile.flush()
 
         def _json(self, status: int, payload: Any) -> None:
-            self._send(status, json.dumps(payload).encode(), "application/json")
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_body(self, status, json.dumps(payload).encode(), "application/json")
 
         def log_message(self, fmt, *args):
             pass
