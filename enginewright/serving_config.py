@@ -9,8 +9,10 @@ A release folder holds everything a serving host needs to start the bundle, two 
                                          trtllm-serve's /v1/models reports the model directory's *name* — so
                                          the verify step can tell this release from the one still serving
       trtllm-serve.sh                    `trtllm-serve <model>-v3 --host … --port … --extra_llm_api_options …`
-      (vllm-serve.sh                     instead of the three, for a target with `runtime: vllm`:
-                                         `vllm serve <checkpoint> --quantization modelopt … --kv-cache-dtype …`)
+      (vllm-serve.sh                     instead of llm_api.yaml, trtllm-serve.sh and triton/, for a target with
+                                         `runtime: vllm`: `cd` to its own folder, then `vllm serve <model>-v3
+                                         --served-model-name <model>-v3 --quantization modelopt …` — relative to
+                                         the release, so the folder (links followed) serves on any host)
       triton/tensorrt_llm/1/model.yaml   Triton's TensorRT-LLM LLM-API model: LLM() arguments + triton_config
       triton/tensorrt_llm/config.pbtxt   copied with 1/model.py and 1/helpers.py from the target's
                                          `triton_llmapi_template` (same TensorRT-LLM release as the image),
@@ -69,7 +71,8 @@ def served_path(bundle_dir: Path, target: DeployTarget) -> Path:
 
 
 def release_model_name(model_name: str, version: str) -> str:
-    """The name trtllm-serve reports on /v1/models for this release (a file name: no '/' or spaces)."""
+    """The name the endpoint reports on /v1/models for this release (a file name: no '/' or spaces): trtllm-serve
+    reports the served directory's name, vLLM its `--served-model-name`."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{model_name}-v{version}")
 
 
@@ -80,21 +83,24 @@ def trtllm_serve_command(model_path: Path, llm_api_yaml: Path, target: DeployTar
     return argv
 
 
-def vllm_serve_command(model_path: Path, manifest: Manifest, target: DeployTarget, model_name: str) -> list[str]:
-    """`vllm serve` for the bundle's checkpoint: ModelOpt's loader for its format, its KV-cache dtype."""
+def vllm_serve_command(served_as: str, manifest: Manifest, target: DeployTarget) -> list[str]:
+    """`vllm serve` for the release's checkpoint link (a path relative to the release folder, which is also the
+    id /v1/models reports: the release's own, so verification tells it from the one still serving): ModelOpt's
+    loader for its format, its KV-cache dtype."""
     quantization = manifest.get("quantization", {})
-    argv = ["vllm", "serve", str(model_path), "--host", target.host, "--port", str(target.port),
+    argv = ["vllm", "serve", served_as, "--host", target.host, "--port", str(target.port),
             "--quantization", QUANTIZATION_BY_FORMAT[str(quantization.get("format"))],
             "--kv-cache-dtype", "fp8" if quantization.get("kv_cache_quant_algo") == "FP8" else "auto",
-            "--served-model-name", model_name]
+            "--served-model-name", served_as]
     if target.tensor_parallel_size is not None:
         argv += ["--tensor-parallel-size", str(target.tensor_parallel_size)]
     check_vllm_serve_argv(argv)
     return argv
 
 
-def _write_script(path: Path, comment: str, command: list[str]) -> None:
-    path.write_text(f"#!/bin/sh\n# Rendered by enginewright deploy; {comment}\nexec {shlex.join(command)} \"$@\"\n")
+def _write_script(path: Path, comment: str, command: list[str], in_own_folder: bool = False) -> None:
+    cd = 'cd "$(dirname "$0")" || exit 1\n' if in_own_folder else ""
+    path.write_text(f"#!/bin/sh\n# Rendered by enginewright deploy; {comment}\n{cd}exec {shlex.join(command)} \"$@\"\n")
     path.chmod(0o755)
 
 
@@ -108,15 +114,16 @@ def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, m
     try:
         model_path = served_path(bundle_dir, target)
         serving: dict[str, Any]
+        served_as = release_dir / release_model_name(model_name, version)
+        (partial / served_as.name).symlink_to(model_path.resolve(), target_is_directory=True)
         if target.runtime == "vllm":
-            command = vllm_serve_command(model_path, manifest, target, model_name)
-            _write_script(partial / "vllm-serve.sh", "serve with vLLM's OpenAI-compatible server.", command)
-            serving = {"runtime": "vllm", "vllm_serve": command}
+            command = vllm_serve_command(served_as.name, manifest, target)
+            _write_script(partial / "vllm-serve.sh", "serve with vLLM's OpenAI-compatible server, from this folder.",
+                          command, in_own_folder=True)
+            serving = {"runtime": "vllm", "vllm_serve": command, "served_as": str(served_as)}
         else:
             options = serving_options(bundle_dir, target)
             (partial / "llm_api.yaml").write_text(yaml.safe_dump(options, sort_keys=False))
-            served_as = release_dir / release_model_name(model_name, version)
-            (partial / served_as.name).symlink_to(model_path.resolve(), target_is_directory=True)
             command = trtllm_serve_command(served_as, release_dir / "llm_api.yaml", target)
             _write_script(partial / "trtllm-serve.sh", "serve with TensorRT-LLM's OpenAI-compatible server.", command)
             _render_triton(partial / "triton", model_path, options, target)

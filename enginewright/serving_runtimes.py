@@ -18,8 +18,9 @@ RuntimeName = Literal["tensorrt_llm", "vllm"]
 RUNTIME_LABELS: dict[str, str] = {"tensorrt_llm": "TensorRT-LLM", "vllm": "vLLM"}
 
 # The serving image a deploy target assumes when it names no version. TensorRT-LLM: the worker image's pin
-# (docker/gpu-worker.Dockerfile). vLLM: the release whose ModelOpt loader was read (rows below).
-DEFAULT_VERSIONS: dict[str, str] = {"tensorrt_llm": "1.3.0rc20", "vllm": "0.33.0"}
+# (docker/gpu-worker.Dockerfile). vLLM: the release the project's GPU worker installs and runs
+# (scripts/gpu_worker/vllm.lock), whose ModelOpt loader the rows below were read in.
+DEFAULT_VERSIONS: dict[str, str] = {"tensorrt_llm": "1.3.0rc20", "vllm": "0.26.0"}
 
 BLACKWELL, HOPPER, ADA, TURING = (10, 0), (9, 0), (8, 9), (7, 5)
 
@@ -34,10 +35,13 @@ class ServingRow:
 
 
 _TRTLLM = "NVIDIA/TensorRT-LLM; ../shared/FIELD_NOTES.md"
-# vllm-project/vllm vllm/model_executor/layers/quantization/modelopt.py @ c9a59901113ccfe729e9c2be54062abee99b37f7:
-# QUANT_ALGOS = FP8, FP8_PER_CHANNEL_PER_TOKEN, FP8_PB_WO, NVFP4; ModelOptFp8Config.get_min_capability() = 89,
-# ModelOptNvFp4Config.get_min_capability() = 75 (Marlin kernels below Blackwell); no INT4-AWQ, W4A8-AWQ, INT8-SQ.
-_VLLM = "vllm modelopt.py @ c9a5990"
+# vllm-project/vllm vllm/model_executor/layers/quantization/modelopt.py at tag v0.26.0 (commit ffd46bfab, from the
+# released wheel's vllm/_version.py; the wheel is what scripts/gpu_worker installs and what ran on the H100):
+# QUANT_ALGOS = FP8, FP8_PER_CHANNEL_PER_TOKEN, FP8_PB_WO, NVFP4, W4A16_NVFP4, MXFP8, MIXED_PRECISION;
+# ModelOptFp8Config.get_min_capability() = 89, ModelOptNvFp4Config 75 (Marlin W4A16 below Blackwell: FP4 weights,
+# 16-bit activations), ModelOptMxFp8Config 80 (Marlin), ModelOptMixedPrecisionConfig 75; no INT4-AWQ, W4A8-AWQ,
+# INT8-SQ. (An earlier reading at c9a5990 dated these "since 0.33.0" and refused MIXED_PRECISION: 0.26.0 has both.)
+_VLLM = "vllm modelopt.py @ v0.26.0 (ffd46bfab)"
 
 ROWS: tuple[ServingRow, ...] = (
     ServingRow("fp8", "tensorrt_llm", "1.0", ADA, _TRTLLM),
@@ -51,9 +55,10 @@ ROWS: tuple[ServingRow, ...] = (
     ServingRow("nvfp4_awq", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
     ServingRow("mxfp8", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
     ServingRow("mxfp4", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
-    ServingRow("fp8", "vllm", "0.33.0", ADA, _VLLM),
-    ServingRow("fp8_pcpt", "vllm", "0.33.0", ADA, _VLLM),
-    ServingRow("nvfp4", "vllm", "0.33.0", TURING, _VLLM),
+    ServingRow("fp8", "vllm", "0.26.0", ADA, _VLLM),
+    ServingRow("fp8_pcpt", "vllm", "0.26.0", ADA, _VLLM),
+    ServingRow("nvfp4", "vllm", "0.26.0", TURING, _VLLM + " (W4A16 through Marlin below compute capability 10.0)"),
+    ServingRow("mxfp8", "vllm", "0.26.0", (8, 0), _VLLM + " (Marlin)"),
 )
 
 
@@ -111,10 +116,11 @@ def runtime_summary(fmt: str, runtime: str) -> str:
 # (NVIDIA/TensorRT-LLM tensorrt_llm/_torch/model_config.py @ 008e0af8980fc560003631ba4ac37828836a91c8,
 # ModelConfig._build_modelopt_quant_config) and a fused q/k/v or gate/up Linear takes its first member's
 # (tensorrt_llm/_torch/models/modeling_utils.py @ 000a01de66f0eab4ab05640711f0253f50f5209c,
-# DecoderModelForCausalLM.__post_init__); the version is the pinned worker image's, the oldest checked. vLLM's ModelOpt
-# loader at the version the rows above read refuses it: its QUANT_ALGOS has no MIXED_PRECISION (vllm modelopt.py @
-# c9a5990, ModelOptQuantConfigBase.from_config).
-MIXED_PRECISION_SINCE: dict[str, str] = {"tensorrt_llm": "1.3.0rc20"}
+# DecoderModelForCausalLM.__post_init__); the version is the pinned worker image's, the oldest checked. vLLM 0.26.0
+# loads it as `modelopt_mixed` (ModelOptMixedPrecisionConfig: FP8, NVFP4, W4A16_NVFP4 and MXFP8 layers; vllm
+# modelopt.py @ v0.26.0), overriding any --quantization given for such a checkpoint (vllm/config/model.py
+# `_verify_quantization`).
+MIXED_PRECISION_SINCE: dict[str, str] = {"tensorrt_llm": "1.3.0rc20", "vllm": "0.26.0"}
 
 
 def mix_serving_problem(groups: dict[str, str], runtime: str, version: str, capability: tuple[int, int]) -> str | None:

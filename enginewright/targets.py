@@ -80,7 +80,7 @@ class DeployTarget(BaseModel):
         "(`vllm serve`); which formats each serves where is enginewright.serving_runtimes.")
     runtime_version: str | None = Field(
         default=None, description="The serving image's runtime version; unset: the version enginewright pins "
-        "(TensorRT-LLM 1.3.0rc20, vLLM 0.33.0).")
+        "(TensorRT-LLM 1.3.0rc20, vLLM 0.26.0).")
     tensorrt_version: str | None = Field(
         default=None, description="TensorRT version of the serving image; a legacy engine is served only when it "
         "equals the version the engine was built with.")

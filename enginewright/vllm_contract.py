@@ -1,8 +1,10 @@
 """What `vllm serve` accepts, as far as a rendered vLLM release passes it (vLLM cannot run on these machines).
 
-- vllm-project/vllm vllm/model_executor/layers/quantization/modelopt.py @ c9a59901113ccfe729e9c2be54062abee99b37f7:
-  `ModelOptFp8Config.get_name()` is "modelopt" (FP8, FP8_PER_CHANNEL_PER_TOKEN, FP8_PB_WO), `ModelOptNvFp4Config`
-  "modelopt_fp4" (NVFP4); KV_CACHE_QUANT_ALGOS = ["FP8"].
+- vllm-project/vllm vllm/model_executor/layers/quantization/modelopt.py at tag v0.26.0 (commit ffd46bfab, the
+  released wheel's vllm/_version.py; the release the GPU worker runs): `ModelOptFp8Config.get_name()` is "modelopt"
+  (FP8, FP8_PER_CHANNEL_PER_TOKEN, FP8_PB_WO), `ModelOptNvFp4Config` "modelopt_fp4" (NVFP4, W4A16_NVFP4),
+  `ModelOptMxFp8Config` "modelopt_mxfp8", `ModelOptMixedPrecisionConfig` "modelopt_mixed"; KV_CACHE_QUANT_ALGOS =
+  ["FP8", "NVFP4"].
 - vllm/config/cache.py (stored copy read by id 96596528): CacheDType = "auto" | "bfloat16" | "int8" | "fp8" |
   "fp8_e4m3" | "fp8_e5m2" | "fp8_inc" | "fp8_ds_mla".
 - vllm/engine/arg_utils.py (EngineArgs.add_cli_args, the CLI of `vllm serve MODEL`): --host, --port,
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from enginewright.errors import EnginewrightError
 
-QUANTIZATION_BY_FORMAT = {"fp8": "modelopt", "fp8_pcpt": "modelopt", "nvfp4": "modelopt_fp4"}
+QUANTIZATION_BY_FORMAT = {"fp8": "modelopt", "fp8_pcpt": "modelopt", "nvfp4": "modelopt_fp4", "mxfp8": "modelopt_mxfp8"}
 KV_CACHE_DTYPES = ("auto", "bfloat16", "int8", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla")
 VLLM_SERVE_OPTIONS = frozenset({"--host", "--port", "--quantization", "--kv-cache-dtype", "--tensor-parallel-size",
                                 "--served-model-name", "--max-model-len"})
@@ -35,4 +37,5 @@ def check_vllm_serve_argv(argv: list[str]) -> None:
         if flag == "--kv-cache-dtype" and value not in KV_CACHE_DTYPES:
             raise VllmContractError(f"--kv-cache-dtype {value!r}: not one of {', '.join(KV_CACHE_DTYPES)}")
         if flag == "--quantization" and value not in set(QUANTIZATION_BY_FORMAT.values()):
-            raise VllmContractError(f"--quantization {value!r}: enginewright renders only modelopt or modelopt_fp4")
+            raise VllmContractError(f"--quantization {value!r}: enginewright renders only "
+                                    f"{', '.join(sorted(set(QUANTIZATION_BY_FORMAT.values())))}")

@@ -175,10 +175,17 @@ def test_a_vllm_target_renders_vllm_serve_with_modelopts_loader_and_the_kv_cache
     deployment = render_release(bundle, manifest, target(runtime="vllm", port=9002, gpu_count=2, tensor_parallel_size=2),  # type: ignore[arg-type]
                                 "m", "1", release)
     assert deployment["runtime"] == "vllm" and "trtllm_serve" not in deployment
-    assert deployment["vllm_serve"] == ["vllm", "serve", str(bundle / "checkpoint"), "--host", "0.0.0.0", "--port",
+    # The release's own id on /v1/models (a vLLM release could not be told from the one still serving when every
+    # release was served as plain "m"), and paths relative to the release folder, which the script cds into.
+    assert deployment["vllm_serve"] == ["vllm", "serve", "m-v1", "--host", "0.0.0.0", "--port",
                                         "9002", "--quantization", quantization, "--kv-cache-dtype", kv_dtype,
-                                        "--served-model-name", "m", "--tensor-parallel-size", "2"]
-    assert sorted(p.name for p in release.iterdir()) == ["deployment.json", "prometheus", "vllm-serve.sh"]
+                                        "--served-model-name", "m-v1", "--tensor-parallel-size", "2"]
+    assert sorted(p.name for p in release.iterdir()) == ["deployment.json", "m-v1", "prometheus", "vllm-serve.sh"]
+    assert (release / "m-v1").resolve() == (bundle / "checkpoint").resolve()
+    script = (release / "vllm-serve.sh").read_text()
+    assert 'cd "$(dirname "$0")"' in script and str(tmp_path) not in script
+    from tasks.verify import expected_model_id
+    assert expected_model_id(deployment) == "m-v1"
 
 
 def test_the_vllm_contract_refuses_what_vllm_serve_does_not_take() -> None:

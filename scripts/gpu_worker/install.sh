@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install a GPU worker's vLLM lane from the wheelhouse parts (wheelhouse.py build), with no network:
+#   scripts/gpu_worker/install.sh PARTS_DIR [ENV_DIR]      (ENV_DIR default: /opt/enginewright-vllm)
+# The environment is a venv of its own that also sees the image's packages (torch 2.11.0+cu130, CUDA libraries)
+# through a .pth line placed after its own site-packages: what the wheelhouse carries (vLLM and the versions it
+# pins, e.g. numba 0.65) shadows the image's, and nothing of the image is changed. Re-running is safe: a finished
+# environment is kept unless --force.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+force=0
+[ "${1:-}" = "--force" ] && { force=1; shift; }
+parts="${1:?usage: install.sh [--force] PARTS_DIR [ENV_DIR]}"
+env_dir="${2:-/opt/enginewright-vllm}"
+python="${PYTHON:-python3}"
+if [ "$force" = 0 ] && [ -x "$env_dir/bin/vllm" ] && "$env_dir/bin/python" -c "import vllm" 2>/dev/null; then
+  echo "install: $env_dir already holds vLLM $("$env_dir/bin/python" -c 'import vllm; print(vllm.__version__)')"
+  exit 0
+fi
+"$python" "$here/wheelhouse.py" check "$parts" || { echo "install: $parts is incomplete (above); nothing installed" >&2; exit 1; }
+wheels="$(mktemp -d)"
+trap 'rm -rf "$wheels"' EXIT
+echo "install: unpacking $(cat "$parts/PARTS") parts"
+cat "$parts"/wheelhouse.tar.xz.part-* | xz -d -T0 | tar -x -C "$wheels"
+rm -rf "$env_dir"
+"$python" -m venv "$env_dir"
+image_site="$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+env_site="$("$env_dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$image_site" > "$env_site/zz-worker-image.pth"  # .pth paths go after the venv's own site-packages
+echo "install: $(ls "$wheels" | wc -l) wheels into $env_dir (the image's packages visible from $image_site)"
+"$env_dir/bin/python" -m pip install --quiet --no-index --no-deps --disable-pip-version-check "$wheels"/*.whl
+"$env_dir/bin/python" -c "import torch, vllm; print('install: vllm', vllm.__version__, '| torch', torch.__version__, '| CUDA', torch.cuda.is_available())"
