@@ -5,14 +5,15 @@ imported into the build's interpreter: ModelOpt imports vLLM when it is importab
 conflict). Needs no enginewright stack beyond its standard-library modules (golden records, endpoint client).
 
     # 1. vLLM itself: import, and one greedy generation of the bundle's checkpoint offline
-    python benchmarks/vllm_lane.py generate --release DIR --out OUT
+    python benchmarks/vllm_lane.py generate --release DIR --bundle BUNDLE --out OUT
     # 2. the release's own vllm-serve.sh: readiness by its versioned id, golden replay, lettered subset, the load
     #    test at the verify step's concurrency (vllm bench serve), and the server's answers recorded as fixtures
-    python benchmarks/vllm_lane.py serve --release DIR --out OUT
+    python benchmarks/vllm_lane.py serve --release DIR --bundle BUNDLE --out OUT
     # 3. output tokens/s of a Llama-3-8B-shaped model (random weights), BF16 and ModelOpt-format FP8
     python benchmarks/vllm_lane.py throughput --tokenizer DIR --dtype bf16 --out OUT
 
-DIR is a rendered release folder with its checkpoint link replaced by the checkpoint itself (`cp -rL`).
+DIR is a rendered release folder (`enginewright deploy`, a target with `runtime: vllm`) whose `<model>-v<N>` link
+points at the checkpoint on this host; BUNDLE the bundle folder (its golden/ records).
 Each stage prints one table and writes `<stage>.json` under OUT.
 """
 
@@ -71,13 +72,13 @@ def write(out: Path, name: str, payload: dict[str, Any]) -> None:
 
 # --- 1. generate -----------------------------------------------------------------------------------------------
 
-def generate(release: Path, out: Path) -> None:
+def generate(release: Path, bundle: Path, out: Path) -> None:
     from vllm import LLM, SamplingParams
 
     deployment = deployment_of(release)
     argv = deployment["vllm_serve"]
     quantization = argv[argv.index("--quantization") + 1]
-    golden = read_golden(release / "bundle")
+    golden = read_golden(bundle)
     started = time.perf_counter()
     llm = LLM(model=str(served_checkpoint(release)), quantization=quantization, gpu_memory_utilization=0.3,
               max_model_len=2048, seed=0)
@@ -158,7 +159,7 @@ def bench_serve(base: str, model_id: str, tokenizer: Path, concurrency: int, pro
     return json.loads((out / result_name).read_text())
 
 
-def serve(release: Path, out: Path, load_concurrency: int, load_requests: int, load_input: int,
+def serve(release: Path, bundle: Path, out: Path, load_concurrency: int, load_requests: int, load_input: int,
           load_output: int) -> None:
     deployment = deployment_of(release)
     argv = deployment["vllm_serve"]
@@ -176,7 +177,7 @@ def serve(release: Path, out: Path, load_concurrency: int, load_requests: int, l
             raise SystemExit(f"vllm serve did not serve {model_id}: see vllm-serve.log")
         wrong = wait_until_serving(endpoint, model_id.rsplit("-v", 1)[0] + "-v0", None, 1)
         result["ready_for_another_version"] = wrong.ready
-        golden = read_golden(release / "bundle")
+        golden = read_golden(bundle)
         assert golden is not None, "the bundle has no golden records"
         started = time.perf_counter()
         served = [endpoint.complete(model_id, c.prompt, golden.max_new_tokens) for c in golden.continuations]
@@ -192,11 +193,12 @@ def serve(release: Path, out: Path, load_concurrency: int, load_requests: int, l
         result["subset"] = {"documents": subset.documents, "agreeing": subset.agreeing,
                             "build_correct": subset.build_correct, "served_correct": subset.served_correct,
                             "mcnemar_p": subset.mcnemar_p, "seconds": time.perf_counter() - started,
-                            "per_document": [{"doc_sha256": a.doc_sha256, "build": a.letter, "vllm": g}
+                            "per_document": [{"doc_sha256": a.doc_sha256, "build": a.answer, "vllm": g}
                                              for a, g in zip(golden.answers, generations, strict=True)]}
         print(f"golden replay {replay.matched}/{replay.total} exact, {100 * replay.prefix_share:.0f} % shared; "
               f"subset {subset.agreeing}/{subset.documents} agree (build {subset.build_correct}, vLLM "
               f"{subset.served_correct} right, McNemar p {subset.mcnemar_p:.3g})", flush=True)
+        write(out, "serve", result)  # kept if a later stage fails
         result["metrics_before_load"] = http("GET", base + "/metrics")[2]
         tokenizer = served_checkpoint(release)
         result["load"] = bench_serve(base, model_id, tokenizer, load_concurrency, load_requests, load_input,
@@ -310,7 +312,7 @@ def throughput(tokenizer: Path, dtype: str, work: Path, out: Path, input_len: in
 
     bf16 = random_llama8b(work / "llama8b-bf16", tokenizer)
     model, quantization = (bf16, None) if dtype == "bf16" else (
-        fp8_modelopt_copy(bf16, work / "llama8b-fp8", served_checkpoint_of_tokenizer(tokenizer)), "modelopt")
+        fp8_modelopt_copy(bf16, work / "llama8b-fp8", tokenizer), "modelopt")
     started = time.perf_counter()
     llm = LLM(model=str(model), quantization=quantization, max_model_len=input_len + output_len + 16, seed=0,
               gpu_memory_utilization=0.9)
@@ -333,17 +335,13 @@ def throughput(tokenizer: Path, dtype: str, work: Path, out: Path, input_len: in
           f"{saturation['output_tokens_per_s']:.0f} output tok/s")
 
 
-def served_checkpoint_of_tokenizer(tokenizer: Path) -> Path:
-    """The FP8 bundle checkpoint whose tokenizer the 8B model borrows: its quantization config is copied too."""
-    return tokenizer
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True)
     for name in ("generate", "serve"):
         p = sub.add_parser(name)
-        p.add_argument("--release", type=Path, required=True, help="release folder, links followed (cp -rL)")
+        p.add_argument("--release", type=Path, required=True, help="a rendered vLLM release folder")
+        p.add_argument("--bundle", type=Path, required=True, help="its bundle (golden/ records)")
         p.add_argument("--out", type=Path, required=True)
         if name == "serve":
             p.add_argument("--load-concurrency", type=int, default=4, help="the verify step's (target verify:)")
@@ -362,9 +360,9 @@ def main() -> None:
     p.add_argument("--saturation-requests", type=int, default=512)
     args = parser.parse_args()
     if args.stage == "generate":
-        generate(args.release, args.out)
+        generate(args.release, args.bundle, args.out)
     elif args.stage == "serve":
-        serve(args.release, args.out, args.load_concurrency, args.load_requests, args.load_input, args.load_output)
+        serve(args.release, args.bundle, args.out, args.load_concurrency, args.load_requests, args.load_input, args.load_output)
     else:
         throughput(args.tokenizer, args.dtype, args.work, args.out, args.input_len, args.output_len, args.concurrency,
                    args.saturation_requests)

@@ -50,14 +50,21 @@ RUNTIME_METRICS: dict[str, RuntimeMetrics] = {
         time_per_output_token="trtllm_time_per_output_token_seconds", queue_time="trtllm_request_queue_time_seconds",
         waiting="trtllm_num_requests_waiting", generation_tokens="trtllm_generation_tokens_total",
         kv_cache_usage="trtllm_kv_cache_utilization", source="tensorrt_llm/metrics/collector.py @ 050f80d"),
-    # vllm-project/vllm vllm/v1/metrics/loggers.py @ 005a810bc40faa25b8870fbc8559c3462581eee3, at /metrics.
-    # vLLM has no error counter: failures are `vllm:request_success_total{finished_reason="abort"}`.
+    # vllm-project/vllm vllm/v1/metrics/loggers.py at tag v0.26.0 (commit ffd46bfab; the released wheel the GPU
+    # worker runs), at /metrics; every name checked against the exposition scraped from a live `vllm serve` 0.26.0 on
+    # an H100 (tests/fixtures/vllm-0.26.0/responses.json, tests/test_vllm_recordings.py). The time per output token
+    # is `vllm:request_time_per_output_token_seconds` there: the `vllm:time_per_output_token_seconds` read earlier
+    # (@ 005a810) does not exist in 0.26.0, so a rule on it would never have fired.
+    # vLLM has no error counter: failures are `vllm:request_success_total{finished_reason=~"abort|error"}`
+    # (vllm/v1/engine/__init__.py `FinishReason` at v0.26.0: abort = aborted by the client, error = request-level
+    # internal error, answered 500; both label values are exported at 0 from the start, as the recording shows).
     "vllm": RuntimeMetrics(
         metrics_path="/metrics", success="vllm:request_success_total", errors=None,
         e2e_latency="vllm:e2e_request_latency_seconds", ttft="vllm:time_to_first_token_seconds",
-        time_per_output_token="vllm:time_per_output_token_seconds", queue_time="vllm:request_queue_time_seconds",
+        time_per_output_token="vllm:request_time_per_output_token_seconds",
+        queue_time="vllm:request_queue_time_seconds",
         waiting="vllm:num_requests_waiting", generation_tokens="vllm:generation_tokens_total",
-        kv_cache_usage="vllm:kv_cache_usage_perc", source="vllm/v1/metrics/loggers.py @ 005a810"),
+        kv_cache_usage="vllm:kv_cache_usage_perc", source="vllm/v1/metrics/loggers.py @ v0.26.0"),
 }
 # Older TensorRT-LLM exports the collector's names without the prefix (collector.py @ 89fd9b7): the scrape config
 # renames them, so one rule file serves both.
@@ -103,8 +110,14 @@ def alert_rules(runtime: str, labels: ReleaseLabels, thresholds: AlertPolicy,
     who = labels.summary_suffix()
     finished = f"sum(rate({m.success}{{{sel}}}[{w}]))"
     failed = (f"sum(rate({m.errors}{{{sel}}}[{w}]))" if m.errors
-              else f'sum(rate({m.success}{{{sel},finished_reason="abort"}}[{w}]))')
+              else f'sum(rate({m.success}{{{sel},finished_reason=~"abort|error"}}[{w}]))')
     rules: list[dict[str, Any]] = [
+        # Blind monitoring is an outage of monitoring: the target down or unscraped (`up` 0 or absent), or up but
+        # without the runtime's request counter (e.g. trtllm-serve without `return_perf_metrics` mounts no
+        # /prometheus/metrics, and an endpoint may answer with some other exporter's page).
+        _rule("ReleaseMetricsMissing", f"up{{{sel}}} == 0 or absent(up{{{sel}}}) or absent({m.success}{{{sel}}})",
+              t.window, f"no {m.success} scraped from the endpoint (down, unscraped, or its metrics are off): {who}",
+              labels),
         _rule("ReleaseTTFTHigh",
               f"histogram_quantile(0.99, sum by (le) (rate({m.ttft}_bucket{{{sel}}}[{w}]))) > {t.ttft_p99_s:g}",
               t.window, f"p99 time to first token above {t.ttft_p99_s:g} s: {who}", labels),
@@ -143,6 +156,7 @@ def rules_test(runtime: str, labels: ReleaseLabels, thresholds: AlertPolicy, thr
 
     def series(healthy: bool) -> list[dict[str, str]]:
         out = [
+            {"series": f"up{{{job}}}", "values": "1x30" if healthy else "0x30"},
             {"series": f'{m.success}{{{job},finished_reason="stop"}}', "values": "0+100x30" if healthy else "0+50x30"},
             {"series": f'{m.success}{{{job},finished_reason="length"}}', "values": "0+1x30" if healthy else "0+50x30"},
             {"series": f'{m.ttft}_bucket{{{job},le="{fast_bucket}"}}', "values": "0+101x30" if healthy else "0+1x30"},
@@ -161,12 +175,23 @@ def rules_test(runtime: str, labels: ReleaseLabels, thresholds: AlertPolicy, thr
         return out
 
     rules = alert_rules(runtime, labels, thresholds, throughput)["groups"][0]["rules"]
+    # The missing-metrics alert keeps the series' `job` (from `up`, or absent()'s equality matcher); the others
+    # aggregate it away.
     sick = [{"eval_time": "20m", "alertname": rule["alert"],
-             "exp_alerts": [{"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}]} for rule in rules]
+             "exp_alerts": [{"exp_labels": {**rule["labels"], **({"job": labels.job} if rule["alert"] ==
+                                                                  "ReleaseMetricsMissing" else {})},
+                             "exp_annotations": rule["annotations"]}]} for rule in rules]
     calm = [{"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": []} for rule in rules]
+    # A scrape that never happened: nothing at all for the job; only the missing-metrics rule can see that.
+    missing = next(rule for rule in rules if rule["alert"] == "ReleaseMetricsMissing")
+    unscraped = [{"eval_time": "20m", "alertname": "ReleaseMetricsMissing",
+                  "exp_alerts": [{"exp_labels": {**missing["labels"], "job": labels.job},
+                                  "exp_annotations": missing["annotations"]}]}]
     return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m",
             "tests": [{"interval": "1m", "input_series": series(True), "alert_rule_test": calm},
-                      {"interval": "1m", "input_series": series(False), "alert_rule_test": sick}]}
+                      {"interval": "1m", "input_series": series(False), "alert_rule_test": sick},
+                      {"interval": "1m", "input_series": [{"series": 'up{job="another-release"}', "values": "1x30"}],
+                       "alert_rule_test": unscraped}]}
 
 
 def render_monitoring(runtime: str, labels: ReleaseLabels, address: str, thresholds: AlertPolicy,

@@ -28,4 +28,10 @@ env_site="$("$env_dir/bin/python" -c 'import sysconfig; print(sysconfig.get_path
 echo "$image_site" > "$env_site/zz-worker-image.pth"  # .pth paths go after the venv's own site-packages
 echo "install: $(ls "$wheels" | wc -l) wheels into $env_dir (the image's packages visible from $image_site)"
 "$env_dir/bin/python" -m pip install --quiet --no-index --no-deps --disable-pip-version-check "$wheels"/*.whl
+if ! "$env_dir/bin/python" -c "import flashinfer" 2>/dev/null; then
+  # The trimmed set has no FlashInfer, but vLLM 0.26.0's V2 model runner imports it for its sampler unless
+  # VLLM_USE_FLASHINFER_SAMPLER=0 (vllm/v1/sample/ops/topk_topp_sampler.py, flashinfer_sampler_supported): set for
+  # every process of this environment (vllm serve, its engine core, the scorer), by a .pth line.
+  echo 'import os; os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")' > "$env_site/zz-no-flashinfer-sampler.pth"
+fi
 "$env_dir/bin/python" -c "import torch, vllm; print('install: vllm', vllm.__version__, '| torch', torch.__version__, '| CUDA', torch.cuda.is_available())"

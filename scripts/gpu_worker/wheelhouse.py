@@ -2,7 +2,7 @@
 """The offline wheelhouse of a GPU worker's vLLM lane: lock it, build it, pack it into parts, check the parts.
 
     python scripts/gpu_worker/wheelhouse.py lock            # vllm.lock from vllm.in, trimmed.txt, image-freeze.txt (needs uv)
-    python scripts/gpu_worker/wheelhouse.py build OUT [--part-mb 48] [--full]
+    python scripts/gpu_worker/wheelhouse.py build OUT [--part-mb 60] [--full]
     python scripts/gpu_worker/wheelhouse.py check DIR       # every part present and its sha256 right
 
 `build` downloads (PyPI, on a machine with network) every locked wheel the worker image lacks — the image's own
@@ -111,13 +111,19 @@ def pack(wheels: Path, out: Path, part_bytes: int) -> list[Path]:
         subprocess.run(["xz", "-6", "-T0", "-c"], stdin=tar.stdout, stdout=sink, check=True)
         if tar.wait() != 0:
             raise RuntimeError("tar failed while packing the wheelhouse")
+    parts = cut(stream, out, part_bytes)
+    stream.unlink()
+    return parts
+
+
+def cut(stream: Path, out: Path, part_bytes: int, prefix: str = PART_PREFIX) -> list[Path]:
+    """A file → parts of at most `part_bytes` in `out`, with SHA256SUMS and PARTS (their count)."""
     parts = []
     with stream.open("rb") as whole:
         while chunk := whole.read(part_bytes):
-            part = out / f"{PART_PREFIX}{len(parts):03d}"
+            part = out / f"{prefix}{len(parts):03d}"
             part.write_bytes(chunk)
             parts.append(part)
-    stream.unlink()
     (out / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.name}\n" for p in parts))
     (out / "PARTS").write_text(f"{len(parts)}\n")
     return parts
@@ -173,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     p_lock.add_argument("--full", action="store_true", help="keep the packages trimmed.txt leaves out")
     p_build = sub.add_parser("build", help="download, recompress and cut the wheelhouse into parts")
     p_build.add_argument("out", type=Path, help="folder for the parts, SHA256SUMS and PARTS")
-    p_build.add_argument("--part-mb", type=int, default=48,
-                         help="largest part in MiB (default 48: one part per 64 MiB device carry)")
+    p_build.add_argument("--part-mb", type=int, default=60,
+                         help="largest part in MiB (default 60: one part per 64 MiB device carry, beside the "
+                              "working tree)")
     p_build.add_argument("--full", action="store_true", help="from vllm-full.lock instead of vllm.lock")
     p_check = sub.add_parser("check", help="every part present with its sha256; exit 1 listing what is not")
     p_check.add_argument("directory", type=Path)

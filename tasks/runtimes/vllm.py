@@ -1,0 +1,165 @@
+"""The vLLM runtime: the bundle's checkpoint evaluated by vLLM itself, as a `vllm serve` release would compute it.
+
+vLLM cannot be imported here (its pins conflict with the build's stack, and ModelOpt imports it when importable), so
+`VllmLM` drives a scorer process in the worker's vLLM environment (tasks/runtimes/vllm_scorer.py, started with
+`ENGINEWRIGHT_VLLM_PYTHON`, e.g. /opt/enginewright-vllm/bin/python from scripts/gpu_worker/install.sh) and sends it
+token ids: tokenization, the empty-context prefix and left truncation are lm-eval's own (TemplateLM, as HFLM does),
+so the requests match the baseline's token for token.
+
+lm-eval's stock `vllm` model class (lm_eval/models/vllm_causallms.py, 0.4.13) imports vLLM into lm-eval's process,
+which is the build's: it cannot run here for the reason above; it also scores with `prompt_logprobs=1` the same way.
+
+Unverified inside a whole build on a GPU: the project's GPU machine ran the scorer on requests this class exported
+(docs/results.md, "vLLM on an H100"), not a build, whose stack is not installed there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from lm_eval.api.model import TemplateLM
+from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix, resolve_max_length
+from tqdm import tqdm
+
+from enginewright.vllm_contract import QUANTIZATION_BY_FORMAT
+from tasks.runtimes import RuntimeLaneFailed
+
+SCORER = Path(__file__).with_name("vllm_scorer.py")
+PYTHON_ENV = "ENGINEWRIGHT_VLLM_PYTHON"
+REQUESTS_PER_CALL = 1024  # vLLM batches inside one call; the chunk paces the progress bar
+
+
+def quantization_of(checkpoint: Path) -> str | None:
+    """vLLM's `quantization` for a ModelOpt export (its hf_quant_config.json), None for a plain checkpoint."""
+    config = checkpoint / "hf_quant_config.json"
+    if not config.is_file():
+        return None
+    algo = str(json.loads(config.read_text())["quantization"]["quant_algo"]).lower()
+    named = {"fp8": "fp8", "fp8_per_channel_per_token": "fp8_pcpt", "nvfp4": "nvfp4", "mxfp8": "mxfp8"}
+    if algo == "mixed_precision":
+        return "modelopt_mixed"
+    if algo not in named:
+        raise RuntimeLaneFailed(f"vLLM's ModelOpt loader does not load {algo.upper()} checkpoints "
+                                "(enginewright.serving_runtimes)")
+    return QUANTIZATION_BY_FORMAT[named[algo]]
+
+
+class VllmLM(TemplateLM):
+    """lm-eval model over a checkpoint scored by vLLM in its own process."""
+
+    def __init__(self, checkpoint: str, tokenizer: Any, max_length: int | None = None, python: str | None = None,
+                 start: bool = True) -> None:
+        super().__init__()
+        from transformers import AutoConfig
+
+        self.checkpoint = Path(checkpoint)
+        self.tokenizer = tokenizer
+        config = AutoConfig.from_pretrained(self.checkpoint, trust_remote_code=False)
+        self._max_length = max_length or resolve_max_length(config, tokenizer)
+        self._process: subprocess.Popen[str] | None = None
+        self.version: str | None = None
+        if start:
+            self._start(python or os.environ.get(PYTHON_ENV) or "")
+
+    def _start(self, python: str) -> None:
+        if not python:
+            raise RuntimeLaneFailed(f"no vLLM environment: set {PYTHON_ENV} to its python "
+                                    "(scripts/gpu_worker/install.sh)")
+        command = [python, str(SCORER), "--model", str(self.checkpoint), "--max-model-len", str(self._max_length)]
+        quantization = quantization_of(self.checkpoint)
+        if quantization:
+            command += ["--quantization", quantization]
+        try:
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                             stderr=sys.stderr)
+        except OSError as exc:
+            raise RuntimeLaneFailed(f"could not start the vLLM scorer with {python}: {exc}") from exc
+        ready = self._read()
+        self.version = ready["ready"]["vllm"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self._process is not None and self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeLaneFailed(f"the vLLM scorer exited (code {self._process.poll()}); its log is above")
+        message = json.loads(line)
+        if "error" in message:
+            raise RuntimeLaneFailed(f"vLLM: {message['error']}")
+        return message
+
+    def _ask(self, message: dict[str, Any]) -> list[Any]:
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.write(json.dumps(message) + "\n")
+        self._process.stdin.flush()
+        return list(self._read()["results"])
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:  # as HFLM: BOS where the tokenizer has one, else EOS
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        special = _add_special_kwargs(add_special_tokens, None)
+        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
+            special["add_special_tokens"] = False
+        return self.tokenizer.encode(string, **special)
+
+    def token_requests(self, requests: list[tuple[Any, list[int], list[int]]]) -> list[dict[str, Any]]:
+        """What the scorer is sent: the tokens (left-truncated as HFLM does) and where the continuation starts."""
+        out = []
+        for _, context_enc, continuation_enc in requests:
+            tokens = (context_enc + continuation_enc)[-self.max_length:]
+            out.append({"tokens": tokens, "ctxlen": len(tokens) - len(continuation_enc)})
+        return out
+
+    def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
+                              disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool]] = []
+        bar = tqdm(total=len(requests), desc="vLLM loglikelihood", disable=disable_tqdm)
+        for start in range(0, len(requests), REQUESTS_PER_CALL):
+            chunk = requests[start:start + REQUESTS_PER_CALL]
+            for (key, _, _), (logprob, greedy) in zip(chunk, self._ask({"loglikelihood": self.token_requests(chunk)}),
+                                                      strict=True):
+                answer = (float(logprob), bool(greedy))
+                results.append(answer)
+                self.cache_hook.add_partial("loglikelihood", key, answer)
+            bar.update(len(chunk))
+        bar.close()
+        return results
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        asks = []
+        for request in requests:
+            context, gen_kwargs = request.args
+            until = gen_kwargs.get("until") or [self.tokenizer.decode(self.eot_token_id)]
+            asks.append({"tokens": self.tok_encode(context)[-self.max_length:], "stop": list(until),
+                         "max_tokens": int(gen_kwargs.get("max_gen_toks", 256))})
+        return [str(text) for text in self._ask({"generate": asks})]
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        raise RuntimeLaneFailed("VllmLM scores multiple-choice loglikelihood and generative tasks; rolling "
+                                "loglikelihood (perplexity tasks) is not implemented")
+
+    def shutdown(self) -> None:
+        if self._process is not None:
+            if self._process.stdin is not None:
+                self._process.stdin.close()
+            self._process.wait(timeout=120)
+            self._process = None
+
+
+def make_lm(bundle_dir: Path, tokenizer: Any) -> VllmLM:
+    return VllmLM(str(bundle_dir / "checkpoint"), tokenizer)
