@@ -41,7 +41,7 @@ from enginewright.monitoring import ReleaseLabels, render_monitoring
 from enginewright.schemas import Manifest
 from enginewright.targets import DeployTarget
 from enginewright.trtllm_contract import check_llm_api_options, check_serve_argv
-from enginewright.vllm_contract import QUANTIZATION_BY_FORMAT, check_vllm_serve_argv
+from enginewright.vllm_contract import check_vllm_serve_argv, vllm_quantization
 
 TRITON_MODEL = "tensorrt_llm"
 TRITON_TEMPLATE_FILES = ("config.pbtxt", "1/model.py", "1/helpers.py")
@@ -89,7 +89,7 @@ def vllm_serve_command(served_as: str, manifest: Manifest, target: DeployTarget)
     loader for its format, its KV-cache dtype."""
     quantization = manifest.get("quantization", {})
     argv = ["vllm", "serve", served_as, "--host", target.host, "--port", str(target.port),
-            "--quantization", QUANTIZATION_BY_FORMAT[str(quantization.get("format"))],
+            "--quantization", vllm_quantization(quantization),
             "--kv-cache-dtype", "fp8" if quantization.get("kv_cache_quant_algo") == "FP8" else "auto",
             "--served-model-name", served_as]
     if target.tensor_parallel_size is not None:

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
         description="Repositories (Hub ids or local paths, comma-separated) whose specs may set "
         "source.trust_remote_code: true. Empty: no checkpoint's custom code is ever run.",
     )
+    vllm_python: Path | None = Field(
+        default=None, description="A GPU worker's vLLM environment (its python; scripts/gpu_worker/install.sh): where "
+        "set and TensorRT-LLM is absent, the gate scores the candidate as vLLM computes it (tasks/runtimes/vllm.py).")
     shared_data_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared" / "data",
         description="Offline copies of the evaluation and calibration data (defaults of the embedded spec).",

@@ -13,12 +13,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from enginewright.errors import EnginewrightError
 
 QUANTIZATION_BY_FORMAT = {"fp8": "modelopt", "fp8_pcpt": "modelopt", "nvfp4": "modelopt_fp4", "mxfp8": "modelopt_mxfp8"}
+RENDERED_QUANTIZATIONS = frozenset({*QUANTIZATION_BY_FORMAT.values(), "modelopt_mixed"})
 KV_CACHE_DTYPES = ("auto", "bfloat16", "int8", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla")
 VLLM_SERVE_OPTIONS = frozenset({"--host", "--port", "--quantization", "--kv-cache-dtype", "--tensor-parallel-size",
                                 "--served-model-name", "--max-model-len"})
+
+
+def vllm_quantization(quantization: Mapping[str, Any]) -> str:
+    """`--quantization` for a bundle's manifest `quantization` section: an AutoQuantize mix is `modelopt_mixed`."""
+    if quantization.get("mix"):
+        return "modelopt_mixed"
+    return QUANTIZATION_BY_FORMAT[str(quantization.get("format"))]
 
 
 class VllmContractError(EnginewrightError):
@@ -36,6 +47,6 @@ def check_vllm_serve_argv(argv: list[str]) -> None:
             raise VllmContractError(f"vllm serve does not take {flag!r}; it takes {', '.join(sorted(VLLM_SERVE_OPTIONS))}")
         if flag == "--kv-cache-dtype" and value not in KV_CACHE_DTYPES:
             raise VllmContractError(f"--kv-cache-dtype {value!r}: not one of {', '.join(KV_CACHE_DTYPES)}")
-        if flag == "--quantization" and value not in set(QUANTIZATION_BY_FORMAT.values()):
+        if flag == "--quantization" and value not in RENDERED_QUANTIZATIONS:
             raise VllmContractError(f"--quantization {value!r}: enginewright renders only "
-                                    f"{', '.join(sorted(set(QUANTIZATION_BY_FORMAT.values())))}")
+                                    f"{', '.join(sorted(RENDERED_QUANTIZATIONS))}")

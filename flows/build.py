@@ -94,7 +94,8 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         ).result()
 
         evaluation = evaluate_task(work, source.path, source.identity, state, spec.dtype, spec.evaluation,
-                                   spec.gate, eval_data, settings.eval_cache_dir, settings.baselines_dir, engine)
+                                   spec.gate, eval_data, settings.eval_cache_dir, settings.baselines_dir, engine,
+                                   str(settings.vllm_python) if settings.vllm_python else None)
         baseline, candidate = evaluation.baseline, evaluation.candidate
         gate = gate_task(work, evaluation, spec.gate, spec.evaluation)
         golden = golden_task(work, source.path, state, spec.dtype, eval_data, list(spec.evaluation.tasks))

@@ -223,8 +223,14 @@ def evaluate_baseline_plan(checkpoint: Path, source_identity: str, dtype: str, s
     return side.evaluated
 
 
-def tensorrt_llm_lm(bundle_dir: Path, tokenizer: Any, batch_size: int) -> Any:
-    from tasks.runtimes import tensorrt_llm  # imports lm-eval's registry and, when called, TensorRT-LLM
+def runtime_lm(runtime: RuntimeChoice, bundle_dir: Path, tokenizer: Any, batch_size: int) -> Any:
+    """The lm-eval model of a real runtime (imported here: lm-eval's registry, and TensorRT-LLM when called)."""
+    if runtime.runtime == "vllm":
+        from tasks.runtimes import vllm
+
+        assert runtime.python is not None
+        return vllm.make_lm(bundle_dir, tokenizer, runtime.python)
+    from tasks.runtimes import tensorrt_llm
 
     return tensorrt_llm.make_lm(bundle_dir, tokenizer, batch_size)
 
@@ -310,9 +316,11 @@ def evaluate_until_decided(
         key = candidate_key(state, spec, dtype, choice)
         return {t: Sequence(work.evaluation / label / f"{t}.jsonl", key) for t in tasks}
 
+    def runtime_side(choice: RuntimeChoice) -> _Side:
+        return _Side(lambda: runtime_lm(choice, work.bundle, tokenizer, spec.batch_size))
+
     while True:
-        side = simulated_side if runtime.runtime == "simulated" else _Side(
-            lambda: tensorrt_llm_lm(work.bundle, tokenizer, spec.batch_size))
+        side = simulated_side if runtime.runtime == "simulated" else runtime_side(runtime)
         candidate = (side, sequences("candidate" if runtime.runtime == "simulated" else "runtime", runtime))
         try:
             reached = evaluate_looks(tasks, orders, plans, {"baseline": baseline, "candidate": candidate}, spec,
@@ -320,7 +328,7 @@ def evaluate_until_decided(
             break
         except RuntimeLaneFailed as exc:
             side.close()
-            log(f"the TensorRT-LLM evaluation failed; evaluating the simulated candidate instead: {exc}")
+            log(f"the {runtime.runtime} evaluation failed; evaluating the simulated candidate instead: {exc}")
             runtime = RuntimeChoice("simulated", f"runtime evaluation failed ({exc}); the simulated candidate was "
                                     "evaluated instead", runtime.version)
     candidate[0].close()
@@ -370,15 +378,17 @@ def baseline_task(checkpoint: Path, source_identity: str, dtype: str, spec: Eval
 
 
 @task(name="evaluate", persist_result=True, cache_policy=step_policy(
-    "evaluate", "work", "source_identity", "state", "dtype", "spec", "gate", "data", "engine", exclude=EVAL_EXCLUDE,
+    "evaluate", "work", "source_identity", "state", "dtype", "spec", "gate", "data", "engine", "vllm_python",
+    exclude=EVAL_EXCLUDE,
     tools=("lm-eval",)))
 def evaluate_task(
     work: WorkDir, checkpoint: Path, source_identity: str, state: QuantizedState, dtype: str, spec: EvaluationSpec,
     gate: GateSpec, data: EvalData, cache_dir: Path, store_dir: Path, engine: dict[str, Any],
+    vllm_python: str | None = None,
 ) -> Evaluation:
     """Baseline and candidate, look by look; the candidate on the runtime this worker has (tasks.runtimes)."""
     logger = get_run_logger()
-    runtime = runtimes.choose(engine)
+    runtime = runtimes.choose(engine, vllm_python, work.checkpoint)
     logger.info(f"candidate runtime: {runtime.runtime} — {runtime.reason}")
     return evaluate_until_decided(checkpoint, source_identity, state, dtype, spec, gate, data, cache_dir, store_dir,
                                   work, runtime=runtime, log=logger.info)

@@ -86,8 +86,11 @@ def test_an_autoquantize_mix_is_checked_layer_group_by_layer_group() -> None:
 
     passed = {"gate.verdict": "pass"}
     assert fit_problems(mix("fp8", "int4_awq", "none"), passed, target()) == []  # type: ignore[arg-type]
+    # vLLM 0.26.0 loads MIXED_PRECISION (modelopt_mixed), but not a group in a format its loader lacks
+    assert fit_problems(mix("fp8", "none"), passed, target(runtime="vllm")) == []  # type: ignore[arg-type]
     assert fit_problems(mix("fp8", "int4_awq"), passed, target(runtime="vllm")) == [  # type: ignore[arg-type]
-        "target 't' (GPU): vLLM cannot load MIXED_PRECISION (AutoQuantize) checkpoints (served by TensorRT-LLM)"]
+        "target 't' (GPU): layer model.layers.1.mlp.gate_proj is int4_awq: vLLM cannot load int4_awq checkpoints "
+        "(served by TensorRT-LLM)"]
     (problem,) = fit_problems(mix("int4_awq", "fp8"), passed, target(compute_capability="8.0"))  # type: ignore[arg-type]
     assert problem.startswith("target 't' (GPU): layer model.layers.1.mlp.gate_proj is fp8: fp8 on TensorRT-LLM")
     assert "needs a GPU of compute capability 8.9+" in problem
@@ -284,3 +287,12 @@ def test_a_refused_promotion_moves_the_alias_back_to_the_version_that_serves(set
     assert current_version(settings, "a100", "chat") == v1.version
     assert AliasStore(settings.watch_db_url).announced("chat", "production") == v1.version  # claimed: no redeploy
     assert client.get_model_version("chat", v2.version).tags["deploy.a100.status"] == "refused"
+
+
+def test_a_vllm_release_of_an_autoquantize_mix_names_vllms_mixed_loader(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    (bundle / "checkpoint").mkdir(parents=True)
+    manifest = {"bundle_id": "b" * 64, "quantization": {"format": "auto-5.4", "mix": {"groups": {"a": "fp8"}}}}
+    deployment = render_release(bundle, manifest, target(runtime="vllm"), "m", "2", tmp_path / "v2")  # type: ignore[arg-type]
+    argv = deployment["vllm_serve"]
+    assert argv[argv.index("--quantization") + 1] == "modelopt_mixed"

@@ -27,6 +27,9 @@ def test_the_lock_pins_vllm_0_26_0_and_carries_only_what_the_worker_image_lacks(
     carried = wheelhouse.missing_from_image(lock, image)
     assert "vllm" in carried and "numba" in carried  # vLLM pins numba 0.65; the image has 0.68
     assert not {"torch", "triton", "nvidia-cublas", "nvidia-cuda-runtime", "nvidia-nccl-cu13"} & set(carried)
+    # What the H100 run found (docs/results.md): xgrammar is on vLLM's request path and needs apache-tvm-ffi at
+    # vLLM's pin, which xgrammar 0.2.9's bindings outgrew
+    assert lock["apache-tvm-ffi"] == "0.1.10" and lock["xgrammar"] == "0.2.7"
     trimmed = wheelhouse.read_names(SCRIPT.parent / "trimmed.txt")
     assert "flashinfer-python" in trimmed and not trimmed & set(lock)  # the trimmed lock leaves them out
 

@@ -41,7 +41,7 @@ def test_compose_services_use_project_images_ports_and_settings() -> None:
     pools = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     worker_pools = {s["command"][s["command"].index("--pool") + 1] for s in services.values()
                     if "worker" in s.get("command", [])}
-    assert worker_pools == pools == {"cpu", "gpu"}
+    assert worker_pools == pools == {"cpu", "gpu", "gpu-vllm"}
     init = (ROOT / "infra" / "postgres-init.sql").read_text()
     assert all(f"enginewright_{db}" in init for db in ("mlflow", "prefect", "watch"))
 

@@ -1,8 +1,9 @@
 """The vLLM runtime: the bundle's checkpoint evaluated by vLLM itself, as a `vllm serve` release would compute it.
 
 vLLM cannot be imported here (its pins conflict with the build's stack, and ModelOpt imports it when importable), so
-`VllmLM` drives a scorer process in the worker's vLLM environment (tasks/runtimes/vllm_scorer.py, started with
-`ENGINEWRIGHT_VLLM_PYTHON`, e.g. /opt/enginewright-vllm/bin/python from scripts/gpu_worker/install.sh) and sends it
+`VllmLM` drives a scorer process in the worker's vLLM environment (tasks/runtimes/vllm_scorer.py, started with the
+python that `ENGINEWRIGHT_VLLM_PYTHON` names, e.g. /opt/enginewright-vllm/bin/python from
+scripts/gpu_worker/install.sh) and sends it
 token ids: tokenization, the empty-context prefix and left truncation are lm-eval's own (TemplateLM, as HFLM does),
 so the requests match the baseline's token for token.
 
@@ -16,7 +17,6 @@ Unverified inside a whole build on a GPU: the project's GPU machine ran the scor
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +64,7 @@ class VllmLM(TemplateLM):
         self._process: subprocess.Popen[str] | None = None
         self.version: str | None = None
         if start:
-            self._start(python or os.environ.get(PYTHON_ENV) or "")
+            self._start(python or "")
 
     def _start(self, python: str) -> None:
         if not python:
@@ -161,5 +161,5 @@ class VllmLM(TemplateLM):
             self._process = None
 
 
-def make_lm(bundle_dir: Path, tokenizer: Any) -> VllmLM:
-    return VllmLM(str(bundle_dir / "checkpoint"), tokenizer)
+def make_lm(bundle_dir: Path, tokenizer: Any, python: str) -> VllmLM:
+    return VllmLM(str(bundle_dir / "checkpoint"), tokenizer, python=python)

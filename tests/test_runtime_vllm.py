@@ -1,0 +1,109 @@
+"""The `vllm` runtime (tasks/runtimes/vllm.py): our lm-eval class in the build's process, the scorer in vLLM's own
+(tasks/runtimes/vllm_scorer.py), here driven through the `vllm` stand-in (tests/standins/vllm: vLLM 0.26.0's
+LLM/SamplingParams/prompt-logprobs shapes, numbers from PyTorch). vLLM's own numbers on the bundle were measured on the
+H100 by benchmarks/vllm_fidelity.py (docs/results.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.runtimes import RuntimeLaneFailed
+
+STANDINS = Path(__file__).parent / "standins"
+
+
+@pytest.fixture
+def vllm_standin(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("PYTHONPATH", str(STANDINS))
+    return sys.executable
+
+
+@pytest.mark.parametrize("algo, expected", [("FP8", "modelopt"), ("FP8_PER_CHANNEL_PER_TOKEN", "modelopt"),
+                                            ("NVFP4", "modelopt_fp4"), ("MIXED_PRECISION", "modelopt_mixed")])
+def test_the_checkpoints_format_picks_vllms_loader(tmp_path: Path, algo: str, expected: str) -> None:
+    from tasks.runtimes.vllm import quantization_of
+
+    assert quantization_of(tmp_path) is None  # a plain checkpoint
+    (tmp_path / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": algo}}))
+    assert quantization_of(tmp_path) == expected
+
+
+def test_a_format_vllm_does_not_load_falls_back_with_the_reason(tmp_path: Path) -> None:
+    from tasks.runtimes.vllm import quantization_of
+
+    (tmp_path / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "INT8_SQ"}}))
+    with pytest.raises(RuntimeLaneFailed, match="does not load INT8_SQ"):
+        quantization_of(tmp_path)
+
+
+def test_without_a_vllm_environment_the_runtime_says_how_to_get_one(tiny_model: Path, monkeypatch) -> None:
+    from enginewright.models import load_tokenizer
+    from tasks.runtimes.vllm import VllmLM
+
+    monkeypatch.delenv("ENGINEWRIGHT_VLLM_PYTHON", raising=False)
+    with pytest.raises(RuntimeLaneFailed, match="set ENGINEWRIGHT_VLLM_PYTHON"):
+        VllmLM(str(tiny_model), load_tokenizer(tiny_model))
+
+
+def test_vllm_lm_matches_hflm_loglikelihoods_and_generates_through_the_scorer(vllm_standin, tiny_model) -> None:
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from enginewright.models import load_model, load_tokenizer
+    from tasks.runtimes.vllm import VllmLM
+
+    lm = VllmLM(str(tiny_model), load_tokenizer(tiny_model), python=vllm_standin)
+    try:
+        assert lm.version == "0.26.0"
+        pairs = [("Question: what is red?\nAnswer:", " an apple"), ("The sky is", " blue"), ("", "Hello there"),
+                 ("A long context " * 5, " ends here")]
+        requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+        ours = lm.loglikelihood(requests, disable_tqdm=True)
+        hf = HFLM(pretrained=load_model(tiny_model, "float32"), tokenizer=load_tokenizer(tiny_model), batch_size=4,
+                  softmax_dtype="float32").loglikelihood(requests, disable_tqdm=True)
+        for (a, greedy_a), (b, greedy_b) in zip(ours, hf, strict=True):
+            assert a == pytest.approx(b, abs=1e-4) and greedy_a == greedy_b
+        generated = lm.generate_until([Instance("generate_until", {}, ("The sky is", {"until": ["\n"],
+                                                                                      "max_gen_toks": 5}), 0)])
+        assert len(generated) == 1 and "\n" not in generated[0]
+        with pytest.raises(RuntimeLaneFailed, match="vLLM: ValueError: unknown request"):
+            lm._ask({"perplexity": []})
+    finally:
+        lm.shutdown()
+
+
+def fake_vllm_environment(root: Path, version: str | None) -> str:
+    """sys.executable with a vLLM distribution's metadata on its path (what `choose` reads), or without any."""
+    site = root / "site"
+    site.mkdir(parents=True)
+    if version:
+        (site / f"vllm-{version}.dist-info").mkdir()
+        (site / f"vllm-{version}.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
+    return str(site)
+
+
+@pytest.mark.parametrize("algo, version, runtime, says", [
+    ("FP8", "0.26.0", "vllm", "vLLM 0.26.0 (.*) loads the bundle's checkpoint as modelopt"),
+    ("INT8_SQ", "0.26.0", "simulated", "no CUDA GPU on this worker; vLLM not used: .*does not load INT8_SQ"),
+    ("FP8", None, "simulated", "vLLM not used: .* has no vLLM"),
+])
+def test_vllm_is_chosen_where_its_environment_loads_the_format(tmp_path: Path, monkeypatch, algo: str,
+                                                                version: str | None, runtime: str, says: str) -> None:
+    from tasks import runtimes
+
+    monkeypatch.setenv("PYTHONPATH", fake_vllm_environment(tmp_path, version))
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": algo}}))
+    skipped = {"status": "skipped", "reason": "no CUDA GPU on this worker"}
+    choice = runtimes.choose(skipped, sys.executable, checkpoint)
+    assert choice.runtime == runtime and re.search(says, choice.reason), choice
+    assert choice.version == version if runtime == "vllm" else True
+    assert runtimes.choose(skipped).runtime == "simulated"  # no vLLM environment configured: as before
+    assert runtimes.choose({"status": "loaded", "tensorrt_llm": "1.3.0rc20"}, sys.executable,
+                           checkpoint).runtime == "tensorrt_llm"  # TensorRT-LLM, where it loaded, comes first
