@@ -129,7 +129,7 @@ def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, m
             _render_triton(partial / "triton", model_path, options, target)
             serving = {"runtime": "tensorrt_llm", "trtllm_serve": command, "served_as": str(served_as),
                        "triton_model_repository": str(release_dir / "triton")}
-        _render_monitoring(partial / "prometheus", manifest, target, model_name, version)
+        _render_monitoring(partial / "prometheus", target, model_name, version)
         deployment = {
             "model": model_name, "version": version, "bundle_id": manifest["bundle_id"],
             "bundle_dir": str(bundle_dir), "served_path": str(model_path),
@@ -146,12 +146,11 @@ def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, m
     return deployment
 
 
-def _render_monitoring(folder: Path, manifest: Manifest, target: DeployTarget, model_name: str, version: str) -> None:
+def _render_monitoring(folder: Path, target: DeployTarget, model_name: str, version: str) -> None:
     folder.mkdir()
     labels = ReleaseLabels(model=model_name, version=version, target=target.name,
                            job=f"{target.name}-{model_name}".lower().replace("_", "-"))
-    for name, text in render_monitoring(target.runtime, labels, target.metrics_address, target.alerts,
-                                        dict(manifest)).items():
+    for name, text in render_monitoring(target.runtime, labels, target.metrics_address, target.alerts).items():
         (folder / name).write_text(text)
 
 

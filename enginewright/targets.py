@@ -46,9 +46,10 @@ class VerifyPolicy(BaseModel):
     load_concurrency: int = Field(default=4, ge=1, le=1024, description="Concurrent requests of the load test.")
     load_requests: int = Field(default=32, ge=0, le=100000, description="Requests of the load test (0: none).")
     load_max_tokens: int = Field(default=32, ge=1, le=8192, description="Output tokens per load-test request.")
-    max_throughput_drop: float = Field(default=0.2, ge=0, le=1, description="Fail when the load test's output "
-                                       "tokens/s falls this far below the build's GPU-measured figure (where one "
-                                       "exists).")
+    max_ttft_p99_s: float = Field(default=5.0, gt=0, description="Fail when the load test's p99 time to first "
+                                  "token exceeds this. Judged on latency at the test's own concurrency: the build's "
+                                  "trtllm-bench tokens/s is a saturation figure (unbounded concurrency), no yardstick "
+                                  "for a concurrency-4 test (on an H100, vLLM: 1,155 tok/s at 4 against 9,431 at 256).")
 
 
 class AlertPolicy(BaseModel):
@@ -61,8 +62,8 @@ class AlertPolicy(BaseModel):
     error_rate: float = Field(default=0.01, gt=0, lt=1, description="Alert when this share of requests fails.")
     length_share: float = Field(default=0.2, gt=0, lt=1, description="Alert when this share of replies is cut off "
                                 "at max_tokens (finished_reason length).")
-    throughput_drop: float = Field(default=0.2, gt=0, lt=1, description="Alert when output tokens/s falls this far "
-                                   "below the build's GPU-measured figure (rendered only where one exists).")
+    tpot_p99_s: float = Field(default=0.25, gt=0, description="Alert when p99 time per output token exceeds this "
+                              "(replies streaming slower than 1/this tokens/s each, whatever the traffic).")
     window: str = Field(default="5m", pattern=r"^[0-9]+[smh]$", description="Rate window of the rules.")
 
 

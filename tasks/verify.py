@@ -140,12 +140,13 @@ def judge(report: VerificationReport, target: DeployTarget, manifest: dict[str, 
         if report.load.get("errors", 0) > 0:
             report.reasons.append(f"load test: {report.load['errors']:g} of {report.load['requests']:g} requests "
                                   "failed")
+        if report.load["ttft_p99_s"] > policy.max_ttft_p99_s:
+            report.reasons.append(f"load test: p99 time to first token {report.load['ttft_p99_s']:.3f} s at "
+                                  f"concurrency {report.load['concurrency']:g}, above {policy.max_ttft_p99_s:g} s")
         measured = build_throughput(manifest)
-        if measured is None:
-            report.notes.append("no GPU-measured build throughput to compare the load test with")
-        elif report.load["output_tokens_per_s"] < measured * (1 - policy.max_throughput_drop):
-            report.reasons.append(f"load test: {report.load['output_tokens_per_s']:.1f} output tokens/s, more than "
-                                  f"{100 * policy.max_throughput_drop:g} % below the build's {measured:.1f}")
+        if measured is not None:  # a saturation figure: shown beside the test's, never a pass/fail yardstick
+            report.notes.append(f"the build's trtllm-bench figure, {measured:.1f} output tokens/s, was measured at "
+                                "unbounded concurrency: not compared with the load test's")
     return report
 
 
@@ -168,8 +169,8 @@ def verify_release_task(deployment: dict[str, Any], golden: Golden | None, manif
     endpoint = Endpoint(target.endpoint)
     report = VerificationReport(deployment["model"], deployment["version"], target.name, target.endpoint)
     model_id = expected_model_id(deployment)
-    version = target.served_runtime_version if deployment.get("runtime") != "vllm" else None
-    report.ready = wait_until_serving(endpoint, model_id, version, target.verify.ready_timeout_s)
+    # Both runtimes answer /version with {"version": ...} (vLLM 0.26.0: recorded, tests/test_vllm_recordings.py)
+    report.ready = wait_until_serving(endpoint, model_id, target.served_runtime_version, target.verify.ready_timeout_s)
     report.seconds["ready"] = report.ready.seconds
     if not report.ready.ready:
         return judge(report, target, manifest)

@@ -216,3 +216,18 @@ def test_a_check_that_cannot_finish_fails_the_release(monkeypatch, tmp_path: Pat
     report = verify.verify_release_task.fn(deployment, golden, {}, target, tmp_path)
     assert not report.passed
     assert report.reasons == ["verification could not finish: RuntimeError: aiperf: command not found"]
+
+
+def test_the_load_test_is_judged_on_its_own_latency_never_on_a_saturation_benchmark(tmp_path: Path) -> None:
+    """trtllm-bench's tokens/s is measured at unbounded concurrency: a concurrency-4 test can never reach it (vLLM on
+    an H100: 1,155 output tok/s at 4, 9,431 at 256), so comparing them rolled back every GPU release."""
+    from enginewright.targets import load_target
+    from tasks.verify import VerificationReport, judge
+
+    target = load_target(write_target(tmp_path / "t.yaml", free_port(), max_ttft_p99_s=0.5))
+    manifest = {"engine": {"bench.performance.system_output_throughput_tok_s": 9431.0}}
+    load = {"output_tokens_per_s": 1155.0, "concurrency": 4, "ttft_p99_s": 0.04, "errors": 0, "requests": 32}
+    calm = judge(VerificationReport("m", "1", "t", "http://x", load=load), target, manifest)
+    assert calm.passed and any("unbounded concurrency" in note for note in calm.notes)
+    slow = judge(VerificationReport("m", "1", "t", "http://x", load={**load, "ttft_p99_s": 0.9}), target, manifest)
+    assert slow.reasons == ["load test: p99 time to first token 0.900 s at concurrency 4, above 0.5 s"]

@@ -90,6 +90,10 @@ def test_readiness_tells_the_release_from_another_version_on_the_real_answers(en
     ready, detail = serving_state(endpoint, "SmolLM2-135M-Instruct-v2", None)
     assert not ready and MODEL_ID in detail
     assert not wait_until_serving(endpoint, "SmolLM2-135M-Instruct-v2", None, 0.5).ready
+    # the verify step also asks /version for the target's runtime version, as it does of trtllm-serve
+    assert serving_state(endpoint, MODEL_ID, "0.26.0")[0]
+    ready, detail = serving_state(endpoint, MODEL_ID, "0.27.0")
+    assert not ready and "'0.26.0'" in detail
 
 
 def test_the_verify_client_reads_real_completions_and_names_real_errors(endpoint: Endpoint) -> None:
@@ -142,7 +146,8 @@ def promtool_series(job: str) -> list[dict[str, str]]:
     """The real exposition's series of the families the rules read, labels as scraped (+ Prometheus' `job`), its
     totals reached at a constant rate over 20 minutes; gauges held at their scraped value."""
     families, names = real_families(), RUNTIME_METRICS["vllm"]
-    wanted = {n.removesuffix("_total") for n in (names.success, names.generation_tokens, names.ttft, names.waiting)}
+    wanted = {n.removesuffix("_total") for n in (names.success, names.generation_tokens, names.ttft, names.waiting,
+                                                 names.time_per_output_token)}
     out = [{"series": f'up{{job="{job}"}}', "values": "1x30"}]
     for family in (families[n] for n in sorted(wanted)):
         for sample in family.samples:
@@ -165,6 +170,11 @@ def test_the_rendered_rules_on_series_scraped_from_the_real_server(tmp_path: Pat
     reasons = {s.labels["finished_reason"]: s.value for s in real_families()["vllm:request_success"].samples
                if s.name.endswith("_total")}
     length_share = reasons["length"] / sum(reasons.values())
+    tpot = {float(s.labels["le"]): s.value for s in real_families()["vllm:request_time_per_output_token_seconds"].samples
+            if s.name.endswith("_bucket")}
+    tpot_limit = float(re.search(r"> ([0-9.]+)$", rules["ReleaseTokenLatencyHigh"]["expr"]).group(1))  # type: ignore[union-attr]
+    within = max((count for le, count in tpot.items() if le <= tpot_limit), default=0.0)
+    tpot_p99_above = within < 0.99 * tpot[float("inf")]
     threshold = float(re.search(r"> ([0-9.]+)$", rules["ReleaseRepliesCutOff"]["expr"]).group(1))  # type: ignore[union-attr]
 
     def expect(name: str, fires: bool, extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -177,7 +187,8 @@ def test_the_rendered_rules_on_series_scraped_from_the_real_server(tmp_path: Pat
     tests = {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": [
         {"interval": "1m", "input_series": real, "alert_rule_test": [
             expect("ReleaseMetricsMissing", False), expect("ReleaseErrorRate", False),
-            expect("ReleaseQueueDeep", False), expect("ReleaseRepliesCutOff", length_share > threshold)]},
+            expect("ReleaseQueueDeep", False), expect("ReleaseRepliesCutOff", length_share > threshold),
+            expect("ReleaseTokenLatencyHigh", tpot_p99_above)]},
         {"interval": "1m", "input_series": down, "alert_rule_test": [
             expect("ReleaseMetricsMissing", True, {"job": job})]},
     ]}
