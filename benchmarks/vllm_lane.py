@@ -219,29 +219,17 @@ def serve(release: Path, bundle: Path, out: Path, load_concurrency: int, load_re
 
 # --- 3. throughput ---------------------------------------------------------------------------------------------
 
-LLAMA3_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-             "num_key_value_heads": 8, "max_position_embeddings": 8192, "rope_theta": 500000.0}
 FP8_MAX = 448.0
 
 
 def random_llama8b(out: Path, tokenizer_dir: Path) -> Path:
-    """A Llama-3-8B-shaped bf16 checkpoint with random weights (the tokenizer's vocabulary), built on the GPU."""
+    """benchmarks/gpu_lane.py's Llama-3-8B-shaped random checkpoint, made once per machine (a rerun reuses it)."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from gpu_lane import random_llama8b as make  # this folder is sys.path[0] when run as a script
 
-    if (out / "config.json").is_file():
-        return out
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(**LLAMA3_8B, vocab_size=len(tokenizer), architectures=["LlamaForCausalLM"],
-                         torch_dtype="bfloat16", bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    del model
-    torch.cuda.empty_cache()
+    if not (out / "config.json").is_file():
+        torch.manual_seed(0)
+        make(out, tokenizer_dir)
     return out
 
 
@@ -326,7 +314,8 @@ def throughput(tokenizer: Path, dtype: str, work: Path, out: Path, input_len: in
     timed_generate(llm, prompts(concurrency), 16, concurrency)  # warm-up: first-use kernels out of the figures
     at_concurrency = timed_generate(llm, prompts(concurrency * 4), output_len, concurrency)
     saturation = timed_generate(llm, prompts(saturation_requests), output_len, saturation_requests)
-    result = {"versions": versions(), "dtype": dtype, "quantization": quantization, "model": LLAMA3_8B,
+    result = {"versions": versions(), "dtype": dtype, "quantization": quantization,
+              "model": json.loads((bf16 / "config.json").read_text()),
               "input_len": input_len, "output_len": output_len, "engine_start_seconds": load_s,
               "at_concurrency": at_concurrency, "saturation": saturation}
     write(out, f"throughput-{dtype}", result)

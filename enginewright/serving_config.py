@@ -53,9 +53,16 @@ def model_dir(serving_root: Path, target: DeployTarget, model_name: str) -> Path
     return serving_root / target.name / model_name
 
 
+# Every release renders Prometheus rules (prometheus/), so its server must export what they read: trtllm-serve mounts
+# /prometheus/metrics only with return_perf_metrics, and its queue and KV-cache gauges need the iteration stats
+# (enginewright.trtllm_contract.LlmApiOptions cites both). Without them every alert would be blind.
+MONITORING_OPTIONS = {"return_perf_metrics": True, "enable_iter_perf_stats": True}
+
+
 def serving_options(bundle_dir: Path, target: DeployTarget) -> dict[str, Any]:
-    """The bundle's llm_api.yaml with the target's overrides applied."""
+    """The bundle's llm_api.yaml with the target's overrides and the monitoring switches applied."""
     options = yaml.safe_load((bundle_dir / "llm_api.yaml").read_text()) or {}
+    options.update(MONITORING_OPTIONS)
     if target.tensor_parallel_size is not None:
         options["tensor_parallel_size"] = target.tensor_parallel_size
     options["trust_remote_code"] = False

@@ -151,3 +151,20 @@ def mix_serving_summary(formats: list[str]) -> list[str]:
         per_format = [f"{fmt} {runtime_summary(fmt, runtime)}" for fmt in formats]
         lines.append(f"{label}: MIXED_PRECISION ≥ {since}, where each layer's format is served: " + "; ".join(per_format))
     return lines
+
+
+# Where a runtime computes a format otherwise than the build simulated it (ModelOpt's fake quantization of weights and
+# activations), the build's golden records are not what that release should reproduce. NVFP4 below Blackwell: both
+# runtimes serve FP4 weights with 16-bit activations through Marlin kernels (vLLM: ModelOptNvFp4Config, "Marlin W4A16
+# below Blackwell", modelopt.py @ v0.26.0; TensorRT-LLM 1.3.0rc20: the Hopper NVFP4 path is Marlin, weight-only —
+# ../shared/FIELD_NOTES.md), while the build simulated 4-bit activations too.
+WEIGHT_ONLY_BELOW: dict[str, tuple[int, int]] = {"nvfp4": BLACKWELL}
+
+
+def simulation_mismatch(fmt: str | None, capability: tuple[int, int]) -> str | None:
+    """Why the build's simulated candidate is not what this GPU's runtime computes for `fmt`; None when it is."""
+    below = WEIGHT_ONLY_BELOW.get(fmt or "")
+    if below is not None and capability < below:
+        return (f"{fmt} on compute capability {capability[0]}.{capability[1]} is served weight-only (16-bit "
+                f"activations) while the build simulated {fmt} activations too")
+    return None

@@ -74,6 +74,13 @@ class LlmApiOptions(_Strict):
     scheduler_config: SchedulerConfigOptions = Field(default_factory=SchedulerConfigOptions)
     # TorchLlmArgs.cuda_graph_config: Optional[CudaGraphConfig] (None: no CUDA graphs)
     cuda_graph_config: CudaGraphConfigOptions | None = None
+    # Monitoring. llm_args.py @ 0004396…: BaseLlmArgs.return_perf_metrics (default False, "prototype") — trtllm-serve
+    # mounts Prometheus' /prometheus/metrics only when it is true (openai_server.py @ 00057725d9a6591f033e44f31c219e
+    # 2426827bb7, `register_routes`: `if self.generator.args.return_perf_metrics: self.mount_metrics()`);
+    # TorchLlmArgs.enable_iter_perf_stats (default False, "prototype"): the iteration stats behind the queue and
+    # KV-cache gauges and the JSON /metrics route (`get_iteration_stats`).
+    return_perf_metrics: bool = False
+    enable_iter_perf_stats: bool = False
 
 
 def check_llm_api_options(options: dict[str, Any]) -> LlmApiOptions:
@@ -211,7 +218,8 @@ def check_serve_argv(argv: list[str]) -> None:
 # tensorrt_llm/serve/openai_server.py @ e7f7345e31e574b5d0918b756b871882c7346b3c, `register_routes`: GET /health
 # (200, empty body), GET /version ({"version": ...}), GET /v1/models, POST /v1/completions, POST
 # /v1/chat/completions, GET /metrics (iteration stats as JSON); Prometheus text at /prometheus/metrics
-# (../shared/FIELD_NOTES.md, "trtllm-serve metrics"). `get_model`: the one ModelCard's id is the *name* of the model
+# only where the LLM arguments set `return_perf_metrics: true` (openai_server.py @ 00057725…, `mount_metrics`; a
+# release's llm_api.yaml always does: enginewright.serving_config.MONITORING_OPTIONS). `get_model`: the one ModelCard's id is the *name* of the model
 # directory when MODEL is a directory (`Path(self.model).name`), else MODEL as given; owned_by "tensorrt_llm".
 SERVE_ROUTES = {"GET": ("/health", "/version", "/v1/models", "/metrics", "/prometheus/metrics"),
                 "POST": ("/v1/completions", "/v1/chat/completions")}

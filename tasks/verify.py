@@ -36,6 +36,7 @@ from enginewright.golden import (
 )
 from enginewright.monitoring import build_throughput
 from enginewright.openai_endpoint import Endpoint, EndpointError, Readiness, wait_until_serving
+from enginewright.serving_runtimes import simulation_mismatch
 from enginewright.targets import DeployTarget
 
 
@@ -175,9 +176,12 @@ def verify_release_task(deployment: dict[str, Any], golden: Golden | None, manif
     if not report.ready.ready:
         return judge(report, target, manifest)
     try:
+        mismatch = simulation_mismatch(deployment.get("quantization"), target.capability)
         if golden is None:
             report.notes.append("the bundle has no golden records (built before they existed): replay and subset "
                                 "not checked")
+        elif mismatch is not None:
+            report.notes.append(f"golden records not used: {mismatch}; replay and subset not checked")
         else:
             with timed(report, "replay"):
                 report.replay = replay_golden(endpoint, model_id, golden)

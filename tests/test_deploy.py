@@ -153,6 +153,9 @@ def test_the_rendered_release_serves_the_bundle_with_trtllm_serve_and_triton(tmp
     options = yaml.safe_load((release / "llm_api.yaml").read_text())
     assert options["tensor_parallel_size"] == 2 and options["max_batch_size"] == 16
     assert options["trust_remote_code"] is False
+    # monitoring is rendered with every release, so trtllm-serve must mount /prometheus/metrics and keep the
+    # iteration stats behind the queue and KV-cache gauges
+    assert options["return_perf_metrics"] is True and options["enable_iter_perf_stats"] is True
     script = (release / "trtllm-serve.sh").read_text()
     # trtllm-serve reports the model directory's name on /v1/models: a link named for the release tells them apart
     assert (release / "m-v1").resolve() == (bundle / "checkpoint").resolve() and deployment["served_as"] == str(release / "m-v1")
@@ -296,3 +299,11 @@ def test_a_vllm_release_of_an_autoquantize_mix_names_vllms_mixed_loader(tmp_path
     deployment = render_release(bundle, manifest, target(runtime="vllm"), "m", "2", tmp_path / "v2")  # type: ignore[arg-type]
     argv = deployment["vllm_serve"]
     assert argv[argv.index("--quantization") + 1] == "modelopt_mixed"
+
+
+def test_nvfp4_below_blackwell_is_served_weight_only_so_its_golden_records_do_not_judge_it() -> None:
+    from enginewright.serving_runtimes import simulation_mismatch
+
+    assert "served weight-only" in str(simulation_mismatch("nvfp4", (9, 0)))
+    assert simulation_mismatch("nvfp4", (10, 0)) is None
+    assert simulation_mismatch("fp8", (9, 0)) is None and simulation_mismatch(None, (9, 0)) is None

@@ -96,6 +96,12 @@ def test_a_good_release_is_verified_and_a_wrong_checkpoint_rolls_back(settings: 
         v1_release = (root / "current").resolve()
         prometheus = v1_release / "prometheus"
         assert f"chat version {v1.version} on cpu" in (prometheus / "alerts.yml").read_text()
+        # the release's llm_api.yaml asks for return_perf_metrics, so the endpoint mounts what the rules read
+        from enginewright.openai_endpoint import Endpoint
+        from enginewright.targets import load_target
+
+        status, exposition = Endpoint(str(load_target(target).endpoint)).get("/prometheus/metrics")
+        assert status == 200 and "trtllm_request_success_total" in str(exposition)
 
         client.set_registered_model_alias("chat", "production", v2.version)
         with pytest.raises(VerificationFailed, match=r"golden replay: the served continuations share [0-9] % of the "
@@ -193,6 +199,8 @@ def test_the_standin_serves_a_modelopt_export_and_refuses_what_trtllm_serve_refu
         with pytest.raises(urllib.error.HTTPError) as bad:
             urllib.request.urlopen(request, timeout=30)
         assert bad.value.code == 400 and "best_of_n: Extra inputs are not permitted" in bad.value.read().decode()
+        # started without an options file, as trtllm-serve without return_perf_metrics: no Prometheus route
+        assert endpoint.get("/prometheus/metrics")[0] == 404
     finally:
         server.terminate()
         server.wait(timeout=30)

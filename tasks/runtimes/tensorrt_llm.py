@@ -21,14 +21,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix, resolve_max_length
+from lm_eval.models.utils import resolve_max_length
 from tqdm import tqdm
 
 from enginewright.models import load_tokenizer
 from enginewright.trtllm_contract import TOKENS_PROMPT_KEY, check_sampling_params
 from tasks.runtimes import RuntimeLaneFailed
+from tasks.runtimes.tokenized_lm import TokenizedLM
 
 # One `generate` call per chunk of requests: TensorRT-LLM batches inside it; the chunk only paces the progress bar.
 REQUESTS_PER_CALL = 1024
@@ -53,7 +53,7 @@ def continuation_logprob(prompt_logprobs: list[dict[int, Any]], tokens: list[int
 
 
 @register_model("enginewright-tensorrt-llm")
-class BundleLM(TemplateLM):
+class BundleLM(TokenizedLM):
     """lm-eval model over an enginewright bundle served by TensorRT-LLM's LLM API (PyTorch backend)."""
 
     def __init__(self, bundle_dir: str, tokenizer: Any = None, batch_size: int = 64, max_gen_toks: int = 256) -> None:
@@ -77,24 +77,6 @@ class BundleLM(TemplateLM):
         except Exception as exc:  # any load failure: the evaluation falls back and records this line
             raise RuntimeLaneFailed(f"TensorRT-LLM could not load the bundle: {type(exc).__name__}: {exc}") from exc
 
-    @property
-    def eot_token_id(self) -> int:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def prefix_token_id(self) -> int:  # as HFLM: BOS where the tokenizer has one, else EOS
-        bos = self.tokenizer.bos_token_id
-        return bos if bos is not None else self.tokenizer.eos_token_id
-
-    @property
-    def max_length(self) -> int:
-        return self._max_length
-
-    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        special = _add_special_kwargs(add_special_tokens, None)
-        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
-            special["add_special_tokens"] = False
-        return self.tokenizer.encode(string, **special)
 
     def _sampling_params(self, **kwargs: Any) -> Any:
         from tensorrt_llm import SamplingParams

@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lm_eval.api.model import TemplateLM
-from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix, resolve_max_length
+from lm_eval.models.utils import resolve_max_length
 from tqdm import tqdm
 
 from enginewright.vllm_contract import QUANTIZATION_BY_FORMAT
 from tasks.runtimes import RuntimeLaneFailed
+from tasks.runtimes.tokenized_lm import TokenizedLM
 
 SCORER = Path(__file__).with_name("vllm_scorer.py")
 PYTHON_ENV = "ENGINEWRIGHT_VLLM_PYTHON"
@@ -49,7 +49,7 @@ def quantization_of(checkpoint: Path) -> str | None:
     return QUANTIZATION_BY_FORMAT[named[algo]]
 
 
-class VllmLM(TemplateLM):
+class VllmLM(TokenizedLM):
     """lm-eval model over a checkpoint scored by vLLM in its own process."""
 
     def __init__(self, checkpoint: str, tokenizer: Any, max_length: int | None = None, python: str | None = None,
@@ -98,24 +98,6 @@ class VllmLM(TemplateLM):
         self._process.stdin.flush()
         return list(self._read()["results"])
 
-    @property
-    def eot_token_id(self) -> int:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def prefix_token_id(self) -> int:  # as HFLM: BOS where the tokenizer has one, else EOS
-        bos = self.tokenizer.bos_token_id
-        return bos if bos is not None else self.tokenizer.eos_token_id
-
-    @property
-    def max_length(self) -> int:
-        return self._max_length
-
-    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        special = _add_special_kwargs(add_special_tokens, None)
-        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
-            special["add_special_tokens"] = False
-        return self.tokenizer.encode(string, **special)
 
     def token_requests(self, requests: list[tuple[Any, list[int], list[int]]]) -> list[dict[str, Any]]:
         """What the scorer is sent: the tokens (left-truncated as HFLM does) and where the continuation starts."""

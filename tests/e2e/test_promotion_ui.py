@@ -25,7 +25,7 @@ from mlflow.server.auth.client import AuthServiceClient
 from enginewright.settings import Settings
 from enginewright.stack import Stack
 from tests.e2e.conftest import wait_for
-from tests.e2e.test_watch_service import prefect_cli, stop
+from tests.e2e.test_watch_service import deployment_pools, prefect_cli, stop
 from tests.registered_bundle import register_bundle
 
 pytestmark = pytest.mark.e2e
@@ -93,7 +93,7 @@ def builder_settings(stack: Stack, tmp_path: Path) -> Settings:
 
 def start_cpu_worker(env: dict[str, str], tmp_path: Path) -> subprocess.Popen:
     """The work pools, every deployment of prefect.yaml, and a process worker on the `cpu` pool (log in tmp_path)."""
-    for pool in ("cpu", "gpu"):
+    for pool in deployment_pools():  # every pool prefect.yaml names, or `deploy --all` refuses
         prefect_cli(["work-pool", "create", pool, "--type", "process", "--overwrite"], env)
     prefect_cli(["--no-prompt", "deploy", "--all"], env)
     log = (tmp_path / "worker-cpu.log").open("w")

@@ -32,6 +32,14 @@ def prefect_cli(args: list[str], env: dict[str, str]) -> str:
     return done.stdout
 
 
+def deployment_pools() -> list[str]:
+    """The work pools prefect.yaml's deployments name (cpu, gpu, gpu-vllm): each must exist before `deploy --all`."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return sorted({d["work_pool"]["name"] for d in config["deployments"]})
+
+
 def build_runs(env: dict[str, str]) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
@@ -85,7 +93,7 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     workers: list[subprocess.Popen] = []
     try:
         stack.up(say=lambda line: None, only={"prefect"})
-        for pool in ("cpu", "gpu"):
+        for pool in deployment_pools():  # every pool prefect.yaml names, or `deploy --all` refuses
             prefect_cli(["work-pool", "create", pool, "--type", "process"], env)
         prefect_cli(["global-concurrency-limit", "create", "gpu-builds", "--limit", "1"], env)  # one GPU here
         prefect_cli(["--no-prompt", "deploy", "--all"], env)

@@ -230,7 +230,8 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
                     {"id": engine.model_id, "object": "model", "created": int(time.time()), "owned_by": "tensorrt_llm"}]})
             if self.path == "/metrics":
                 return self._json(200, [])
-            if self.path == PROMETHEUS_PATH:
+            if self.path == PROMETHEUS_PATH and engine.options.get("return_perf_metrics"):
+                # mounted only with return_perf_metrics (enginewright.trtllm_contract.LlmApiOptions)
                 return send_body(self, 200, engine.metrics.exposition(), "text/plain; version=0.0.4")
             return self._json(404, {"detail": "Not Found"})
 
