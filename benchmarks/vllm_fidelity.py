@@ -42,14 +42,15 @@ def export(build_dir: Path, out: Path, data_dir: Path, num_fewshot: int) -> None
         sent: list[dict[str, Any]] = []
 
         def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-            self._instances = requests
+            self._instances, self._first = requests, len(self.sent)  # the spans come in request order, chunk by chunk
             return super().loglikelihood(requests, disable_tqdm=True)
 
-        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):  # type: ignore[override]
-            for instance, request in zip(self._instances, self.token_requests(requests), strict=True):
+        def score_spans(self, spans: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
+            done = len(self.sent) - self._first
+            for instance, (tokens, ctxlen) in zip(self._instances[done:done + len(spans)], spans, strict=True):
                 self.sent.append({"task": instance.task_name, "doc_id": instance.doc_id, "idx": instance.idx,
-                                  **request})
-            return [(0.0, False)] * len(requests)
+                                  "tokens": tokens, "ctxlen": ctxlen})
+            return [(0.0, False)] * len(spans)
 
     lm = Recorder(str(checkpoint), load_tokenizer(checkpoint), start=False)
     spec = EvaluationSpec(tasks=tasks, num_fewshot=num_fewshot, data_dir=data_dir)

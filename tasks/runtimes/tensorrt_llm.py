@@ -30,9 +30,6 @@ from enginewright.trtllm_contract import TOKENS_PROMPT_KEY, check_sampling_param
 from tasks.runtimes import RuntimeLaneFailed
 from tasks.runtimes.tokenized_lm import TokenizedLM
 
-# One `generate` call per chunk of requests: TensorRT-LLM batches inside it; the chunk only paces the progress bar.
-REQUESTS_PER_CALL = 1024
-
 
 def continuation_logprob(prompt_logprobs: list[dict[int, Any]], tokens: list[int], ctxlen: int) -> tuple[float, bool]:
     """Sum of log p(tokens[i] | tokens[:i]) over the continuation tokens[ctxlen:], and whether each was the argmax.
@@ -55,6 +52,8 @@ def continuation_logprob(prompt_logprobs: list[dict[int, Any]], tokens: list[int
 @register_model("enginewright-tensorrt-llm")
 class BundleLM(TokenizedLM):
     """lm-eval model over an enginewright bundle served by TensorRT-LLM's LLM API (PyTorch backend)."""
+
+    label = "TensorRT-LLM"
 
     def __init__(self, bundle_dir: str, tokenizer: Any = None, batch_size: int = 64, max_gen_toks: int = 256) -> None:
         super().__init__()
@@ -84,30 +83,15 @@ class BundleLM(TokenizedLM):
         check_sampling_params(kwargs)
         return SamplingParams(**kwargs)
 
-    def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
-                              disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+    def score_spans(self, spans: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
         # One generated token, greedy; prompt_logprobs=1: the top-1 entry plus (≥ 1.3.0rc11) each prompt token.
         params = self._sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=1)
-        results: list[tuple[float, bool]] = []
-        bar = tqdm(total=len(requests), desc="TensorRT-LLM loglikelihood", disable=disable_tqdm)
-        for start in range(0, len(requests), REQUESTS_PER_CALL):
-            chunk = requests[start:start + REQUESTS_PER_CALL]
-            prompts, spans = [], []
-            for _, context_enc, continuation_enc in chunk:
-                tokens = (context_enc + continuation_enc)[-self.max_length:]  # left-truncated, as HFLM does
-                prompts.append({TOKENS_PROMPT_KEY: tokens})
-                spans.append((tokens, len(tokens) - len(continuation_enc)))
-            try:
-                outputs = self._llm.generate(prompts, params)
-            except Exception as exc:  # a runtime error must not fail the build: the evaluation falls back
-                raise RuntimeLaneFailed(f"TensorRT-LLM generate failed: {type(exc).__name__}: {exc}") from exc
-            for (key, _, _), output, (tokens, ctxlen) in zip(chunk, outputs, spans, strict=True):
-                answer = continuation_logprob(output.outputs[0].prompt_logprobs, tokens, ctxlen)
-                results.append(answer)
-                self.cache_hook.add_partial("loglikelihood", key, answer)
-            bar.update(len(chunk))
-        bar.close()
-        return results
+        try:
+            outputs = self._llm.generate([{TOKENS_PROMPT_KEY: tokens} for tokens, _ in spans], params)
+        except Exception as exc:  # a runtime error must not fail the build: the evaluation falls back
+            raise RuntimeLaneFailed(f"TensorRT-LLM generate failed: {type(exc).__name__}: {exc}") from exc
+        return [continuation_logprob(output.outputs[0].prompt_logprobs, tokens, ctxlen)
+                for output, (tokens, ctxlen) in zip(outputs, spans, strict=True)]
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         texts = []

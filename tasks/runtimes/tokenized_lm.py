@@ -1,6 +1,7 @@
-"""The tokenization half of a runtime's lm-eval model: lm-eval's own helpers, as HFLM uses them, so a runtime's
-requests match the baseline's token for token. The runtimes that compute elsewhere (TensorRT-LLM, vLLM) subclass it
-and add how they score and generate."""
+"""What the runtimes that compute elsewhere (TensorRT-LLM, vLLM) share in their lm-eval model: tokenization by
+lm-eval's own helpers, as HFLM uses them, so a runtime's requests match the baseline's token for token, and the
+loglikelihood loop (left truncation, chunks, progress bar, lm-eval's cache hook). A runtime adds `score_spans` —
+how it scores one chunk — and generation."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Any
 
 from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix
+from tqdm import tqdm
+
+# Requests handed to the runtime at once: it batches inside the call; the chunk only paces the progress bar.
+REQUESTS_PER_CALL = 1024
 
 
 class TokenizedLM(TemplateLM):
@@ -15,6 +20,28 @@ class TokenizedLM(TemplateLM):
 
     tokenizer: Any
     _max_length: int
+    label: str  # the runtime's name on the progress bar
+
+    def score_spans(self, spans: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
+        """(log-likelihood of tokens[ctxlen:], whether it was the greedy answer) for each (tokens, ctxlen)."""
+        raise NotImplementedError
+
+    def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
+                              disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool]] = []
+        bar = tqdm(total=len(requests), desc=f"{self.label} loglikelihood", disable=disable_tqdm)
+        for start in range(0, len(requests), REQUESTS_PER_CALL):
+            chunk = requests[start:start + REQUESTS_PER_CALL]
+            spans = []
+            for _, context_enc, continuation_enc in chunk:
+                tokens = (context_enc + continuation_enc)[-self.max_length:]  # left-truncated, as HFLM does
+                spans.append((tokens, len(tokens) - len(continuation_enc)))
+            for (key, _, _), answer in zip(chunk, self.score_spans(spans), strict=True):
+                results.append(answer)
+                self.cache_hook.add_partial("loglikelihood", key, answer)
+            bar.update(len(chunk))
+        bar.close()
+        return results
 
     @property
     def eot_token_id(self) -> int:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval.models.utils import resolve_max_length
-from tqdm import tqdm
 
 from enginewright.vllm_contract import QUANTIZATION_BY_FORMAT
 from tasks.runtimes import RuntimeLaneFailed
@@ -31,7 +30,6 @@ from tasks.runtimes.tokenized_lm import TokenizedLM
 
 SCORER = Path(__file__).with_name("vllm_scorer.py")
 PYTHON_ENV = "ENGINEWRIGHT_VLLM_PYTHON"
-REQUESTS_PER_CALL = 1024  # vLLM batches inside one call; the chunk paces the progress bar
 
 
 def quantization_of(checkpoint: Path) -> str | None:
@@ -51,6 +49,8 @@ def quantization_of(checkpoint: Path) -> str | None:
 
 class VllmLM(TokenizedLM):
     """lm-eval model over a checkpoint scored by vLLM in its own process."""
+
+    label = "vLLM"
 
     def __init__(self, checkpoint: str, tokenizer: Any, max_length: int | None = None, python: str | None = None,
                  start: bool = True) -> None:
@@ -99,28 +99,9 @@ class VllmLM(TokenizedLM):
         return list(self._read()["results"])
 
 
-    def token_requests(self, requests: list[tuple[Any, list[int], list[int]]]) -> list[dict[str, Any]]:
-        """What the scorer is sent: the tokens (left-truncated as HFLM does) and where the continuation starts."""
-        out = []
-        for _, context_enc, continuation_enc in requests:
-            tokens = (context_enc + continuation_enc)[-self.max_length:]
-            out.append({"tokens": tokens, "ctxlen": len(tokens) - len(continuation_enc)})
-        return out
-
-    def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
-                              disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
-        results: list[tuple[float, bool]] = []
-        bar = tqdm(total=len(requests), desc="vLLM loglikelihood", disable=disable_tqdm)
-        for start in range(0, len(requests), REQUESTS_PER_CALL):
-            chunk = requests[start:start + REQUESTS_PER_CALL]
-            for (key, _, _), (logprob, greedy) in zip(chunk, self._ask({"loglikelihood": self.token_requests(chunk)}),
-                                                      strict=True):
-                answer = (float(logprob), bool(greedy))
-                results.append(answer)
-                self.cache_hook.add_partial("loglikelihood", key, answer)
-            bar.update(len(chunk))
-        bar.close()
-        return results
+    def score_spans(self, spans: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
+        answers = self._ask({"loglikelihood": [{"tokens": tokens, "ctxlen": ctxlen} for tokens, ctxlen in spans]})
+        return [(float(logprob), bool(greedy)) for logprob, greedy in answers]
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         asks = []
