@@ -11,7 +11,7 @@ import pytest
 from enginewright.spec import EvaluationSpec, GateSpec, RuntimeSpec
 from tasks import runtimes
 from tasks.runtimes import RuntimeChoice, RuntimeLaneFailed
-from tests.tiny_model import work_dir_with
+from tests.tiny_model import assert_loglikelihoods_match_hflm, work_dir_with
 
 STANDINS = Path(__file__).parent / "standins"
 
@@ -65,10 +65,6 @@ def test_a_continuation_token_is_read_from_the_entry_before_it() -> None:
 
 
 def test_bundle_lm_loads_the_bundle_with_its_yaml_and_matches_hflm_loglikelihoods(standin, tiny_model, tmp_path):
-    from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
-
-    from enginewright.models import load_model, load_tokenizer
     from tasks.runtimes.tensorrt_llm import BundleLM
 
     bundle = bundle_of(tiny_model, tmp_path / "bundle")
@@ -77,14 +73,7 @@ def test_bundle_lm_loads_the_bundle_with_its_yaml_and_matches_hflm_loglikelihood
     assert name == "LLM" and kwargs["model"] == str(bundle / "checkpoint") and "backend" not in kwargs
     assert kwargs["max_batch_size"] == RuntimeSpec().max_batch_size  # the bundle's llm_api.yaml, not defaults
 
-    pairs = [("Question: what is red?\nAnswer:", " an apple"), ("The sky is", " blue"), ("", "Hello there"),
-             ("A long context " * 5, " ends here")]
-    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
-    ours = lm.loglikelihood(requests, disable_tqdm=True)
-    hf = HFLM(pretrained=load_model(tiny_model, "float32"), tokenizer=load_tokenizer(tiny_model), batch_size=4,
-              softmax_dtype="float32").loglikelihood(requests, disable_tqdm=True)
-    for (a, greedy_a), (b, greedy_b) in zip(ours, hf, strict=True):
-        assert a == pytest.approx(b, abs=1e-4) and greedy_a == greedy_b
+    assert_loglikelihoods_match_hflm(lm, tiny_model)
     generate = [args for name, args in standin.CALLS if name == "generate"]
     params = generate[0][1]
     assert (params.max_tokens, params.prompt_logprobs, params.temperature) == (1, 1, 0.0)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks.runtimes import RuntimeLaneFailed
+from tests.tiny_model import assert_loglikelihoods_match_hflm
 
 STANDINS = Path(__file__).parent / "standins"
 
@@ -52,22 +53,14 @@ def test_without_a_vllm_environment_the_runtime_says_how_to_get_one(tiny_model: 
 
 def test_vllm_lm_matches_hflm_loglikelihoods_and_generates_through_the_scorer(vllm_standin, tiny_model) -> None:
     from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
 
-    from enginewright.models import load_model, load_tokenizer
+    from enginewright.models import load_tokenizer
     from tasks.runtimes.vllm import VllmLM
 
     lm = VllmLM(str(tiny_model), load_tokenizer(tiny_model), python=vllm_standin)
     try:
         assert lm.version == "0.26.0"
-        pairs = [("Question: what is red?\nAnswer:", " an apple"), ("The sky is", " blue"), ("", "Hello there"),
-                 ("A long context " * 5, " ends here")]
-        requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
-        ours = lm.loglikelihood(requests, disable_tqdm=True)
-        hf = HFLM(pretrained=load_model(tiny_model, "float32"), tokenizer=load_tokenizer(tiny_model), batch_size=4,
-                  softmax_dtype="float32").loglikelihood(requests, disable_tqdm=True)
-        for (a, greedy_a), (b, greedy_b) in zip(ours, hf, strict=True):
-            assert a == pytest.approx(b, abs=1e-4) and greedy_a == greedy_b
+        assert_loglikelihoods_match_hflm(lm, tiny_model)
         generated = lm.generate_until([Instance("generate_until", {}, ("The sky is", {"until": ["\n"],
                                                                                       "max_gen_toks": 5}), 0)])
         assert len(generated) == 1 and "\n" not in generated[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,3 +47,22 @@ def work_dir_with(int8_sq_state, root: Path, key: str):
     shutil.copy2(state.path, work.quantized_state)
     shutil.copytree(checkpoint, work.checkpoint, dirs_exist_ok=True)
     return dataclasses.replace(state, path=work.quantized_state), work
+
+
+def assert_loglikelihoods_match_hflm(lm: Any, model_dir: Path) -> None:
+    """A runtime's lm-eval model scores what HFLM scores on the float32 model, within 1e-4, with the same greedy flags
+    (contexts with and without text, one long enough to matter)."""
+    import pytest
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from enginewright.models import load_model, load_tokenizer
+
+    pairs = [("Question: what is red?\nAnswer:", " an apple"), ("The sky is", " blue"), ("", "Hello there"),
+             ("A long context " * 5, " ends here")]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    ours = lm.loglikelihood(requests, disable_tqdm=True)
+    hf = HFLM(pretrained=load_model(model_dir, "float32"), tokenizer=load_tokenizer(model_dir), batch_size=4,
+              softmax_dtype="float32").loglikelihood(requests, disable_tqdm=True)
+    for (a, greedy_a), (b, greedy_b) in zip(ours, hf, strict=True):
+        assert a == pytest.approx(b, abs=1e-4) and greedy_a == greedy_b
