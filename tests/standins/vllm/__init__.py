@@ -1,15 +1,19 @@
 """Stand-in for the `vllm` package, as far as tasks/runtimes/vllm_scorer.py uses it (vLLM needs a GPU; CI has none).
 
-What it accepts and returns was read in vLLM 0.26.0's released wheel (vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64,
-commit ffd46bfab), the version the GPU worker installs:
-- vllm/entrypoints/llm.py `LLM.__init__(model, ..., trust_remote_code=False, quantization=None, seed=0,
-  gpu_memory_utilization=0.92, **kwargs)` (max_model_len goes to EngineArgs through kwargs); `LLM.generate(prompts,
-  sampling_params, use_tqdm=...)` takes one SamplingParams or one per prompt and returns one RequestOutput per prompt;
-- vllm/sampling_params.py `SamplingParams`: temperature, max_tokens, stop, prompt_logprobs (others refused here);
-- vllm/inputs `TokensPrompt`: a dict with `prompt_token_ids`;
-- vllm/logprobs.py `Logprob(logprob, rank, decoded_token)`; `create_prompt_logprobs`: entry 0 is None, entry i holds
-  prompt token i (its own logprob and rank, plus the top-k) — the alignment the scorer relies on, and the opposite
-  of TensorRT-LLM's (tests/standins/tensorrt_llm).
+What it accepts and returns was read in vllm-project/vllm at tag v0.26.0 (commit ffd46bfab, the short id the
+released wheel vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64 records in vllm/_version.py; the version the GPU worker
+installs), each path in that repository:
+- vllm-project/vllm vllm/entrypoints/llm.py @ v0.26.0: `LLM.__init__(model, ..., trust_remote_code=False,
+  quantization=None, seed=0, gpu_memory_utilization=0.92, **kwargs)` (max_model_len goes to EngineArgs through
+  kwargs); `LLM.generate(prompts, sampling_params, use_tqdm=...)` takes one SamplingParams or one per prompt and
+  returns one RequestOutput per prompt;
+- vllm-project/vllm vllm/sampling_params.py @ v0.26.0 `SamplingParams`: temperature, max_tokens, stop,
+  prompt_logprobs (the fields the scorer sets; others refused here);
+- vllm-project/vllm vllm/inputs/__init__.py @ v0.26.0 `TokensPrompt`: a dict with `prompt_token_ids`;
+- vllm-project/vllm vllm/logprobs.py @ v0.26.0 `Logprob(logprob, rank, decoded_token)` and
+  `create_prompt_logprobs` (entry 0 is None, entry i holds prompt token i: its own logprob and rank plus the top-k) —
+  the alignment the scorer relies on, and the opposite of TensorRT-LLM's (tests/standins/tensorrt_llm);
+- vllm-project/vllm vllm/model_executor/layers/quantization/__init__.py @ v0.26.0: the `modelopt*` method names.
 The numbers come from the checkpoint computed by PyTorch on the CPU (float32), not from vLLM's kernels; the
 real kernels' agreement was measured on the H100 (docs/results.md, "vLLM on an H100").
 """
