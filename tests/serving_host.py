@@ -1,6 +1,7 @@
-"""What a serving host does with a rendered release, for tests: watch `<model>/current` and, when it moves, stop the
-server and start the new release's own `trtllm-serve.sh` — with tests/standins/bin first on PATH, so the rendered
-command line runs the trtllm-serve stand-in (which checks it against the real CLI's contract).
+"""What a serving host does with a rendered release: watch `<model>/current` and, when it moves, stop the server and
+start the new release's own serving script (`trtllm-serve.sh`, or `vllm-serve.sh` from its own folder). In tests,
+tests/standins/bin goes first on PATH, so the rendered command line runs the stand-in (which checks it against the
+real CLI's contract); on a GPU worker (benchmarks/vllm_release.py) nothing goes first and the real `vllm` runs.
 
 Two faults, for the named versions: `serve_instead` starts the server on another checkpoint under the release's own
 name (a host that loaded the wrong weights); `serve_as` starts it on a path of another name (a host serving another
@@ -20,8 +21,9 @@ STANDINS_BIN = Path(__file__).resolve().parent / "standins" / "bin"
 
 class ServingHost:
     def __init__(self, model_root: Path, log: Path, serve_instead: dict[str, Path] | None = None,
-                 serve_as: dict[str, Path] | None = None) -> None:
+                 serve_as: dict[str, Path] | None = None, path_first: tuple[Path, ...] = (STANDINS_BIN,)) -> None:
         self.model_root = model_root
+        self.path_first = path_first
         self.log = log
         self.serve_instead = dict(serve_instead or {})
         self.serve_as = dict(serve_as or {})
@@ -53,26 +55,28 @@ class ServingHost:
     def _start(self, release: Path) -> None:
         import json
 
-        version = json.loads((release / "deployment.json").read_text())["version"]
+        deployment = json.loads((release / "deployment.json").read_text())
+        version = deployment["version"]
+        script_name, model_arg = ("vllm-serve.sh", 2) if deployment.get("runtime") == "vllm" else ("trtllm-serve.sh", 1)
         # the stand-in's `#!/usr/bin/env python3` must find this interpreter (torch, transformers), as the image's does
-        path = os.pathsep.join([str(STANDINS_BIN), str(Path(sys.executable).parent), os.environ["PATH"]])
+        path = os.pathsep.join([*map(str, self.path_first), str(Path(sys.executable).parent), os.environ["PATH"]])
         env = {**os.environ, "PATH": path}
         if version in self.serve_instead or version in self.serve_as:
-            script = (release / "trtllm-serve.sh").read_text().split("exec ", 1)[1].split()
+            script = (release / script_name).read_text().split("exec ", 1)[1].split()
             if version in self.serve_as:
                 served = self.serve_as[version]
             else:  # the wrong weights under the release's own name
-                served = self.log.parent / "served-instead" / version / Path(script[1]).name
+                served = self.log.parent / "served-instead" / version / Path(script[model_arg]).name
                 served.parent.mkdir(parents=True, exist_ok=True)
                 served.unlink(missing_ok=True)
                 served.symlink_to(self.serve_instead[version].resolve(), target_is_directory=True)
-            script[1] = str(served)  # trtllm-serve <model> …
-            command = [c.strip('"') for c in script if c != '"$@"']
+            script[model_arg] = str(served)  # trtllm-serve <model> … | vllm serve <model> …
+            command = [c.strip('"').strip("'") for c in script if c != '"$@"']
         else:
-            command = ["sh", str(release / "trtllm-serve.sh")]
+            command = ["sh", str(release / script_name)]
         with self.log.open("a") as out:
             self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            start_new_session=True, cwd=release)
         self.started.append(release.name)
 
     def _kill(self) -> None:

@@ -37,12 +37,26 @@ def continuation_logprob(prompt_logprobs: list[Any], tokens: list[int], ctxlen: 
     return total, greedy
 
 
+def memory_share(ceiling: float = 0.85, margin: float = 0.03) -> float:
+    """What vLLM may ask for beside the processes already on the GPU. vLLM 0.26.0 refuses to start when the free
+    memory is below `gpu_memory_utilization` × total (vllm/v1/worker/utils.py `request_memory`), and the build's
+    process still holds its baseline and simulated candidate while the scorer starts."""
+    import torch
+
+    if not torch.cuda.is_available():  # vLLM on another platform (and the CPU stand-in): its own default check
+        return ceiling
+    free, total = torch.cuda.mem_get_info()
+    return max(0.05, min(ceiling, free / total - margin))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint folder (the bundle's checkpoint/)")
     parser.add_argument("--quantization", default=None, help="vLLM's name for the checkpoint's format (modelopt, ...)")
     parser.add_argument("--max-model-len", type=int, default=4096)
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=None,
+                        help="share of the GPU vLLM may take [default: 0.85, or less when other processes (the build's "
+                        "own models) hold memory: vLLM refuses to start when less than the share is free]")
     args = parser.parse_args()
     started = time.perf_counter()
     # The protocol owns the real stdout; vLLM logs to stdout (and its engine process inherits fd 1), so fd 1 becomes
@@ -57,7 +71,7 @@ def main() -> None:
     from vllm import LLM, SamplingParams, TokensPrompt
 
     llm = LLM(model=args.model, quantization=args.quantization, max_model_len=args.max_model_len, seed=0,
-              gpu_memory_utilization=args.gpu_memory_utilization, trust_remote_code=False)
+              gpu_memory_utilization=args.gpu_memory_utilization or memory_share(), trust_remote_code=False)
     out.write(json.dumps({"ready": {"vllm": vllm.__version__, "seconds": time.perf_counter() - started}}) + "\n")
     out.flush()
     score = SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=1)
