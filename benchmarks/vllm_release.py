@@ -8,10 +8,10 @@ Runs with the build lane's python (scripts/gpu_worker/install.sh --lane build); 
     python benchmarks/vllm_release.py build --model DIR --vllm-python P --data DIR --home H --out OUT
     python benchmarks/vllm_release.py serve --vllm-python P --home H --out OUT
 
-`build` runs `enginewright build` twice (calibration seeds 0 and 1: two versions of one model, the second with a
-new build key; `--seeds 0` then `--seeds 1` splits them over two device calls); `serve` deploys version 1 (must end verified), then version 2 on a host that serves a random-weight
-Llama with the model's tokenizer under v2's name (must fail verification and roll back to version 1, which the host
-serves again). Each stage prints a table and writes `<stage>.json` (and the commands' logs) under OUT.
+`build` runs `enginewright build` once per calibration seed (`--seeds 0,1`: two versions of one model, each its own
+build key); `serve` deploys version 1 (must end verified), then version 2 — the second build's, or with `--seeds 0`
+version 1's bundle registered again — on a host that serves a random-weight Llama with the model's tokenizer under
+v2's name (must fail verification and roll back to version 1, which the host serves again). Each stage prints a table and writes `<stage>.json` (and the commands' logs) under OUT.
 """
 
 from __future__ import annotations
@@ -143,8 +143,9 @@ def serve(args: argparse.Namespace) -> None:
     root = settings.serving_dir / TARGET / MODEL_NAME
     bundle_v1 = Path(version_source(args.home, "1"))
     wrong = random_llama(args.home / "models" / "wrong-weights" / "checkpoint", bundle_v1 / "checkpoint")
-    report: dict[str, Any] = {}
-    with ServingHost(root, args.out / "serving-host.log", serve_instead={"2": wrong},
+    second, how = second_version(args.home)
+    report: dict[str, Any] = {"second_version": {"version": second, "what": how}}
+    with ServingHost(root, args.out / "serving-host.log", serve_instead={second: wrong},
                      path_first=(args.vllm_python.parent,)) as host:
         report["deploy_v1"] = run([enginewright, "deploy", MODEL_NAME, "--version", "1", "--target", str(target)],
                                   env, args.out / "deploy-v1.log")
@@ -152,9 +153,9 @@ def serve(args: argparse.Namespace) -> None:
         v1_release = (root / "current").resolve()
         if report["deploy_v1"]["exit"] == 0:
             (args.out / "metrics-live.txt").write_text(scrape(endpoint))
-        report["deploy_v2"] = run([enginewright, "deploy", MODEL_NAME, "--version", "2", "--target", str(target)],
+        report["deploy_v2"] = run([enginewright, "deploy", MODEL_NAME, "--version", second, "--target", str(target)],
                                   env, args.out / "deploy-v2.log")
-        report["v2_tags"] = deploy_tags(args.home, "2")
+        report["v2_tags"] = deploy_tags(args.home, second)
         report["current_after"] = str((root / "current").resolve())
         report["current_is_v1"] = (root / "current").resolve() == v1_release
         model_id = f"{MODEL_NAME}-v{read_deployment((root / 'current').resolve())['version']}"
@@ -168,6 +169,22 @@ def serve(args: argparse.Namespace) -> None:
               f"{tags.get(f'deploy.{TARGET}.verification', '-')} | {tags.get(f'deploy.{TARGET}.status', '-')} |")
     print(f"current → {report['current_after']} (v1's release: {report['current_is_v1']}); restored release "
           f"serving again after {report['restored_serving']['seconds']} s: {report['restored_serving']['ready']}")
+
+
+def second_version(home: Path) -> tuple[str, str]:
+    """Version 2: the second build's where `build --seeds 0,1` ran; else version 1's bundle registered again (its
+    source, run, tags and card), which costs seconds instead of a build — what is under test is the host."""
+    from enginewright.registry_client import registry_client
+    from enginewright.settings import Settings
+
+    client = registry_client(Settings(home=home).tracking_uri)
+    latest = latest_version(home)
+    if latest != "1":
+        return latest, "the second build's"
+    first = client.get_model_version(MODEL_NAME, "1")
+    again = client.create_model_version(MODEL_NAME, first.source, run_id=first.run_id, tags=dict(first.tags or {}),
+                                        description=first.description)
+    return str(again.version), "version 1's bundle registered again"
 
 
 def version_source(home: Path, version: str) -> str:
