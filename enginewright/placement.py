@@ -131,8 +131,11 @@ def restore_quantized_into(model: torch.nn.Module, path: Path) -> torch.nn.Modul
     if not is_offloaded(model):
         return mto.restore(model, path)
     from modelopt.torch.quantization.utils.core_utils import enable_weight_access_and_writeback
+    from modelopt.torch.utils.serialization import safe_load
 
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only (torch's default, which ModelOpt's safe_load keeps, as mto.restore does): tensors and plain
+    # containers only, so a state file someone else wrote cannot run code in this worker
+    saved = safe_load(path, map_location="cpu")
     mto.restore_from_modelopt_state(model, saved["modelopt_state"])
     state = saved["model_state_dict"]
     units = []

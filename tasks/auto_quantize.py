@@ -220,7 +220,11 @@ def search_task(quantization: QuantizationSpec, checkpoint: Path, source_identit
 def load_search_state(state: SearchState) -> dict[str, Any]:
     if sha256_file(state.path) != state.sha256:
         raise InputError(f"search state {state.path} changed since it was written; delete it to search again")
-    return torch.load(state.path, map_location="cpu", weights_only=False)
+    from modelopt.torch.utils.serialization import safe_load
+
+    # weights_only, as ModelOpt's own searcher loads this file (modelopt/torch/opt/searcher.py
+    # load_search_checkpoint): a tampered state is refused above, a pickled payload never runs
+    return safe_load(state.path, map_location="cpu")
 
 
 def minimum_effective_bits(search_state: dict[str, Any]) -> float:
