@@ -141,21 +141,54 @@ def baseline_key(source_identity: str, task_name: str, data: EvalData, spec: Eva
 
 
 class Sequence:
-    """The records of one side on one task, in sequence order, kept as a JSONL file next to the key that made them:
-    a later run with the same key continues it; another key starts it over."""
+    """The records of one side on one task, in sequence order, kept as a JSONL file next to a stamp (`.key`: the key
+    that made them and the sha256 of the file as written): a later run with the same key continues it; another key
+    starts it over. Records that do not match their stamp — edited, cut mid-line, or written before records were
+    digested — are never believed: the file is moved aside (`.refused-<time>`), `log` names it and why, and the
+    sequence starts over, so the documents are evaluated again."""
 
-    def __init__(self, path: Path, key: str) -> None:
+    def __init__(self, path: Path, key: str, log: Callable[[str], None] = lambda message: None) -> None:
         self.path, self.key = path, key
-        key_file = path.with_suffix(".key")
-        fresh = key_file.is_file() and key_file.read_text() == key and path.is_file()
-        self.records = read_records(path) if fresh else []
+        self.records = self._read(log)
+
+    def _read(self, log: Callable[[str], None]) -> list[dict[str, Any]]:
+        key_file = self.path.with_suffix(".key")
+        if not (key_file.is_file() and self.path.is_file()):
+            return []
+        stamp = read_stamp(key_file)
+        if stamp.get("key") != self.key:
+            return []  # another key's records: started over, as before
+        if stamp.get("sha256") is None:
+            problem = "its stamp has no digest (written before records were digested)"
+        elif sha256_file(self.path) != stamp["sha256"]:
+            problem = "its bytes differ from the sha256 written with them (edited or cut after writing)"
+        else:
+            try:
+                return read_records(self.path)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                problem = f"a record is not whole JSON ({exc})"
+        refused = self.path.with_name(f"{self.path.name}.refused-{time.strftime('%Y%m%dT%H%M%S')}")
+        self.path.replace(refused)
+        key_file.unlink(missing_ok=True)
+        log(f"records refused: {self.path}: {problem}; moved to {refused.name}, its documents are evaluated again")
+        return []
 
     def extend(self, records: list[dict[str, Any]]) -> None:
         start = len(self.records)
         self.records += [dict(r, position=start + i) for i, r in enumerate(records)]
         write_records(self.records, self.path)
         with written_whole(self.path.with_suffix(".key")) as tmp:
-            tmp.write_text(self.key)
+            tmp.write_text(json.dumps({"key": self.key, "sha256": sha256_file(self.path)}) + "\n")
+
+
+def read_stamp(key_file: Path) -> dict[str, Any]:
+    """A sequence's stamp; a stamp of the old form (the key alone, as text) has no digest."""
+    text = key_file.read_text()
+    try:
+        stamp = json.loads(text)
+    except json.JSONDecodeError:
+        return {"key": text}
+    return stamp if isinstance(stamp, dict) else {"key": text}
 
 
 @dataclass(frozen=True)
@@ -200,16 +233,16 @@ def baseline_side(checkpoint: Path, dtype: str, tokenizer: Any, spec: Evaluation
 
 
 def baseline_sequences(source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData, store_dir: Path,
-                       ) -> dict[str, Sequence]:
+                       log: Callable[[str], None] = lambda message: None) -> dict[str, Sequence]:
     keys = {t: baseline_key(source_identity, t, data, spec, dtype) for t in spec.tasks}
-    return {t: Sequence(store_dir / key[:32] / f"{t}.jsonl", key) for t, key in keys.items()}
+    return {t: Sequence(store_dir / key[:32] / f"{t}.jsonl", key, log) for t, key in keys.items()}
 
 
 def evaluate_baseline_plan(checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData,
-                           cache_dir: Path, store_dir: Path) -> int:
+                           cache_dir: Path, store_dir: Path, log: Callable[[str], None] = lambda message: None) -> int:
     """Every planned baseline document into the store at once (the matrix does this before its variants start,
     so no variant evaluates the baseline); returns the documents evaluated now."""
-    sequences = baseline_sequences(source_identity, dtype, spec, data, store_dir)
+    sequences = baseline_sequences(source_identity, dtype, spec, data, store_dir, log)
     missing = {}
     for t in spec.tasks:
         planned = task_plan(t, document_count(data, t), spec).planned
@@ -309,12 +342,12 @@ def evaluate_until_decided(
     plans = {t: task_plan(t, len(orders[t]), spec) for t in tasks}
     tokenizer = load_tokenizer(checkpoint)
     baseline = (baseline_side(checkpoint, dtype, tokenizer, spec),
-                baseline_sequences(source_identity, dtype, spec, data, store_dir))
+                baseline_sequences(source_identity, dtype, spec, data, store_dir, log))
     simulated_side = _Side(lambda: simulated.make_lm(checkpoint, state, dtype, spec, work.checkpoint, tokenizer))
 
     def sequences(label: str, choice: RuntimeChoice) -> dict[str, Sequence]:
         key = candidate_key(state, spec, dtype, choice)
-        return {t: Sequence(work.evaluation / label / f"{t}.jsonl", key) for t in tasks}
+        return {t: Sequence(work.evaluation / label / f"{t}.jsonl", key, log) for t in tasks}
 
     def runtime_side(choice: RuntimeChoice) -> _Side:
         return _Side(lambda: runtime_lm(choice, work.bundle, tokenizer, spec.batch_size))
@@ -374,7 +407,8 @@ BASELINE_EXCLUDE: dict[str, tuple[str, ...]] = {"spec": ("data_dir", "runtime_ag
     "evaluate-baseline", "source_identity", "dtype", "spec", "data", exclude=BASELINE_EXCLUDE, tools=("lm-eval",)))
 def baseline_task(checkpoint: Path, source_identity: str, dtype: str, spec: EvaluationSpec, data: EvalData,
                   cache_dir: Path, store_dir: Path) -> int:
-    return evaluate_baseline_plan(checkpoint, source_identity, dtype, spec, data, cache_dir, store_dir)
+    return evaluate_baseline_plan(checkpoint, source_identity, dtype, spec, data, cache_dir, store_dir,
+                                  get_run_logger().warning)
 
 
 @task(name="evaluate", persist_result=True, cache_policy=step_policy(
