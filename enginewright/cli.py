@@ -124,8 +124,9 @@ def add_spec_flags(command: argparse.ArgumentParser, spec_help: str, quant_help:
                          help=_help(QuantizationSpec, "kv_cache"))
     if quant_help is None:  # the matrix takes a list of budgets instead
         command.add_argument("--auto-bits", type=float, default=None,
-                             help="an AutoQuantize build with this budget instead of one format (quantization.auto): "
-                             + _help(AutoQuantizeSpec, "effective_bits"))
+                             help="an AutoQuantize build with this budget instead of one format (quantization.auto; "
+                             "none unless given): " + (AutoQuantizeSpec.model_fields["effective_bits"].description
+                                                       or "").replace("%", "%%"))
     command.add_argument("--auto-formats", type=comma_list, default=None,
                          help="AutoQuantize candidates, comma-separated: " + _help(AutoQuantizeSpec, "formats"))
     command.add_argument("--auto-method", choices=["gradient", "kl_div"], default=None,

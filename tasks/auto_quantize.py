@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 from prefect import task
+from prefect.states import Completed
 
 from enginewright.atomic import written_whole
 from enginewright.cache_policies import ChangeDetector, step_code_version
@@ -214,6 +215,9 @@ def _search_change(inputs: dict[str, Any]) -> Any:
       persist_result=True)
 def search_task(quantization: QuantizationSpec, checkpoint: Path, source_identity: str, calib: CalibrationSet,
                 dtype: str, batch_size: int | str, searches_dir: Path) -> SearchState | None:
+    if quantization.auto is None:  # the terminal says so ("skipped: not asked for"), not "done"
+        return Completed(name="Skipped", message="Skipped: not asked for (one format; quantization.auto unset)",
+                         data=None)  # type: ignore[return-value]  # Prefect hands the caller the state's data
     return search_for(quantization, checkpoint, source_identity, calib, dtype, batch_size, searches_dir)
 
 

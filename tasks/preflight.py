@@ -23,8 +23,9 @@ class TaskPower:
     planned: int  # documents the plan evaluates at most
     available: int
     power_pass: float  # chance a harmless candidate (no true difference) passes this task
-    power_fail: float  # chance a candidate that drops twice the margin fails it
+    power_fail: float  # chance a candidate that drops `worse_points` fails it
     needed: int  # documents for 80 % power to pass a harmless candidate (fixed n)
+    worse_points: float = 0.0  # the drop power_fail is computed at: twice the margin, capped below the discordance
 
 
 def gate_power(spec: BuildSpec, data: EvalData) -> list[TaskPower]:
@@ -41,24 +42,26 @@ def gate_power(spec: BuildSpec, data: EvalData) -> list[TaskPower]:
         margin = allowed_drop(*spec.gate.criteria_for(task), 0.5)
         look = plan.looks[0]
         if margin <= 0 or margin >= discordance:
-            rows.append(TaskPower(task, plan.planned, plan.available, 0.0 if margin <= 0 else 1.0, 0.0, 0))
+            rows.append(TaskPower(task, plan.planned, plan.available, 0.0 if margin <= 0 else 1.0, 0.0, 0,
+                                  100 * 2 * margin))
             continue
         worse = min(2 * margin, 0.95 * discordance)
         rows.append(TaskPower(
             task, plan.planned, plan.available,
             sequential_power(plan.planned, look, discordance, 0.0, margin, alpha_pass),
             sequential_power(plan.planned, look, discordance, -worse, margin, alpha_fail, side="fail"),
-            documents_for_power(discordance, margin, alpha_pass)))
+            documents_for_power(discordance, margin, alpha_pass), 100 * worse))
     return rows
 
 
 def power_markdown(rows: list[TaskPower], spec: BuildSpec) -> str:
     lines = [f"gate power at {100 * spec.gate.planning_discordance:.0f} % discordance (gate.planning_discordance):",
-             f"{'task':<15}{'planned':>9}{'available':>11}{'pass if harmless':>18}{'fail if 2x drop':>17}"
+             f"{'task':<15}{'planned':>9}{'available':>11}{'pass if harmless':>18}{'fail if it drops':>22}"
              f"{'80 % needs':>12}"]
     for r in rows:
+        fail = f"{100 * r.power_fail:.0f}% at {r.worse_points:.2f} pts"
         lines.append(f"{r.task:<15}{r.planned:>9}{r.available:>11}{100 * r.power_pass:>17.0f}%"
-                     f"{100 * r.power_fail:>16.0f}%{r.needed:>12}")
+                     f"{fail:>22}{r.needed:>12}")
     overall = 1.0
     for r in rows:
         overall *= r.power_pass

@@ -44,6 +44,7 @@ def test_dry_run_prints_the_plan_power_and_limit_none_plans_every_document(
     assert "limit: null" in captured.out
     row = next(line for line in captured.out.splitlines() if line.startswith("arc_challenge"))
     assert row.split()[1:3] == ["938", "938"]  # planned, available
+    assert "fail if it drops" in captured.out and "% at 2.00 pts" in row  # the drop its fail power is computed at
     assert "the gate is underpowered: arc_challenge passes a harmless candidate with" in captured.err
 
 
@@ -55,6 +56,8 @@ def test_help_describes_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--model", "--quant", "--calib-samples", "--tasks", "--limit", "--eval-data", "--kv-quant"):
         assert flag in out
     assert "int4_awq (W4A16 AWQ)" in out
+    auto_bits = " ".join(out.split("--auto-bits AUTO_BITS")[-1].split("--auto-formats", 1)[0].split())
+    assert "none unless given" in auto_bits and "[default:" not in auto_bits  # AutoQuantize runs only when asked
     flat = " ".join(out.split()).replace("wikitext 2", "wikitext2")  # argparse wraps long words
     for embedded in ("--model MODEL Hugging Face repo id (org/name) or a local checkpoint directory. [default: "
                      "$ENGINEWRIGHT_HOME/models/SmolLM2-135M-Instruct]",

@@ -67,6 +67,7 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     first = first_state.result()
     states = task_run_states(first_state.state_details.flow_run_id)
     assert states["tensorrt-llm-build"] == "Skipped"
+    assert states["auto-quantize-search"] == "Skipped"  # a one-format build: "skipped: not asked for", not "done"
     assert first.engine == {"status": "skipped", "reason": "no CUDA GPU on this worker"}
     assert first.registered_now and first.registered.version == "1"
     assert first.gate["overall"] == "pass" and first.registered.aliases == ["candidate"]
