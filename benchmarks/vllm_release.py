@@ -81,6 +81,10 @@ def build(args: argparse.Namespace) -> None:
         command = [enginewright, "build", "--model", str(args.model), "--quant", "fp8", "--tasks", args.tasks,
                    "--limit", str(args.limit), "--max-drop", str(args.max_drop), "--seed", str(seed),
                    "--model-name", MODEL_NAME]
+        if args.no_smoke:  # the smoke check's two loads and token-by-token generation: ~90 s of device time
+            spec = args.out / "no-smoke.yaml"
+            spec.write_text("gate:\n  smoke: false\n")
+            command += ["--spec", str(spec)]
         result = run(command, env, args.out / f"build-seed{seed}.log")
         result["seed"] = seed
         if result["exit"] == 0:
@@ -217,6 +221,7 @@ def main() -> None:
             p.add_argument("--tasks", default="arc_easy,hellaswag")
             p.add_argument("--limit", type=int, default=400)
             p.add_argument("--max-drop", type=float, default=5.0)
+            p.add_argument("--no-smoke", action="store_true", help="leave the smoke check out (gate.smoke: false)")
             p.add_argument("--seeds", type=lambda text: [int(x) for x in text.split(",")], default=[0, 1],
                            help="calibration seeds, one build (and version) each, in order [default: 0,1]")
         else:
