@@ -154,16 +154,18 @@ class Metrics:
 class Engine:
     """One model, one request at a time (the lock), as a single-GPU server batches nothing here."""
 
-    def __init__(self, model_path: Path, options: dict[str, Any]) -> None:
+    def __init__(self, model_path: Path, options: dict[str, Any], model_id: str | None = None,
+                 metrics: Any = None) -> None:
+        """`model_id`, `metrics`: what another runtime's stand-in serves as (tests/standins/vllm_server.py)."""
         from transformers import AutoTokenizer
 
         self.model_path = model_path
-        self.model_id = served_model_id(str(model_path))
+        self.model_id = model_id or served_model_id(str(model_path))
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = load_served_model(model_path)
         self.options = options
         self.lock = threading.Lock()
-        self.metrics = Metrics(self.model_id)
+        self.metrics = metrics or Metrics(self.model_id)
         self.waiting = 0
 
     def generate(self, prompt: str, max_tokens: int, stop: list[str], add_special_tokens: bool,
