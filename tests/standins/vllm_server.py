@@ -10,6 +10,10 @@ streaming chunks and Prometheus series names and labels (`vllm:` prefix, labels 
 enginewright.monitoring.RUNTIME_METRICS["vllm"]). tests/test_vllm_standin.py asks it what was asked of the real
 server and compares the answers' shapes with the recordings, so a stand-in that drifts from vLLM fails a test.
 
+Known gap: the real server refuses to start `--quantization modelopt` on a checkpoint without ModelOpt's
+`hf_quant_config.json` (a VllmConfig error, "Cannot find the config file for modelopt", seen on the H100 on
+2026-12-07, docs/results.md); this stand-in serves it, because the tests' bundles ship plain tiny checkpoints.
+
 The numbers are the CPU computation of tests/standins/openai_server.py's Engine (a ModelOpt export dequantized from
 its codes, inputs quantized with the exported scales): it stands for the deployment path, not vLLM's kernels.
 """
