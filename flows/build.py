@@ -98,7 +98,8 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
                                    str(settings.vllm_python) if settings.vllm_python else None)
         baseline, candidate = evaluation.baseline, evaluation.candidate
         gate = gate_task(work, evaluation, spec.gate, spec.evaluation)
-        golden = golden_task(work, source.path, state, spec.dtype, eval_data, list(spec.evaluation.tasks))
+        golden = golden_task(work, source.path, state, spec.dtype, eval_data, list(spec.evaluation.tasks),
+                             evaluation.runtime, str(settings.vllm_python) if settings.vllm_python else None)
 
         description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
                                      baseline, candidate, engine, gate, exported.memory_plan)

@@ -2,7 +2,7 @@
 candidate's greedy continuations of the fixed golden prompts and its lettered answers to the fixed evaluation subset.
 
 The candidate is the one the gate evaluated: the calibrated model with the exported checkpoint's own weight codes
-(tasks/runtimes/simulated.py). Its subset answers come from lm-eval's HFLM `generate_until` with the very requests
+(tasks/runtimes/simulated.py), or — where a real runtime computed the gate's candidate (vLLM) — that runtime. Its subset answers come from lm-eval's HFLM `generate_until` with the very requests
 the verify step later sends through lm-eval's `local-completions` (tasks/verify.py), one at a time on both sides.
 """
 
@@ -53,28 +53,53 @@ def record_golden(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
     """The golden records of a loaded model (plain function: tests record them for any checkpoint)."""
     from lm_eval.models.huggingface import HFLM
 
-    continuations = [Continuation(p, text_sha256(p), ids, text)
-                     for p, (ids, text) in zip(prompts, greedy_continuations(model, tokenizer, prompts, max_new_tokens),
-                                               strict=True)]
+    continuations = greedy_continuations(model, tokenizer, prompts, max_new_tokens)
+    # one at a time, as the endpoint is asked
+    return assemble_golden(prompts, max_new_tokens, continuations,
+                           lambda: HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1), data_dir, tasks)
+
+
+def record_golden_on_runtime(lm: Any, prompts: list[str], max_new_tokens: int, data_dir: Path,
+                             tasks: list[str]) -> Golden:
+    """The golden records as a real runtime computes them (an lm-eval model with `greedy`, e.g. the vLLM runtime's):
+    what a release of that runtime must reproduce, kernel for kernel."""
+    return assemble_golden(prompts, max_new_tokens, lm.greedy(prompts, max_new_tokens), lambda: lm, data_dir, tasks)
+
+
+def assemble_golden(prompts: list[str], max_new_tokens: int, continuations: list[tuple[list[int], str]],
+                    make_lm: Any, data_dir: Path, tasks: list[str]) -> Golden:
+    records = [Continuation(p, text_sha256(p), ids, text) for p, (ids, text) in zip(prompts, continuations, strict=True)]
     task_name = subset_task(tasks)
     answers = []
     if task_name is not None:
         requests = subset_requests(task_name, subset_documents(data_dir, task_name))
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)  # one at a time, as the endpoint is asked
-        answers = answers_of(requests, generate_requests(lm, requests))
-    return Golden(prompts_digest(prompts), max_new_tokens, continuations, task_name, answers)
+        answers = answers_of(requests, generate_requests(make_lm(), requests))
+    return Golden(prompts_digest(prompts), max_new_tokens, records, task_name, answers)
 
 
 @task(name="golden", persist_result=True, cache_policy=step_policy(
-    "golden", "work", "state", "dtype", "eval_data", "tasks", tools=("lm-eval",)))
+    "golden", "work", "state", "dtype", "eval_data", "tasks", "runtime", tools=("lm-eval",)))
 def golden_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str, eval_data: EvalData,
-                tasks: list[str]) -> str:
+                tasks: list[str], runtime: dict[str, Any] | None = None, vllm_python: str | None = None) -> str:
     """Write golden/ into the bundle (GOLDEN_PROMPTS, GOLDEN_MAX_NEW_TOKENS); returns the records' digest (it goes
-    into the manifest)."""
-    from tasks.runtimes.simulated import load_candidate
+    into the manifest). Recorded by the runtime that computed the gate's candidate (`runtime`, the evaluation's
+    record): where that is vLLM, by vLLM — the simulated candidate's greedy text is not what vLLM's FP8 kernels
+    produce (an H100 release of SmolLM2 FP8 reproduced 1 of 16 continuations of it, docs/results.md), and a release
+    must be compared with what its own runtime computes."""
+    if runtime is not None and runtime.get("runtime") == "vllm" and vllm_python:
+        from tasks.runtimes import vllm
 
-    model = load_candidate(checkpoint, state, dtype, fold=True, exported=work.checkpoint)
-    golden = record_golden(model, load_tokenizer(checkpoint), list(GOLDEN_PROMPTS), GOLDEN_MAX_NEW_TOKENS,
-                           eval_data.data_dir, tasks)
+        lm = vllm.make_lm(work.bundle, load_tokenizer(checkpoint), vllm_python)
+        try:
+            golden = record_golden_on_runtime(lm, list(GOLDEN_PROMPTS), GOLDEN_MAX_NEW_TOKENS, eval_data.data_dir,
+                                              tasks)
+        finally:
+            lm.shutdown()
+    else:
+        from tasks.runtimes.simulated import load_candidate
+
+        model = load_candidate(checkpoint, state, dtype, fold=True, exported=work.checkpoint)
+        golden = record_golden(model, load_tokenizer(checkpoint), list(GOLDEN_PROMPTS), GOLDEN_MAX_NEW_TOKENS,
+                               eval_data.data_dir, tasks)
     write_golden(work.bundle, golden)
     return golden.digest

@@ -100,3 +100,29 @@ def test_vllm_is_chosen_where_its_environment_loads_the_format(tmp_path: Path, m
     assert runtimes.choose(skipped).runtime == "simulated"  # no vLLM environment configured: as before
     assert runtimes.choose({"status": "loaded", "tensorrt_llm": "1.3.0rc20"}, sys.executable,
                            checkpoint).runtime == "tensorrt_llm"  # TensorRT-LLM, where it loaded, comes first
+
+
+def test_golden_records_of_a_vllm_candidate_are_recorded_by_vllm(vllm_standin, tiny_model, shared_data) -> None:
+    """Where vLLM computed the gate's candidate, the golden continuations and subset answers are vLLM's (through the
+    scorer): here, through the stand-in that computes as HF does in float32, the same records as HF's own."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from enginewright.golden import GOLDEN_PROMPTS
+    from enginewright.models import load_tokenizer
+    from tasks.golden import record_golden, record_golden_on_runtime
+    from tasks.runtimes.vllm import VllmLM
+
+    tokenizer = load_tokenizer(tiny_model)
+    prompts = list(GOLDEN_PROMPTS)[:4]
+    lm = VllmLM(str(tiny_model), tokenizer, python=vllm_standin)
+    try:
+        by_vllm = record_golden_on_runtime(lm, prompts, 6, shared_data / "eval", ["arc_easy"])
+    finally:
+        lm.shutdown()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    by_hf = record_golden(model, tokenizer, prompts, 6, shared_data / "eval", ["arc_easy"])
+    assert [(c.token_ids, c.text) for c in by_vllm.continuations] == [(c.token_ids, c.text) for c in by_hf.continuations]
+    assert all(c.token_ids for c in by_vllm.continuations)  # ids come back from the scorer, not re-tokenized text
+    assert len(by_vllm.answers) == len(by_hf.answers) == 40
+    assert [a.answer for a in by_vllm.answers] == [a.answer for a in by_hf.answers]

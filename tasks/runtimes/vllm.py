@@ -112,6 +112,14 @@ class VllmLM(TokenizedLM):
                          "max_tokens": int(gen_kwargs.get("max_gen_toks", 256))})
         return [str(text) for text in self._ask({"generate": asks})]
 
+    def greedy(self, prompts: list[str], max_new_tokens: int) -> list[tuple[list[int], str]]:
+        """(ids, text) of each prompt's greedy continuation, as the golden records keep them (tasks/smoke.py's
+        greedy_continuations for a loaded model): the prompt tokenized as the tokenizer does by default, no stop
+        but end-of-sequence."""
+        asks = [{"tokens": self.tokenizer(prompt)["input_ids"], "stop": [], "max_tokens": max_new_tokens}
+                for prompt in prompts]
+        return [(list(ids), str(text)) for text, ids in self._ask({"generate": asks, "token_ids": True})]
+
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         raise RuntimeLaneFailed("VllmLM scores multiple-choice loglikelihood and generative tasks; rolling "
                                 "loglikelihood (perplexity tasks) is not implemented")

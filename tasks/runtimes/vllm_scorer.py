@@ -8,8 +8,8 @@ Standard library and vLLM only; started by tasks/runtimes/vllm.py as a subproces
 
 Protocol (one JSON object per line): first it writes {"ready": {"vllm": version, "seconds": load time}}; then for
 each line read, {"loglikelihood": [{"tokens": [...], "ctxlen": n}, ...]} or {"generate": [{"tokens": [...],
-"max_tokens": n, "stop": [...]}, ...]}, it writes {"results": [...]} — [logprob, greedy] per loglikelihood request,
-the text per generation — or {"error": "..."}. End of input ends it.
+"max_tokens": n, "stop": [...]}, ...]} (with "token_ids": true, also the generated ids), it writes {"results": [...]}
+— [logprob, greedy] per loglikelihood request, the text (or [text, ids]) per generation — or {"error": "..."}. End of input ends it.
 
 Alignment, read in vLLM 0.26.0's released wheel (vllm/logprobs.py `create_prompt_logprobs`: "logprob of first prompt
 token is None"; vllm/v1/engine/logprobs.py `_update_prompt_logprobs` appends one entry per following position):
@@ -92,7 +92,8 @@ def main() -> None:
                           for r in requests]
                 outputs = llm.generate([TokensPrompt(prompt_token_ids=r["tokens"]) for r in requests], params,
                                        use_tqdm=False)
-                results = [o.outputs[0].text for o in outputs]
+                results = [[o.outputs[0].text, list(o.outputs[0].token_ids)] if message.get("token_ids")
+                           else o.outputs[0].text for o in outputs]
             else:
                 raise ValueError(f"unknown request {sorted(message)}: expected loglikelihood or generate")
             out.write(json.dumps({"results": results}) + "\n")
