@@ -218,6 +218,39 @@ def error_body(message: str, code: int = 400) -> dict[str, Any]:
     return {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": code}
 
 
+def stop_strings(body: dict[str, Any]) -> list[str]:
+    """A completion request's `stop`: absent, one string or a list (OpenAI's completions API, both servers)."""
+    stop = body.get("stop") or []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+class EventStream:
+    """A streamed completion as both runtimes' servers send it: `data: {json}` events in HTTP chunked transfer,
+    closed by `data: [DONE]`; `delta(text)` is the part of the text generated so far that was not sent yet."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, content_type: str,
+                 separators: tuple[str, str] | None = None) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        self.wfile, self.separators, self.sent = handler.wfile, separators, 0
+
+    def send(self, payload: dict[str, Any]) -> None:
+        data = f"data: {json.dumps(payload, separators=self.separators)}\n\n".encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def delta(self, text: str) -> str:
+        new, self.sent = text[self.sent:], len(text)
+        return new
+
+    def close(self) -> None:
+        done = b"data: [DONE]\n\n"
+        self.wfile.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
+        self.wfile.flush()
+
+
 def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -253,8 +286,7 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
             prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
             if not all(isinstance(p, str) for p in prompts):
                 return self._json(400, error_body("token-id prompts are not served by this stand-in"))
-            stop = body.get("stop") or []
-            stop = [stop] if isinstance(stop, str) else list(stop)
+            stop = stop_strings(body)
             max_tokens = int(body.get("max_tokens") or DEFAULT_MAX_TOKENS)
             special = bool(body.get("add_special_tokens", True))
             if body.get("stream"):
@@ -276,16 +308,7 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
 
         def _stream(self, body, prompt, max_tokens, stop, special):
             response_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            sent = [0]
-
-            def event(payload: dict[str, Any]) -> None:
-                data = f"data: {json.dumps(payload)}\n\n".encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
+            stream = EventStream(self, "text/event-stream")
 
             def chunk(text: str, finish: str | None) -> dict[str, Any]:
                 return {"id": response_id, "object": "text_completion", "created": created, "model": body["model"],
@@ -293,19 +316,14 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
                                      "finish_reason": finish, "stop_reason": None,
                                      "avg_decoded_tokens_per_iter": None}], "usage": None}
 
-            def on_token(text: str) -> None:
-                event(chunk(text[sent[0]:], None))
-                sent[0] = len(text)
-
-            ids, text, finish, prompt_tokens = engine.generate(prompt, max_tokens, stop, special, on_token)
-            event(chunk(text[sent[0]:], finish))
+            ids, text, finish, prompt_tokens = engine.generate(prompt, max_tokens, stop, special,
+                                                               lambda so_far: stream.send(chunk(stream.delta(so_far), None)))
+            stream.send(chunk(stream.delta(text), finish))
             if (body.get("stream_options") or {}).get("include_usage"):
-                event({"id": response_id, "object": "text_completion", "created": created, "model": body["model"],
-                       "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(ids),
-                                                "total_tokens": prompt_tokens + len(ids)}})
-            done = b"data: [DONE]\n\n"
-            self.wfile.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
-            self.wfile.flush()
+                stream.send({"id": response_id, "object": "text_completion", "created": created, "model": body["model"],
+                             "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(ids),
+                                                      "total_tokens": prompt_tokens + len(ids)}})
+            stream.close()
 
         def _json(self, status: int, payload: Any) -> None:
             send_body(self, status, json.dumps(payload).encode(), "application/json")

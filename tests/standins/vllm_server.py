@@ -31,7 +31,7 @@ from typing import Any
 from enginewright.monitoring import RUNTIME_METRICS
 from enginewright.vllm_contract import VllmContractError, check_vllm_serve_argv
 from enginewright.webhook_server import send_body
-from tests.standins.openai_server import Engine
+from tests.standins.openai_server import Engine, EventStream, stop_strings
 
 VERSION = "0.26.0"
 FINGERPRINT = f"vllm-{VERSION}-standin"
@@ -120,8 +120,7 @@ def make_server(engine: Engine, host: str, port: int, max_model_len: int) -> Thr
             if not all(isinstance(p, str) for p in prompts):
                 return self._json(400, error("token-id prompts are not served by this stand-in", "BadRequestError",
                                              "prompt", 400))
-            stop = body.get("stop") or []
-            stop = [stop] if isinstance(stop, str) else list(stop)
+            stop = stop_strings(body)
             special = bool(body.get("add_special_tokens", True))
             if body.get("stream"):
                 return self._stream(body, prompts[0], max_tokens, stop, special)
@@ -143,16 +142,7 @@ def make_server(engine: Engine, host: str, port: int, max_model_len: int) -> Thr
 
         def _stream(self, body, prompt, max_tokens, stop, special):
             response_id, created = f"cmpl-{uuid.uuid4().hex[:16]}", int(time.time())
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            sent = [0]
-
-            def event(payload: dict[str, Any]) -> None:
-                data = f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
+            stream = EventStream(self, "text/event-stream; charset=utf-8", separators=(",", ":"))
 
             def chunk(text: str, finish: str | None, reason: str | None = None) -> dict[str, Any]:
                 payload = {"id": response_id, "object": "text_completion", "created": created, "model": body["model"],
@@ -162,19 +152,15 @@ def make_server(engine: Engine, host: str, port: int, max_model_len: int) -> Thr
                     payload["system_fingerprint"] = FINGERPRINT
                 return payload
 
-            def on_token(text: str) -> None:
-                event(chunk(text[sent[0]:], None))
-                sent[0] = len(text)
-
-            ids, text, finish, prompt_tokens = engine.generate(prompt, max_tokens, stop, special, on_token)
-            event(chunk(text[sent[0]:], finish, stop_reason(ids, finish, stop)))
+            ids, text, finish, prompt_tokens = engine.generate(prompt, max_tokens, stop, special,
+                                                               lambda so_far: stream.send(chunk(stream.delta(so_far), None)))
+            stream.send(chunk(stream.delta(text), finish, stop_reason(ids, finish, stop)))
             if (body.get("stream_options") or {}).get("include_usage"):
-                event({"id": response_id, "object": "text_completion", "created": created, "model": body["model"],
-                       "choices": [], "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(ids),
-                                                "completion_tokens": len(ids), "prompt_tokens_details": None}})
-            done = b"data: [DONE]\n\n"
-            self.wfile.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
-            self.wfile.flush()
+                stream.send({"id": response_id, "object": "text_completion", "created": created,
+                             "model": body["model"], "choices": [],
+                             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(ids),
+                                       "completion_tokens": len(ids), "prompt_tokens_details": None}})
+            stream.close()
 
         def _json(self, status: int, payload: Any) -> None:
             send_body(self, status, json.dumps(payload).encode(), "application/json")
