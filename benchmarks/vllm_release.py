@@ -57,19 +57,21 @@ def run(command: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
             "tail": lines[-25:]}
 
 
-def version_tags(home: Path, version: str) -> dict[str, str]:
+def registry(home: Path) -> Any:
+    """The MLflow registry of the builds under `home` (ENGINEWRIGHT_HOME)."""
     from enginewright.registry_client import registry_client
     from enginewright.settings import Settings
 
-    client = registry_client(Settings(home=home).tracking_uri)
+    return registry_client(Settings(home=home).tracking_uri)
+
+
+def version_tags(home: Path, version: str) -> dict[str, str]:
+    client = registry(home)
     return dict(client.get_model_version(MODEL_NAME, version).tags or {})
 
 
 def latest_version(home: Path) -> str:
-    from enginewright.registry_client import registry_client
-    from enginewright.settings import Settings
-
-    found = registry_client(Settings(home=home).tracking_uri).search_model_versions(f"name = '{MODEL_NAME}'")
+    found = registry(home).search_model_versions(f"name = '{MODEL_NAME}'")
     return str(max(int(v.version) for v in found))
 
 
@@ -178,10 +180,7 @@ def serve(args: argparse.Namespace) -> None:
 def second_version(home: Path) -> tuple[str, str]:
     """Version 2: the second build's where `build --seeds 0,1` ran; else version 1's bundle registered again (its
     source, run, tags and card), which costs seconds instead of a build — what is under test is the host."""
-    from enginewright.registry_client import registry_client
-    from enginewright.settings import Settings
-
-    client = registry_client(Settings(home=home).tracking_uri)
+    client = registry(home)
     latest = latest_version(home)
     if latest != "1":
         return latest, "the second build's"
@@ -192,10 +191,7 @@ def second_version(home: Path) -> tuple[str, str]:
 
 
 def version_source(home: Path, version: str) -> str:
-    from enginewright.registry_client import registry_client
-    from enginewright.settings import Settings
-
-    source = registry_client(Settings(home=home).tracking_uri).get_model_version(MODEL_NAME, version).source
+    source = registry(home).get_model_version(MODEL_NAME, version).source
     return source.removeprefix("file://")
 
 

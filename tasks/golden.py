@@ -2,8 +2,9 @@
 candidate's greedy continuations of the fixed golden prompts and its lettered answers to the fixed evaluation subset.
 
 The candidate is the one the gate evaluated: the calibrated model with the exported checkpoint's own weight codes
-(tasks/runtimes/simulated.py), or — where a real runtime computed the gate's candidate (vLLM) — that runtime. Its subset answers come from lm-eval's HFLM `generate_until` with the very requests
-the verify step later sends through lm-eval's `local-completions` (tasks/verify.py), one at a time on both sides.
+(tasks/runtimes/simulated.py), or — where a real runtime computed the gate's candidate (vLLM) — that runtime. Its
+subset answers come from the candidate's lm-eval model (HFLM, or the runtime's) `generate_until` with the very
+requests the verify step later sends through lm-eval's `local-completions` (tasks/verify.py).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class TaskPower:
     power_pass: float  # chance a harmless candidate (no true difference) passes this task
     power_fail: float  # chance a candidate that drops `worse_points` fails it
     needed: int  # documents for 80 % power to pass a harmless candidate (fixed n)
-    worse_points: float = 0.0  # the drop power_fail is computed at: twice the margin, capped below the discordance
+    worse_points: float  # the drop power_fail is computed at: twice the margin, capped below the discordance
 
 
 def gate_power(spec: BuildSpec, data: EvalData) -> list[TaskPower]:
