@@ -349,12 +349,11 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.errors import DeployRefused
-    from enginewright.promotion import AliasStore
     from flows.deploy import rollback
 
     try:
         with logged(settings, "rollback"):
-            outcome = rollback(args.model_name, settings, args.target, claim=AliasStore(settings.watch_db_url).claim)
+            outcome = rollback(args.model_name, settings, args.target)
     except DeployRefused as exc:
         raise EnginewrightError(f"refused: {exc}") from None
     print(f"rolled back: {outcome.message}")
@@ -395,7 +394,8 @@ def cmd_pools(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
-    from enginewright.promotion import AliasStore, make_relay
+    from enginewright.promotion import AliasStore, alias_now, make_relay
+    from enginewright.registry_client import registry_client
     from flows.promote import announce_alias, poll_aliases_flow
 
     secret = revealed(settings.mlflow_webhook_secret)
@@ -416,8 +416,8 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
         webhook_id = ensure_alias_webhook(settings.tracking_uri, args.url, secret)
         print(f"MLflow webhook {webhook_id}: model_version_alias.created -> {args.url}")
         return 0
-    server = make_relay(args.host, args.port, secret, settings.deploy_alias,
-                        AliasStore(settings.watch_db_url), announce_alias)
+    server = make_relay(args.host, args.port, secret, settings.deploy_alias, AliasStore(settings.watch_db_url),
+                        alias_now(registry_client(settings.tracking_uri)), announce_alias)
     print(f"MLflow webhook relay on http://{args.host}:{args.port}/ for alias {settings.deploy_alias!r} "
           "(Ctrl-C stops it)", flush=True)
     try:

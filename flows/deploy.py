@@ -29,6 +29,7 @@ from prefect import flow, get_run_logger, runtime
 
 from enginewright.errors import DeployRefused, InputError
 from enginewright.process_env import prepare_process
+from enginewright.promotion import AliasStore
 from enginewright.registry_client import registry_client
 from enginewright.serving_config import current_release, model_dir, read_deployment
 from enginewright.settings import Settings
@@ -37,6 +38,7 @@ from flows.verify import verify_release
 from tasks.deploy import (
     DeployOutcome,
     check_bundle_task,
+    move_alias_back,
     previous_deployed_version,
     read_history,
     record_refusal_task,
@@ -101,12 +103,11 @@ def deploy_version(model_name: str, version: str | None = None, alias: str | Non
     return DeployOutcome("deployed", model_name, version, target.name, str(release), message)
 
 
-def rollback(model_name: str, settings: Settings, target_path: Path | None = None,
-             claim=None) -> DeployOutcome:
+def rollback(model_name: str, settings: Settings, target_path: Path | None = None) -> DeployOutcome:
     """Move `settings.deploy_alias` back to the version that served before the current one, and deploy it.
 
-    `claim(name, alias, version)` marks the alias change as announced first, so the relay or poller that sees
-    the same change does not deploy it a second time.
+    The move is recorded as announced in the alias store (`move_alias_back`), so the relay or poll that sees it
+    does not deploy it a second time.
     """
     target = load_target(target_path or settings.deploy_target)
     client = registry_client(settings.tracking_uri)
@@ -119,7 +120,6 @@ def rollback(model_name: str, settings: Settings, target_path: Path | None = Non
     if previous is None:
         raise InputError(f"{model_name} has no earlier deployed version on {target.name} to roll back to "
                          f"(history tag {tag_prefix(target)}.history)")
-    if claim is not None:
-        claim(model_name, alias, previous)
-    client.set_registered_model_alias(model_name, alias, previous)
+    if not move_alias_back(client, AliasStore(settings.watch_db_url), model_name, alias, current, previous):
+        raise InputError(f"{model_name}@{alias} moved on from version {current} meanwhile; nothing rolled back")
     return deploy_version(model_name, previous, alias, str(target_path or settings.deploy_target), action="rollback")

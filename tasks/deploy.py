@@ -20,7 +20,7 @@ from enginewright.bundle_store import fetch_bundle
 from enginewright.errors import DeployRefused, EnginewrightError, InputError, StoreError
 from enginewright.fit_check import fit_problems
 from enginewright.manifest import verify_bundle
-from enginewright.promotion import AliasStore
+from enginewright.promotion import AliasStore, alias_now
 from enginewright.registry_client import registry_client
 from enginewright.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
 from enginewright.schemas import Manifest
@@ -228,20 +228,18 @@ def roll_back_release_task(tracking_uri: str, name: str, failed: str, target: De
 
 
 def move_alias_back(client, store: AliasStore, name: str, alias: str, off: str, onto: str | None) -> bool:
-    """`alias` off version `off` (a refused or rolled-back one) and back onto `onto`, the version that serves: the
-    change is claimed first, so the webhook relay and the poll that see it deploy nothing. With no `onto` the alias is
-    removed and its claim released, so setting it to the same version again later deploys again. Returns whether the
-    alias moved (a person who moved it on meanwhile wins: it stays)."""
-    try:
-        current = str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return False
-    if current != off:
-        return False
-    if onto is None:
-        client.delete_registered_model_alias(name, alias)
-        store.release(name, alias, off)
+    """`alias` off version `off` (a refused or rolled-back one) and back onto `onto`, the version that serves. Done
+    holding the alias store's lock and recorded there as announced, so the webhook relay and the poll that see the
+    move deploy nothing. With no `onto` the alias is removed and its record forgotten, so setting it to the same
+    version again later deploys again. Returns whether the alias moved (a person who moved it on meanwhile wins: it
+    stays)."""
+    with store.holding(name, alias) as held:
+        if alias_now(client)(name, alias) != off:
+            return False
+        if onto is None:
+            client.delete_registered_model_alias(name, alias)
+            held.forget(off)
+        else:
+            held.record(onto)
+            client.set_registered_model_alias(name, alias, onto)
         return True
-    store.claim(name, alias, onto)
-    client.set_registered_model_alias(name, alias, onto)
-    return True

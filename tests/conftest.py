@@ -107,3 +107,26 @@ def int8_sq_state(tiny_model: Path, tokenizer_dir: Path, shared_data: Path, tmp_
     export_checkpoint(tiny_model, state, "bfloat16", work.checkpoint)
     return state, work.checkpoint
 
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """The watcher's and the promotion's store in both its forms: a SQLite file (the default) and a fresh database
+    in the machine's PostgreSQL (the stack's), dropped afterwards with every connection to it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'watch.db'}"
+        return
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"ewstore_{uuid.uuid4().hex[:8]}"
+    admin = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,5 +1,6 @@
-"""Alias changes → announcements, exactly once: the alias store's claims, the MLflow webhook relay over real HTTP
-(signatures as MLflow's own delivery code makes them), and the poll fallback against a real MLflow store."""
+"""Alias changes → announcements, exactly once: the alias store's claims and lock (SQLite and PostgreSQL), the MLflow
+webhook relay over real HTTP (signatures as MLflow's own delivery code makes them), and the poll fallback against a
+real MLflow store — including a poll that listed the alias a moment before a rollback moved it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 from enginewright.promotion import AliasStore, make_relay, mlflow_signature, poll_aliases
 from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
+from tasks.deploy import move_alias_back
 from tests.registered_bundle import register_bundle
 
 SECRET = "whsec-" + uuid.uuid4().hex
@@ -51,11 +53,45 @@ def test_a_failed_announcement_is_retried_by_the_next_caller(store: AliasStore) 
     def broken(*_):
         raise ConnectionError("Prefect API down")
 
+    def now(*_):
+        return "3"
+
     with pytest.raises(ConnectionError):
-        store.announce_once("m", "production", "3", broken)
+        store.announce_current("m", "production", now, broken)
     seen = []
-    assert store.announce_once("m", "production", "3", lambda *a: seen.append(a))
+    assert store.announce_current("m", "production", now, lambda *a: seen.append(a)) == "3"
     assert seen == [("m", "production", "3")]
+
+
+def test_whoever_holds_an_alias_makes_the_others_wait(store_url: str) -> None:
+    """A rollback holding (model, alias) while it moves the alias: a poll reading the alias meanwhile waits for
+    it, then finds the move recorded. Against SQLite (one writer) and PostgreSQL (an advisory lock per alias)."""
+    store, other = AliasStore(store_url), AliasStore(store_url)
+    store.claim("m", "production", "2")
+    other.claim("m", "staging", "5")  # tables exist before the race; another alias is not held
+    events: list[str] = []
+    holding = threading.Event()
+
+    def roll_back() -> None:
+        with store.holding("m", "production") as held:
+            holding.set()
+            time.sleep(1.0)
+            held.record("1")
+            events.append("moved to 1")
+
+    def poll() -> None:
+        holding.wait()
+        events.append(f"poll announced {other.announce_current('m', 'production', lambda *_: '1', lambda *a: None)}")
+
+    threads = [threading.Thread(target=roll_back), threading.Thread(target=poll)]
+    for thread in threads:
+        thread.start()
+    holding.wait()
+    assert other.claim("m", "staging", "6")  # another alias is not held (SQLite makes it wait for the file's lock)
+    for thread in threads:
+        thread.join()
+    assert events == ["moved to 1", "poll announced None"]
+    assert store.announced("m", "production") == "1"
 
 
 def test_our_signature_is_mlflows() -> None:
@@ -66,10 +102,13 @@ def test_our_signature_is_mlflows() -> None:
 
 @pytest.fixture
 def relay(store: AliasStore):
+    """(url, what it announced, what the aliases point at: {(model, alias): version}, as MLflow would answer)."""
     announced: list[tuple[str, str, str]] = []
-    server = make_relay("127.0.0.1", 0, SECRET, "production", store, lambda *a: announced.append(a))
+    aliases: dict[tuple[str, str], str] = {}
+    server = make_relay("127.0.0.1", 0, SECRET, "production", store, lambda *key: aliases.get(key),
+                        lambda *a: announced.append(a))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", announced
+    yield f"http://127.0.0.1:{server.server_address[1]}/", announced, aliases
     server.shutdown()
 
 
@@ -94,13 +133,27 @@ def alias_set(name: str, alias: str, version: str) -> dict:
 
 
 def test_the_relay_announces_a_signed_alias_change_once(relay) -> None:
-    url, announced = relay
+    url, announced, aliases = relay
+    aliases[("chat", "production")] = "4"
     assert deliver(url, alias_set("chat", "production", "4")) == (
         200, "chat@production -> version 4: announced (enginewright.alias.set)")
-    assert deliver(url, alias_set("chat", "production", "4"))[1].endswith("already announced")  # MLflow retried
+    assert "already announced" in deliver(url, alias_set("chat", "production", "4"))[1]  # MLflow retried
     assert deliver(url, alias_set("chat", "candidate", "5")) == (200, "ignored: alias 'candidate' is not 'production'")
     assert deliver(url, {"entity": "model_version", "action": "created", "data": {}})[1].startswith("ignored")
     assert announced == [("chat", "production", "4")]
+
+
+def test_a_late_delivery_announces_where_the_alias_points_now(relay) -> None:
+    """MLflow delivers in the background: a delivery for version 4 can arrive after the alias moved to 5 (or was
+    moved back by a rollback, which recorded it). The relay announces what the alias points at, once."""
+    url, announced, aliases = relay
+    aliases[("chat", "production")] = "5"
+    assert deliver(url, alias_set("chat", "production", "4")) == (
+        200, "chat@production -> version 5: announced (enginewright.alias.set)")
+    assert "already announced, or the alias has moved on" in deliver(url, alias_set("chat", "production", "5"))[1]
+    del aliases[("chat", "production")]  # removed since: nothing to deploy
+    assert "already announced" in deliver(url, alias_set("chat", "production", "6"))[1]
+    assert announced == [("chat", "production", "5")]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -109,14 +162,14 @@ def test_the_relay_announces_a_signed_alias_change_once(relay) -> None:
     ({"age_s": 3600}, "a replayed or delayed delivery is refused"),
 ])
 def test_the_relay_refuses_unsigned_forged_or_replayed_deliveries(relay, kwargs, message) -> None:
-    url, announced = relay
+    url, announced, _ = relay
     status, answer = deliver(url, alias_set("chat", "production", "9"), **kwargs)
     assert status == 401 and answer.endswith(message), answer
     assert announced == []
 
 
 def test_the_relay_refuses_a_delivery_without_signature_headers(relay) -> None:
-    url, announced = relay
+    url, announced, _ = relay
     request = urllib.request.Request(url, data=b"{}", method="POST")
     with pytest.raises(urllib.error.HTTPError) as answer:
         urllib.request.urlopen(request, timeout=10)
@@ -141,3 +194,34 @@ def test_the_poll_announces_each_alias_change_once(settings: Settings, tmp_path:
     assert store.claim("polled", "production", v2.version)  # the webhook relay saw it first
     assert poll() == []
     assert announced == [("polled", "production", v1.version)]
+
+
+def test_a_poll_that_listed_the_alias_before_a_rollback_announces_nothing(settings: Settings, tmp_path: Path,
+                                                                          store: AliasStore) -> None:
+    """CI saw it (1, 1, 2, 2 deploy runs for two promotions): a scheduled poll listed `production` on version 2, a
+    verification rolled it back to 1 before the poll claimed, and the poll announced 2 — then 1 on its next tick.
+    Here the rollback runs between the poll's listing and its claim; the poll must announce nothing."""
+    client = registry_client(settings.tracking_uri)
+    v1 = register_bundle(settings, tmp_path / "b", "raced", fmt="fp8")
+    v2 = register_bundle(settings, tmp_path / "b", "raced", fmt="int8_sq")
+    client.set_registered_model_alias("raced", "production", v1.version)
+    assert store.claim("raced", "production", v1.version)
+    client.set_registered_model_alias("raced", "production", v2.version)
+    assert store.claim("raced", "production", v2.version)  # the webhook announced the promotion of v2
+
+    class ListsThenRollsBack:
+        """The registry as the poll sees it: the listing taken, then the rollback, then the rest."""
+
+        def __getattr__(self, name: str):
+            return getattr(client, name)
+
+        def search_registered_models(self):
+            listed = client.search_registered_models()
+            assert move_alias_back(client, store, "raced", "production", v2.version, v1.version)
+            return listed
+
+    announced: list[tuple[str, str, str]] = []
+    assert poll_aliases(ListsThenRollsBack(), "production", store, lambda *a: announced.append(a)) == []
+    assert poll_aliases(client, "production", store, lambda *a: announced.append(a)) == []  # the next tick
+    assert announced == []
+    assert store.announced("raced", "production") == v1.version

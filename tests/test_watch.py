@@ -159,37 +159,19 @@ def _claim_all(url: str, spec: str, revisions: list[str], barrier, results) -> N
     results.put([r for r in revisions if store.claim("org/model", spec, r)])
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_two_watchers_racing_claim_each_revision_exactly_once(backend: str, tmp_path: Path) -> None:
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'watch.db'}"
-    else:  # the production store: a fresh database in the machine's PostgreSQL, dropped afterwards
-        name = f"ewwatch_{uuid.uuid4().hex[:8]}"
-        admin = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    try:
-        revisions = [f"r{i}" for i in range(40)]
-        context = multiprocessing.get_context("spawn")
-        barrier, results = context.Barrier(2), context.Queue()
-        spec = "5" * 64  # the spec's sha256
-        workers = [context.Process(target=_claim_all, args=(url, spec, revisions, barrier, results)) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        won = [results.get(timeout=120) for _ in workers]
-        for worker in workers:
-            worker.join(timeout=30)
-        assert sorted(won[0] + won[1]) == sorted(revisions)  # every revision claimed, none twice
-    finally:
-        if backend == "postgresql":
-            WatchStore(url).engine.dispose()
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def test_two_watchers_racing_claim_each_revision_exactly_once(store_url: str) -> None:
+    revisions = [f"r{i}" for i in range(40)]
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    spec = "5" * 64  # the spec's sha256
+    workers = [context.Process(target=_claim_all, args=(store_url, spec, revisions, barrier, results))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    won = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    assert sorted(won[0] + won[1]) == sorted(revisions)  # every revision claimed, none twice
 
 
 def test_a_tick_announces_a_new_sha_once_and_retries_an_unreachable_hub(

@@ -25,7 +25,7 @@ from mlflow.server.auth.client import AuthServiceClient
 from enginewright.settings import Settings
 from enginewright.stack import Stack
 from tests.e2e.conftest import wait_for
-from tests.e2e.test_watch_service import deployment_pools, prefect_cli, stop
+from tests.e2e.test_watch_service import deployment_pools, prefect_cli, stop_worker
 from tests.registered_bundle import register_bundle
 
 pytestmark = pytest.mark.e2e
@@ -162,7 +162,7 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
             [(r.name, r.parameters) for r in runs]
         assert run.parameters["alias"] == "production"
     finally:
-        stop(worker)
+        stop_worker(worker, env)
         shutil.copy(tmp_path / "worker-cpu.log", tmp_path / "worker-cpu.kept.log")
 
 
@@ -238,5 +238,5 @@ def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stac
         assert sorted(r.parameters["version"] for r in runs) == sorted([good.version, broken.version]), \
             [(r.name, r.parameters) for r in runs]
     finally:
-        stop(worker)
+        stop_worker(worker, env)
         shutil.copy(tmp_path / "worker-cpu.log", tmp_path / "worker-cpu.kept.log")

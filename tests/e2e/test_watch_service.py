@@ -69,6 +69,25 @@ def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def stop_worker(process: subprocess.Popen, env: dict[str, str]) -> None:
+    """Stop a worker, then mark the flow runs it left Pending or Running as Crashed, as a live worker would have.
+    A stopped worker's runs keep their deployment's concurrency slot until its lease expires (minutes): the next
+    test's runs of that deployment (the alias poll: `concurrency_limit: 1`, every minute) would wait for it. A
+    crashed run gives its slot back (Prefect's ReleaseFlowConcurrencySlots)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Crashed
+
+    stop(process)
+    in_flight = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+        any_=[StateType.PENDING, StateType.RUNNING])))
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=in_flight):
+            client.set_flow_run_state(run.id, Crashed(message="its worker was stopped by the test"), force=True)
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory):
     """The stack's Prefect server, the `cpu` and `gpu` process pools and their workers, every deployment of
