@@ -114,30 +114,72 @@ def comparison_markdown(variants: list[VariantResult], recommendation: str) -> s
     return "\n".join(lines) + f"\n\n**Recommendation:** {recommendation}\n"
 
 
+@dataclass(frozen=True)
+class PlotPoint:
+    """One variant on one task in the comparison plot."""
+
+    task: str
+    variant: str
+    x: float  # effective bits, moved sideways when several variants share them
+    difference: float
+    low: float
+    high: float
+    verdict: str
+    budget: bool  # an AutoQuantize budget (a triangle) rather than one format (a circle)
+
+
+def plot_points(variants: list[VariantResult], spread: float = 0.12) -> list[PlotPoint]:
+    """Every variant with recorded bits, per task. Variants with the same bits (FP8 and INT8-SQ are both 8) sit side
+    by side around those bits instead of on one vertical line; a variant without bits (a report from before builds
+    recorded them) stays in the table only."""
+    placed = [v for v in variants if v.effective_bits is not None]
+    points = []
+    for v in placed:
+        alike = [w.format for w in placed if w.effective_bits == v.effective_bits]
+        x = v.effective_bits + spread * (alike.index(v.format) - (len(alike) - 1) / 2)
+        for row in v.report.get("gate", {}).get("tasks", []):
+            points.append(PlotPoint(row["task"], v.format, x, row["difference_points"], row["ci_low_points"],
+                                    row["ci_high_points"], row["verdict"], bool(v.report.get("mix"))))
+    return points
+
+
 def comparison_plot(variants: list[VariantResult], out_file: Path) -> Path:
-    """Accuracy difference (95 % interval) per task against effective bits per weight, plain formats (circles) and
-    AutoQuantize budgets (triangles) together. A variant without bits (a report from before builds recorded them)
-    stays in the table, not in the plot."""
+    """One panel per task, read like the build's gate plot: accuracy difference with its 95 % interval against
+    effective bits per weight, coloured by verdict, the allowed drop as a dashed line, plain formats as circles and
+    AutoQuantize budgets as triangles, a legend for both."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in variants:
-        if v.effective_bits is None:
-            continue
-        for row in v.report.get("gate", {}).get("tasks", []):
-            ax.errorbar(v.effective_bits, row["difference_points"], fmt="^" if v.report.get("mix") else "o",
-                        capsize=3, yerr=[[row["difference_points"] - row["ci_low_points"]],
-                                         [row["ci_high_points"] - row["difference_points"]]])
-            ax.annotate(f"{v.format}/{row['task']}", (v.effective_bits, row["difference_points"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xlabel("effective bits per weight (o: one format, ^: AutoQuantize budget)")
-    ax.set_ylabel("accuracy difference to baseline (points, 95% CI)")
-    ax.set_title("matrix: accuracy vs bits")
-    fig.tight_layout()
+    from tasks.gate import VERDICT_COLOURS
+
+    points = plot_points(variants)
+    tasks = sorted({p.task for p in points}) or ["(no variant with recorded bits)"]
+    drops = {row["task"]: row.get("allowed_drop_points") for v in variants
+             for row in v.report.get("gate", {}).get("tasks", [])}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 1.2, 4.2), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for p in (p for p in points if p.task == task):
+            colour = VERDICT_COLOURS.get(p.verdict, "#6b7280")
+            ax.errorbar(p.x, p.difference, yerr=[[p.difference - p.low], [p.high - p.difference]],
+                        fmt="^" if p.budget else "o", color=colour, capsize=3, markersize=7)
+            ax.annotate(p.variant, (p.x, p.difference), fontsize=7, xytext=(5, 3), textcoords="offset points")
+        if drops.get(task) is not None:
+            ax.axhline(-drops[task], color="#111827", linestyle="--", linewidth=1.1)
+        ax.axhline(0, color="#9ca3af", linewidth=0.8)
+        ax.set_title(task)
+        ax.set_xlabel("effective bits per weight")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("candidate − baseline, points (95% CI)")
+    handles = [Line2D([], [], color=c, marker="o", linestyle="", label=v) for v, c in VERDICT_COLOURS.items()]
+    handles += [Line2D([], [], color="#374151", marker="o", linestyle="", label="one format"),
+                Line2D([], [], color="#374151", marker="^", linestyle="", label="AutoQuantize budget"),
+                Line2D([], [], color="#111827", linestyle="--", label="allowed drop")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle("matrix: accuracy against bits, per task", x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_file, dpi=120)
     plt.close(fig)

@@ -2,14 +2,21 @@
 
 from pathlib import Path
 
-from tasks.compare import RecommendationPolicy, VariantResult, comparison_markdown, comparison_plot, recommend
+from tasks.compare import (
+    RecommendationPolicy,
+    VariantResult,
+    comparison_markdown,
+    comparison_plot,
+    plot_points,
+    recommend,
+)
 from tasks.trtllm_build import bench_metrics
 
 
 def variant(fmt: str, verdict: str, size_mb: float, diffs: list[float], throughput: float | None = None,
             status: str = "registered", bits: float | None = None) -> VariantResult:
     tasks = [{"task": f"t{i}", "difference_points": d, "ci_low_points": d - 1, "ci_high_points": d + 1,
-              "verdict": verdict} for i, d in enumerate(diffs)]
+              "verdict": verdict, "allowed_drop_points": 1.0} for i, d in enumerate(diffs)]
     # As the lane records it: bench_metrics over a report with trtllm-bench's real performance key.
     engine = bench_metrics({"performance": {"system_output_throughput_tok_s": throughput}}) if throughput else {}
     return VariantResult(fmt, status, report={"gate": {"overall": verdict, "tasks": tasks}, "version": fmt[-1],
@@ -72,6 +79,19 @@ def test_the_table_shows_every_variant_with_its_reason_and_the_plot_is_written(t
     assert "| int4-2 | registered | 2 | 90.0 | 4.00 | " in table
     assert "-0.90 [-1.9, +0.1] pass" in table and table.endswith("**Recommendation:** int4-2 because\n")
     assert comparison_plot(VARIANTS, tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_the_plot_puts_variants_of_equal_bits_side_by_side_with_their_verdicts() -> None:
+    """FP8 and INT8-SQ both have 8 bits: on one vertical line their intervals hid each other (a new user's report)."""
+    points = plot_points(VARIANTS)
+    on_t0 = {p.variant: p for p in points if p.task == "t0"}
+    assert set(on_t0) == {"fp8-1", "int4-2", "w4a8-3", "sq-4"}  # nvfp4 has no bits: table only
+    assert on_t0["fp8-1"].x != on_t0["sq-4"].x and abs(on_t0["fp8-1"].x - 8) < 0.2 and abs(on_t0["sq-4"].x - 8) < 0.2
+    assert on_t0["int4-2"].x != on_t0["w4a8-3"].x
+    assert {v: p.verdict for v, p in on_t0.items()} == {"fp8-1": "pass", "int4-2": "pass", "w4a8-3": "inconclusive",
+                                                        "sq-4": "fail"}
+    alone = plot_points([VARIANTS[0]])
+    assert {p.x for p in alone} == {8}  # nothing to move aside from
 
 
 def test_a_finished_variant_hands_its_gpu_to_the_next(monkeypatch, tmp_path: Path) -> None:
