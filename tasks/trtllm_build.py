@@ -1,7 +1,7 @@
 """The TensorRT-LLM steps, on GPU workers running NVIDIA's TensorRT-LLM image.
 
 - load: the bundle's checkpoint with the LLM API (PyTorch backend), options from the bundle's `llm_api.yaml`
-  merged the way `trtllm-serve --config` merges them (`update_llm_args_with_extra_dict`); a warm-up
+  merged the way `trtllm-serve --extra_llm_api_options` merges them (`update_llm_args_with_extra_dict`); a warm-up
   generation (CUDA-graph capture, autotuning); then greedy smoke generations, recorded with how many are
   degenerate (the flow's smoke check is what passes or fails a candidate).
 - legacy engine (`runtime.legacy_engine`, TensorRT-LLM ≤ 1.3.0rc20 only): the LLM API's TensorRT backend builds an

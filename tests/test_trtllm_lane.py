@@ -166,3 +166,19 @@ def test_the_engine_build_config_passes_only_fields_the_real_buildconfig_has() -
     check_build_config({"max_batch_size": 8, "max_num_tokens": 1024})
     with pytest.raises(ContractError, match="BuildConfig field max_tokens is not one"):
         check_build_config({"max_tokens": 8})
+
+
+def test_every_serve_command_shown_to_people_is_the_one_the_script_runs() -> None:
+    """README said `--config`, the card and the rendered script `--extra_llm_api_options`, and the contract has
+    `--config` only as an alias of newer lines (a new user's report): every trtllm-serve command in the README,
+    docs and the card passes the options file the one way every TensorRT-LLM line the card names accepts."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    texts = {p.relative_to(root): p.read_text() for p in [root / "README.md", root / "tasks" / "model_card.py",
+                                                           root / "enginewright" / "serving_config.py",
+                                                           *sorted((root / "docs").glob("*.md"))]}
+    commands = [(path, c) for path, text in texts.items() for c in re.findall(r"`(trtllm-serve [^`]*)`", text)]
+    with_options = [(path, c) for path, c in commands if "llm_api" in c]
+    assert len(with_options) >= 3, commands  # README, the card, the script's docstring at least
+    assert [(path, c) for path, c in with_options if "--extra_llm_api_options" not in c or "--config" in c] == []
