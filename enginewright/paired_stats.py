@@ -28,6 +28,7 @@ import functools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
@@ -78,15 +79,17 @@ Z_LIMIT = 1e3
 
 # ---- fixed n: Tango's score test ------------------------------------------------------------------------------
 
-def null_variance(n: float, c: float, b: float, delta: float) -> float:
+def null_variance(n: float, c: Any, b: Any, delta: float) -> Any:
     """Per-document variance of the paired difference at the maximum-likelihood estimate under H₀: Δ = delta:
     2 q̂ + Δ(1 − Δ), q̂ the constrained estimate of P(only baseline right) (Tango 1998, eq. 3–5; his b, c are our
-    c, b). Counts may be expected ones (fractions of n)."""
+    c, b). Counts may be expected ones (fractions of n), and arrays of them (enginewright.gate_exact): a float for
+    floats, an array for arrays."""
     a2 = 2 * n
     b1 = -c - b + (2 * n - c + b) * delta
     c0 = -b * delta * (1 - delta)
-    q = (math.sqrt(max(b1 * b1 - 4 * a2 * c0, 0.0)) - b1) / (2 * a2)
-    return 2 * q + delta * (1 - delta)
+    q = (np.sqrt(np.maximum(b1 * b1 - 4 * a2 * c0, 0.0)) - b1) / (2 * a2)
+    variance = 2 * q + delta * (1 - delta)
+    return float(variance) if np.ndim(variance) == 0 else variance
 
 
 def tango_statistic(counts: PairedCounts, delta: float, correction: float = 0.0) -> float:
