@@ -1,8 +1,10 @@
-"""Candidate evaluation speed vs baseline, with and without folding the weight quantizers (`mtq.fold_weight`).
+"""Candidate evaluation speed vs baseline: folding the weight quantizers (`mtq.fold_weight`), then fusing the static
+FP8 activation quantizers (tasks/runtimes/simulated.py::fuse_fp8_activations).
 
 For each format, in one process and on the same documents: the bf16 baseline, the candidate as ModelOpt
-fake-quantizes it (weights quantized on every forward pass), and the candidate with folded weights.
-Prints docs/s and the candidate/baseline ratios, plus whether folded and unfolded gave the same answers.
+fake-quantizes it (weights quantized on every forward pass), with folded weights, and with folded weights and fused
+FP8 activations (what a build evaluates). Prints docs/s and the candidate/baseline ratios, whether folded and
+unfolded gave the same answers, and whether fused and folded gave the same log-likelihoods (bit for bit).
 
     .venv/bin/python benchmarks/eval_speed.py --quant fp8,int8_sq,int4_awq,w4a8_awq --limit 30
 """
@@ -56,17 +58,22 @@ def main() -> None:
         qspec = spec.quantization.model_copy(update={"format": fmt})
         state = calibrate_and_quantize(checkpoint, calib, qspec, spec.dtype, spec.calibration.batch_size,
                                        work / f"{fmt}.pth")
-        unfolded, records_unfolded = docs_per_second(load_candidate(checkpoint, state, spec.dtype, fold=False))
-        folded, records_folded = docs_per_second(load_candidate(checkpoint, state, spec.dtype, fold=True))
+        unfolded, records_unfolded = docs_per_second(load_candidate(checkpoint, state, spec.dtype, fold=False,
+                                                                    fuse=False))
+        folded, records_folded = docs_per_second(load_candidate(checkpoint, state, spec.dtype, fold=True, fuse=False))
+        fused, records_fused = docs_per_second(load_candidate(checkpoint, state, spec.dtype, fold=True))  # compiled at load
         same = [r["acc_norm"] for r in records_unfolded] == [r["acc_norm"] for r in records_folded]
-        rows.append((fmt, unfolded, folded, same))
+        identical = [r["loglikelihoods"] for r in records_fused] == [r["loglikelihoods"] for r in records_folded]
+        rows.append((fmt, unfolded, folded, same, fused, identical))
 
     print(f"\nmodel {args.model} on {pick_device()}, tasks {args.tasks}, limit {args.limit}, "
           f"batch {spec.evaluation.batch_size}, {spec.dtype}; baseline {baseline:.2f} docs/s\n")
-    print("| format | fake-quant docs/s | ratio to baseline | folded docs/s | ratio to baseline | same answers |")
+    print("| format | fake-quant docs/s (ratio) | folded docs/s (ratio) | same answers | folded + fused FP8 docs/s "
+          "(ratio) | same log-likelihoods |")
     print("|---|---|---|---|---|---|")
-    for fmt, unfolded, folded, same in rows:
-        print(f"| {fmt} | {unfolded:.2f} | {unfolded / baseline:.2f} | {folded:.2f} | {folded / baseline:.2f} | {same} |")
+    for fmt, unfolded, folded, same, fused, identical in rows:
+        print(f"| {fmt} | {unfolded:.2f} ({unfolded / baseline:.2f}) | {folded:.2f} ({folded / baseline:.2f}) | {same} "
+              f"| {fused:.2f} ({fused / baseline:.2f}) | {identical} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""`build_engine`: checkpoint → calibration → ModelOpt → bundle → lm-eval → gate → golden outputs → MLflow, one
-Prefect flow.
+"""`build_engine`: checkpoint → calibration → ModelOpt → bundle → lm-eval (smoke check first, golden outputs last,
+on the models it loads) → gate → MLflow, one Prefect flow.
 
 The flow only composes: each task takes its real inputs and its cache policy (`enginewright.cache_policies`)
 keys them, so a second identical run recomputes nothing and registers no second version, and a changed step
@@ -32,7 +32,6 @@ from tasks.eval_data import eval_data_task
 from tasks.evaluate import EvalResult, evaluate_task
 from tasks.export import export_task
 from tasks.gate import gate_task
-from tasks.golden import golden_task
 from tasks.plan import plan_build, plan_memory
 from tasks.quantize import quantize_task
 from tasks.records import describe_build, run_record
@@ -44,7 +43,6 @@ from tasks.register import (
     store_bundle_task,
 )
 from tasks.runtime_config import runtime_config_task
-from tasks.smoke import smoke_task
 from tasks.sources import resolve_task
 from tasks.trtllm_build import trtllm_build_task
 
@@ -83,8 +81,6 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
                              spec.calibration.batch_size, settings.auto_quantize_dir)  # None: one format
         state = quantize_task(work, source.path, calib, spec.quantization, spec.dtype, spec.calibration.batch_size,
                               memory, search)
-        smoke_task(source.path, state, spec.dtype, spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens,
-                   spec.gate.smoke)
         exported = export_task(work, source.path, state, spec.dtype, memory)
         runtime_config_task(work, spec.runtime, spec.quantization.kv_cache)
         # A Completed state named Skipped (or the lane's status); its data is the status either way.
@@ -98,12 +94,10 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
                                    str(settings.vllm_python) if settings.vllm_python else None)
         baseline, candidate = evaluation.baseline, evaluation.candidate
         gate = gate_task(work, evaluation, spec.gate, spec.evaluation)
-        golden = golden_task(work, source.path, state, spec.dtype, eval_data, list(spec.evaluation.tasks),
-                             evaluation.runtime, str(settings.vllm_python) if settings.vllm_python else None)
 
         description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
                                      baseline, candidate, engine, gate, exported.memory_plan)
-        manifest = bundle_task(work, description.card, description.manifest_fields, golden)
+        manifest = bundle_task(work, description.card, description.manifest_fields, evaluation.golden)
         record = run_record(spec, work, description, baseline, candidate, gate, engine, manifest)
         run = log_run_task(record, settings.tracking_uri, settings.artifact_root, started_ms)
         require_gate_passed(gate, run)

@@ -2,6 +2,10 @@
 
 The baseline is the unquantized checkpoint; the candidate is ModelOpt's simulated quantization of the
 same checkpoint (restored from the calibrated state), evaluated on the same documents.
+
+One load per purpose: the two models this step loads also run the smoke check before the first look
+(tasks/smoke.py) and record the golden outputs after the last (tasks/golden.py), each kept next to the key that
+made it, so a rerun or a re-evaluation under another plan loads nothing for them.
 """
 
 from __future__ import annotations
@@ -21,14 +25,18 @@ from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_code_version, step_policy
 from enginewright.environment import package_version
 from enginewright.gate_decision import TaskPlan, decide, metric_of, paired_sequence, task_plan
+from enginewright.golden import read_golden, subset_task, write_golden
 from enginewright.hashing import sha256_file, sha256_json
 from enginewright.models import load_model, load_tokenizer, pick_device
 from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
 from tasks import runtimes
 from tasks.eval_data import EvalData, document_count, document_order, lm_eval_task_configs, task_family
+from tasks.golden import golden_of
+from tasks.look_progress import LookProgress
 from tasks.quantize import QuantizedState
 from tasks.runtimes import RuntimeChoice, RuntimeLaneFailed, simulated
+from tasks.smoke import smoke_of
 
 SIMULATED = RuntimeChoice("simulated", "the simulated candidate (ModelOpt fake quantization, exported weights)")
 SAMPLE_FIELDS = ("doc_id", "doc_hash", "prompt_hash", "target_hash", "acc", "acc_norm")
@@ -198,10 +206,12 @@ class Evaluation:
     plans: dict[str, TaskPlan]
     samples_file: Path  # {lm-eval task: [indices]} of every document the gate judged: lm-eval's --samples
     runtime: dict[str, Any]  # RuntimeChoice.record() of the candidate, plus per-task "agreement" (or None)
+    golden: str | None = None  # digest of the golden records written into the bundle (None: not recorded)
 
     def cache_identity(self) -> dict[str, Any]:
         return {"baseline": self.baseline.cache_identity(), "candidate": self.candidate.cache_identity(),
-                "plans": {t: list(p.looks) for t, p in sorted(self.plans.items())}, "runtime": self.runtime}
+                "plans": {t: list(p.looks) for t, p in sorted(self.plans.items())}, "runtime": self.runtime,
+                "golden": self.golden}
 
 
 class _Side:
@@ -212,12 +222,19 @@ class _Side:
         self._lm: Any = None
         self.seconds, self.evaluated = 0.0, 0
 
-    def evaluate(self, documents: dict[str, list[tuple[str, int]]], spec: EvaluationSpec, data: EvalData,
-                 cache_dir: Path) -> dict[str, list[dict[str, Any]]]:
-        started = time.perf_counter()
+    def loaded(self) -> Any:
+        """The lm-eval model, made now if no look needed it yet."""
         if self._lm is None:
             self._lm = self._make_lm()
-        records = evaluate_documents(self._lm, spec, documents, data, cache_dir)
+        return self._lm
+
+    def evaluate(self, documents: dict[str, list[tuple[str, int]]], spec: EvaluationSpec, data: EvalData,
+                 cache_dir: Path, desc: str) -> dict[str, list[dict[str, Any]]]:
+        """Records of `documents`, a progress bar named `desc` on the terminal meanwhile."""
+        started = time.perf_counter()
+        self.loaded()
+        desc += " · " + ", ".join(documents)
+        records = evaluate_documents(LookProgress(self._lm, desc), spec, documents, data, cache_dir)
         self.seconds += time.perf_counter() - started
         self.evaluated += sum(len(docs) for docs in documents.values())
         return records
@@ -251,7 +268,7 @@ def evaluate_baseline_plan(checkpoint: Path, source_identity: str, dtype: str, s
     if not missing:
         return 0
     side = baseline_side(checkpoint, dtype, load_tokenizer(checkpoint), spec)
-    for t, records in side.evaluate(missing, spec, data, cache_dir).items():
+    for t, records in side.evaluate(missing, spec, data, cache_dir, "baseline").items():
         sequences[t].extend(records)
     return side.evaluated
 
@@ -292,7 +309,7 @@ def evaluate_looks(tasks: list[str], orders: dict[str, list[tuple[str, int]]], p
                 log(f"look {look + 1}: evaluating the {label} on " + ", ".join(
                     f"{t} {len(docs)} documents ({plans[t].looks[look] - len(docs) + 1}–{plans[t].looks[look]} of "
                     f"{plans[t].planned})" for t, docs in missing.items()))
-                for t, records in side.evaluate(missing, spec, data, cache_dir).items():
+                for t, records in side.evaluate(missing, spec, data, cache_dir, f"look {look + 1} · {label}").items():
                     sequences[t].extend(records)
         for t in active:
             n = plans[t].looks[look]
@@ -324,6 +341,56 @@ def runtime_agreement(runtime_records: list[dict[str, Any]], simulated_records: 
     return {"n": len(pairs), "same": same, "share": same / len(pairs) if pairs else float("nan")}
 
 
+def read_json_stamp(path: Path) -> dict[str, Any]:
+    try:
+        stamp = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def write_json_stamp(path: Path, stamp: dict[str, Any]) -> None:
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(stamp) + "\n")
+
+
+def smoke_before_looks(baseline: _Side, candidate: _Side, tokenizer: Any, gate: GateSpec, candidate_key: str,
+                       stamp: Path, log: Callable[[str], None]) -> None:
+    """The smoke check on the two models the looks will use, before the first look; raises GateFailed. Kept next
+    to the key it ran under (`stamp`): a rerun, or a re-evaluation of the same candidate, loads nothing for it."""
+    if not gate.smoke:
+        log("smoke check: skipped (gate.smoke is off)")
+        return
+    key = sha256_json([candidate_key, gate.smoke_prompts, gate.smoke_max_new_tokens])
+    kept = read_json_stamp(stamp)
+    if kept.get("key") == key:
+        log(f"smoke check: {kept['result']['verdict']} (kept from an earlier run of this candidate)")
+        return
+    log(f"smoke check: {len(gate.smoke_prompts)} prompts × {gate.smoke_max_new_tokens} greedy tokens, baseline then "
+        "candidate (the models the looks use)")
+    result = smoke_of(baseline.loaded(), candidate.loaded(), tokenizer, gate.smoke_prompts,
+                      gate.smoke_max_new_tokens)
+    log(f"smoke check: {result['verdict']} ({result['reason']})")
+    write_json_stamp(stamp, {"key": key, "result": result})
+
+
+def golden_after_looks(side: _Side, tokenizer: Any, data: EvalData, tasks: list[str], candidate_key: str,
+                       work: WorkDir, log: Callable[[str], None]) -> str:
+    """The golden records of the candidate the gate judged, written into the bundle; their digest. Kept next to the
+    key they were recorded under: a re-evaluation of the same candidate records nothing again."""
+    subset = subset_task(tasks)
+    key = sha256_json([candidate_key, subset, data.task_fingerprints.get(subset) if subset else None])
+    stamp, kept = work.evaluation / "golden.key", read_golden(work.bundle)
+    if kept is not None and read_json_stamp(stamp) == {"key": key, "digest": kept.digest}:
+        log("golden records: kept from an earlier run of this candidate")
+        return kept.digest
+    golden = golden_of(side.loaded(), tokenizer, data.data_dir, tasks)
+    write_golden(work.bundle, golden)
+    write_json_stamp(stamp, {"key": key, "digest": golden.digest})
+    log(f"golden records: {len(golden.continuations)} greedy continuations, {len(golden.answers)} subset answers")
+    return golden.digest
+
+
 def evaluate_until_decided(
     checkpoint: Path, source_identity: str, state: QuantizedState, dtype: str, spec: EvaluationSpec,
     gate: GateSpec, data: EvalData, cache_dir: Path, store_dir: Path, work: WorkDir,
@@ -336,7 +403,10 @@ def evaluate_until_decided(
 
     The candidate is computed by `runtime`. Where that is TensorRT-LLM, the simulated candidate is evaluated too,
     on the first `spec.agreement_documents` documents of each task, and the share of documents on which both chose
-    the same answer is recorded; a TensorRT-LLM failure falls back to the simulated candidate with its reason."""
+    the same answer is recorded; a TensorRT-LLM failure falls back to the simulated candidate with its reason.
+
+    Before the first look the same two models run the smoke check (`gate.smoke`); after the last, the candidate
+    records the golden outputs into the bundle — vLLM where vLLM computed it, else the simulated candidate."""
     tasks = list(spec.tasks)
     orders = {t: document_order(data, t, spec.sample_seed) for t in tasks}
     plans = {t: task_plan(t, len(orders[t]), spec) for t in tasks}
@@ -356,6 +426,8 @@ def evaluate_until_decided(
         side = simulated_side if runtime.runtime == "simulated" else runtime_side(runtime)
         candidate = (side, sequences("candidate" if runtime.runtime == "simulated" else "runtime", runtime))
         try:
+            smoke_before_looks(baseline[0], side, tokenizer, gate, candidate_key(state, spec, dtype, runtime),
+                               work.evaluation / "smoke.json", log)
             reached = evaluate_looks(tasks, orders, plans, {"baseline": baseline, "candidate": candidate}, spec,
                                      gate, data, cache_dir, log)
             break
@@ -364,6 +436,10 @@ def evaluate_until_decided(
             log(f"the {runtime.runtime} evaluation failed; evaluating the simulated candidate instead: {exc}")
             runtime = RuntimeChoice("simulated", f"runtime evaluation failed ({exc}); the simulated candidate was "
                                     "evaluated instead", runtime.version)
+    # vLLM's golden records are vLLM's; TensorRT-LLM's lane has no greedy here, so the simulated candidate records.
+    golden_by = runtime if runtime.runtime == "vllm" else SIMULATED
+    golden = golden_after_looks(candidate[0] if golden_by is runtime else simulated_side, tokenizer, data, tasks,
+                                candidate_key(state, spec, dtype, golden_by), work, log)
     candidate[0].close()
     record: dict[str, Any] = runtime.record() | {"agreement": None}
     if runtime.runtime != "simulated":
@@ -373,7 +449,7 @@ def evaluate_until_decided(
         if missing:
             log("runtime agreement: evaluating the simulated candidate on " + ", ".join(
                 f"{t} {len(docs)} documents" for t, docs in missing.items()))
-            for t, rows in simulated_side.evaluate(missing, spec, data, cache_dir).items():
+            for t, rows in simulated_side.evaluate(missing, spec, data, cache_dir, "agreement · simulated").items():
                 checked[t].extend(rows)
         record["agreement"] = {t: runtime_agreement(candidate[1][t].records[:reached[t]], checked[t].records)
                                for t in tasks}
@@ -393,8 +469,9 @@ def evaluate_until_decided(
     with written_whole(samples_file) as tmp:
         # Sorted, as lm-eval's --samples needs them (see evaluate_documents); the order is in each record's position.
         tmp.write_text(json.dumps({k: sorted(v) for k, v in chosen.items()}, sort_keys=True) + "\n")
+    simulated_side.close()
     return Evaluation(baseline=results["baseline"], candidate=results["candidate"], plans=plans,
-                      samples_file=samples_file, runtime=record)
+                      samples_file=samples_file, runtime=record, golden=golden)
 
 
 # Where the data lives does not change a result (the data is keyed by content).

@@ -1,8 +1,11 @@
-"""Record the build's golden outputs into its bundle (enginewright.golden says what and why): the evaluated
-candidate's greedy continuations of the fixed golden prompts and its lettered answers to the fixed evaluation subset.
+"""The build's golden outputs (enginewright.golden says what and why): the evaluated candidate's greedy
+continuations of the fixed golden prompts and its lettered answers to the fixed evaluation subset.
 
-The candidate is the one the gate evaluated: the calibrated model with the exported checkpoint's own weight codes
-(tasks/runtimes/simulated.py), or — where a real runtime computed the gate's candidate (vLLM) — that runtime. Its
+The candidate is the one the gate evaluated, as the evaluate step holds it (tasks/evaluate.py records them at its
+end, no load of its own): the calibrated model with the exported checkpoint's own weight codes
+(tasks/runtimes/simulated.py), or — where a real runtime computed the gate's candidate (vLLM) — that runtime: the
+simulated candidate's greedy text is not what vLLM's FP8 kernels produce (an H100 release of SmolLM2 FP8 reproduced 1
+of 16 continuations of it, docs/results.md), and a release must be compared with what its own runtime computes. Its
 subset answers come from the candidate's lm-eval model (HFLM, or the runtime's) `generate_until` with the very
 requests the verify step later sends through lm-eval's `local-completions` (tasks/verify.py).
 """
@@ -12,9 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
-from enginewright.cache_policies import step_policy
 from enginewright.golden import (
     ANSWER_MAX_TOKENS,
     ANSWER_STOP,
@@ -29,12 +29,7 @@ from enginewright.golden import (
     subset_requests,
     subset_task,
     text_sha256,
-    write_golden,
 )
-from enginewright.models import load_tokenizer
-from enginewright.work_dir import WorkDir
-from tasks.eval_data import EvalData
-from tasks.quantize import QuantizedState
 from tasks.smoke import greedy_continuations
 
 
@@ -78,29 +73,9 @@ def assemble_golden(prompts: list[str], max_new_tokens: int, continuations: list
     return Golden(prompts_digest(prompts), max_new_tokens, records, task_name, answers)
 
 
-@task(name="golden", persist_result=True, cache_policy=step_policy(
-    "golden", "work", "state", "dtype", "eval_data", "tasks", "runtime", tools=("lm-eval",)))
-def golden_task(work: WorkDir, checkpoint: Path, state: QuantizedState, dtype: str, eval_data: EvalData,
-                tasks: list[str], runtime: dict[str, Any] | None = None, vllm_python: str | None = None) -> str:
-    """Write golden/ into the bundle (GOLDEN_PROMPTS, GOLDEN_MAX_NEW_TOKENS); returns the records' digest (it goes
-    into the manifest). Recorded by the runtime that computed the gate's candidate (`runtime`, the evaluation's
-    record): where that is vLLM, by vLLM — the simulated candidate's greedy text is not what vLLM's FP8 kernels
-    produce (an H100 release of SmolLM2 FP8 reproduced 1 of 16 continuations of it, docs/results.md), and a release
-    must be compared with what its own runtime computes."""
-    if runtime is not None and runtime.get("runtime") == "vllm" and vllm_python:
-        from tasks.runtimes import vllm
-
-        lm = vllm.make_lm(work.bundle, load_tokenizer(checkpoint), vllm_python)
-        try:
-            golden = record_golden_on_runtime(lm, list(GOLDEN_PROMPTS), GOLDEN_MAX_NEW_TOKENS, eval_data.data_dir,
-                                              tasks)
-        finally:
-            lm.shutdown()
-    else:
-        from tasks.runtimes.simulated import load_candidate
-
-        model = load_candidate(checkpoint, state, dtype, fold=True, exported=work.checkpoint)
-        golden = record_golden(model, load_tokenizer(checkpoint), list(GOLDEN_PROMPTS), GOLDEN_MAX_NEW_TOKENS,
-                               eval_data.data_dir, tasks)
-    write_golden(work.bundle, golden)
-    return golden.digest
+def golden_of(lm: Any, tokenizer: Any, data_dir: Path, tasks: list[str]) -> Golden:
+    """The golden records (GOLDEN_PROMPTS, GOLDEN_MAX_NEW_TOKENS) of an lm-eval model as the evaluation holds it: a
+    runtime's (with its own `greedy`) or HFLM's torch model."""
+    if hasattr(lm, "greedy"):
+        return record_golden_on_runtime(lm, list(GOLDEN_PROMPTS), GOLDEN_MAX_NEW_TOKENS, data_dir, tasks)
+    return record_golden(lm.model, tokenizer, list(GOLDEN_PROMPTS), GOLDEN_MAX_NEW_TOKENS, data_dir, tasks)

@@ -3,6 +3,9 @@
 A candidate whose continuations are empty or repetitive where the baseline's are not is broken (a bad
 calibration set, a wrong scale); it fails at once instead of after the full evaluation. Where the baseline
 itself is degenerate (a tiny or random model) the check cannot tell anything and says so.
+
+The build runs it inside the evaluate step, on the two models that step loads anyway, before the first look
+(tasks/evaluate.py): no load of its own. `smoke_check` loads its own (a benchmark's way).
 """
 
 from __future__ import annotations
@@ -11,10 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import get_run_logger, task
-from prefect.states import Completed
 
-from enginewright.cache_policies import step_policy
 from enginewright.errors import GateFailed
 from enginewright.models import load_model, load_tokenizer
 from enginewright.schemas import SmokeResult
@@ -62,26 +62,28 @@ def smoke_verdict(prompts: list[str], baseline: list[tuple[list[int], str]], can
                        candidate=[t for _, t in candidate], degenerate=cand_bad, reason=reason)
 
 
+def greedy_of(lm: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[tuple[list[int], str]]:
+    """Greedy continuations of an lm-eval model as the evaluation holds it: a runtime's own (vLLM's `greedy`: its
+    kernels, its tokens) or, for HFLM, its torch model's."""
+    if hasattr(lm, "greedy"):
+        return lm.greedy(prompts, max_new_tokens)
+    return greedy_continuations(lm.model, tokenizer, prompts, max_new_tokens)
+
+
+def smoke_of(baseline_lm: Any, candidate_lm: Any, tokenizer: Any, prompts: list[str],
+             max_new_tokens: int) -> SmokeResult:
+    """The check on two loaded lm-eval models (the evaluate step's); raises GateFailed when the candidate fails."""
+    result = smoke_verdict(prompts, greedy_of(baseline_lm, tokenizer, prompts, max_new_tokens),
+                           greedy_of(candidate_lm, tokenizer, prompts, max_new_tokens))
+    if result["verdict"] == "fail":
+        raise GateFailed(f"smoke check failed before evaluation: {result['reason']}")
+    return result
+
+
 def smoke_check(checkpoint: Path, state: QuantizedState, dtype: str, prompts: list[str], max_new_tokens: int) -> SmokeResult:
+    """The check with models of its own: the baseline, and the candidate with ModelOpt's folded weights."""
     tokenizer = load_tokenizer(checkpoint)
     baseline = greedy_continuations(load_model(checkpoint, dtype), tokenizer, prompts, max_new_tokens)
     candidate_model = load_candidate(checkpoint, state, dtype, fold=True)
     candidate = greedy_continuations(candidate_model, tokenizer, prompts, max_new_tokens)
     return smoke_verdict(prompts, baseline, candidate)
-
-
-@task(name="smoke-check", persist_result=True, cache_policy=step_policy(
-    "smoke-check", "state", "dtype", "prompts", "max_new_tokens", "enabled"))
-def smoke_task(
-    checkpoint: Path, state: QuantizedState, dtype: str, prompts: list[str], max_new_tokens: int, enabled: bool,
-) -> object:
-    """Right after quantization, before anything expensive: an empty or looping candidate fails the build here."""
-    if not enabled:
-        return Completed(name="Skipped", message="Skipped: gate.smoke is off", data=None)
-    get_run_logger().info("smoke check: %d prompts × %d greedy tokens, baseline then candidate", len(prompts),
-                          max_new_tokens)
-    result = smoke_check(checkpoint, state, dtype, prompts, max_new_tokens)
-    get_run_logger().info("smoke check: %s (%s)", result["verdict"], result["reason"])
-    if result["verdict"] == "fail":
-        raise GateFailed(f"smoke check failed before evaluation: {result['reason']}")
-    return result

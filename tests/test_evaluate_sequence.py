@@ -1,6 +1,7 @@
 """Evaluation look by look on a tiny Llama and real lm-eval runs: each side's records form one sequence in the seeded
 order, a rerun continues it instead of starting over, and lm-eval labels every selected document correctly."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,36 @@ def test_lm_eval_labels_an_unsorted_selection_correctly(built) -> None:
     assert [r["doc_id"] for r in together["arc_easy"]] == [9, 3]
     assert together["arc_easy"][1]["doc_hash"] == alone["arc_easy"][0]["doc_hash"]
     assert together["arc_easy"][0]["doc_hash"] != alone["arc_easy"][0]["doc_hash"]
+
+
+def test_a_look_shows_its_documents_on_a_bar_and_computes_exactly_as_without_it(built) -> None:
+    """The bar names the look, the side and the tasks and counts the look's documents to the end (two tasks, four
+    answer choices a document); the records are those of the same model without the bar."""
+    import io
+
+    from lm_eval.models.huggingface import HFLM
+    from tqdm import tqdm
+
+    from enginewright.models import load_model, load_tokenizer
+    from tasks.look_progress import LookProgress
+
+    model, _, _, _, root = built
+    data = check_eval_data(built[3].data_dir, ["arc_easy", "hellaswag"], 0)
+    lm = HFLM(pretrained=load_model(model, "bfloat16"), tokenizer=load_tokenizer(model), batch_size=4)
+    spec = EvaluationSpec(tasks=["arc_easy", "hellaswag"], data_dir=data.data_dir)
+    documents = {"arc_easy": document_order(data, "arc_easy", 0)[:5],
+                 "hellaswag": document_order(data, "hellaswag", 0)[:3]}
+    shown = io.StringIO()
+
+    def bar(**kwargs):
+        return tqdm(file=shown, mininterval=0, ascii=True, **kwargs)
+
+    plain = evaluate_documents(lm, spec, documents, data, root / "cache")
+    with_bar = evaluate_documents(LookProgress(lm, "look 2 · baseline · arc_easy, hellaswag", bar), spec, documents,
+                                  data, root / "cache")
+    assert with_bar == plain
+    lines = shown.getvalue().replace("\r", "\n").splitlines()
+    assert any(line.startswith("look 2 · baseline · arc_easy, hellaswag:") and "8/8 [" in line for line in lines), lines
+    counts = [int(m) for line in lines for m in re.findall(r" (\d+)/8 \[", line)]
+    assert counts == sorted(counts) and len(set(counts)) > 2  # it moved while the model answered, not only at the end
+    assert type(lm.cache_hook).__name__ == "CacheHook"  # lm-eval's own hook is back

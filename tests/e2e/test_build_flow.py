@@ -18,7 +18,9 @@ from flows.build import run_build
 pytestmark = pytest.mark.e2e
 
 
-TASKS_PER_BUILD = 17  # resolve, fingerprint, eval-data, calibration, auto-quantize-search, quantize, smoke, export, llm-api, trtllm, evaluate, gate, golden, bundle, log-run, store, register
+# resolve, fingerprint, eval-data, calibration, auto-quantize-search, quantize, export, llm-api, trtllm, evaluate (with
+# the smoke check before its looks and the golden records after them), gate, bundle, log-run, store, register
+TASKS_PER_BUILD = 15
 
 
 def task_run_states(flow_run_id, expected: int = TASKS_PER_BUILD) -> dict[str, str]:
@@ -51,7 +53,7 @@ def gate_artifact_markdown(flow_run_id) -> str:
 
 
 def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
-    tiny_model: Path, shared_data: Path, settings: Settings, tmp_path: Path
+    tiny_model: Path, shared_data: Path, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = build_spec(settings, None, {
         "source": {"model": str(tiny_model)},
@@ -63,15 +65,31 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
         "registry": {"model_name": "tiny-llama"},
     })
 
+    from transformers import AutoModelForCausalLM
+
+    loads: list[str] = []  # every load of the source weights (enginewright.models.load_model and its callers)
+    load = AutoModelForCausalLM.from_pretrained
+
+    def counted(*args, **kwargs):
+        loads.append(str(args[0] if args else kwargs.get("pretrained_model_name_or_path")))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", counted)
     first_state = run_build(spec, settings)
     first = first_state.result()
+    # One load per purpose: calibrate (quantize), export, the baseline, the candidate — the smoke check and the
+    # golden records run on the evaluation's two models (the build loaded the weights 7 times before).
+    assert loads == [str(tiny_model)] * 4, loads
     states = task_run_states(first_state.state_details.flow_run_id)
     assert states["tensorrt-llm-build"] == "Skipped"
     assert states["auto-quantize-search"] == "Skipped"  # a one-format build: "skipped: not asked for", not "done"
     assert first.engine == {"status": "skipped", "reason": "no CUDA GPU on this worker"}
     assert first.registered_now and first.registered.version == "1"
     assert first.gate["overall"] == "pass" and first.registered.aliases == ["candidate"]
-    assert states["smoke-check"] == "Completed" and states["gate"] == "Completed"
+    assert states["evaluate"] == "Completed" and states["gate"] == "Completed"
+    work = settings.builds_dir / first.build_key[:16]  # enginewright.work_dir.WorkDir.open
+    smoke = json.loads((work / "evaluation" / "smoke.json").read_text())["result"]
+    assert smoke["verdict"] == "not-informative" and len(smoke["prompts"]) == 4  # a random model: its baseline loops
     assert "| arc_easy | acc_norm | 4 of 4 (look 1/1) |" in gate_artifact_markdown(first_state.state_details.flow_run_id)
 
     client = registry_client(settings.tracking_uri)
@@ -79,7 +97,8 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert version.tags["build_key"] == first.build_key
     assert version.tags["quantization.format"] == "int8_sq"
     assert version.tags["engine.status"] == "skipped"
-    assert version.description.startswith("# tiny-llama — int8_sq bundle")
+    assert version.description.startswith("**Evidence:** [accuracy gate plot](get-artifact?path=gate%2Fgate_plot.png")
+    assert "\n\n# tiny-llama — int8_sq bundle" in version.description  # the card, after its evidence
     assert "\n### Accuracy gate: **pass**" in version.description
     assert version.tags["gate.verdict"] == "pass" and int(version.tags["bundle.bytes"]) == first.bundle_bytes
     # A few headline tags on the version (it carried ~35, which buried the verdict); the lineage is on the run.
@@ -128,8 +147,10 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert len(golden.continuations) == len(GOLDEN_PROMPTS) and golden.task == "arc_easy"
     assert len(golden.answers) == 40 and all(a.prompt.endswith("\nAnswer:") for a in golden.answers)
 
+    loads.clear()
     second_state = run_build(spec, settings)
     second = second_state.result()
+    assert loads == []  # fully cached: nothing loaded
     states = task_run_states(second_state.state_details.flow_run_id)
     assert set(states.values()) == {"Cached"}, states
     assert len(states) == TASKS_PER_BUILD
