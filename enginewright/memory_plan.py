@@ -227,8 +227,10 @@ def choose_plan(need: MemoryNeed, worker: Worker, fmt: str, one_device_only: boo
     if need.one_device() <= first.budget and host_ok_resident:
         return MemoryPlan(kind="one_device", devices=(first.name,), device_budget_bytes=(first.budget,), spill=None,
                           need=need, worker=described, device_limit_bytes=limit,
-                          reason=f"needs {_size(need.one_device())}, {first.name} can give {_size(first.budget)}; "
-                                 f"host memory {_size(need.host_for('one_device'))} of {_size(worker.host_bytes)}")
+                          reason=f"the model's tensors need {_size(need.one_device())} (weights, a calibration batch, "
+                                 f"the export's copy; the process needs more), {first.name} can give "
+                                 f"{_size(first.budget)}; host memory {_size(need.host_for('one_device'))} of "
+                                 f"{_size(worker.host_bytes)}")
     if one_device_only:
         raise InputError(
             f"the model does not fit one device of this worker for quantization.auto ({fmt}): AutoQuantize searches "

@@ -5,10 +5,13 @@ A release folder holds everything a serving host needs to start the bundle, two 
     releases/v3-20261126T230000Z/
       deployment.json                    what was deployed: model, version, bundle id and path, target, time
       llm_api.yaml                       the bundle's LLM-API options (+ the target's overrides)
-      <model>-v3 -> …/bundles/v3/checkpoint   what trtllm-serve is given: a link named for the release, because
+      <model>-v3 -> ../../bundles/v3/checkpoint
+                                         what trtllm-serve is given: a link named for the release, because
                                          trtllm-serve's /v1/models reports the model directory's *name* — so
-                                         the verify step can tell this release from the one still serving
-      trtllm-serve.sh                    `trtllm-serve <model>-v3 --host … --port … --extra_llm_api_options …`
+                                         the verify step can tell this release from the one still serving;
+                                         relative, so `<model>/` (bundles/ and releases/) moves as one folder
+      trtllm-serve.sh                    `cd` to its own folder, then `trtllm-serve <model>-v3 --host … --port …
+                                         --extra_llm_api_options llm_api.yaml`: no path of this machine in it
       (vllm-serve.sh                     instead of llm_api.yaml, trtllm-serve.sh and triton/, for a target with
                                          `runtime: vllm`: `cd` to its own folder, then `vllm serve <model>-v3
                                          --served-model-name <model>-v3 --quantization modelopt …` — relative to
@@ -122,7 +125,9 @@ def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, m
         model_path = served_path(bundle_dir, target)
         serving: dict[str, Any]
         served_as = release_dir / release_model_name(model_name, version)
-        (partial / served_as.name).symlink_to(model_path.resolve(), target_is_directory=True)
+        # Relative to the release folder (its final place, not the .partial being written): bundles/ beside releases/.
+        link = os.path.relpath(model_path.resolve(), release_dir.parent.resolve() / release_dir.name)
+        (partial / served_as.name).symlink_to(link, target_is_directory=True)
         if target.runtime == "vllm":
             command = vllm_serve_command(served_as.name, manifest, target)
             _write_script(partial / "vllm-serve.sh", "serve with vLLM's OpenAI-compatible server, from this folder.",
@@ -131,8 +136,9 @@ def render_release(bundle_dir: Path, manifest: Manifest, target: DeployTarget, m
         else:
             options = serving_options(bundle_dir, target)
             (partial / "llm_api.yaml").write_text(yaml.safe_dump(options, sort_keys=False))
-            command = trtllm_serve_command(served_as, release_dir / "llm_api.yaml", target)
-            _write_script(partial / "trtllm-serve.sh", "serve with TensorRT-LLM's OpenAI-compatible server.", command)
+            command = trtllm_serve_command(Path(served_as.name), Path("llm_api.yaml"), target)
+            _write_script(partial / "trtllm-serve.sh", "serve with TensorRT-LLM's OpenAI-compatible server, from this "
+                          "folder.", command, in_own_folder=True)
             _render_triton(partial / "triton", model_path, options, target)
             serving = {"runtime": "tensorrt_llm", "trtllm_serve": command, "served_as": str(served_as),
                        "triton_model_repository": str(release_dir / "triton")}

@@ -132,11 +132,12 @@ def plot_points(variants: list[VariantResult], spread: float = 0.12) -> list[Plo
     """Every variant with recorded bits, per task. Variants with the same bits (FP8 and INT8-SQ are both 8) sit side
     by side around those bits instead of on one vertical line; a variant without bits (a report from before builds
     recorded them) stays in the table only."""
-    placed = [v for v in variants if v.effective_bits is not None]
+    bits = {v.format: v.effective_bits for v in variants if v.effective_bits is not None}
+    placed = [v for v in variants if v.format in bits]
     points = []
     for v in placed:
-        alike = [w.format for w in placed if w.effective_bits == v.effective_bits]
-        x = v.effective_bits + spread * (alike.index(v.format) - (len(alike) - 1) / 2)
+        alike = [w.format for w in placed if bits[w.format] == bits[v.format]]
+        x = bits[v.format] + spread * (alike.index(v.format) - (len(alike) - 1) / 2)
         for row in v.report.get("gate", {}).get("tasks", []):
             points.append(PlotPoint(row["task"], v.format, x, row["difference_points"], row["ci_low_points"],
                                     row["ci_high_points"], row["verdict"], bool(v.report.get("mix"))))

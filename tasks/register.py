@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import LoggedModelOutput, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import task
@@ -225,7 +225,20 @@ def external_bundle_model(client: MlflowClient, record: RunRecord, run_id: str, 
         get_external_mlflow_model_spec(model).save(tmp.path("MLmodel"))
         client.log_model_artifacts(model.model_id, tmp.path())
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    # The run's output, as `mlflow.log_outputs` records it: the run page then lists it under "Logged models" (it
+    # said "Logged models —" with the model in the experiment).
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     return model.model_id
+
+
+def version_description(card: str, experiment_id: str, run_id: str, bundle_uri: str) -> str:
+    """The model card with the evidence a click away (it was three clicks down the run's artifacts): the gate plot,
+    the build's run, the bundle's full URI (its tag is cut off in the version's tag list). Links are relative to the
+    MLflow UI, which renders a version's description as Markdown and serves a run's artifacts at
+    `get-artifact?path=…&run_uuid=…` (the route its own artifact viewer uses)."""
+    plot = f"get-artifact?path=gate%2Fgate_plot.png&run_uuid={run_id}"
+    return (f"**Evidence:** [accuracy gate plot]({plot}) · [the build's run](#/experiments/{experiment_id}/runs/"
+            f"{run_id}) · bundle `{bundle_uri}`\n\n{card}")
 
 
 def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passed: bool, tracking_uri: str,
@@ -249,10 +262,12 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise RegistryError(f"cannot create registered model {record.model_name!r}: {exc.message}") from None
     bundle_model = external_bundle_model(client, record, run_id, bundle_uri)
+    description = version_description(record.description, client.get_run(run_id).info.experiment_id, run_id,
+                                      bundle_uri)
     mine = client.create_model_version(record.model_name, source=bundle_uri, run_id=run_id,
                                        tags={**headline_tags(record.tags), "bundle.uri": bundle_uri,
                                              BUNDLE_MODEL_TAG: bundle_model},
-                                       description=record.description)
+                                       description=description)
     winner = find_version(client, record.model_name, record.build_key)
     if winner is None:
         raise RegistryError(f"version {mine.version} of {record.model_name!r} vanished right after it was created")

@@ -8,6 +8,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from PIL import Image
+
 from enginewright.bundle_store import bundle_location, store_bundle
 from enginewright.manifest import write_manifest
 from enginewright.settings import Settings
@@ -36,7 +38,10 @@ def register_bundle(settings: Settings, work: Path, name: str, fmt: str = "fp8",
     if checkpoint is not None and golden_data is not None:
         fields["golden"] = record_golden_of(bundle, golden_data)
     manifest = write_manifest(bundle, fields)
-    record = RunRecord(model_name=name, build_key=key, evidence={}, params={}, metrics={},
+    plot = work / f"{key[:12]}-gate" / "gate_plot.png"  # the evidence a build logs: a (1 × 1) gate plot
+    plot.parent.mkdir(parents=True)
+    Image.new("RGB", (1, 1), "white").save(plot)
+    record = RunRecord(model_name=name, build_key=key, evidence={"gate": [plot]}, params={}, metrics={},
                        tags={"build_key": key, "gate.verdict": verdict, "quantization.format": fmt},
                        description=f"{fmt} bundle for tests")
     run = log_build_run(record, settings.tracking_uri, settings.artifact_root)

@@ -4,7 +4,9 @@ serving configs, atomic switch, refusals that change nothing, rollout tags, hist
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -159,8 +161,15 @@ def test_the_rendered_release_serves_the_bundle_with_trtllm_serve_and_triton(tmp
     script = (release / "trtllm-serve.sh").read_text()
     # trtllm-serve reports the model directory's name on /v1/models: a link named for the release tells them apart
     assert (release / "m-v1").resolve() == (bundle / "checkpoint").resolve() and deployment["served_as"] == str(release / "m-v1")
-    assert (f"exec trtllm-serve {release / 'm-v1'} --host 0.0.0.0 --port 9001 --extra_llm_api_options "
-            f"{release / 'llm_api.yaml'}") in script
+    # Shippable (a new user's report: it only worked on the machine that rendered it): the script runs from its own
+    # folder with relative paths, the link is relative, and no path of this machine is in the script.
+    assert script.splitlines()[2] == 'cd "$(dirname "$0")" || exit 1'
+    assert "exec trtllm-serve m-v1 --host 0.0.0.0 --port 9001 --extra_llm_api_options llm_api.yaml" in script
+    assert str(tmp_path) not in script and os.readlink(release / "m-v1") == "../../bundle/checkpoint"
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "releases", moved / "releases", symlinks=True)
+    shutil.copytree(bundle, moved / "bundle")
+    assert (moved / "releases" / "v1" / "m-v1").resolve() == (moved / "bundle" / "checkpoint").resolve()
     model_yaml = yaml.safe_load((release / "triton" / "tensorrt_llm" / "1" / "model.yaml").read_text())
     assert model_yaml["model"] == str(bundle / "checkpoint") and model_yaml["backend"] == "pytorch"
     assert model_yaml["triton_config"] == {"max_batch_size": 0, "decoupled": False}

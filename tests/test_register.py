@@ -34,3 +34,22 @@ def test_a_passing_version_left_without_its_alias_gets_it_on_the_rerun(tmp_path:
     register_version(first, run.run_id, str(tmp_path / "bundle-a"), gate_passed=True, tracking_uri=uri)
     assert str(client.get_model_version_by_alias("converge", CANDIDATE_ALIAS).version) == newer.version
     assert len(client.search_model_versions("name = 'converge'")) == 2
+
+
+def test_the_version_carries_its_evidence_and_the_run_lists_the_bundle_model(tmp_path: Path) -> None:
+    """A new user found the gate plot three clicks away, the bundle path cut off and "Logged models —" on the run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = record("c" * 64)
+    run = log_build_run(first, uri, (tmp_path / "artifacts").as_uri())
+    bundle = "s3://bundles/" + "c" * 64 + "/run"
+    created = register_version(first, run.run_id, bundle, gate_passed=True, tracking_uri=uri)
+    client = registry_client(uri)
+    version = client.get_model_version("converge", created.version)
+    evidence, card = version.description.split("\n\n", 1)
+    plot = f"get-artifact?path=gate%2Fgate_plot.png&run_uuid={run.run_id}"
+    experiment = client.get_run(run.run_id).info.experiment_id
+    assert evidence == (f"**Evidence:** [accuracy gate plot]({plot}) · [the build's run](#/experiments/{experiment}/runs/"
+                        f"{run.run_id}) · bundle `{bundle}`")
+    assert card == "# card"
+    outputs = client.get_run(run.run_id).outputs.model_outputs
+    assert [o.model_id for o in outputs] == [version.tags["bundle.model_id"]]

@@ -135,6 +135,14 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
             # What the person sees on the version afterwards: the rollout tags (written just after the switch).
             wait_for(lambda: reloaded_shows(page, str(release)), 60, "the rollout tags on the version page")
             assert page.get_by_text("deploy.h100.status").count() == 1
+            # The evidence where the verdict is: the version's description links the gate plot — served from the
+            # build run's artifacts to this person's session (it was three clicks away) — and the build's run.
+            (tmp_path / "version-page.html").write_text(page.content())  # for a failure's post-mortem
+            plot = page.get_by_role("link", name="accuracy gate plot")
+            assert plot.count() == 1, "no gate plot link on the version page"
+            served = page.request.get(plot.evaluate("a => a.href"))
+            assert served.status == 200 and served.body()[:8] == b"\x89PNG\r\n\x1a\n", served.status
+            assert page.get_by_role("link", name="the build's run").count() == 1
             page.screenshot(path=str(tmp_path / "version-after-deploy.png"))
 
             # An MXFP8 version promoted onto the H100 target is refused: the run fails, says why on the version,

@@ -143,7 +143,7 @@ def test_register_and_pull_through_the_mlflow_server(stack: Stack, tmp_path: Pat
     version = mlflow.get_model_version("stack-model", registered.version)
     assert version.source == uri and uri.startswith("s3://ewtest/bundles/")
     assert version.tags["build_key"] == key and version.tags["bundle.uri"] == uri
-    assert version.description.startswith("# stack-model")
+    assert version.description.startswith("**Evidence:**") and "\n\n# stack-model" in version.description
 
     for name, value in stack.client_env().items():
         monkeypatch.setenv(name, value)
