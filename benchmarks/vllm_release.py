@@ -10,7 +10,7 @@ Runs with the build lane's python (scripts/gpu_worker/install.sh --lane build); 
 
 `build` runs `enginewright build` once per calibration seed (`--seeds 0,1`: two versions of one model, each its own
 build key); `serve` deploys version 1 (must end verified), then version 2 — the second build's, or with `--seeds 0`
-version 1's bundle registered again — on a host that serves a random-weight Llama with the model's tokenizer under
+version 1's bundle registered again — on a host that serves version 1's checkpoint with its weights shuffled under
 v2's name (must fail verification and roll back to version 1, which the host serves again). Each stage prints a table and writes `<stage>.json` (and the commands' logs) under OUT.
 """
 
@@ -102,21 +102,27 @@ def build(args: argparse.Namespace) -> None:
               f"{tags.get('runtime.candidate', '-')} | {tags.get('gate.verdict', '-')} |")
 
 
-def random_llama(out: Path, tokenizer_of: Path) -> Path:
-    """A 2-layer Llama with random weights and the model's tokenizer: what a host that loaded the wrong weights
-    serves under the release's name."""
+def wrong_weights(out: Path, checkpoint: Path) -> Path:
+    """The release's own checkpoint with every weight matrix's elements shuffled: what a host that loaded the wrong
+    weights serves under the release's name. It keeps the export's quantization config, dtypes and shapes, so vLLM
+    starts it (`--quantization modelopt` refuses a checkpoint without `hf_quant_config.json`: a random bf16 Llama
+    never came up on the H100, second GPU session) and only the answers are wrong."""
+    import shutil
+
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from safetensors.torch import load_file, save_file
 
     if (out / "config.json").exists():
         return out
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_of)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=8192,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    shutil.copytree(checkpoint, out, symlinks=False)
+    generator = torch.Generator().manual_seed(0)
+    for shard in sorted(out.glob("*.safetensors")):
+        tensors = load_file(shard)
+        for name, tensor in tensors.items():
+            if name.endswith(".weight") and tensor.dim() == 2:
+                order = torch.randperm(tensor.numel(), generator=generator)
+                tensors[name] = tensor.reshape(-1)[order].reshape(tensor.shape).contiguous()
+        save_file(tensors, shard, metadata={"format": "pt"})
     return out
 
 
@@ -148,7 +154,7 @@ def serve(args: argparse.Namespace) -> None:
     endpoint = f"http://127.0.0.1:{args.port}"
     root = settings.serving_dir / TARGET / MODEL_NAME
     bundle_v1 = Path(version_source(args.home, "1"))
-    wrong = random_llama(args.home / "models" / "wrong-weights" / "checkpoint", bundle_v1 / "checkpoint")
+    wrong = wrong_weights(args.home / "models" / "wrong-weights" / "checkpoint", bundle_v1 / "checkpoint")
     second, how = second_version(args.home)
     report: dict[str, Any] = {"second_version": {"version": second, "what": how}}
     with ServingHost(root, args.out / "serving-host.log", serve_instead={second: wrong},
