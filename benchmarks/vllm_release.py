@@ -102,30 +102,6 @@ def build(args: argparse.Namespace) -> None:
               f"{tags.get('runtime.candidate', '-')} | {tags.get('gate.verdict', '-')} |")
 
 
-def wrong_weights(out: Path, checkpoint: Path) -> Path:
-    """The release's own checkpoint with every weight matrix's elements shuffled: what a host that loaded the wrong
-    weights serves under the release's name. It keeps the export's quantization config, dtypes and shapes, so vLLM
-    starts it (`--quantization modelopt` refuses a checkpoint without `hf_quant_config.json`: a random bf16 Llama
-    never came up on the H100, second GPU session) and only the answers are wrong."""
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    if (out / "config.json").exists():
-        return out
-    shutil.copytree(checkpoint, out, symlinks=False)
-    generator = torch.Generator().manual_seed(0)
-    for shard in sorted(out.glob("*.safetensors")):
-        tensors = load_file(shard)
-        for name, tensor in tensors.items():
-            if name.endswith(".weight") and tensor.dim() == 2:
-                order = torch.randperm(tensor.numel(), generator=generator)
-                tensors[name] = tensor.reshape(-1)[order].reshape(tensor.shape).contiguous()
-        save_file(tensors, shard, metadata={"format": "pt"})
-    return out
-
-
 def write_target(path: Path, port: int) -> Path:
     target = (ROOT / "specs" / "targets" / f"{TARGET}.yaml").read_text()
     path.write_text(target.replace("port: 8000", f"port: {port}").replace(":8000", f":{port}") +
@@ -144,7 +120,7 @@ def serve(args: argparse.Namespace) -> None:
     from enginewright.openai_endpoint import Endpoint, wait_until_serving
     from enginewright.serving_config import read_deployment
     from enginewright.settings import Settings
-    from tests.serving_host import ServingHost
+    from tests.serving_host import ServingHost, shuffled_weights
 
     env = environment(args.home, args.vllm_python)
     os.environ.update(env)
@@ -154,7 +130,7 @@ def serve(args: argparse.Namespace) -> None:
     endpoint = f"http://127.0.0.1:{args.port}"
     root = settings.serving_dir / TARGET / MODEL_NAME
     bundle_v1 = Path(version_source(args.home, "1"))
-    wrong = wrong_weights(args.home / "models" / "wrong-weights" / "checkpoint", bundle_v1 / "checkpoint")
+    wrong = shuffled_weights(bundle_v1 / "checkpoint", args.home / "models" / "wrong-weights" / "checkpoint")
     second, how = second_version(args.home)
     report: dict[str, Any] = {"second_version": {"version": second, "what": how}}
     with ServingHost(root, args.out / "serving-host.log", serve_instead={second: wrong},

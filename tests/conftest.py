@@ -87,26 +87,37 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def int8_sq_state(tiny_model: Path, tokenizer_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The tiny Llama calibrated (2 × 16 tokens of tiny Shakespeare), quantized with INT8 SmoothQuant and exported,
-    once per session: (quantized state, exported checkpoint). `tests.tiny_model.work_dir_with` gives each module
-    its own copy."""
+def quantized_and_exported(fmt: str, tiny_model: Path, tokenizer_dir: Path, shared_data: Path, root: Path):
+    """The tiny Llama calibrated (2 × 16 tokens of tiny Shakespeare), quantized to `fmt` and exported:
+    (quantized state, exported checkpoint)."""
     from enginewright.spec import CalibrationSpec, QuantizationSpec
     from enginewright.work_dir import WorkDir
     from tasks.calibration import build_calibration_set
     from tasks.export import export_checkpoint
     from tasks.quantize import calibrate_and_quantize
 
-    root = tmp_path_factory.mktemp("int8-sq")
     spec = CalibrationSpec(source=str(shared_data / "calib" / "tiny_shakespeare.txt"), num_samples=2, seq_len=16)
     calib = build_calibration_set(spec, tokenizer_dir, root / "c.safetensors")
     work = WorkDir.open(root / "builds", "s" * 64)
-    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format="int8_sq"), "bfloat16", 2,
+    state = calibrate_and_quantize(tiny_model, calib, QuantizationSpec(format=fmt), "bfloat16", 2,
                                    work.quantized_state)
     export_checkpoint(tiny_model, state, "bfloat16", work.checkpoint)
     return state, work.checkpoint
 
+
+@pytest.fixture(scope="session")
+def int8_sq_state(tiny_model: Path, tokenizer_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """INT8 SmoothQuant, once per session: (quantized state, exported checkpoint). `tests.tiny_model.work_dir_with`
+    gives each module its own copy."""
+    return quantized_and_exported("int8_sq", tiny_model, tokenizer_dir, shared_data, tmp_path_factory.mktemp("int8-sq"))
+
+
+@pytest.fixture(scope="session")
+def tiny_fp8_export(tiny_model: Path, tokenizer_dir: Path, shared_data: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama's FP8 ModelOpt export (with hf_quant_config.json), once per session: what a vLLM release of an
+    FP8 bundle serves with `--quantization modelopt`."""
+    return quantized_and_exported("fp8", tiny_model, tokenizer_dir, shared_data, tmp_path_factory.mktemp("fp8"))[1]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

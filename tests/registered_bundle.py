@@ -51,12 +51,16 @@ def register_bundle(settings: Settings, work: Path, name: str, fmt: str = "fp8",
 
 
 def record_golden_of(bundle: Path, data_dir: Path, max_new_tokens: int = 12) -> str:
+    """Recorded as a build records them for a runtime that can generate: by the computation that will serve them —
+    here the serving stand-ins' (a ModelOpt export dequantized from its codes, its inputs quantized with the exported
+    scales; a plain checkpoint as it is)."""
     from enginewright.golden import GOLDEN_PROMPTS, write_golden
-    from enginewright.models import load_model, load_tokenizer
+    from enginewright.models import load_tokenizer
     from tasks.golden import record_golden
+    from tests.standins.openai_server import load_served_model
 
     checkpoint = bundle / "checkpoint"
-    golden = record_golden(load_model(checkpoint, "bfloat16"), load_tokenizer(checkpoint), list(GOLDEN_PROMPTS),
+    golden = record_golden(load_served_model(checkpoint), load_tokenizer(checkpoint), list(GOLDEN_PROMPTS),
                            max_new_tokens, data_dir, ["arc_easy"])
     write_golden(bundle, golden)
     return golden.digest

@@ -5,7 +5,9 @@ real CLI's contract); on a GPU worker (benchmarks/vllm_release.py) nothing goes 
 
 Two faults, for the named versions: `serve_instead` starts the server on another checkpoint under the release's own
 name (a host that loaded the wrong weights); `serve_as` starts it on a path of another name (a host serving another
-model), both with the release's own options file."""
+model), both with the release's own options file. `shuffled_weights` makes the first kind of wrong weights from a
+release's own checkpoint: the real vLLM (and its stand-in) start it, because it keeps the export's quantization
+config."""
 
 from __future__ import annotations
 
@@ -17,6 +19,45 @@ import threading
 from pathlib import Path
 
 STANDINS_BIN = Path(__file__).resolve().parent / "standins" / "bin"
+
+
+def shuffled_weights(checkpoint: Path, out: Path) -> Path:
+    """`checkpoint` with every weight matrix's elements shuffled (seeded): what a host that loaded the wrong weights
+    serves under the release's name. Dtypes, shapes, scales and `hf_quant_config.json` stay, so `vllm serve
+    --quantization modelopt` starts it (it refuses a checkpoint without that file) and only the answers are wrong.
+    Tied input and output embeddings are untied, the head shuffled apart from the input table: a tied model scores
+    each token by its own embedding, so a randomly initialised one echoes its input whatever the shuffle."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if (out / "config.json").exists():
+        return out
+    shutil.copytree(checkpoint, out)
+    generator = torch.Generator().manual_seed(0)
+
+    def shuffled(tensor: torch.Tensor) -> torch.Tensor:
+        order = torch.randperm(tensor.numel(), generator=generator)
+        return tensor.reshape(-1)[order].reshape(tensor.shape).contiguous()
+
+    config = json.loads((out / "config.json").read_text())
+    untie = bool(config.get("tie_word_embeddings"))
+    for shard in sorted(out.glob("*.safetensors")):
+        tensors = load_file(shard)
+        if untie and "model.embed_tokens.weight" in tensors and "lm_head.weight" not in tensors:
+            tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+            index = out / "model.safetensors.index.json"
+            if index.is_file():  # a sharded checkpoint names each tensor's shard
+                listing = json.loads(index.read_text())
+                listing["weight_map"]["lm_head.weight"] = shard.name
+                index.write_text(json.dumps(listing, indent=2) + "\n")
+        tensors = {name: shuffled(t) if name.endswith(".weight") and t.dim() == 2 else t for name, t in tensors.items()}
+        save_file(tensors, shard, metadata={"format": "pt"})
+    if untie:
+        (out / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}, indent=2) + "\n")
+    return out
 
 
 class ServingHost:

@@ -22,7 +22,7 @@ from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
 from flows.deploy import deploy_version
 from tests.registered_bundle import register_bundle
-from tests.serving_host import STANDINS_BIN, ServingHost
+from tests.serving_host import STANDINS_BIN, ServingHost, shuffled_weights
 from tests.test_verify import free_port
 
 RECORDING = json.loads((Path(__file__).parent / "fixtures" / "vllm-0.26.0" / "responses.json").read_text())
@@ -44,6 +44,15 @@ def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
+
+
+def test_like_vllm_the_standin_refuses_modelopt_on_a_checkpoint_without_its_quantization_config(
+        tiny_model: Path) -> None:
+    """Seen on the H100: `vllm serve --quantization modelopt` on a plain checkpoint never starts (the FP8 export it
+    serves is the wrong-host test's below)."""
+    refused = subprocess.run([sys.executable, str(STANDINS_BIN / "vllm"), "serve", str(tiny_model), "--port", "1",
+                              "--quantization", "modelopt"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "Cannot find the config file for modelopt" in refused.stderr, refused.stderr
 
 
 def http(endpoint: Endpoint, method: str, path: str, request: Any) -> tuple[int, str]:
@@ -127,14 +136,14 @@ def vllm_target(path: Path, port: int, **verify: object) -> Path:
 
 
 def test_a_vllm_release_is_served_by_its_own_script_verified_and_a_wrong_host_rolls_back(
-        settings: Settings, tmp_path: Path, tiny_model: Path, smollm2: Path, shared_data: Path) -> None:
+        settings: Settings, tmp_path: Path, tiny_fp8_export: Path, shared_data: Path) -> None:
     client = registry_client(settings.tracking_uri)
     data = shared_data / "eval"
-    v1 = register_bundle(settings, tmp_path / "b", "chat", checkpoint=tiny_model, golden_data=data)
-    v2 = register_bundle(settings, tmp_path / "b", "chat", checkpoint=tiny_model, golden_data=data)
-    other = tmp_path / "other" / "checkpoint"
-    other.parent.mkdir()
-    other.symlink_to(smollm2, target_is_directory=True)
+    v1 = register_bundle(settings, tmp_path / "b", "chat", checkpoint=tiny_fp8_export, golden_data=data)
+    v2 = register_bundle(settings, tmp_path / "b", "chat", checkpoint=tiny_fp8_export, golden_data=data)
+    # the wrong weights under v2's name, as on the H100 (benchmarks/vllm_release.py): vLLM refuses a modelopt
+    # checkpoint without its quantization config, so the fault keeps it and shuffles the weights
+    other = shuffled_weights(tiny_fp8_export, tmp_path / "other" / "checkpoint")
     port = free_port()
     target = vllm_target(tmp_path / "cpu-vllm.yaml", port)
     root = settings.serving_dir / "cpu-vllm" / "chat"

@@ -10,9 +10,10 @@ streaming chunks and Prometheus series names and labels (`vllm:` prefix, labels 
 enginewright.monitoring.RUNTIME_METRICS["vllm"]). tests/test_vllm_standin.py asks it what was asked of the real
 server and compares the answers' shapes with the recordings, so a stand-in that drifts from vLLM fails a test.
 
-Known gap: the real server refuses to start `--quantization modelopt` on a checkpoint without ModelOpt's
-`hf_quant_config.json` (a VllmConfig error, "Cannot find the config file for modelopt", seen on the H100 on
-2026-12-07, docs/results.md); this stand-in serves it, because the tests' bundles ship plain tiny checkpoints.
+Like the real server it refuses to start `--quantization modelopt` on a checkpoint without ModelOpt's
+`hf_quant_config.json` ("Cannot find the config file for modelopt": vllm-project/vllm v0.26.0 (commit ffd46bfab)
+vllm/model_executor/model_loader/weight_utils.py, `get_quant_config`; seen on the H100 on 2026-12-07,
+docs/results.md), so a test's host that serves the wrong weights must keep the export's quantization config.
 
 The numbers are the CPU computation of tests/standins/openai_server.py's Engine (a ModelOpt export dequantized from
 its codes, inputs quantized with the exported scales): it stands for the deployment path, not vLLM's kernels.
@@ -188,6 +189,10 @@ def main(argv: list[str]) -> int:
     options = dict(zip(argv[2::2], argv[3::2], strict=True))
     if not (model / "config.json").is_file():
         print(f"Error: {model} is not a Hugging Face checkpoint directory (no config.json)", file=sys.stderr)
+        return 1
+    if options.get("--quantization") == "modelopt" and not (model / "hf_quant_config.json").is_file():
+        # weight_utils.get_quant_config: ModelOptFp8Config.get_config_filenames() is ["hf_quant_config.json"]
+        print("ValueError: Cannot find the config file for modelopt", file=sys.stderr)
         return 1
     served = options.get("--served-model-name", argv[1])
     config = json.loads((model / "config.json").read_text())
