@@ -79,14 +79,15 @@ def module_file(module: str) -> Path | None:
     return Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
 
 
-def project_imports(source: str) -> set[str]:
+@cache  # keyed by the source text itself: an edited module is parsed again; the 15 steps share ~60 modules
+def project_imports(source: str) -> frozenset[str]:
     """Project modules a module's source imports (`from enginewright.x import y`, `import tasks.z`)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
             [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
         found.update(n for n in names if n.split(".")[0] in PROJECT_PACKAGES)
-    return found
+    return frozenset(found)
 
 
 def read_module_source(module: str) -> str | None:

@@ -580,6 +580,10 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.spec import build_spec
 
     spec = build_spec(settings, args.spec, overrides_from_args(args))
+    if not args.dry_run:
+        from enginewright.prefect_server import start_temporary_server
+
+        server = start_temporary_server()  # boots while the input is checked and the steps import
     power = check_before_work(spec, settings)
     memory = plan_memory_before_work(spec, settings)
     if args.dry_run:
@@ -598,11 +602,14 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
                                                   if quantization.auto else serving_summary(quantization.format))))
         return 0
     from enginewright.disk import disk_full_error
-    from flows.build import run_build
+    from enginewright.prefect_server import on_temporary_server
 
     try:
         with logged(settings, "build") as log:
-            state = run_build(spec, settings)
+            from flows.build import run_build
+
+            with on_temporary_server(server):
+                state = run_build(spec, settings)
             outcome = state.result()
     except Exception as exc:
         full = disk_full_error(exc, settings.builds_dir)

@@ -27,6 +27,9 @@ def load_model(path: Path, dtype: str, trust_remote_code: bool = False, plan: Me
     import torch
     from transformers import AutoModelForCausalLM
 
+    from enginewright.modelopt_import import import_modelopt
+
+    import_modelopt()  # before any model exists in this process: enginewright/modelopt_import.py says why
     free_unreachable_models()
     placed: dict = {}
     if plan is not None and plan.kind != "one_device":

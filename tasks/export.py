@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import modelopt.torch.export  # noqa: F401  at import, not inside a function holding a model (tasks/quantize.py says why)
 import torch
 from prefect import get_run_logger, task
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import modelopt.torch.quantization  # noqa: F401  here, at import: see below
 import torch
 from prefect import task
 
@@ -31,11 +30,7 @@ from enginewright.work_dir import WorkDir
 from tasks.calibration import CalibrationSet, load_calibration_ids
 
 AWQ_BLOCK_CANDIDATES = (128, 64, 32, 16)
-# ModelOpt is imported with this module, never first inside a function that holds a model: importing it imports PuLP,
-# whose optional solvers keep the ImportError each raised (pulp/apis/cplex_api.py, copt_api.py: a class attribute
-# `err`), and that traceback's frames reach back to whichever frame ran the import. Imported first inside
-# quantize_in_place, the first calibrated model stayed referenced for the life of the process (13.8 GiB of an 8B model
-# on the H200, after a gc.collect(): docs/results.md; tests/test_quantize_export.py checks none survives).
+# ModelOpt is imported by `load_model`, on a thread of its own (enginewright/modelopt_import.py says why).
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlflow.entities import LoggedModelOutput, Metric, Param
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from prefect import task
 
 from enginewright.bundle_store import bundle_location, delete_bundle, store_bundle
@@ -31,6 +29,9 @@ from enginewright.registry_client import registry_client
 from enginewright.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
 from enginewright.s3 import TransferSettings
 from enginewright.schemas import GateReport, Manifest
+
+if TYPE_CHECKING:  # mlflow is imported by the functions that talk to it: a fully cached build never does
+    from mlflow.tracking import MlflowClient
 
 EXPERIMENT = "enginewright-builds"
 CANDIDATE_ALIAS = "candidate"
@@ -97,6 +98,8 @@ def run_name(record: RunRecord, reevaluation: bool) -> str:
 def registry_errors(tracking_uri: str, what: str):
     """MLflow's failures (server down, refused request) as one RegistryError line naming the server and the step;
     Prefect retries the task, and a rerun resumes here (the steps before are cached)."""
+    from mlflow.exceptions import MlflowException
+
     try:
         yield
     except MlflowException as exc:
@@ -131,6 +134,8 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str, star
     """The build's MLflow run. A build key that already has a version logs no second build run, unless this run's
     gate differs from the version's (a new plan, margin or evaluation code): then the re-evaluation gets its own run,
     linked to the version, and the version's gate tags and `candidate` alias follow it (`record_reevaluation`)."""
+    from mlflow.entities import Metric, Param
+
     client = registry_client(tracking_uri)
     existing = find_version(client, record.model_name, record.build_key)
     if existing is not None and gate_evidence(existing.tags or {}) == gate_evidence(record.tags):
@@ -163,6 +168,8 @@ def record_reevaluation(client: MlflowClient, record: RunRecord, version, run_id
     """The version's gate tags replaced by the re-evaluation's (with the run that holds its evidence), and the
     `candidate` alias taken from it if it no longer passes. (A pass sets the alias in the register step, as for
     any passing build: `converge_candidate_alias`.)"""
+    from mlflow.exceptions import MlflowException
+
     stale = {k for k in version.tags or {} if k.startswith("gate.") and k != GATE_RUN_TAG}  # per-task rows, too:
     for key in stale - gate_evidence(record.tags).keys():  # versions registered before the headline tags had them
         client.delete_model_version_tag(record.model_name, version.version, key)
@@ -186,6 +193,8 @@ def converge_candidate_alias(client: MlflowClient, model_name: str, version) -> 
     """A rerun sets what the gate earned: a version whose build passed gets `candidate` if no newer version
     holds it. (A build killed between creating its version and setting the alias, or an alias call that failed
     after its retries, left a passing version without it; reruns then found the version and stopped.)"""
+    from mlflow.exceptions import MlflowException
+
     try:
         holder = client.get_model_version_by_alias(model_name, CANDIDATE_ALIAS)
     except MlflowException:
@@ -211,7 +220,7 @@ def external_bundle_model(client: MlflowClient, record: RunRecord, run_id: str, 
     external, with an MLmodel file that points nowhere inside MLflow. This is `mlflow.create_external_model`
     (mlflow 3.17.2, mlflow/tracking/fluent.py) step by step on our client, because the fluent call uses the
     process-wide tracking URI. Returns its model id."""
-    from mlflow.entities import LoggedModelStatus
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models.utils import get_external_mlflow_model_spec
     from mlflow.utils.file_utils import TempDir
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_IS_EXTERNAL
@@ -247,6 +256,8 @@ def register_version(record: RunRecord, run_id: str, bundle_uri: str, gate_passe
 
     `discard_bundle` deletes this process's bundle copy when another process registered the key first.
     """
+    from mlflow.exceptions import MlflowException
+
     client = registry_client(tracking_uri)
     existing = find_version(client, record.model_name, record.build_key)
     if existing is not None:

@@ -1,0 +1,37 @@
+"""The temporary Prefect server `build` starts before it imports its flow (enginewright/prefect_server.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from enginewright.prefect_server import TemporaryServer, free_port, start_temporary_server
+
+
+def test_it_serves_prefects_api_with_prefects_own_command_and_stops() -> None:
+    server = start_temporary_server()
+    try:
+        api = server.ready(120)
+        assert api == f"http://127.0.0.1:{server.port}/api"
+        with urllib.request.urlopen(f"{api}/health", timeout=5) as answer:
+            assert answer.status == 200
+        with urllib.request.urlopen(f"{api}/admin/version", timeout=5) as answer:  # Prefect's own server app
+            assert answer.status == 200
+    finally:
+        process = server.process
+        server.stop()
+    assert process is not None and process.poll() is not None
+
+
+def test_against_a_configured_server_nothing_is_started() -> None:
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}):
+        server = start_temporary_server()
+    assert server.process is None and server.ready(1) is None
+
+
+def test_a_server_that_dies_leaves_the_flow_to_prefects_own() -> None:
+    dead = TemporaryServer(subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]), free_port())
+    assert dead.ready(30) is None and dead.process is None
