@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -27,6 +27,9 @@ from enginewright.spec import (
     RegistrySpec,
     SourceSpec,
 )
+
+if TYPE_CHECKING:
+    from enginewright.prefect_server import TemporaryServer
 from tasks.compare import RecommendationPolicy
 
 UNSET = object()  # an optional spec field set to "none" on the command line
@@ -580,10 +583,21 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.spec import build_spec
 
     spec = build_spec(settings, args.spec, overrides_from_args(args))
-    if not args.dry_run:
-        from enginewright.prefect_server import start_temporary_server
+    if args.dry_run:
+        return run_checked_build(args, settings, spec, None)
+    from enginewright.prefect_server import start_temporary_server
 
-        server = start_temporary_server()  # boots while the input is checked and the steps import
+    server = start_temporary_server()  # boots while the input is checked and the steps import
+    try:
+        return run_checked_build(args, settings, spec, server)
+    finally:
+        server.close()
+
+
+def run_checked_build(args: argparse.Namespace, settings: Settings, spec: BuildSpec,
+                      server: TemporaryServer | None) -> int:
+    """The input checked (exit 2 before anything is written), then the dry run's report or the build, against
+    `server` (enginewright/prefect_server.py) where one was started."""
     power = check_before_work(spec, settings)
     memory = plan_memory_before_work(spec, settings)
     if args.dry_run:
@@ -608,6 +622,7 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
         with logged(settings, "build") as log:
             from flows.build import run_build
 
+            assert server is not None, "a build (not a dry run) has its server"
             with on_temporary_server(server):
                 state = run_build(spec, settings)
             outcome = state.result()

@@ -11,6 +11,7 @@ rerun). If it cannot start, the flow falls back to Prefect's own temporary serve
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import socket
 import subprocess
@@ -27,9 +28,10 @@ SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREF
 
 
 def uvicorn_command(port: int) -> list[str]:
-    import prefect
-
-    return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+    """Prefect's own (see SERVER_ENV), found without importing prefect (~1 s, spent while the server boots)."""
+    spec = importlib.util.find_spec("prefect")
+    assert spec is not None and spec.origin is not None, "prefect is not installed"
+    return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent), "--factory",
             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level",
             "error", "--lifespan", "on"]
 
@@ -59,6 +61,18 @@ class TemporaryServer:
         self.stop()
         return None
 
+    def close(self) -> None:
+        """At the command's end: the runs' queued logs and events sent (Prefect's workers drained, as its own exit
+        hook would, but while the server still answers), then the server stopped."""
+        if self.process is None:
+            return
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
+        EventsWorker.drain_all(timeout=5)
+        self.stop()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -77,18 +91,17 @@ def free_port() -> int:
 
 
 def start_temporary_server() -> TemporaryServer:
-    """Started now where the command would get Prefect's temporary server (no PREFECT_API_URL, temporary servers
-    allowed), its output discarded (one that fails is replaced by Prefect's own, which reports why); stopped when
-    the process exits. `on_temporary_server` runs the flow against it."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, get_current_settings
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+    """Started now where the command would get Prefect's temporary server — decided from the environment alone, so
+    that the server's boot does not wait for prefect's import; `on_temporary_server` stops it where Prefect's
+    settings (e.g. a profile) name a server after all. Its output is discarded (one that fails is replaced by
+    Prefect's own, which reports why). `close()` at the command's end; the process's exit stops it otherwise."""
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_SERVER_EPHEMERAL_ENABLED", "").lower() in (
+            "0", "false"):
         return TemporaryServer(None, None)
     port = free_port()
-    env = {**os.environ, **SERVER_ENV, **get_current_settings().to_environment_variables(exclude_unset=True)}
-    process = subprocess.Popen(uvicorn_command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(uvicorn_command(port), env={**os.environ, **SERVER_ENV}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     server = TemporaryServer(process, port)
-    # Stopped at exit, as Prefect stops its own: Prefect's log and event workers, registered later, drain first.
     atexit.register(server.stop)
     return server
 
@@ -98,10 +111,13 @@ def on_temporary_server(server: TemporaryServer) -> Iterator[None]:
     """Prefect's client pointed at `server` once it answers (unchanged where it did not start)."""
     from prefect.settings import (
         PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        server.stop()  # Prefect's settings name a server (a profile), or allow no temporary one
     api = server.ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     if api is None:
         yield

@@ -8,7 +8,12 @@ import urllib.request
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from enginewright.prefect_server import TemporaryServer, free_port, start_temporary_server
+from enginewright.prefect_server import (
+    TemporaryServer,
+    free_port,
+    on_temporary_server,
+    start_temporary_server,
+)
 
 
 def test_it_serves_prefects_api_with_prefects_own_command_and_stops() -> None:
@@ -22,14 +27,24 @@ def test_it_serves_prefects_api_with_prefects_own_command_and_stops() -> None:
             assert answer.status == 200
     finally:
         process = server.process
-        server.stop()
+        server.close()  # drains Prefect's workers (none ran here), then stops it
     assert process is not None and process.poll() is not None
 
 
-def test_against_a_configured_server_nothing_is_started() -> None:
-    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}):
-        server = start_temporary_server()
+def test_against_a_configured_server_nothing_is_started(monkeypatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    server = start_temporary_server()
     assert server.process is None and server.ready(1) is None
+
+
+def test_a_server_named_by_prefects_settings_alone_stops_the_early_one() -> None:
+    """A profile's PREFECT_API_URL is not in the environment: the early server starts, and is stopped unused."""
+    server = start_temporary_server()
+    process = server.process
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}):
+        with on_temporary_server(server):
+            assert PREFECT_API_URL.value() == "http://127.0.0.1:1/api"
+    assert server.process is None and process is not None and process.poll() is not None
 
 
 def test_a_server_that_dies_leaves_the_flow_to_prefects_own() -> None:
