@@ -40,6 +40,7 @@ class TemporaryServer:
     def __init__(self, process: subprocess.Popen | None, port: int | None) -> None:
         self.process = process
         self.port = port
+        self.used = False  # a flow ran against it: its logs and events must reach it before it stops
 
     @property
     def api_url(self) -> str:
@@ -65,6 +66,9 @@ class TemporaryServer:
         """At the command's end: the runs' queued logs and events sent (Prefect's workers drained, as its own exit
         hook would, but while the server still answers), then the server stopped."""
         if self.process is None:
+            return
+        if not self.used:  # refused before any flow: nothing queued for it
+            self.stop()
             return
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
@@ -122,5 +126,6 @@ def on_temporary_server(server: TemporaryServer) -> Iterator[None]:
     if api is None:
         yield
         return
+    server.used = True
     with temporary_settings(updates={PREFECT_API_URL: api}):
         yield
