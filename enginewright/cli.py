@@ -8,12 +8,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from enginewright.errors import EnginewrightError, InputError
 from enginewright.events import require_prefect_server
+from enginewright.prefect_server import TemporaryServer, on_temporary_server, start_temporary_server
 from enginewright.process_env import prepare_process
 from enginewright.redact import redact_url
 from enginewright.settings import Settings, load_settings, revealed
@@ -27,9 +28,6 @@ from enginewright.spec import (
     RegistrySpec,
     SourceSpec,
 )
-
-if TYPE_CHECKING:
-    from enginewright.prefect_server import TemporaryServer
 from tasks.compare import RecommendationPolicy
 
 UNSET = object()  # an optional spec field set to "none" on the command line
@@ -583,21 +581,17 @@ def run_build_command(args: argparse.Namespace, settings: Settings) -> int:
     from enginewright.spec import build_spec
 
     spec = build_spec(settings, args.spec, overrides_from_args(args))
-    if args.dry_run:
-        return run_checked_build(args, settings, spec, None)
-    from enginewright.prefect_server import start_temporary_server
-
-    server = start_temporary_server()  # boots while the input is checked and the steps import
+    # a build's server boots while the input is checked and the steps import; a dry run starts none
+    server = TemporaryServer(None, None) if args.dry_run else start_temporary_server()
     try:
         return run_checked_build(args, settings, spec, server)
     finally:
         server.close()
 
 
-def run_checked_build(args: argparse.Namespace, settings: Settings, spec: BuildSpec,
-                      server: TemporaryServer | None) -> int:
+def run_checked_build(args: argparse.Namespace, settings: Settings, spec: BuildSpec, server: TemporaryServer) -> int:
     """The input checked (exit 2 before anything is written), then the dry run's report or the build, against
-    `server` (enginewright/prefect_server.py) where one was started."""
+    `server` (enginewright/prefect_server.py) where it started."""
     power = check_before_work(spec, settings)
     memory = plan_memory_before_work(spec, settings)
     if args.dry_run:
@@ -616,13 +610,11 @@ def run_checked_build(args: argparse.Namespace, settings: Settings, spec: BuildS
                                                   if quantization.auto else serving_summary(quantization.format))))
         return 0
     from enginewright.disk import disk_full_error
-    from enginewright.prefect_server import on_temporary_server
 
     try:
         with logged(settings, "build") as log:
             from flows.build import run_build
 
-            assert server is not None, "a build (not a dry run) has its server"
             with on_temporary_server(server):
                 state = run_build(spec, settings)
             outcome = state.result()

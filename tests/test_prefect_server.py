@@ -27,7 +27,7 @@ def test_it_serves_prefects_api_with_prefects_own_command_and_stops() -> None:
             assert answer.status == 200
     finally:
         process = server.process
-        server.close()  # drains Prefect's workers (none ran here), then stops it
+        server.close()  # no flow used it: stopped without draining Prefect's workers
     assert process is not None and process.poll() is not None
 
 
