@@ -89,6 +89,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             overrides.setdefault(section, {})[field] = None if value is UNSET else value
     if args.kv_quant is not None:
         overrides.setdefault("quantization", {})["kv_cache"] = args.kv_quant
+    if getattr(args, "reevaluate", False):  # build only: a matrix never re-judges a registered version
+        overrides.setdefault("registry", {})["reevaluate"] = True
     bits = getattr(args, "auto_bits", None)  # build: one budget (the matrix's list makes variants instead)
     auto = {field: value for field, value in (("formats", args.auto_formats), ("method", args.auto_method),
                                               ("effective_bits", bits if isinstance(bits, float) else None))
@@ -149,6 +151,8 @@ def parser() -> argparse.ArgumentParser:
         "flags override --spec, which overrides the defaults. Exit codes: 0 built, 1 failed, 2 bad input.",
     )
     add_spec_flags(build, "YAML build spec (see specs/); flags override its values")
+    build.add_argument("--reevaluate", action="store_true",
+                       help=_help(RegistrySpec, "reevaluate"))
     build.add_argument("--dry-run", action="store_true", help="validate the spec and inputs, print it, build nothing")
     build.add_argument("--report-json", type=Path, help="also write the outcome (version, gate, sizes) as JSON here")
 
@@ -725,7 +729,9 @@ def print_summary(outcome: Any, settings: Settings) -> None:
     print(f"\nmodel version: {reg.name} v{reg.version}{aliases} — {state}")
     print(f"build key:     {outcome.build_key}")
     print(f"bundle:        {reg.source}")
-    print(f"mlflow:        {redact_url(settings.tracking_uri)} (run {reg.run_id})")
+    runs = f"run {reg.run_id}" if outcome.evaluation_run_id in ("", reg.run_id) else \
+        f"the version's run {reg.run_id}; this evaluation's run {outcome.evaluation_run_id}"
+    print(f"mlflow:        {redact_url(settings.tracking_uri)} ({runs})")
     engine = outcome.engine
     print(f"engine:        {engine['status']}" + (f" — {engine['reason']}" if engine.get("reason") else ""))
     gate = outcome.gate
@@ -739,7 +745,9 @@ def print_summary(outcome: Any, settings: Settings) -> None:
               f"{100 * row['candidate']:>11.2f}{row['difference_points']:>+10.2f}{ci:>16}"
               f"{-row['allowed_drop_points']:>9.2f}{p:>20}  {row['verdict']}")
     print(f"\n{gate['message']}")
-    if gate["overall"] == "inconclusive":
+    if outcome.evaluated_again:
+        print(f"note: {outcome.evaluated_again}", file=sys.stderr)
+    elif gate["overall"] == "inconclusive":
         print("warning: the gate is inconclusive: the plan ran out of documents before the test decided; the version "
               "has no `candidate` alias. Raising evaluation.limit afterwards is a second look at the same data "
               "(docs/gate.md); plan a larger one up front, or allow a larger drop", file=sys.stderr)

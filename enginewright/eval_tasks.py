@@ -20,13 +20,17 @@ class EvalTaskInfo:
     # (lm_eval/api/task.py Task.fewshot_docs). Its smallest stratum bounds evaluation.num_fewshot: lm-eval's
     # samplers assert or raise past it (lm_eval/api/samplers.py FirstNSampler.sample, ContextSampler.sample).
     fewshot_split: str
+    # Whether the stock task draws its examples at random (lm-eval's "default" sampler: the stream is then re-seeded
+    # per document, tasks/fewshot.py) or takes the split's first ones (MMLU's `sampler: first_n`, the same file).
+    fewshot_random: bool
 
 
 _ROWS = (
-    EvalTaskInfo("mmlu", "mmlu", ("dev", "test"), "test", "acc", "subject", "dev"),
-    EvalTaskInfo("arc_easy", "arc_easy", ("train", "validation", "test"), "test", "acc_norm", None, "train"),
-    EvalTaskInfo("arc_challenge", "arc_challenge", ("train", "validation", "test"), "test", "acc_norm", None, "train"),
-    EvalTaskInfo("hellaswag", "hellaswag", ("validation",), "validation", "acc_norm", None, "train"),
+    EvalTaskInfo("mmlu", "mmlu", ("dev", "test"), "test", "acc", "subject", "dev", False),
+    EvalTaskInfo("arc_easy", "arc_easy", ("train", "validation", "test"), "test", "acc_norm", None, "train", True),
+    EvalTaskInfo("arc_challenge", "arc_challenge", ("train", "validation", "test"), "test", "acc_norm", None, "train",
+                 True),
+    EvalTaskInfo("hellaswag", "hellaswag", ("validation",), "validation", "acc_norm", None, "train", True),
 )
 EVAL_TASKS: dict[str, EvalTaskInfo] = {row.name: row for row in _ROWS}
 EVAL_TASK_NAMES: tuple[str, ...] = tuple(EVAL_TASKS)

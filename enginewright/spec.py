@@ -337,6 +337,13 @@ class RegistrySpec(StrictModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Registered model name in MLflow. Each build is a version of it.",
     )
+    reevaluate: bool = Field(
+        default=False,
+        description="Re-judge a registered version: where this build key already has a version, its gate tags and "
+        "`candidate` alias follow this build's verdict. Allowed only under the plan and margin the version was judged "
+        "under (its tag gate.plan). Without it, a build of a registered key is recorded as a run of its own and the "
+        "version's verdict stays as it is.",
+    )
 
 
 class BuildSpec(StrictModel):

@@ -32,15 +32,18 @@ from tasks.eval_data import eval_data_task
 from tasks.evaluate import EvalResult, evaluate_task
 from tasks.export import export_task
 from tasks.gate import gate_task
-from tasks.plan import plan_build, plan_memory
+from tasks.plan import gate_plan, plan_build, plan_memory
 from tasks.quantize import quantize_task
 from tasks.records import describe_build, run_record
 from tasks.register import (
     RegisteredVersion,
+    evaluated_again_note,
     log_run_task,
     register_task,
     require_gate_passed,
+    require_reevaluation_allowed,
     store_bundle_task,
+    version_passes,
 )
 from tasks.runtime_config import runtime_config_task
 from tasks.sources import resolve_task
@@ -57,6 +60,9 @@ class BuildOutcome:
     engine: dict[str, Any]
     bundle_bytes: int  # sum of the manifest's file sizes (the checkpoint dominates)
     registered_now: bool  # False when this run found the version already registered (or cached)
+    version_verdict: str = ""  # the verdict the version stands on: this run's, unless it only evaluated it again
+    evaluated_again: str | None = None  # a registered key evaluated again without re-judging it: what happened
+    evaluation_run_id: str = ""  # the MLflow run holding this build's evidence (the version's own run, or a later one)
     effective_bits: float | None = None  # average bits per weight of the quantizable layers (QuantizedState's)
     mix: dict[str, Any] | None = None  # an AutoQuantize build's budget, bits and layer groups
 
@@ -73,6 +79,9 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
     log = get_run_logger().info
     plan = plan_build(spec, source.identity, fingerprint, settings.builds_dir, log)
     work = plan.work
+    verdict_plan = gate_plan(spec, eval_data)  # what a verdict of this build stands for (tag gate.plan)
+    require_reevaluation_allowed(spec.registry.reevaluate, spec.registry.model_name, plan.key.digest, verdict_plan,
+                                 settings.tracking_uri)
     memory = plan_memory(source.path, spec, settings.device_memory_limit, settings.builds_dir, log)
 
     with work.locked(on_wait=log):
@@ -98,17 +107,19 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         description = describe_build(spec, plan.key, work, source, calib, fingerprint, state, exported.verification,
                                      baseline, candidate, engine, gate, exported.memory_plan)
         manifest = bundle_task(work, description.card, description.manifest_fields, evaluation.golden)
-        record = run_record(spec, work, description, baseline, candidate, gate, engine, manifest)
+        record = run_record(spec, work, description, baseline, candidate, gate, engine, manifest, verdict_plan)
         run = log_run_task(record, settings.tracking_uri, settings.artifact_root, started_ms)
         require_gate_passed(gate, run)
         bundle_uri = store_bundle_task(work.bundle, manifest, run, settings.bundle_root, settings.s3_endpoint_url,
                                        settings.transfer)
-        register_state = register_task(record, run.run_id, bundle_uri, gate["overall"] == "pass",
+        register_state = register_task(record, run.run_id, bundle_uri, version_passes(gate, run),
                                        settings.tracking_uri, settings.s3_endpoint_url, return_state=True)
         registered: RegisteredVersion = register_state.result()
     return BuildOutcome(build_key=plan.key.digest, registered=registered, baseline=baseline, candidate=candidate,
                         gate=gate, engine=engine, bundle_bytes=bundle_bytes(manifest),
                         registered_now=registered.created and register_state.name != "Cached",
+                        version_verdict=run.standing_verdict(gate),
+                        evaluated_again=evaluated_again_note(run, gate), evaluation_run_id=run.run_id,
                         effective_bits=state.effective_bits, mix=state.mix)
 
 

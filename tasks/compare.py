@@ -49,7 +49,18 @@ class VariantResult:
 
     @property
     def verdict(self) -> str:
+        """This run's gate verdict (under the matrix's plan)."""
         return self.report.get("gate", {}).get("overall", "-")
+
+    @property
+    def version_verdict(self) -> str:
+        """The verdict the variant's version stands on: this run's, unless the matrix only evaluated an already
+        registered version again (its verdict is then unchanged, and only it can earn an alias)."""
+        return self.report.get("version_verdict") or self.verdict
+
+    @property
+    def note(self) -> str:
+        return self.report.get("evaluated_again") or self.reason
 
     @property
     def bundle_bytes(self) -> int | None:
@@ -72,7 +83,7 @@ class VariantResult:
 def recommend(variants: list[VariantResult], policy: RecommendationPolicy) -> tuple[VariantResult | None, str]:
     """The chosen variant and the reason, in words; (None, why not) when no variant qualifies."""
     allowed = {"pass"} if policy.require == "pass" else {"pass", "inconclusive"}
-    eligible = [v for v in variants if v.status == "registered" and v.verdict in allowed]
+    eligible = [v for v in variants if v.status == "registered" and v.version_verdict in allowed]
     if policy.objective == "fastest":
         eligible = [v for v in eligible if v.throughput is not None]
     if policy.objective == "fewest_bits":
@@ -110,7 +121,7 @@ def comparison_markdown(variants: list[VariantResult], recommendation: str) -> s
         bits = f"{v.effective_bits:.2f}" if v.effective_bits is not None else "-"
         speed = f"{v.throughput:.0f}" if v.throughput else "not measured (no GPU)"
         lines.append(f"| {v.format} | {v.status} | {v.report.get('version', '-')} | {size} | {bits} | " + " | ".join(cells)
-                     + f" | {v.verdict} | {speed} | {v.reason} |")
+                     + f" | {v.verdict} | {speed} | {v.note} |")
     return "\n".join(lines) + f"\n\n**Recommendation:** {recommendation}\n"
 
 

@@ -129,10 +129,11 @@ def _override(task: str, data_files: dict[str, str], **extra: Any) -> dict[str, 
 EVAL_GROUP = "enginewright"
 
 
-def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path,
-                         only: set[str] | None = None) -> list[dict[str, Any]]:
+def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path, only: set[str] | None = None,
+                         samplers: dict[str, type] | None = None) -> list[dict[str, Any]]:
     """`lm_eval.simple_evaluate(tasks=...)` argument: stock tasks, local data; `only` keeps just those lm-eval
-    tasks (MMLU subjects without a document in a look are left out, not evaluated whole).
+    tasks (MMLU subjects without a document in a look are left out, not evaluated whole); `samplers` gives lm-eval
+    tasks their few-shot sampler class (`fewshot_config.sampler`, tasks/fewshot.py) where the stock task has none.
 
     The overrides sit inside a group: lm-eval 0.4.13 merges a group member's dict into the registered
     task's YAML, whereas a top-level dict is taken as a whole new task without the stock prompts.
@@ -151,6 +152,9 @@ def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path,
             configs.append(_override(task, files))
     if only is not None:
         configs = [c for c in configs if c["task"] in only]
+    for config in configs:
+        if config["task"] in (samplers or {}):
+            config["fewshot_config"] = {"sampler": samplers[config["task"]]}
     return [{"group": EVAL_GROUP, "task": configs}]
 
 

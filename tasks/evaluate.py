@@ -24,6 +24,7 @@ from prefect import get_run_logger, task
 from enginewright.atomic import written_whole
 from enginewright.cache_policies import step_code_version, step_policy
 from enginewright.environment import package_version
+from enginewright.eval_tasks import EVAL_TASKS
 from enginewright.gate_decision import TaskPlan, decide, metric_of, paired_sequence, task_plan
 from enginewright.golden import read_golden, subset_task, write_golden
 from enginewright.hashing import sha256_file, sha256_json
@@ -32,6 +33,7 @@ from enginewright.spec import EvaluationSpec, GateSpec
 from enginewright.work_dir import WorkDir
 from tasks import runtimes
 from tasks.eval_data import EvalData, document_count, document_order, lm_eval_task_configs, task_family
+from tasks.fewshot import FEWSHOT_SEED, check_drawn, document_seeded_sampler
 from tasks.golden import golden_of
 from tasks.look_progress import LookProgress
 from tasks.quantize import QuantizedState
@@ -103,20 +105,24 @@ def evaluate_documents(
             subtasks.setdefault(subtask, []).append(index)
     if not subtasks:
         return {task: [] for task in documents}
+    # Sorted: lm-eval 0.4.13 evaluates a task's selected documents in split order and labels the k-th with
+    # samples[k] (EleutherAI/lm-evaluation-harness lm_eval/evaluator.py, `doc_id_true = indices[doc_id]`), so
+    # an unsorted list would mislabel them. Every lm-eval task named here has a non-empty list: an empty one
+    # means "all documents" there.
+    selected = {subtask: sorted(indices) for subtask, indices in subtasks.items()}
+    samplers = {subtask: document_seeded_sampler(subtask, indices, FEWSHOT_SEED) for subtask, indices in
+                selected.items() if spec.num_fewshot > 0 and EVAL_TASKS[task_family(subtask)].fewshot_random}
     output = lm_eval.simple_evaluate(
         model=lm,
-        tasks=lm_eval_task_configs(data, list(documents), cache_dir, only=set(subtasks)),
+        tasks=lm_eval_task_configs(data, list(documents), cache_dir, only=set(subtasks), samplers=samplers),
         num_fewshot=spec.num_fewshot,
-        # Sorted: lm-eval 0.4.13 evaluates a task's selected documents in split order and labels the k-th with
-        # samples[k] (EleutherAI/lm-evaluation-harness lm_eval/evaluator.py, `doc_id_true = indices[doc_id]`), so
-        # an unsorted list would mislabel them. Every lm-eval task named here has a non-empty list: an empty one
-        # means "all documents" there.
-        samples={subtask: sorted(indices) for subtask, indices in subtasks.items()},
+        samples=selected,
         log_samples=True,
         task_manager=task_manager(),
         bootstrap_iters=0,  # the gate does its own paired statistics
-        random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
+        random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=FEWSHOT_SEED,
     )
+    check_drawn(samplers, spec.num_fewshot)
     by_key = {(r["subtask"], r["doc_id"]): r for r in sample_records(output["samples"])}
     return {task: [by_key[(subtask, index)] for subtask, index in docs] for task, docs in documents.items()}
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from enginewright.atomic import written_whole
 from enginewright.build_key import BuildKey, compute_build_key
 from enginewright.environment import key_tool_versions
+from enginewright.gate_decision import task_plan
 from enginewright.memory_plan import MemoryPlan, choose_plan, estimate_need, probe_worker, read_footprint
 from enginewright.spec import BuildSpec
 from enginewright.work_dir import WorkDir
+from tasks.eval_data import EvalData, document_count
 
 
 @dataclass(frozen=True)
@@ -59,3 +61,20 @@ def plan_memory(checkpoint: Path, spec: BuildSpec, device_limit: int | None, bui
     if log is not None:
         log("memory " + "; ".join(plan.lines()))
     return plan
+
+
+def gate_plan(spec: BuildSpec, data: EvalData) -> str:
+    """The plan a verdict is reached under, fixed before its data are seen: per task the documents, looks and
+    margin, then the error rates, the document order and the shots. A version's verdict stands for this plan only
+    (tag gate.plan; docs/gate.md: a second plan on the same records is not covered by the gate's error rates)."""
+    rows = []
+    for task in spec.evaluation.tasks:
+        plan = task_plan(task, document_count(data, task), spec.evaluation)
+        max_drop, min_recovery = spec.gate.criteria_for(task)
+        margin = ", ".join(part for part in (
+            f"drop ≤ {max_drop:g} points" if max_drop is not None else "",
+            f"recovery ≥ {min_recovery:g}" if min_recovery is not None else "") if part)
+        rows.append(f"{task} {plan.planned} documents in {len(plan.looks)} looks, {margin}")
+    family = "" if spec.gate.family_false_fail is None else f", family false fail {spec.gate.family_false_fail:g}"
+    return (f"{'; '.join(rows)}; confidence {spec.gate.confidence:g}{family}; document order seed "
+            f"{spec.evaluation.sample_seed}; {spec.evaluation.num_fewshot}-shot")

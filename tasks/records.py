@@ -21,7 +21,7 @@ from tasks.export_verify import ExportVerification
 from tasks.gate import gate_markdown
 from tasks.model_card import render_model_card
 from tasks.quantize import QuantizedState
-from tasks.register import RunRecord
+from tasks.register import GATE_PLAN_TAG, RunRecord
 from tasks.sources import ResolvedSource
 
 
@@ -75,7 +75,8 @@ def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: Resolv
 
 
 def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, baseline: EvalResult,
-               candidate: EvalResult, gate: GateReport, engine: dict[str, Any], manifest: Manifest) -> RunRecord:
+               candidate: EvalResult, gate: GateReport, engine: dict[str, Any], manifest: Manifest,
+               gate_plan: str) -> RunRecord:
     fields = description.manifest_fields
     return RunRecord(
         model_name=spec.registry.model_name,
@@ -87,9 +88,11 @@ def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, ba
         metrics=run_metrics(baseline, candidate, gate, engine),
         tags=lineage_tags(work.build_key, fields["source"], fields["quantization"], fields["calibration"],
                           fields["environment"], engine) | gate_tags(gate)
-        | {"bundle.bytes": str(bundle_bytes(manifest))},
+        | {"bundle.bytes": str(bundle_bytes(manifest)), GATE_PLAN_TAG: gate_plan},
         description=description.card,
+        reevaluate=spec.registry.reevaluate,
     )
+
 
 
 def run_params(spec: BuildSpec) -> dict[str, str]:

@@ -24,7 +24,7 @@ from prefect import task
 
 from enginewright.bundle_store import bundle_location, delete_bundle, store_bundle
 from enginewright.cache_policies import step_policy
-from enginewright.errors import GateFailed, RegistryError
+from enginewright.errors import GateFailed, InputError, RegistryError
 from enginewright.registry_client import registry_client
 from enginewright.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
 from enginewright.s3 import TransferSettings
@@ -37,14 +37,28 @@ EXPERIMENT = "enginewright-builds"
 CANDIDATE_ALIAS = "candidate"
 
 
-REEVALUATION_TAG = "enginewright.reevaluation_of"  # on a re-evaluation's run: the version it re-judged
+REEVALUATION_TAG = "enginewright.reevaluation_of"  # on a later evaluation's run: the version it evaluated again
+REEVALUATION_APPLIED_TAG = "enginewright.reevaluation_applied"  # "true": the version's verdict follows this run
 GATE_RUN_TAG = "gate.run_id"  # on a version: the run whose gate its gate tags are
+GATE_PLAN_TAG = "gate.plan"  # the plan and margin a verdict was reached under (tasks.records.gate_plan)
 
 
 @dataclass(frozen=True)
 class LoggedRun:
     run_id: str
     registered_source: str | None  # the bundle URI of the version already registered for this key, if any
+    version: str | None = None  # that version's number
+    version_verdict: str | None = None  # the verdict it stands on after this run (its own unless re-judged now)
+    applied: bool = False  # this run's gate re-judged the version (`registry.reevaluate`, under the version's plan)
+
+    @property
+    def evaluated_again(self) -> bool:
+        """A registered key evaluated under other evidence whose verdict left the version as it was."""
+        return self.version is not None and not self.applied
+
+    def standing_verdict(self, gate: GateReport) -> str:
+        """The verdict the key's version stands on: this run's, unless it only evaluated a registered key again."""
+        return self.version_verdict if self.evaluated_again and self.version_verdict else gate["overall"]
 
 
 @dataclass(frozen=True)
@@ -66,13 +80,14 @@ class RunRecord:
     metrics: dict[str, float]
     tags: dict[str, str]  # lineage and gate evidence, all on the run; the version gets `headline_tags`
     description: str  # the model card
+    reevaluate: bool = False  # registry.reevaluate: re-judge a registered version (under its own plan only)
 
 
 # What a version carries as tags, so that the verdict stands out in MLflow's versions table: the rest of the
 # lineage (source, calibration, tools, per-task gate rows) is on the run, in the manifest and in the model card.
 HEADLINE_TAGS = ("build_key", "quantization.format", "quantization.effective_bits", "quantization.auto.budget",
                  "bundle.bytes", "gate.verdict", "gate.digest", "runtime.candidate", "runtime.agreement_low",
-                 "engine.status")
+                 "engine.status", GATE_PLAN_TAG)
 GATE_EVIDENCE_TAGS = ("gate.verdict", "gate.digest")  # a re-evaluation is a run whose evidence differs from these
 BUNDLE_MODEL_TYPE = "enginewright-bundle"
 BUNDLE_MODEL_TAG = "bundle.model_id"  # on a version: its external LoggedModel
@@ -132,15 +147,19 @@ def gate_evidence(tags: dict[str, str]) -> dict[str, str]:
 
 def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str, started_ms: int | None = None) -> LoggedRun:
     """The build's MLflow run. A build key that already has a version logs no second build run, unless this run's
-    gate differs from the version's (a new plan, margin or evaluation code): then the re-evaluation gets its own run,
-    linked to the version, and the version's gate tags and `candidate` alias follow it (`record_reevaluation`)."""
+    gate differs from the version's (a new plan, margin or evaluation code): that later evaluation gets its own run,
+    linked to the version, and the version's verdict stays as it is. Only an explicit re-evaluation
+    (`record.reevaluate`, under the plan the version was judged under: `require_reevaluation_allowed`, before any
+    work) moves its gate tags and `candidate` alias (`record_reevaluation`)."""
     from mlflow.entities import Metric, Param
 
     client = registry_client(tracking_uri)
     existing = find_version(client, record.model_name, record.build_key)
     if existing is not None and gate_evidence(existing.tags or {}) == gate_evidence(record.tags):
-        return LoggedRun(existing.run_id, existing.source)
-    link = {} if existing is None else {REEVALUATION_TAG: str(existing.version)}
+        return LoggedRun(existing.run_id, existing.source, str(existing.version),
+                         (existing.tags or {}).get("gate.verdict"), applied=True)
+    link = {} if existing is None else {REEVALUATION_TAG: str(existing.version),
+                                        REEVALUATION_APPLIED_TAG: str(record.reevaluate).lower()}
     run = client.create_run(experiment_id(client, artifact_root), start_time=started_ms,
                             run_name=run_name(record, existing is not None),
                             tags={**record.tags, **link, "mlflow.note.content": record.description})
@@ -158,10 +177,30 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str, star
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
-    if existing is not None:
+    if existing is None:
+        return LoggedRun(run_id, None)
+    if record.reevaluate:
         record_reevaluation(client, record, existing, run_id)
-        return LoggedRun(run_id, existing.source)
-    return LoggedRun(run_id, None)
+        return LoggedRun(run_id, existing.source, str(existing.version), record.tags.get("gate.verdict"), applied=True)
+    return LoggedRun(run_id, existing.source, str(existing.version), (existing.tags or {}).get("gate.verdict"))
+
+
+def require_reevaluation_allowed(reevaluate: bool, model_name: str, build_key: str, gate_plan: str,
+                                 tracking_uri: str) -> None:
+    """Before any work: an explicit re-evaluation may add evidence only under the plan and margin fixed before the
+    version's data were seen (its tag gate.plan): a verdict under a plan chosen afterwards is not covered by the
+    gate's error rates (docs/gate.md). Asks the registry only when a re-evaluation was asked for."""
+    if not reevaluate:
+        return
+    with registry_errors(tracking_uri, "read the version to re-evaluate"):
+        version = find_version(registry_client(tracking_uri), model_name, build_key)
+    judged_under = None if version is None else (version.tags or {}).get(GATE_PLAN_TAG)
+    if judged_under is not None and judged_under != gate_plan:
+        raise InputError(
+            f"--reevaluate: v{version.version} of {model_name} was judged under plan {judged_under!r}; this build's "
+            f"plan is {gate_plan!r}. A re-evaluation keeps the version's plan and margin (a plan changed after its "
+            "data were seen is not covered by the gate's error rates, docs/gate.md); drop --reevaluate to record "
+            "this evaluation beside the version")
 
 
 def record_reevaluation(client: MlflowClient, record: RunRecord, version, run_id: str) -> None:
@@ -170,7 +209,7 @@ def record_reevaluation(client: MlflowClient, record: RunRecord, version, run_id
     any passing build: `converge_candidate_alias`.)"""
     from mlflow.exceptions import MlflowException
 
-    stale = {k for k in version.tags or {} if k.startswith("gate.") and k != GATE_RUN_TAG}  # per-task rows, too:
+    stale = {k for k in version.tags or {} if k.startswith("gate.") and k not in (GATE_RUN_TAG, GATE_PLAN_TAG)}  # per-task rows, too:
     for key in stale - gate_evidence(record.tags).keys():  # versions registered before the headline tags had them
         client.delete_model_version_tag(record.model_name, version.version, key)
     for key, value in {**gate_evidence(record.tags), GATE_RUN_TAG: run_id}.items():
@@ -318,9 +357,29 @@ def store_bundle_task(bundle_dir: Path, manifest: Manifest, run: LoggedRun, bund
 def require_gate_passed(gate: GateReport, run: LoggedRun) -> None:
     """A failed gate ends the build here: its evidence is in the run, and no bundle is stored or registered."""
     if gate["overall"] == "fail":
-        where = ("the registered version's gate tags now say so and it lost `candidate`"
-                 if run.registered_source is not None else "no version registered")
+        where = ("no version registered" if run.version is None else evaluated_again_note(run, gate)
+                 or f"v{run.version}'s gate tags now say so and it lost `candidate`")
         raise GateFailed(f"{gate['message']} (evidence kept in MLflow run {run.run_id}; {where})")
+
+
+def evaluated_again_note(run: LoggedRun, gate: GateReport) -> str | None:
+    """What a build of an already registered key says about the version it evaluated again (None: it did not)."""
+    if not run.evaluated_again:
+        return None
+    return (f"already registered as v{run.version}; evaluated again under plan {gate_plan_of(gate)}: verdict "
+            f"{gate['overall']} (the version's verdict, {run.version_verdict or 'unrecorded'}, is unchanged; "
+            "`build --reevaluate` under its own plan re-judges it)")
+
+
+def gate_plan_of(gate: GateReport) -> str:
+    return ", ".join(f"{row['task']} {row['documents_planned']} docs / {row['looks_planned']} looks "
+                     f"(drop ≤ {row['allowed_drop_points']:.2f})" for row in gate["tasks"])
+
+
+def version_passes(gate: GateReport, run: LoggedRun) -> bool:
+    """Whether the key's version earns `candidate`: on its standing verdict (a later evaluation that was not an
+    explicit re-evaluation moves no alias)."""
+    return run.standing_verdict(gate) == "pass"
 
 
 @task(name="register", persist_result=True, retries=STEP_RETRIES, retry_delay_seconds=STEP_RETRY_DELAY_S,

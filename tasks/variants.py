@@ -135,6 +135,8 @@ def build_report(outcome) -> dict:
     return {
         "status": "registered", "build_key": outcome.build_key, "model_name": reg.name, "version": reg.version,
         "aliases": reg.aliases, "source": reg.source, "run_id": reg.run_id, "registered_now": outcome.registered_now,
+        "version_verdict": outcome.version_verdict, "evaluated_again": outcome.evaluated_again,
+        "evaluation_run_id": outcome.evaluation_run_id,
         "bundle_bytes": outcome.bundle_bytes, "gate": outcome.gate, "engine": outcome.engine,
         "effective_bits": outcome.effective_bits, "mix": outcome.mix,
         "candidate_docs_per_second": outcome.candidate.docs_per_second,

@@ -127,3 +127,20 @@ def test_a_finished_variant_hands_its_gpu_to_the_next(monkeypatch, tmp_path: Pat
     results = matrix.run_variants(None, ["a", "b", "c", "d"], 2, tmp_path, "http://api", log=lambda m: None)
     assert [r.format for r in results] == ["a", "b", "c", "d"]
     assert started == [("a", 0), ("b", 1), ("c", 1), ("d", 0)]  # b (GPU 1) ended first, so c got GPU 1
+
+
+def test_a_version_evaluated_again_is_recommended_on_its_own_verdict_and_the_table_says_so() -> None:
+    """A matrix that evaluates an already registered version again under its smaller plan reports that evaluation's
+    verdict, but only the version's own verdict (reached under the plan fixed before its data) earns an alias: a
+    quick matrix once recommended by, and demoted on, a verdict the gate's error rates do not cover."""
+    again = "already registered as v1; evaluated again under plan t0 6 docs / 1 looks: verdict inconclusive " \
+        "(the version's verdict, pass, is unchanged; `build --reevaluate` under its own plan re-judges it)"
+    kept = variant("fp8-1", "inconclusive", 160, [-0.2])
+    kept.report.update(version_verdict="pass", evaluated_again=again)
+    lucky = variant("sq-2", "pass", 150, [-0.1])
+    lucky.report.update(version_verdict="inconclusive", evaluated_again=again.replace("v1", "v2"))
+    chosen, _ = recommend([kept, lucky], RecommendationPolicy())
+    assert chosen is kept  # sq-2 is smaller and passed now, but its version stands on inconclusive
+    assert recommend([lucky], RecommendationPolicy())[0] is None
+    table = comparison_markdown([kept, lucky], "-")
+    assert f"| inconclusive | not measured (no GPU) | {again} |" in table

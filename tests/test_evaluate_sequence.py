@@ -63,6 +63,29 @@ def test_lm_eval_labels_an_unsorted_selection_correctly(built) -> None:
     assert together["arc_easy"][0]["doc_hash"] != alone["arc_easy"][0]["doc_hash"]
 
 
+def test_a_documents_few_shot_context_is_its_own_whichever_documents_share_its_call(built) -> None:
+    """lm-eval draws each document's few-shot examples from one random stream in the order of the call's documents,
+    so a document evaluated in another batch got another context (a stored baseline continued by a candidate looking
+    in other batches failed the prompt check at every num_fewshot > 0). ARC at 5-shot: the same prompt alone, in a
+    batch and in another batch; and the examples still differ between documents."""
+    from lm_eval.models.huggingface import HFLM
+
+    from enginewright.models import load_model, load_tokenizer
+
+    model, _, _, data, root = built
+    data = check_eval_data(data.data_dir, ["arc_easy"], 5)
+    lm = HFLM(pretrained=load_model(model, "bfloat16"), tokenizer=load_tokenizer(model), batch_size=4)
+    spec = EvaluationSpec(tasks=["arc_easy"], data_dir=data.data_dir, num_fewshot=5)
+
+    def prompts(indices: list[int]) -> dict[int, str]:
+        records = evaluate_documents(lm, spec, {"arc_easy": [("arc_easy", i) for i in indices]}, data, root / "cache")
+        return {r["doc_id"]: r["prompt_hash"] for r in records["arc_easy"]}
+
+    batch, other, alone = prompts([3, 9, 12]), prompts([1, 2, 9]), prompts([9])
+    assert batch[9] == other[9] == alone[9]
+    assert len({batch[3], batch[9], batch[12]}) == 3
+
+
 def test_a_look_shows_its_documents_on_a_bar_and_computes_exactly_as_without_it(built) -> None:
     """The bar names the look, the side and the tasks and counts the look's documents to the end (two tasks, four
     answer choices a document); the records are those of the same model without the bar."""

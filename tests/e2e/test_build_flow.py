@@ -227,40 +227,67 @@ def test_a_changed_step_recomputes_with_every_step_after_it_and_nothing_before(
     assert not second.registered_now and second.registered.version == first.registered.version
 
 
-def test_a_reevaluation_of_a_registered_build_is_recorded_and_moves_the_gate_tags_and_alias(
+def test_a_registered_verdict_moves_only_by_an_explicit_reevaluation_under_its_own_plan(
     tiny_model: Path, shared_data: Path, settings: Settings
 ) -> None:
-    """A new plan or margin on the same build key (the bundle is the same) is a re-evaluation: its own run, linked to
-    the version; the version's gate tags follow it, and `candidate` follows its verdict."""
-    def spec(limit: int, max_drop: float):
+    """A new plan or margin on the same build key (the bundle is the same) is evaluated and recorded in a run of its
+    own, linked to the version, and leaves the version's verdict, gate tags and `candidate` alias as they were (it
+    was: a larger plan re-tagged the version, a margin the model cannot show took its alias). `--reevaluate` re-judges
+    the version, under the plan it was judged under only."""
+    from enginewright.errors import InputError
+
+    def spec(limit: int, max_drop: float, reevaluate: bool = False):
         return build_spec(settings, None, {
             "source": {"model": str(tiny_model)},
             "calibration": {"source": str(shared_data / "calib" / "tiny_shakespeare.txt"), "num_samples": 2,
                             "seq_len": 16},
             "evaluation": {"tasks": ["arc_easy"], "limit": limit},
             "gate": {"max_drop_points": max_drop, "smoke": False},
-            "registry": {"model_name": "tiny-reeval"},
+            "registry": {"model_name": "tiny-reeval", "reevaluate": reevaluate},
         })
 
     first = run_build(spec(2, 100), settings).result()
     client = registry_client(settings.tracking_uri)
     assert first.registered.version == "1" and first.registered.aliases == ["candidate"]
-    first_digest = client.get_model_version("tiny-reeval", "1").tags["gate.digest"]
+    judged = client.get_model_version("tiny-reeval", "1").tags
+    assert judged["gate.plan"].startswith("arc_easy 2 documents in ") and "drop ≤ 100 points" in judged["gate.plan"]
+
+    def unchanged() -> None:
+        version = client.get_model_version("tiny-reeval", "1")
+        assert {k: version.tags[k] for k in judged} == judged
+        assert client.get_model_version_by_alias("tiny-reeval", "candidate").version in ("1", 1)
 
     again = run_build(spec(3, 100), settings).result()  # a larger plan: same build key, new evidence
-    assert again.build_key == first.build_key and again.registered.version == "1"
+    assert again.build_key == first.build_key and again.registered.version == "1" and again.version_verdict == "pass"
     runs = client.search_runs([client.get_experiment_by_name("enginewright-builds").experiment_id])
-    reeval = next(r for r in runs if r.info.run_id != first.registered.run_id)
-    assert len(runs) == 2 and reeval.data.tags["enginewright.reevaluation_of"] == "1"
-    version = client.get_model_version("tiny-reeval", "1")
-    assert version.tags["gate.run_id"] == reeval.info.run_id and reeval.data.tags["gate.arc_easy.documents"] == "3/3"
-    assert version.tags["gate.digest"] == reeval.data.tags["gate.digest"] != first_digest
-    assert reeval.info.run_name == f"tiny-reeval fp8 re-evaluation {first.build_key[:8]}"
-    assert client.get_model_version_by_alias("tiny-reeval", "candidate").version in ("1", 1)
+    later = next(r for r in runs if r.info.run_id != first.registered.run_id)
+    assert len(runs) == 2 and later.data.tags["enginewright.reevaluation_of"] == "1"
+    assert later.data.tags["enginewright.reevaluation_applied"] == "false"
+    assert later.data.tags["gate.arc_easy.documents"] == "3/3" and again.evaluation_run_id == later.info.run_id
+    assert later.info.run_name == f"tiny-reeval fp8 re-evaluation {first.build_key[:8]}"
+    assert again.evaluated_again.startswith("already registered as v1; evaluated again under plan arc_easy 3 docs")
+    assert "the version's verdict, pass, is unchanged" in again.evaluated_again
+    unchanged()
 
-    # A margin the random model cannot show: inconclusive now, so the version no longer holds `candidate`.
+    # A margin the random model cannot show: inconclusive now, and the version still passes and holds `candidate`.
     tight = run_build(spec(3, 0.0001), settings).result()
-    assert tight.gate["overall"] == "inconclusive"
+    assert tight.gate["overall"] == "inconclusive" and tight.version_verdict == "pass"
+    unchanged()
+
+    # Re-judging it under a plan chosen after its data were seen is refused, before anything is logged.
+    with pytest.raises(InputError, match="v1 of tiny-reeval was judged under plan 'arc_easy 2 documents"):
+        run_build(spec(3, 0.0001, reevaluate=True), settings).result()
+    assert len(client.search_runs([later.info.experiment_id])) == 3
+    unchanged()
+
+    # Under its own plan, with other evidence (as after a fix to the evaluation code: here the version's recorded
+    # digest is made stale), the explicit re-evaluation moves the version's gate tags to its own run.
+    client.set_model_version_tag("tiny-reeval", "1", "gate.digest", "from-older-code")
+    rejudged = run_build(spec(2, 100, reevaluate=True), settings).result()
     version = client.get_model_version("tiny-reeval", "1")
-    assert version.tags["gate.verdict"] == "inconclusive" and "candidate" not in (version.aliases or [])
+    assert rejudged.evaluated_again is None and rejudged.version_verdict == "pass"
+    assert version.tags["gate.digest"] == judged["gate.digest"] and version.tags["gate.plan"] == judged["gate.plan"]
+    assert version.tags["gate.run_id"] == rejudged.evaluation_run_id != first.registered.run_id
+    applied = client.get_run(rejudged.evaluation_run_id).data.tags
+    assert applied["enginewright.reevaluation_applied"] == "true"
     assert [str(v.version) for v in client.search_model_versions("name = 'tiny-reeval'")] == ["1"]
