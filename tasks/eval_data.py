@@ -130,7 +130,7 @@ EVAL_GROUP = "enginewright"
 
 
 def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path, only: set[str] | None = None,
-                         samplers: dict[str, type] | None = None) -> list[dict[str, Any]]:
+                         samplers: dict[str, type[Any]] | None = None) -> list[dict[str, Any]]:
     """`lm_eval.simple_evaluate(tasks=...)` argument: stock tasks, local data; `only` keeps just those lm-eval
     tasks (MMLU subjects without a document in a look are left out, not evaluated whole); `samplers` gives lm-eval
     tasks their few-shot sampler class (`fewshot_config.sampler`, tasks/fewshot.py) where the stock task has none.
@@ -153,7 +153,7 @@ def lm_eval_task_configs(data: EvalData, tasks: Sequence[str], cache_dir: Path, 
     if only is not None:
         configs = [c for c in configs if c["task"] in only]
     for config in configs:
-        if config["task"] in (samplers or {}):
+        if samplers and config["task"] in samplers:
             config["fewshot_config"] = {"sampler": samplers[config["task"]]}
     return [{"group": EVAL_GROUP, "task": configs}]
 

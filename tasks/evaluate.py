@@ -312,10 +312,13 @@ def candidate_key(state: QuantizedState, spec: EvaluationSpec, dtype: str, runti
 
 def evaluate_looks(tasks: list[str], orders: dict[str, list[tuple[str, int]]], plans: dict[str, TaskPlan],
                    sides: dict[str, tuple[_Side, dict[str, Sequence]]], spec: EvaluationSpec, gate: GateSpec,
-                   data: EvalData, cache_dir: Path, log: Callable[[str], None]) -> dict[str, int]:
-    """Both sides look by look until each task's sequential test decides or its plan ends; the documents each
-    task reached."""
+                   data: EvalData, cache_dir: Path, log: Callable[[str], None]) -> tuple[dict[str, int], list[str]]:
+    """Both sides look by look until each task's sequential test decides or its plan ends: the documents each
+    task reached, and the tasks that failed. A failed task fails the build whatever the others show, so the tasks
+    still undecided stop at the look where it failed (judged there: inconclusive at that look) instead of spending
+    the rest of their plans on a build that cannot pass."""
     reached: dict[str, int] = {}
+    failed: list[str] = []
     for look in range(max(len(p.looks) for p in plans.values())):
         active = [t for t in tasks if t not in reached and look < len(plans[t].looks)]
         if not active:
@@ -340,7 +343,15 @@ def evaluate_looks(tasks: list[str], orders: dict[str, list[tuple[str, int]]], p
                 f"fail at ≤ {-decided.decision.fail_bound:.2f})")
             if decided.decision.verdict != "inconclusive" or look == len(plans[t].looks) - 1:
                 reached[t] = n
-    return reached
+            if decided.decision.verdict == "fail":
+                failed.append(t)
+        stopped = [t for t in active if t not in reached] if failed else []
+        if stopped:
+            log(f"{', '.join(failed)} failed: the build fails whatever the other tasks show; "
+                f"{', '.join(stopped)} stop at look {look + 1}")
+            reached.update({t: plans[t].looks[look] for t in stopped})
+            break
+    return reached, failed
 
 
 def chosen_answer(record: dict[str, Any]) -> int:
@@ -442,8 +453,8 @@ def evaluate_until_decided(
             generator, generating = generating_side(runtime, side, simulated_side)
             smoke_before_looks(baseline[0], generating, tokenizer, gate, candidate_key(state, spec, dtype, generator),
                                work.evaluation / "smoke.json", log)
-            reached = evaluate_looks(tasks, orders, plans, {"baseline": baseline, "candidate": candidate}, spec,
-                                     gate, data, cache_dir, log)
+            reached, failed = evaluate_looks(tasks, orders, plans, {"baseline": baseline, "candidate": candidate},
+                                             spec, gate, data, cache_dir, log)
             break
         except RuntimeLaneFailed as exc:
             side.close()
@@ -451,8 +462,12 @@ def evaluate_until_decided(
             runtime = RuntimeChoice("simulated", f"runtime evaluation failed ({exc}); the simulated candidate was "
                                     "evaluated instead", runtime.version)
     generator, generating = generating_side(runtime, candidate[0], simulated_side)
-    golden = golden_after_looks(generating, tokenizer, data, tasks, candidate_key(state, spec, dtype, generator),
-                                work, log)
+    golden = None
+    if failed:  # no bundle of a failed build is stored or served: nothing would replay them
+        log(f"golden records: not recorded ({', '.join(failed)} failed the gate)")
+    else:
+        golden = golden_after_looks(generating, tokenizer, data, tasks, candidate_key(state, spec, dtype, generator),
+                                    work, log)
     candidate[0].close()
     record: dict[str, Any] = runtime.record() | {"agreement": None}
     if runtime.runtime != "simulated":

