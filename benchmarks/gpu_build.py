@@ -6,6 +6,10 @@ its step ends Skipped; the candidate is ModelOpt's simulated quantization comput
 
     python benchmarks/gpu_build.py --model ~/.enginewright/models/SmolLM2-135M-Instruct --out smollm2.json
     python benchmarks/gpu_build.py --random-llama8b --tokenizer DIR --max-drop 100 --out llama8b.json
+
+`--bare` then runs, in the same process on the same GPU, what the build's quantize and export steps amount to with
+ModelOpt alone — `from_pretrained`, `mtq.quantize` over the build's own calibration tokens, `export_hf_checkpoint` —
+so the flow's overhead is a ratio measured side by side (issue 30).
 """
 
 from __future__ import annotations
@@ -39,6 +43,44 @@ def step_seconds(flow_run_id) -> dict[str, float]:
             for run in runs if run.start_time and run.end_time}
 
 
+def bare_modelopt(checkpoint: Path, spec, out_dir: Path) -> dict[str, float]:
+    """ModelOpt alone on the build's checkpoint and calibration tokens: load, FP8 calibrate, export. Seconds each."""
+    import modelopt.torch.quantization as mtq
+    import torch
+    from modelopt.torch.export import export_hf_checkpoint
+    from transformers import AutoModelForCausalLM
+
+    from enginewright.devices import calibration_batch_size
+    from tasks.calibration import build_calibration_set, load_calibration_ids
+
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    ids = load_calibration_ids(build_calibration_set(spec.calibration, checkpoint, out_dir / "calib.safetensors"))
+    seconds["calibration tokens"] = time.perf_counter() - started
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, torch_dtype=torch.bfloat16, device_map="cuda")
+    seconds["load"] = time.perf_counter() - started
+
+    batch = calibration_batch_size(spec.calibration.batch_size, model.config, spec.calibration.seq_len)  # the flow's
+
+    def forward_loop(m) -> None:
+        with torch.no_grad():
+            for chunk in ids.split(batch):
+                m(input_ids=chunk.to(m.device))
+
+    started = time.perf_counter()
+    mtq.quantize(model, mtq.FP8_DEFAULT_CFG, forward_loop)
+    torch.cuda.synchronize()
+    seconds["mtq.quantize"] = time.perf_counter() - started
+    started = time.perf_counter()
+    export_hf_checkpoint(model, export_dir=str(out_dir / "export"))
+    seconds["export_hf_checkpoint"] = time.perf_counter() - started
+    seconds["total"] = sum(seconds.values())
+    del model
+    torch.cuda.empty_cache()
+    return seconds
+
+
 def main() -> None:
     import torch
     from common import add_model_source
@@ -58,6 +100,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="lm-eval batch size")
     parser.add_argument("--max-drop", type=float, default=1.0, help="gate.max_drop_points")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--bare", action="store_true",
+                        help="afterwards, ModelOpt alone on the same checkpoint and calibration tokens (FP8 only)")
     args = parser.parse_args()
 
     settings = Settings()
@@ -95,12 +139,20 @@ def main() -> None:
         "gate_rows": [{k: row[k] for k in ("task", "n", "baseline", "candidate", "difference_points", "verdict")}
                       for row in outcome.gate["tasks"]],
     }
+    if args.bare:
+        report["bare_modelopt_seconds"] = bare_modelopt(model, spec, settings.home / "bare-modelopt")
+        flow_steps = sum(v for k, v in steps.items() if k in ("quantize", "export"))
+        report["flow_quantize_export_over_bare"] = flow_steps / report["bare_modelopt_seconds"]["total"]
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\n{report['gpu']}: {model.name}, {args.quant}, wall {wall:.0f} s to {report['version']} "
           f"(gate {report['gate']}), {report['model_loads']} model loads, peak GPU {report['peak_gpu_gib']}")
     print("| step | seconds |\n|---|---|")
     for name, seconds in sorted(steps.items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {seconds:.1f} |")
+    if args.bare:
+        bare = report["bare_modelopt_seconds"]
+        print("bare ModelOpt on the same GPU: " + ", ".join(f"{k} {v:.1f} s" for k, v in bare.items())
+              + f"; the flow's quantize + export steps take {report['flow_quantize_export_over_bare']:.2f}× that")
     print(f"candidate / baseline docs per second: "
           f"{report['docs_per_second']['candidate'] / max(report['docs_per_second']['baseline'], 1e-9):.2f}")
 

@@ -15,6 +15,14 @@ os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFL
                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
                   MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
 
+# pytest-xdist's workers share the machine's cores: each worker's torch (and what its tests start) gets its share.
+# Two processes with torch's default of one OpenMP thread per core, spinning while they wait, each ran ~4 times slower
+# than alone (a bf16 matmul loop: 8.0 s for the pair against 1.9 s with one thread each; the drift test's SmolLM2 gate
+# took 291 s instead of 92 s); read before torch is imported.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 from enginewright.settings import Settings  # noqa: E402
 from tests.tiny_model import make_tiny_llama, save_smollm2_tokenizer  # noqa: E402
 

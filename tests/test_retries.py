@@ -44,7 +44,7 @@ def test_the_build_summary_never_prints_a_password_of_the_tracking_uri(capsys, m
     outcome = SimpleNamespace(registered=SimpleNamespace(name="m", version="1", aliases=[], source="s3://b/k",
                                                          run_id="r"),
                               registered_now=True, build_key="k", engine={"status": "skipped"}, gate=gate,
-                              bundle_bytes=1)
+                              bundle_bytes=1, evaluated_again=None, evaluation_run_id="r")
     print_summary(outcome, Settings())
     out = capsys.readouterr().out
     assert "hunter2" not in out and "http://builder:***@mlflow.internal:5000" in out

@@ -102,7 +102,8 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert "\n### Accuracy gate: **pass**" in version.description
     assert version.tags["gate.verdict"] == "pass" and int(version.tags["bundle.bytes"]) == first.bundle_bytes
     # A few headline tags on the version (it carried ~35, which buried the verdict); the lineage is on the run.
-    assert len(version.tags) <= 10 and "gate.hellaswag.verdict" not in version.tags, sorted(version.tags)
+    assert len(version.tags) <= 11 and "gate.hellaswag.verdict" not in version.tags, sorted(version.tags)
+    assert version.tags["gate.plan"].startswith("arc_easy 4 documents in 1 looks"), version.tags["gate.plan"]
     assert client.get_model_version_by_alias("tiny-llama", "candidate").version in ("1", 1)
 
     run = client.get_run(first.registered.run_id)
