@@ -158,9 +158,12 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str, star
     if existing is not None and gate_evidence(existing.tags or {}) == gate_evidence(record.tags):
         return LoggedRun(existing.run_id, existing.source, str(existing.version),
                          (existing.tags or {}).get("gate.verdict"), applied=True)
+    experiment = experiment_id(client, artifact_root)
+    if existing is None:
+        require_plan_of_failed_runs(client, record, experiment)
     link = {} if existing is None else {REEVALUATION_TAG: str(existing.version),
                                         REEVALUATION_APPLIED_TAG: str(record.reevaluate).lower()}
-    run = client.create_run(experiment_id(client, artifact_root), start_time=started_ms,
+    run = client.create_run(experiment, start_time=started_ms,
                             run_name=run_name(record, existing is not None),
                             tags={**record.tags, **link, "mlflow.note.content": record.description})
     run_id = run.info.run_id
@@ -183,6 +186,24 @@ def log_build_run(record: RunRecord, tracking_uri: str, artifact_root: str, star
         record_reevaluation(client, record, existing, run_id)
         return LoggedRun(run_id, existing.source, str(existing.version), record.tags.get("gate.verdict"), applied=True)
     return LoggedRun(run_id, existing.source, str(existing.version), (existing.tags or {}).get("gate.verdict"))
+
+
+def require_plan_of_failed_runs(client: MlflowClient, record: RunRecord, experiment: str) -> None:
+    """A key whose gate failed under one plan is not registered on a verdict reached under another: a margin widened
+    (or a plan changed) after a fail was seen is not covered by the gate's error rates (docs/gate.md). The key's
+    failed runs carry their plan (tag gate.plan); runs from before that tag are not held against it."""
+    if record.tags.get("gate.verdict") == "fail":
+        return
+    failed = client.search_runs([experiment], filter_string=f"tags.build_key = '{record.build_key}' and "
+                                "tags.`gate.verdict` = 'fail'", max_results=20)
+    for run in failed:
+        plan = run.data.tags.get(GATE_PLAN_TAG)
+        if plan is not None and plan != record.tags.get(GATE_PLAN_TAG):
+            raise GateFailed(
+                f"build key {record.build_key[:12]} failed its gate under plan {plan!r} (MLflow run "
+                f"{run.info.run_id}); a verdict under another plan or margin ({record.tags.get(GATE_PLAN_TAG)!r}) "
+                "on the same candidate is not covered by the gate's error rates (docs/gate.md), so nothing is "
+                "registered. Keep that plan, or build another candidate (another build key)")
 
 
 def require_reevaluation_allowed(reevaluate: bool, model_name: str, build_key: str, gate_plan: str,

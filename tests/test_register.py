@@ -53,3 +53,27 @@ def test_the_version_carries_its_evidence_and_the_run_lists_the_bundle_model(tmp
     assert card == "# card"
     outputs = client.get_run(run.run_id).outputs.model_outputs
     assert [o.model_id for o in outputs] == [version.tags["bundle.model_id"]]
+
+
+def test_a_key_that_failed_under_one_plan_is_not_registered_on_a_verdict_under_another(tmp_path: Path) -> None:
+    """The attacker's widened margin, on a key with no version: it failed at `--max-drop 1`, passed at `--max-drop
+    100` on the same records, and registered. A verdict under a margin chosen after the fail was seen is refused;
+    the same plan, or a key that never failed, registers as before."""
+    import pytest
+
+    from enginewright.errors import GateFailed
+
+    uri, root = f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri()
+
+    def judged(key: str, verdict: str, max_drop: int) -> RunRecord:
+        plan = f"arc_easy 300 documents in 3 looks, drop ≤ {max_drop} points; confidence 0.95"
+        return RunRecord(model_name="locked", build_key=key, evidence={}, params={}, metrics={},
+                         tags={"build_key": key, "gate.verdict": verdict, "gate.plan": plan}, description="# card")
+
+    failed = log_build_run(judged("d" * 64, "fail", 1), uri, root)
+    with pytest.raises(GateFailed, match=f"failed its gate under plan .*drop ≤ 1 points.*{failed.run_id}.*nothing is "
+                                         "registered"):
+        log_build_run(judged("d" * 64, "pass", 100), uri, root)
+    again = log_build_run(judged("d" * 64, "inconclusive", 1), uri, root)  # its own plan: judged as before
+    assert again.run_id != failed.run_id and again.version is None
+    assert log_build_run(judged("e" * 64, "pass", 100), uri, root).version is None  # another key: nothing held
