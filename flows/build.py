@@ -109,7 +109,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         manifest = bundle_task(work, description.card, description.manifest_fields, evaluation.golden)
         record = run_record(spec, work, description, baseline, candidate, gate, engine, manifest, verdict_plan)
         run = log_run_task(record, settings.tracking_uri, settings.artifact_root, started_ms)
-        require_gate_passed(gate, run)
+        require_gate_passed(gate, run, verdict_plan)
         bundle_uri = store_bundle_task(work.bundle, manifest, run, settings.bundle_root, settings.s3_endpoint_url,
                                        settings.transfer)
         register_state = register_task(record, run.run_id, bundle_uri, version_passes(gate, run),
@@ -119,7 +119,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
                         gate=gate, engine=engine, bundle_bytes=bundle_bytes(manifest),
                         registered_now=registered.created and register_state.name != "Cached",
                         version_verdict=run.standing_verdict(gate),
-                        evaluated_again=evaluated_again_note(run, gate), evaluation_run_id=run.run_id,
+                        evaluated_again=evaluated_again_note(run, gate, verdict_plan), evaluation_run_id=run.run_id,
                         effective_bits=state.effective_bits, mix=state.mix)
 
 

@@ -122,7 +122,7 @@ def evaluate_documents(
         bootstrap_iters=0,  # the gate does its own paired statistics
         random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=FEWSHOT_SEED,
     )
-    check_drawn(samplers, spec.num_fewshot)
+    check_drawn(samplers)
     by_key = {(r["subtask"], r["doc_id"]): r for r in sample_records(output["samples"])}
     return {task: [by_key[(subtask, index)] for subtask, index in docs] for task, docs in documents.items()}
 

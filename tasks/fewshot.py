@@ -43,10 +43,9 @@ def document_seeded_sampler(subtask: str, indices: list[int], seed: int) -> type
     return DocumentSeededSampler
 
 
-def check_drawn(samplers: dict[str, type[Any]], num_fewshot: int) -> None:
-    """Every selected document drew its examples once: lm-eval built the contexts the way this module assumes."""
-    if num_fewshot == 0:
-        return
+def check_drawn(samplers: dict[str, type[Any]]) -> None:
+    """Every selected document drew its examples once: lm-eval built the contexts the way this module assumes.
+    (Samplers are made only for calls with few-shot examples.)"""
     for subtask, sampler in samplers.items():
         if sampler.drawn != len(sampler.order):
             raise RuntimeError(f"{subtask}: lm-eval drew few-shot examples {sampler.drawn} times for "

@@ -230,8 +230,9 @@ def record_reevaluation(client: MlflowClient, record: RunRecord, version, run_id
     any passing build: `converge_candidate_alias`.)"""
     from mlflow.exceptions import MlflowException
 
-    stale = {k for k in version.tags or {} if k.startswith("gate.") and k not in (GATE_RUN_TAG, GATE_PLAN_TAG)}  # per-task rows, too:
-    for key in stale - gate_evidence(record.tags).keys():  # versions registered before the headline tags had them
+    # per-task rows, too: versions registered before the headline tags had them
+    stale = {k for k in version.tags or {} if k.startswith("gate.") and k not in (GATE_RUN_TAG, GATE_PLAN_TAG)}
+    for key in stale - gate_evidence(record.tags).keys():
         client.delete_model_version_tag(record.model_name, version.version, key)
     for key, value in {**gate_evidence(record.tags), GATE_RUN_TAG: run_id}.items():
         client.set_model_version_tag(record.model_name, version.version, key, value)
@@ -375,26 +376,23 @@ def store_bundle_task(bundle_dir: Path, manifest: Manifest, run: LoggedRun, bund
     return store_bundle(bundle_dir, manifest, uri, endpoint_url, transfer)
 
 
-def require_gate_passed(gate: GateReport, run: LoggedRun) -> None:
-    """A failed gate ends the build here: its evidence is in the run, and no bundle is stored or registered."""
+def require_gate_passed(gate: GateReport, run: LoggedRun, plan: str) -> None:
+    """A failed gate ends the build here: its evidence is in the run, and no bundle is stored or registered.
+    `plan`: the verdict's plan (tag gate.plan)."""
     if gate["overall"] == "fail":
-        where = ("no version registered" if run.version is None else evaluated_again_note(run, gate)
+        where = ("no version registered" if run.version is None else evaluated_again_note(run, gate, plan)
                  or f"v{run.version}'s gate tags now say so and it lost `candidate`")
         raise GateFailed(f"{gate['message']} (evidence kept in MLflow run {run.run_id}; {where})")
 
 
-def evaluated_again_note(run: LoggedRun, gate: GateReport) -> str | None:
-    """What a build of an already registered key says about the version it evaluated again (None: it did not)."""
+def evaluated_again_note(run: LoggedRun, gate: GateReport, plan: str) -> str | None:
+    """What a build of an already registered key says about the version it evaluated again (None: it did not);
+    `plan` is this build's (tag gate.plan), the one `--reevaluate` compares with the version's."""
     if not run.evaluated_again:
         return None
-    return (f"already registered as v{run.version}; evaluated again under plan {gate_plan_of(gate)}: verdict "
+    return (f"already registered as v{run.version}; evaluated again under plan {plan}: verdict "
             f"{gate['overall']} (the version's verdict, {run.version_verdict or 'unrecorded'}, is unchanged; "
             "`build --reevaluate` under its own plan re-judges it)")
-
-
-def gate_plan_of(gate: GateReport) -> str:
-    return ", ".join(f"{row['task']} {row['documents_planned']} docs / {row['looks_planned']} looks "
-                     f"(drop ≤ {row['allowed_drop_points']:.2f})" for row in gate["tasks"])
 
 
 def version_passes(gate: GateReport, run: LoggedRun) -> bool:

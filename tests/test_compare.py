@@ -133,7 +133,8 @@ def test_a_version_evaluated_again_is_recommended_on_its_own_verdict_and_the_tab
     """A matrix that evaluates an already registered version again under its smaller plan reports that evaluation's
     verdict, but only the version's own verdict (reached under the plan fixed before its data) earns an alias: a
     quick matrix once recommended by, and demoted on, a verdict the gate's error rates do not cover."""
-    again = "already registered as v1; evaluated again under plan t0 6 docs / 1 looks: verdict inconclusive " \
+    again = "already registered as v1; evaluated again under plan t0 6 documents in 1 looks, drop ≤ 1 points; " \
+        "confidence 0.95; document order seed 0; 0-shot: verdict inconclusive " \
         "(the version's verdict, pass, is unchanged; `build --reevaluate` under its own plan re-judges it)"
     kept = variant("fp8-1", "inconclusive", 160, [-0.2])
     kept.report.update(version_verdict="pass", evaluated_again=again)

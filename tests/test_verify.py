@@ -6,7 +6,6 @@ is rolled back by itself: `current`, the alias, the tags and the history."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from enginewright.golden import (
     compare_continuations,
     read_golden,
 )
+from enginewright.prefect_server import free_port
 from enginewright.promotion import AliasStore
 from enginewright.registry_client import registry_client
 from enginewright.settings import Settings
@@ -28,12 +28,6 @@ from flows.deploy import deploy_version
 from flows.verify import verify_release
 from tests.registered_bundle import register_bundle
 from tests.serving_host import ServingHost
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_target(path: Path, port: int, **verify: object) -> Path:

@@ -266,7 +266,9 @@ def test_a_registered_verdict_moves_only_by_an_explicit_reevaluation_under_its_o
     assert later.data.tags["enginewright.reevaluation_applied"] == "false"
     assert later.data.tags["gate.arc_easy.documents"] == "3/3" and again.evaluation_run_id == later.info.run_id
     assert later.info.run_name == f"tiny-reeval fp8 re-evaluation {first.build_key[:8]}"
-    assert again.evaluated_again.startswith("already registered as v1; evaluated again under plan arc_easy 3 docs")
+    assert again.evaluated_again.startswith("already registered as v1; evaluated again under plan "
+                                           f"{later.data.tags['gate.plan']}: verdict pass")
+    assert later.data.tags["gate.plan"].startswith("arc_easy 3 documents in 1 looks, drop ≤ 100 points;")
     assert "the version's verdict, pass, is unchanged" in again.evaluated_again
     unchanged()
 
