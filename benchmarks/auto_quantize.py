@@ -51,8 +51,8 @@ def main() -> None:
 
     import torch
 
-    from enginewright.effective_bits import minimum_effective_bits, plain_effective_bits
-    from enginewright.spec import AutoQuantizeSpec, CalibrationSpec, QuantizationSpec
+    from enginewright.config.spec import AutoQuantizeSpec, CalibrationSpec, QuantizationSpec
+    from enginewright.quant.effective_bits import minimum_effective_bits, plain_effective_bits
     from tasks.auto_quantize import load_search_state, quantize_mix, resolve, search_for
     from tasks.calibration import build_calibration_set
     from tasks.export import export_and_verify

@@ -23,9 +23,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 def main() -> None:
     from common import evaluate_first
 
-    from enginewright.models import load_model, load_tokenizer, pick_device
-    from enginewright.settings import Settings
-    from enginewright.spec import build_spec
+    from enginewright.config.settings import Settings
+    from enginewright.config.spec import build_spec
+    from enginewright.quant.models import load_model, load_tokenizer, pick_device
     from tasks.calibration import build_calibration_set
     from tasks.eval_data import check_eval_data
     from tasks.quantize import calibrate_and_quantize

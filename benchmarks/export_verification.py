@@ -22,8 +22,8 @@ FORMATS = "fp8,int8_sq,int4_awq,w4a8_awq,int8_wo,fp8_pcpt"
 
 
 def main() -> None:
-    from enginewright.settings import Settings
-    from enginewright.spec import CalibrationSpec, QuantizationSpec
+    from enginewright.config.settings import Settings
+    from enginewright.config.spec import CalibrationSpec, QuantizationSpec
     from tasks.calibration import build_calibration_set
     from tasks.export import export_and_verify, export_checkpoint
     from tasks.quantize import calibrate_and_quantize

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from enginewright.process_env import prepare_process
-from enginewright.settings import Settings
+from enginewright.config.settings import Settings
+from enginewright.ops.process_env import prepare_process
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -25,9 +25,9 @@ prepare_process(Settings())  # the CLI's Prefect/MLflow settings
 
 def plain_steps(spec, settings) -> dict[str, float]:
     """The flow's steps as plain function calls, in the flow's order, with the same inputs."""
-    from enginewright.build_key import compute_build_key
-    from enginewright.environment import environment_fingerprint, key_tool_versions
-    from enginewright.work_dir import WorkDir
+    from enginewright.keys.build_key import compute_build_key
+    from enginewright.keys.environment import environment_fingerprint, key_tool_versions
+    from enginewright.keys.work_dir import WorkDir
     from tasks.bundle import finish_bundle
     from tasks.calibration import build_calibration_set, source_fingerprint
     from tasks.eval_data import check_eval_data
@@ -91,8 +91,8 @@ def plain_steps(spec, settings) -> dict[str, float]:
 
 
 def main() -> None:
-    from enginewright.settings import Settings
-    from enginewright.spec import build_spec
+    from enginewright.config.settings import Settings
+    from enginewright.config.spec import build_spec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(Settings().default_model_dir))

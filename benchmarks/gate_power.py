@@ -1,7 +1,7 @@
 """The gate's figures in docs/gate.md, computed: the power table — the chance that a harmless candidate (true
 difference 0) passes one task, by documents planned, discordance (the share of documents where baseline and
 candidate disagree) and margin, for the sequential gate (looks of 100 documents), **exact** (the dynamic program of
-enginewright/gate_exact.py; a statistician's independent computation found the normal approximation 2–3 points
+enginewright/gate/gate_exact.py; a statistician's independent computation found the normal approximation 2–3 points
 high at small n) — and the main job's boundary and error figures. tests/test_gate_power_doc.py fails when the
 document and this drift apart.
 
@@ -10,8 +10,8 @@ document and this drift apart.
 
 from __future__ import annotations
 
-from enginewright.gate_exact import rates_at
-from enginewright.paired_stats import documents_for_power, look_plan, spending_boundaries
+from enginewright.gate.gate_exact import rates_at
+from enginewright.gate.paired_stats import documents_for_power, look_plan, spending_boundaries
 
 DOCUMENTS = (250, 500, 800, 1000, 2000, 4000, 8000)
 DISCORDANCE = (0.02, 0.05, 0.10)

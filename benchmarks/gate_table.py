@@ -15,8 +15,8 @@ import os
 import tempfile
 import time
 
-from enginewright.process_env import prepare_process
-from enginewright.settings import Settings
+from enginewright.config.settings import Settings
+from enginewright.ops.process_env import prepare_process
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -43,9 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("ENGINEWRIGHT_HOME", tempfile.mkdtemp(prefix="enginewright-gate-table-"))
 
+    from enginewright.config.settings import Settings
+    from enginewright.config.spec import build_spec
     from enginewright.errors import GateFailed
-    from enginewright.settings import Settings
-    from enginewright.spec import build_spec
     from flows.build import run_build
 
     settings = Settings()

@@ -50,7 +50,7 @@ def bare_modelopt(checkpoint: Path, spec, out_dir: Path) -> dict[str, float]:
     from modelopt.torch.export import export_hf_checkpoint
     from transformers import AutoModelForCausalLM
 
-    from enginewright.devices import calibration_batch_size
+    from enginewright.quant.devices import calibration_batch_size
     from tasks.calibration import build_calibration_set, load_calibration_ids
 
     seconds: dict[str, float] = {}
@@ -85,8 +85,8 @@ def main() -> None:
     import torch
     from common import add_model_source
 
-    from enginewright.settings import Settings
-    from enginewright.spec import build_spec
+    from enginewright.config.settings import Settings
+    from enginewright.config.spec import build_spec
     from flows.build import run_build
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,8 +113,8 @@ def main() -> None:
         model = random_llama8b(settings.home / "models" / "llama3-8b-shaped", args.tokenizer)
         torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     counter = LoadCounter()
-    logging.getLogger("enginewright.models").addHandler(counter)
-    logging.getLogger("enginewright.models").setLevel(logging.INFO)
+    logging.getLogger("enginewright.quant.models").addHandler(counter)
+    logging.getLogger("enginewright.quant.models").setLevel(logging.INFO)
     spec = build_spec(settings, None, {
         "source": {"model": str(model)}, "quantization": {"format": args.quant},
         "evaluation": {"tasks": args.tasks.split(","), "limit": args.limit, "look_size": args.look_size,

@@ -83,14 +83,14 @@ def requests_of(records: list[dict]) -> int:
 def main() -> None:
     from common import evaluate_first
 
-    from enginewright.devices import calibration_batch_size, compute_capability, describe
-    from enginewright.formats import FORMATS
-    from enginewright.models import load_model, load_tokenizer
-    from enginewright.spec import CalibrationSpec, EvaluationSpec, QuantizationSpec
+    from enginewright.config.formats import FORMATS
+    from enginewright.config.spec import CalibrationSpec, EvaluationSpec, QuantizationSpec
+    from enginewright.quant.calibrate import QuantizedState, quantize_in_place
+    from enginewright.quant.devices import calibration_batch_size, compute_capability, describe
+    from enginewright.quant.models import load_model, load_tokenizer
     from tasks.calibration import build_calibration_set, load_calibration_ids
     from tasks.eval_data import check_eval_data
     from tasks.export import export_checkpoint
-    from tasks.quantize import QuantizedState, quantize_in_place
     from tasks.runtimes.simulated import load_candidate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -140,7 +140,7 @@ def main() -> None:
         quantize_in_place(model, input_ids, fp8, "auto")
     import modelopt.torch.opt as mto
 
-    from enginewright.hashing import sha256_file
+    from enginewright.keys.hashing import sha256_file
 
     with step("save calibrated state (mto.save)"):
         mto.save(model, work / "fp8.mto.pth")

@@ -20,13 +20,13 @@ from pathlib import Path
 def run(args: list[str], home: Path) -> float:
     env = {**os.environ, "ENGINEWRIGHT_HOME": str(home)}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "enginewright.cli", *args], env=env, check=True,
+    subprocess.run([sys.executable, "-m", "enginewright.cli.main", *args], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
 def main() -> None:
-    from enginewright.settings import Settings
+    from enginewright.config.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quant", default="fp8,int8_sq,int4_awq,w4a8_awq")

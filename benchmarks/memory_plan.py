@@ -27,8 +27,8 @@ def run_one(args: argparse.Namespace) -> None:
     """One plan, in this process: choose it, calibrate, export and verify; write the figures to --out."""
     import torch
 
-    from enginewright.settings import Settings
-    from enginewright.spec import QuantizationSpec, build_spec
+    from enginewright.config.settings import Settings
+    from enginewright.config.spec import QuantizationSpec, build_spec
     from tasks.calibration import CalibrationSet
     from tasks.export import export_and_verify
     from tasks.plan import plan_memory
@@ -113,7 +113,7 @@ def main() -> None:
 
     from pydantic import ByteSize, TypeAdapter
 
-    from enginewright.spec import CalibrationSpec
+    from enginewright.config.spec import CalibrationSpec
     from tasks.calibration import build_calibration_set
 
     args.work.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from enginewright.gate_decision import decide, metric_of, paired_sequence, task_plan
-from enginewright.spec import EvaluationSpec, GateSpec
+from enginewright.config.spec import EvaluationSpec, GateSpec
+from enginewright.gate.gate_decision import decide, metric_of, paired_sequence, task_plan
 from tasks.eval_data import check_eval_data, document_order
 
 

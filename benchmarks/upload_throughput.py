@@ -4,7 +4,7 @@ Starts a private stack (SeaweedFS, an MLflow server with `--artifacts-destinatio
 local PostgreSQL) in a temporary home, writes bundle-shaped directories of random bytes (weights in shards of
 at most 512 MiB, plus small config files), and uploads each, in one run, five ways:
 
-- ours:   `enginewright.bundle_store.store_bundle` — parallel multipart, every part's sha256 checked by the
+- ours:   `enginewright.bundle.bundle_store.store_bundle` — parallel multipart, every part's sha256 checked by the
           store, every object's composite checksum compared after upload (verification included in the time);
 - boto3:  `client.upload_file` per file, one after another, with boto3's default TransferConfig;
 - boto3-sha256: the same with `ChecksumAlgorithm=SHA256`: the store checks each part's sha256 as it does
@@ -33,7 +33,7 @@ SHARD = 512 * 1024 * 1024
 
 
 def make_bundle(root: Path, total_mb: int) -> tuple[Path, dict]:
-    from enginewright.manifest import write_manifest
+    from enginewright.bundle.manifest import write_manifest
 
     bundle = root / f"bundle-{total_mb}"
     (bundle / "checkpoint").mkdir(parents=True)
@@ -64,10 +64,10 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
-    from enginewright.bundle_store import store_bundle
-    from enginewright.s3 import MiB, S3Location, TransferSettings, delete_prefix, s3_client
-    from enginewright.settings import Settings
-    from enginewright.stack import Stack, port_in_use
+    from enginewright.bundle.bundle_store import store_bundle
+    from enginewright.bundle.s3 import S3Location, delete_prefix, s3_client
+    from enginewright.config.settings import MiB, Settings, TransferSettings
+    from enginewright.stack.servers import Stack, port_in_use
 
     base = next(p for p in range(21000, 40000, 20) if not any(port_in_use(p + i) for i in range(12)))
     home = Path(tempfile.mkdtemp(prefix="enginewright-upload-bench-"))

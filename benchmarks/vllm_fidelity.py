@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def export(build_dir: Path, out: Path, data_dir: Path, num_fewshot: int, side: str = "candidate") -> None:
     sys.path.insert(0, str(ROOT))
-    from enginewright.models import load_tokenizer
-    from enginewright.spec import EvaluationSpec
+    from enginewright.config.spec import EvaluationSpec
+    from enginewright.quant.models import load_tokenizer
     from tasks.eval_data import check_eval_data
     from tasks.evaluate import evaluate_documents, read_records
     from tasks.runtimes.vllm import VllmLM
@@ -89,7 +89,7 @@ def score(requests: Path, checkpoint: Path, quantization: str | None, out: Path)
 
 def gold_index(data_dir: Path, task: str, doc_id: int) -> int:
     """The right choice of an ARC or HellaSwag document (the evaluated split, in file order: lm-eval's doc ids)."""
-    split = "validation" if task == "hellaswag" else "test"  # enginewright/eval_tasks.py's eval_split
+    split = "validation" if task == "hellaswag" else "test"  # enginewright/config/eval_tasks.py's eval_split
     doc = json.loads((data_dir / task / f"{split}.jsonl").read_text().splitlines()[doc_id])
     if task == "hellaswag":
         return int(doc["label"])

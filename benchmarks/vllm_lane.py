@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from enginewright.golden import (  # noqa: E402
+from enginewright.serving.golden import (  # noqa: E402
     ANSWER_MAX_TOKENS,
     ANSWER_STOP,
     answers_of,
@@ -43,7 +43,7 @@ from enginewright.golden import (  # noqa: E402
     read_golden,
     requests_of,
 )
-from enginewright.openai_endpoint import Endpoint, wait_until_serving  # noqa: E402
+from enginewright.serving.openai_endpoint import Endpoint, wait_until_serving  # noqa: E402
 
 
 def versions() -> dict[str, str]:

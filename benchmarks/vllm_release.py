@@ -59,8 +59,8 @@ def run(command: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
 
 def registry(home: Path) -> Any:
     """The MLflow registry of the builds under `home` (ENGINEWRIGHT_HOME)."""
-    from enginewright.registry_client import registry_client
-    from enginewright.settings import Settings
+    from enginewright.config.settings import Settings
+    from enginewright.registry.registry_client import registry_client
 
     return registry_client(Settings(home=home).tracking_uri)
 
@@ -117,9 +117,9 @@ def scrape(endpoint: str) -> str:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from enginewright.openai_endpoint import Endpoint, wait_until_serving
-    from enginewright.serving_config import read_deployment
-    from enginewright.settings import Settings
+    from enginewright.config.settings import Settings
+    from enginewright.serving.openai_endpoint import Endpoint, wait_until_serving
+    from enginewright.serving.serving_config import read_deployment
     from tests.serving_host import ServingHost, shuffled_weights
 
     env = environment(args.home, args.vllm_python)

@@ -80,3 +80,7 @@ def describe_validation_error(exc: ValidationError, what: str = "build spec") ->
         got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
         parts.append(f"{loc}: {err['msg']}{got}")
     return f"invalid {what}: " + "; ".join(parts)
+
+
+class RuntimeLaneFailed(EnginewrightError):
+    """A runtime could not evaluate the candidate; the evaluation falls back to the simulated one (tasks.runtimes)."""

@@ -1,7 +1,7 @@
 """`build_engine`: checkpoint → calibration → ModelOpt → bundle → lm-eval (smoke check first, golden outputs last,
 on the models it loads) → gate → MLflow, one Prefect flow.
 
-The flow only composes: each task takes its real inputs and its cache policy (`enginewright.cache_policies`)
+The flow only composes: each task takes its real inputs and its cache policy (`enginewright.keys.cache_policies`)
 keys them, so a second identical run recomputes nothing and registers no second version, and a changed step
 recomputes with everything after it.
 """
@@ -19,11 +19,11 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from enginewright.manifest import bundle_bytes
-from enginewright.process_env import prepare_process
-from enginewright.schemas import GateReport
-from enginewright.settings import Settings, load_settings
-from enginewright.spec import BuildSpec
+from enginewright.bundle.manifest import bundle_bytes
+from enginewright.config.schemas import GateReport
+from enginewright.config.settings import Settings, load_settings
+from enginewright.config.spec import BuildSpec
+from enginewright.ops.process_env import prepare_process
 from tasks.auto_quantize import search_task
 from tasks.bundle import bundle_task
 from tasks.calibration import calibration_task, fingerprint_calibration_task

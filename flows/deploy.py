@@ -1,11 +1,11 @@
 """`deploy_version`: one registered version → a verified bundle and a rendered serving configuration on a target.
 
 What the `deploy` deployment's trigger runs when an alias (`production`) is set in the MLflow UI
-(enginewright.promotion), what `enginewright deploy` runs by hand and what `enginewright rollback` re-runs:
+(enginewright.registry.promotion), what `enginewright deploy` runs by hand and what `enginewright rollback` re-runs:
 
 1. resolve the version; when started for an alias that has since moved on, stop (the newer change deploys);
 2. pull the bundle next to the serving configs and verify it against its manifest (already there: re-verify);
-3. check it fits the target (enginewright.fit_check: gate passed, quantization vs compute capability,
+3. check it fits the target (enginewright.serving.fit_check: gate passed, quantization vs compute capability,
    legacy engine vs GPU architecture and TensorRT version);
 4. render the release (trtllm-serve command + LLM-API YAML, Triton LLM-API model repository) and switch
    `<serving>/<target>/<model>/current` to it in one rename;
@@ -27,13 +27,13 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, runtime
 
+from enginewright.config.settings import Settings
 from enginewright.errors import DeployRefused, InputError
-from enginewright.process_env import prepare_process
-from enginewright.promotion import AliasStore
-from enginewright.registry_client import registry_client
-from enginewright.serving_config import current_release, model_dir, read_deployment
-from enginewright.settings import Settings
-from enginewright.targets import load_target
+from enginewright.ops.process_env import prepare_process
+from enginewright.registry.promotion import AliasStore
+from enginewright.registry.registry_client import registry_client
+from enginewright.serving.serving_config import current_release, model_dir, read_deployment
+from enginewright.serving.targets import load_target
 from flows.verify import verify_release
 from tasks.deploy import (
     DeployOutcome,

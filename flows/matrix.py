@@ -24,9 +24,9 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from enginewright.process_env import prepare_process
-from enginewright.settings import Settings, load_settings
-from enginewright.spec import BuildSpec
+from enginewright.config.settings import Settings, load_settings
+from enginewright.config.spec import BuildSpec
+from enginewright.ops.process_env import prepare_process
 from tasks.auto_quantize import shared_search_task
 from tasks.calibration import calibration_task, fingerprint_calibration_task
 from tasks.checkpoint_sources import source_context

@@ -1,4 +1,4 @@
-"""`poll_aliases`: the scheduled fallback of the MLflow webhook (enginewright.promotion).
+"""`poll_aliases`: the scheduled fallback of the MLflow webhook (enginewright.registry.promotion).
 
 Every tick reads each registered model's deploy alias (`production` by default) and announces a version not
 announced yet as the Prefect event `enginewright.alias.set`; the `deploy` deployment's trigger turns it into a
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from enginewright.events import announce_event
-from enginewright.process_env import prepare_process
-from enginewright.promotion import ALIAS_EVENT, AliasStore, poll_aliases
-from enginewright.registry_client import registry_client
-from enginewright.settings import Settings
+from enginewright.config.settings import Settings
+from enginewright.ops.process_env import prepare_process
+from enginewright.registry.events import announce_event
+from enginewright.registry.promotion import ALIAS_EVENT, AliasStore, poll_aliases
+from enginewright.registry.registry_client import registry_client
 
 
 def announce_alias(name: str, alias: str, version: str) -> None:

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime
 
+from enginewright.bundle.manifest import MANIFEST_NAME
+from enginewright.config.settings import Settings
 from enginewright.errors import InputError, VerificationFailed
-from enginewright.golden import read_golden
-from enginewright.manifest import MANIFEST_NAME
-from enginewright.process_env import prepare_process
-from enginewright.serving_config import current_release, model_dir, read_deployment
-from enginewright.settings import Settings
-from enginewright.targets import load_target
+from enginewright.ops.process_env import prepare_process
+from enginewright.serving.golden import read_golden
+from enginewright.serving.serving_config import current_release, model_dir, read_deployment
+from enginewright.serving.targets import load_target
 from tasks.deploy import record_verification_task, roll_back_release_task
 from tasks.verify import require_endpoint, verify_release_task
 

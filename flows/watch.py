@@ -1,7 +1,7 @@
 """`watch_checkpoints`: on a schedule, find new revisions of the watched checkpoints and announce each once.
 
 For every watch (source, spec content): resolve the newest revision (tasks/revisions.py); claim it in the watch
-store (enginewright/watchlist.py, exactly one claimer per revision even with several watchers); emit the
+store (enginewright/registry/watchlist.py, exactly one claimer per revision even with several watchers); emit the
 Prefect event `enginewright.checkpoint.updated` with the source, revision and the spec itself. The build
 deployment's trigger (prefect.yaml) turns the event into a `build_revision` run with that revision. A source
 that cannot be reached (Hub 404/500/timeout, a missing prefix, an empty directory) is logged and tried again on
@@ -13,10 +13,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
-from enginewright.events import announce_event
-from enginewright.process_env import prepare_process
-from enginewright.settings import Settings, load_settings
-from enginewright.watchlist import WatchStore
+from enginewright.config.settings import Settings, load_settings
+from enginewright.ops.process_env import prepare_process
+from enginewright.registry.events import announce_event
+from enginewright.registry.watchlist import WatchStore
 from tasks.revisions import latest_revision, revision_spec
 from tasks.variants import publish_build_report
 

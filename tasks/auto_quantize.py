@@ -31,27 +31,34 @@ from filelock import FileLock
 from prefect import task
 from prefect.states import Completed
 
-from enginewright.atomic import written_whole
-from enginewright.cache_policies import ChangeDetector, step_code_version
-from enginewright.devices import calibration_batch_size, check_format_supported, compute_capability
-from enginewright.errors import InputError
-from enginewright.formats import FORMATS
-from enginewright.hashing import sha256_file, sha256_json
-from enginewright.models import load_model
-from enginewright.spec import (
+from enginewright.config.formats import FORMATS
+from enginewright.config.spec import (
     AUTO_VARIANT_PREFIX,
     AutoQuantizeSpec,
     QuantizationSpec,
     SearchMethod,
     variant_quantization,
 )
+from enginewright.errors import InputError
+from enginewright.keys.atomic import written_whole
+from enginewright.keys.cache_policies import ChangeDetector, step_code_version
+from enginewright.keys.hashing import sha256_file, sha256_json
+from enginewright.quant.calibrate import (
+    QuantizedState,
+    choose_awq_block_size,
+    forward_loop_over,
+    prepare_as_exported,
+    quant_config,
+    quantized_in_features,
+)
+from enginewright.quant.devices import calibration_batch_size, check_format_supported, compute_capability
+from enginewright.quant.models import load_model
 from tasks.calibration import CalibrationSet, load_calibration_ids
-from tasks.quantize import QuantizedState
 
 NO_QUANT = "none"  # ModelOpt always adds "do not quantize" as a choice per group
-ALWAYS_KEPT = ("*lm_head*",)  # never searched (enginewright.spec.AutoQuantizeSpec says why)
+ALWAYS_KEPT = ("*lm_head*",)  # never searched (enginewright.config.spec.AutoQuantizeSpec says why)
 # The gradient method keeps every layer's activations for its backward pass; the no-grad calibration batch formula
-# (enginewright.devices) covers one layer's. A quarter of that batch, until a GPU run measures better.
+# (enginewright.quant.devices) covers one layer's. A quarter of that batch, until a GPU run measures better.
 GRADIENT_BATCH_HEADROOM = 0.125
 
 
@@ -87,7 +94,7 @@ class Mix:
 
 def check_candidates(candidates: list[str], capability: tuple[int, int] | None) -> None:
     """One InputError line for a candidate this worker cannot calibrate (the spec refuses empty, repeated, unknown
-    and unsearchable lists: enginewright.spec.AutoQuantizeSpec)."""
+    and unsearchable lists: enginewright.config.spec.AutoQuantizeSpec)."""
     for name in candidates:
         check_format_supported(name, capability, field="quantization.auto.formats")
 
@@ -158,7 +165,6 @@ def _search(checkpoint: Path, calib: CalibrationSet, candidates: list[str], meth
     import modelopt.torch.quantization as mtq
     from modelopt.torch.quantization.algorithms import QuantRecipe
 
-    from tasks.quantize import choose_awq_block_size, quant_config, quantized_in_features
 
     model = load_model(checkpoint, dtype)
     # Our configs, not ModelOpt's presets: the AWQ block size must divide this model's widths (tasks/quantize.py).
@@ -306,8 +312,7 @@ def quantize_mix(checkpoint: Path, calib: CalibrationSet, mix: Mix, dtype: str, 
     goes through the same export and verification (MIXED_PRECISION: tasks/export_verify.py) as any bundle."""
     import modelopt.torch.quantization as mtq
 
-    from enginewright.placement import save_quantized
-    from tasks.quantize import forward_loop_over, prepare_as_exported
+    from enginewright.quant.placement import save_quantized
 
     model = load_model(checkpoint, dtype)
     ids = load_calibration_ids(calib)

@@ -7,10 +7,10 @@ from typing import Any
 
 from prefect import task
 
-from enginewright.cache_policies import step_policy
-from enginewright.manifest import MANIFEST_NAME, write_manifest
-from enginewright.schemas import Manifest
-from enginewright.work_dir import WorkDir
+from enginewright.bundle.manifest import MANIFEST_NAME, write_manifest
+from enginewright.config.schemas import Manifest
+from enginewright.keys.cache_policies import step_policy
+from enginewright.keys.work_dir import WorkDir
 
 CARD_NAME = "MODEL_CARD.md"
 

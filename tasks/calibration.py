@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
-from enginewright.atomic import written_whole
-from enginewright.cache_policies import ChangeDetector, step_policy
+from enginewright.config.spec import CalibrationSpec
 from enginewright.errors import CalibrationError
-from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
-from enginewright.spec import CalibrationSpec
+from enginewright.keys.atomic import written_whole
+from enginewright.keys.cache_policies import ChangeDetector, step_policy
+from enginewright.keys.hashing import sha256_file, sha256_json, stat_fingerprint
 from tasks.sources import looks_like_local_path
 
 if TYPE_CHECKING:  # torch is imported where it is used: the preflight (`build --dry-run`) never needs it

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from enginewright.atomic import written_whole
+from enginewright.bundle.manifest import safe_relative_path
+from enginewright.bundle.s3 import S3Location, download_prefix, s3_client, store_errors
+from enginewright.config.settings import Settings, TransferSettings
 from enginewright.errors import CheckpointError, EnginewrightError
-from enginewright.hashing import sha256_json, sha256_tree
-from enginewright.manifest import safe_relative_path
-from enginewright.s3 import S3Location, TransferSettings, download_prefix, s3_client, store_errors
-from enginewright.settings import Settings
+from enginewright.keys.atomic import written_whole
+from enginewright.keys.hashing import sha256_json, sha256_tree
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from enginewright.hashing import sha256_json
-from enginewright.spec import BuildSpec
-from enginewright.trtllm_contract import OUTPUT_THROUGHPUT
+from enginewright.config.spec import BuildSpec
+from enginewright.keys.hashing import sha256_json
+from enginewright.serving.trtllm_contract import OUTPUT_THROUGHPUT
 
 RECOMMENDED_ALIAS = "recommended"
-THROUGHPUT_KEY = f"bench.{OUTPUT_THROUGHPUT}"  # trtllm-bench's report (enginewright.trtllm_contract), GPU workers only
+THROUGHPUT_KEY = f"bench.{OUTPUT_THROUGHPUT}"  # trtllm-bench's report (enginewright.serving.trtllm_contract), GPU workers only
 
 
 class RecommendationPolicy(BaseModel):

@@ -16,17 +16,17 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from enginewright.bundle_store import fetch_bundle
+from enginewright.bundle.bundle_store import fetch_bundle
+from enginewright.bundle.manifest import verify_bundle
+from enginewright.config.schemas import Manifest
+from enginewright.config.settings import Settings
 from enginewright.errors import DeployRefused, EnginewrightError, InputError, StoreError
-from enginewright.fit_check import fit_problems
-from enginewright.manifest import verify_bundle
-from enginewright.promotion import AliasStore, alias_now
-from enginewright.registry_client import registry_client
-from enginewright.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
-from enginewright.schemas import Manifest
-from enginewright.serving_config import render_release, serving_options, switch_current
-from enginewright.settings import Settings
-from enginewright.targets import DeployTarget
+from enginewright.ops.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
+from enginewright.registry.promotion import AliasStore, alias_now
+from enginewright.registry.registry_client import registry_client
+from enginewright.serving.fit_check import fit_problems
+from enginewright.serving.serving_config import render_release, serving_options, switch_current
+from enginewright.serving.targets import DeployTarget
 
 HISTORY_KEEP = 30  # entries kept in the registered model's history tag (MLflow tag values are at most 5000 chars)
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from prefect import task as prefect_task
 
-from enginewright.cache_policies import ChangeDetector
+from enginewright.config.eval_tasks import EVAL_TASKS
 from enginewright.errors import EvalDataError
-from enginewright.eval_tasks import EVAL_TASKS
-from enginewright.hashing import sha256_file, sha256_json, stat_fingerprint
+from enginewright.keys.cache_policies import ChangeDetector
+from enginewright.keys.hashing import sha256_file, sha256_json, stat_fingerprint
 
 
 @dataclass(frozen=True)

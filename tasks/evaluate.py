@@ -21,23 +21,24 @@ from typing import Any
 import torch
 from prefect import get_run_logger, task
 
-from enginewright.atomic import written_whole
-from enginewright.cache_policies import step_code_version, step_policy
-from enginewright.environment import package_version
-from enginewright.eval_tasks import EVAL_TASKS
-from enginewright.gate_decision import TaskPlan, decide, metric_of, paired_sequence, task_plan
-from enginewright.golden import read_golden, subset_task, write_golden
-from enginewright.hashing import sha256_file, sha256_json
-from enginewright.models import load_model, load_tokenizer, pick_device
-from enginewright.spec import EvaluationSpec, GateSpec
-from enginewright.work_dir import WorkDir
+from enginewright.config.eval_tasks import EVAL_TASKS
+from enginewright.config.spec import EvaluationSpec, GateSpec
+from enginewright.errors import RuntimeLaneFailed
+from enginewright.gate.gate_decision import TaskPlan, decide, metric_of, paired_sequence, task_plan
+from enginewright.keys.atomic import written_whole
+from enginewright.keys.cache_policies import step_code_version, step_policy
+from enginewright.keys.environment import package_version
+from enginewright.keys.hashing import sha256_file, sha256_json
+from enginewright.keys.work_dir import WorkDir
+from enginewright.quant.calibrate import QuantizedState
+from enginewright.quant.models import load_model, load_tokenizer, pick_device
+from enginewright.serving.golden import read_golden, subset_task, write_golden
 from tasks import runtimes
 from tasks.eval_data import EvalData, document_count, document_order, lm_eval_task_configs, task_family
 from tasks.fewshot import FEWSHOT_SEED, check_drawn, document_seeded_sampler
 from tasks.golden import golden_of
 from tasks.look_progress import LookProgress
-from tasks.quantize import QuantizedState
-from tasks.runtimes import RuntimeChoice, RuntimeLaneFailed, simulated
+from tasks.runtimes import RuntimeChoice, simulated
 from tasks.smoke import smoke_of
 
 SIMULATED = RuntimeChoice("simulated", "the simulated candidate (ModelOpt fake quantization, exported weights)")

@@ -9,15 +9,16 @@ from pathlib import Path
 import torch
 from prefect import get_run_logger, task
 
-from enginewright.atomic import written_whole
-from enginewright.cache_policies import step_policy
 from enginewright.errors import ExportVerificationError
-from enginewright.memory_plan import MemoryPlan
-from enginewright.models import load_tokenizer
-from enginewright.placement import enforce_device_limit
-from enginewright.work_dir import WorkDir
+from enginewright.keys.atomic import written_whole
+from enginewright.keys.cache_policies import step_policy
+from enginewright.keys.work_dir import WorkDir
+from enginewright.quant.calibrate import QuantizedState
+from enginewright.quant.memory_plan import MemoryPlan
+from enginewright.quant.models import load_tokenizer
+from enginewright.quant.placement import enforce_device_limit
 from tasks.export_verify import ExportVerification, read_exported, snapshot_evaluated, verify_export
-from tasks.quantize import QuantizedState, restore_quantized
+from tasks.quantize import restore_quantized
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def weight_quantizer_stages(module: torch.nn.Module) -> tuple[Any, Any]:
 
 def snapshot_evaluated(model: torch.nn.Module) -> EvaluatedSnapshot:
     """Also of a model with offloaded layers (a layerwise memory plan): each layer is read materialized."""
-    from enginewright.placement import readable, readable_parameters
+    from enginewright.quant.placement import readable, readable_parameters
 
     layers = quantized_layers(model)
     snapshot = EvaluatedSnapshot({}, {}, {}, {}, {})

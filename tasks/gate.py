@@ -1,9 +1,9 @@
 """The accuracy gate: per task, a non-inferiority test of candidate against baseline on the same documents.
 
 Per task, in its seeded sequence order: Tango's score statistic of the paired difference at Δ = −allowed drop,
-against O'Brien–Fleming group-sequential boundaries at each planned look (enginewright.paired_stats,
-enginewright.gate_decision). **pass** when the drop is shown smaller than allowed, **fail** when shown larger,
-**inconclusive** when the plan ended first. Report schema: enginewright.schemas.GateReport.
+against O'Brien–Fleming group-sequential boundaries at each planned look (enginewright.gate.paired_stats,
+enginewright.gate.gate_decision). **pass** when the drop is shown smaller than allowed, **fail** when shown larger,
+**inconclusive** when the plan ended first. Report schema: enginewright.config.schemas.GateReport.
 """
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
-from enginewright.cache_policies import step_policy
-from enginewright.gate_decision import TaskPlan, alphas, decide, metric_of, paired_sequence, tie_rate
-from enginewright.paired_stats import documents_for_power, mcnemar_exact_p, tango_bounds
-from enginewright.schemas import GATE_REPORT_SCHEMA_VERSION, CandidateRuntimeDoc, GateReport, GateTaskResult
-from enginewright.spec import EvaluationSpec, GateSpec
-from enginewright.work_dir import WorkDir
+from enginewright.config.schemas import (
+    GATE_REPORT_SCHEMA_VERSION,
+    CandidateRuntimeDoc,
+    GateReport,
+    GateTaskResult,
+)
+from enginewright.config.spec import EvaluationSpec, GateSpec
+from enginewright.gate.gate_decision import TaskPlan, alphas, decide, metric_of, paired_sequence, tie_rate
+from enginewright.gate.paired_stats import documents_for_power, mcnemar_exact_p, tango_bounds
+from enginewright.keys.cache_policies import step_policy
+from enginewright.keys.work_dir import WorkDir
 from tasks.evaluate import SIMULATED, Evaluation, read_records
 
 METHOD = ("non-inferiority per task: Tango's score statistic of the paired difference, group-sequential with "

@@ -1,4 +1,4 @@
-"""The build's golden outputs (enginewright.golden says what and why): the evaluated candidate's greedy
+"""The build's golden outputs (enginewright.serving.golden says what and why): the evaluated candidate's greedy
 continuations of the fixed golden prompts and its lettered answers to the fixed evaluation subset.
 
 The candidate is the one the gate evaluated, as the evaluate step holds it (tasks/evaluate.py records them at its
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from enginewright.golden import (
+from enginewright.serving.golden import (
     ANSWER_MAX_TOKENS,
     ANSWER_STOP,
     GOLDEN_MAX_NEW_TOKENS,

@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from enginewright.openai_endpoint import Endpoint, EndpointError
-from enginewright.targets import VerifyPolicy
+from enginewright.serving.openai_endpoint import Endpoint, EndpointError
+from enginewright.serving.targets import VerifyPolicy
 
 PROMPT_TOKENS = 64
 TIMEOUT_S = 600

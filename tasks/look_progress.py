@@ -4,7 +4,7 @@ lm-eval hands a look's requests to the model in one call (every task's, sorted b
 counts requests as the model answers them — through lm-eval's own cache hook, which HFLM and our runtimes call once
 per answered request — and shows them as documents (a document is several requests: one per answer choice).
 The model computes exactly as without the bar: the same call, the same batches. Silent where stderr is not a
-terminal (enginewright.console.progress_bar).
+terminal (enginewright.ops.console.progress_bar).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from lm_eval.api.model import LM, CacheHook
 
-from enginewright.console import progress_bar
+from enginewright.ops.console import progress_bar
 
 
 class _Counting(CacheHook):

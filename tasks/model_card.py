@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from enginewright.serving_runtimes import mix_serving_summary, serving_summary
+from enginewright.serving.serving_runtimes import mix_serving_summary, serving_summary
 from tasks.evaluate import EvalResult
 
 

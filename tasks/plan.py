@@ -7,13 +7,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from enginewright.atomic import written_whole
-from enginewright.build_key import BuildKey, compute_build_key
-from enginewright.environment import key_tool_versions
-from enginewright.gate_decision import task_plan
-from enginewright.memory_plan import MemoryPlan, choose_plan, estimate_need, probe_worker, read_footprint
-from enginewright.spec import BuildSpec
-from enginewright.work_dir import WorkDir
+from enginewright.config.spec import BuildSpec
+from enginewright.gate.gate_decision import task_plan
+from enginewright.keys.atomic import written_whole
+from enginewright.keys.build_key import BuildKey, compute_build_key
+from enginewright.keys.environment import key_tool_versions
+from enginewright.keys.work_dir import WorkDir
+from enginewright.quant.memory_plan import (
+    MemoryPlan,
+    choose_plan,
+    estimate_need,
+    probe_worker,
+    read_footprint,
+)
 from tasks.eval_data import EvalData, document_count
 
 
@@ -51,7 +57,7 @@ def plan_build(spec: BuildSpec, source_identity: str, calibration_fingerprint: s
 
 def plan_memory(checkpoint: Path, spec: BuildSpec, device_limit: int | None, builds_dir: Path,
                 log: Callable[[str], None] | None = None) -> MemoryPlan:
-    """Where calibration and export will run on this worker (enginewright/memory_plan.py), or InputError when the
+    """Where calibration and export will run on this worker (enginewright/quant/memory_plan.py), or InputError when the
     model fits no plan. Never cached: it reads this worker's free memory."""
     calibration = spec.calibration
     need = estimate_need(read_footprint(checkpoint), spec.dtype, spec.quantization.variant, calibration.num_samples,

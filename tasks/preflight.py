@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from enginewright.devices import check_format_supported
-from enginewright.effective_bits import minimum_effective_bits
+from enginewright.bundle.s3 import S3Location, s3_client
+from enginewright.config.settings import Settings
+from enginewright.config.spec import BuildSpec, QuantizationSpec
 from enginewright.errors import CheckpointError, InputError, RegistryError, StoreError
-from enginewright.s3 import S3Location, s3_client
-from enginewright.settings import Settings
-from enginewright.spec import BuildSpec, QuantizationSpec
+from enginewright.quant.devices import check_format_supported
+from enginewright.quant.effective_bits import minimum_effective_bits
 from tasks.calibration import calibration_files, check_enough_text, check_fits_context
 from tasks.checkpoint_sources import source_context
 from tasks.eval_data import EvalData, check_eval_data, document_count
@@ -31,8 +31,8 @@ class TaskPower:
 def gate_power(spec: BuildSpec, data: EvalData) -> list[TaskPower]:
     """Before any work: what the spec's plan can decide, at the spec's planning discordance (the baseline accuracy
     for a min_recovery margin is not known yet: a 50 % baseline is assumed)."""
-    from enginewright.gate_decision import allowed_drop, alphas, task_plan
-    from enginewright.paired_stats import documents_for_power, sequential_power
+    from enginewright.gate.gate_decision import allowed_drop, alphas, task_plan
+    from enginewright.gate.paired_stats import documents_for_power, sequential_power
 
     rows = []
     alpha_pass, alpha_fail = alphas(spec.gate, len(spec.evaluation.tasks))
@@ -81,7 +81,7 @@ def underpowered(rows: list[TaskPower]) -> str | None:
 
 
 def check_inputs(spec: BuildSpec, settings: Settings) -> EvalData:
-    from enginewright.models import preflight_tokenizer
+    from enginewright.quant.models import preflight_tokenizer
 
     for fmt in spec.quantization.candidate_formats:
         check_format_supported(fmt, field="quantization.auto.formats" if spec.quantization.auto else "quantization.format")
@@ -107,7 +107,7 @@ def check_scores_logits(path: Path, method: str) -> None:
     them): a checkpoint without a causal-LM head returns none. Said in those terms, before the generic check."""
     import json
 
-    from enginewright.models import causal_lm_model_types
+    from enginewright.quant.models import causal_lm_model_types
 
     config_file = path / "config.json"
     if not config_file.is_file():
@@ -124,7 +124,7 @@ def check_scores_logits(path: Path, method: str) -> None:
 
 def check_budget_reachable(path: Path, quantization: QuantizationSpec) -> None:
     """An AutoQuantize budget below the fewest bits its candidates can reach on this checkpoint (from its headers:
-    enginewright/effective_bits.py), refused before the search, naming the minimum."""
+    enginewright/quant/effective_bits.py), refused before the search, naming the minimum."""
     auto = quantization.auto
     if auto is None:
         return
@@ -138,7 +138,7 @@ def check_budget_reachable(path: Path, quantization: QuantizationSpec) -> None:
 
 def check_matrix_budgets(spec: BuildSpec, variants: list[str], settings: Settings) -> None:
     """check_budget_reachable for every auto-<bits> variant of a matrix, before any work."""
-    from enginewright.spec import AUTO_VARIANT_PREFIX, variant_quantization
+    from enginewright.config.spec import AUTO_VARIANT_PREFIX, variant_quantization
 
     _, path, _ = locate_source(spec.source, source_context(settings))
     for variant in variants:
@@ -159,7 +159,7 @@ def _check_mlflow(uri: str, timeout_s: float) -> None:
     import urllib.error
     import urllib.request
 
-    from enginewright.redact import redact_url
+    from enginewright.config.redact import redact_url
 
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:

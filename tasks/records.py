@@ -6,21 +6,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from enginewright.build_key import BuildKey
-from enginewright.environment import environment_fingerprint
-from enginewright.hashing import sha256_json
-from enginewright.manifest import bundle_bytes
-from enginewright.memory_plan import MemoryPlan
-from enginewright.schemas import CalibrationDoc, GateReport, Manifest, QuantizationDoc, SourceDoc
-from enginewright.spec import BuildSpec
-from enginewright.work_dir import WorkDir
+from enginewright.bundle.manifest import bundle_bytes
+from enginewright.config.schemas import CalibrationDoc, GateReport, Manifest, QuantizationDoc, SourceDoc
+from enginewright.config.spec import BuildSpec
+from enginewright.keys.build_key import BuildKey
+from enginewright.keys.environment import environment_fingerprint
+from enginewright.keys.hashing import sha256_json
+from enginewright.keys.work_dir import WorkDir
+from enginewright.quant.calibrate import QuantizedState
+from enginewright.quant.memory_plan import MemoryPlan
 from tasks.calibration import CalibrationSet
 from tasks.evaluate import EvalResult
 from tasks.export import exported_quant_algo
 from tasks.export_verify import ExportVerification
 from tasks.gate import gate_markdown
 from tasks.model_card import render_model_card
-from tasks.quantize import QuantizedState
 from tasks.register import GATE_PLAN_TAG, RunRecord
 from tasks.sources import ResolvedSource
 

@@ -1,5 +1,5 @@
 """Record a build in MLflow: a run with all its evidence, then (unless the gate failed) the bundle stored and
-verified (enginewright.bundle_store), then one model version per build key pointing at it, with lineage tags,
+verified (enginewright.bundle.bundle_store), then one model version per build key pointing at it, with lineage tags,
 the model card as description, and alias `candidate` when the gate passed.
 
 A build whose gate failed keeps its run (tag `gate.verdict=fail`, report and plot attached) and registers
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 
 from prefect import task
 
-from enginewright.bundle_store import bundle_location, delete_bundle, store_bundle
-from enginewright.cache_policies import step_policy
+from enginewright.bundle.bundle_store import bundle_location, delete_bundle, store_bundle
+from enginewright.config.schemas import GateReport, Manifest
+from enginewright.config.settings import TransferSettings
 from enginewright.errors import GateFailed, InputError, RegistryError
-from enginewright.registry_client import registry_client
-from enginewright.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
-from enginewright.s3 import TransferSettings
-from enginewright.schemas import GateReport, Manifest
+from enginewright.keys.cache_policies import step_policy
+from enginewright.ops.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unless_input_error
+from enginewright.registry.registry_client import registry_client
 
 if TYPE_CHECKING:  # mlflow is imported by the functions that talk to it: a fully cached build never does
     from mlflow.tracking import MlflowClient

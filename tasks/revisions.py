@@ -8,10 +8,10 @@ from typing import Any
 
 import yaml
 
+from enginewright.bundle.s3 import S3Location
+from enginewright.config.settings import Settings
+from enginewright.config.spec import BuildSpec, build_spec, deep_merge, read_spec_file
 from enginewright.errors import CheckpointError, InputError
-from enginewright.s3 import S3Location
-from enginewright.settings import Settings
-from enginewright.spec import BuildSpec, build_spec, deep_merge, read_spec_file
 from tasks.checkpoint_sources import SourceContext, backend_for, check_local_checkpoint, looks_like_local_path
 
 

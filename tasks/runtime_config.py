@@ -13,10 +13,10 @@ from typing import Any
 import yaml
 from prefect import task
 
-from enginewright.cache_policies import step_policy
-from enginewright.spec import RuntimeSpec
-from enginewright.trtllm_contract import check_llm_api_options
-from enginewright.work_dir import WorkDir
+from enginewright.config.spec import RuntimeSpec
+from enginewright.keys.cache_policies import step_policy
+from enginewright.keys.work_dir import WorkDir
+from enginewright.serving.trtllm_contract import check_llm_api_options
 
 
 def llm_api_options(spec: RuntimeSpec, kv_cache_fp8: bool) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def llm_api_options(spec: RuntimeSpec, kv_cache_fp8: bool) -> dict[str, Any]:
 
 
 def write_llm_api_yaml(spec: RuntimeSpec, kv_cache_fp8: bool, out_file: Path) -> Path:
-    """Written only if TensorRT-LLM would take it (enginewright.trtllm_contract.LlmApiOptions)."""
+    """Written only if TensorRT-LLM would take it (enginewright.serving.trtllm_contract.LlmApiOptions)."""
     options = llm_api_options(spec, kv_cache_fp8)
     check_llm_api_options(options)
     out_file.write_text(yaml.safe_dump(options, sort_keys=False))

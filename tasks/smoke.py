@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
+from enginewright.config.schemas import SmokeResult
 from enginewright.errors import GateFailed
-from enginewright.models import load_model, load_tokenizer
-from enginewright.schemas import SmokeResult
-from tasks.quantize import QuantizedState
+from enginewright.quant.calibrate import QuantizedState
+from enginewright.quant.models import load_model, load_tokenizer
 from tasks.runtimes.simulated import load_candidate
 
 MIN_DISTINCT_BIGRAM_RATIO = 0.4

@@ -10,11 +10,11 @@ from typing import Any
 
 from prefect import task
 
-from enginewright.cache_policies import ChangeDetector
+from enginewright.config.spec import SourceSpec
 from enginewright.errors import CheckpointError
-from enginewright.hashing import sha256_tree, stat_fingerprint
-from enginewright.retries import retry_unless_input_error
-from enginewright.spec import SourceSpec
+from enginewright.keys.cache_policies import ChangeDetector
+from enginewright.keys.hashing import sha256_tree, stat_fingerprint
+from enginewright.ops.retries import retry_unless_input_error
 from tasks.checkpoint_sources import S3Backend, SourceContext, looks_like_local_path
 
 SAFE_WEIGHTS = ("*.safetensors",)
@@ -76,8 +76,8 @@ def check_checkpoint_dir(path: Path, spec: SourceSpec) -> None:
 def check_model_type(path: Path, model_type: str) -> None:
     """A model_type transformers' AutoModelForCausalLM cannot build fails here, not after the checkpoint is hashed
     (it passed the whole preflight before)."""
-    from enginewright.environment import package_version
-    from enginewright.models import causal_lm_model_types
+    from enginewright.keys.environment import package_version
+    from enginewright.quant.models import causal_lm_model_types
 
     known = causal_lm_model_types()
     if model_type not in known:

@@ -6,7 +6,7 @@
   degenerate (the flow's smoke check is what passes or fails a candidate).
 - legacy engine (`runtime.legacy_engine`, TensorRT-LLM ≤ 1.3.0rc20 only): the LLM API's TensorRT backend builds an
   engine for this GPU and saves it to `bundle/engine/`. Engines only run on the SM and TensorRT version they
-  were built for, so both enter the build key (enginewright.environment.key_tool_versions).
+  were built for, so both enter the build key (enginewright.keys.environment.key_tool_versions).
 - benchmark: `trtllm-bench throughput` on a synthetic dataset; its report is logged on the model version.
 - evaluation of the exact runtime: not yet — lm-eval's stock `trtllm` class misreads the runtime's prompt
   log-probabilities (issue 19); the candidate is evaluated simulated, with the exported weights, everywhere.
@@ -33,16 +33,16 @@ import yaml
 from prefect import task
 from prefect.states import Completed
 
-from enginewright.cache_policies import step_policy
 from enginewright.errors import EnginewrightError
-from enginewright.trtllm_contract import (
+from enginewright.keys.cache_policies import step_policy
+from enginewright.keys.work_dir import WorkDir
+from enginewright.serving.trtllm_contract import (
     LAST_ENGINE_RELEASE,
     check_bench_argv,
     check_bench_report,
     check_build_config,
     version_at_most,
 )
-from enginewright.work_dir import WorkDir
 from tasks.smoke import is_degenerate
 
 
@@ -109,7 +109,7 @@ def load_and_smoke(bundle_dir: Path, prompts: list[str], max_new_tokens: int) ->
 
 
 def legacy_engine_supported(version: str | None) -> bool:
-    """The TensorRT (engine) backend exists up to LAST_ENGINE_RELEASE (enginewright.trtllm_contract)."""
+    """The TensorRT (engine) backend exists up to LAST_ENGINE_RELEASE (enginewright.serving.trtllm_contract)."""
     return version_at_most(version, LAST_ENGINE_RELEASE)
 
 
@@ -142,7 +142,7 @@ def bench_command_lines(bundle_dir: Path, work: Path, requests: int = 256, isl: 
     """The two `trtllm-bench` runs: a synthetic dataset, then throughput with the bundle's own llm_api.yaml.
 
     `--model` is the checkpoint directory, not a registry name: prepare-dataset loads its tokenizer from
-    `--model` before `--model_path`, and builds run offline (enginewright.trtllm_contract)."""
+    `--model` before `--model_path`, and builds run offline (enginewright.serving.trtllm_contract)."""
     checkpoint = str(bundle_dir / "checkpoint")
     dataset, report = work / "dataset.jsonl", work / "report.json"
     base = ["--model", checkpoint, "--model_path", checkpoint, "--workspace", str(work)]

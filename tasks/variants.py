@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from enginewright.registry_client import registry_client
-from enginewright.spec import BuildSpec, variant_quantization
+from enginewright.config.spec import BuildSpec, variant_quantization
+from enginewright.registry.registry_client import registry_client
 from tasks.compare import RECOMMENDED_ALIAS, RecommendationPolicy, VariantResult, VariantStatus
 from tasks.register import experiment_id
 
@@ -43,7 +43,7 @@ class _Running:
 
 
 def variant_spec(spec: BuildSpec, variant: str) -> BuildSpec:
-    """The spec of one variant: a format, or auto-<bits> (enginewright.spec.variant_quantization)."""
+    """The spec of one variant: a format, or auto-<bits> (enginewright.config.spec.variant_quantization)."""
     return spec.model_copy(update={"quantization": variant_quantization(spec.quantization, variant)})
 
 
@@ -69,7 +69,7 @@ def _start(spec: BuildSpec, fmt: str, run_dir: Path, slot: int, parallel: int, a
     report.unlink(missing_ok=True)
     with log.open("w") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "enginewright.cli", "build", "--spec", str(spec_file), "--report-json", str(report)],
+            [sys.executable, "-m", "enginewright.cli.main", "build", "--spec", str(spec_file), "--report-json", str(report)],
             stdout=handle, stderr=subprocess.STDOUT, env=worker_env(slot, parallel, api_url),
         )
     return _Running(fmt, slot, process, report, log)

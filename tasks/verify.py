@@ -1,7 +1,7 @@
 """The verify step's checks of a switched release against its target's endpoint, as plain functions and tasks.
 
 1. ready: the endpoint serves the release's model id (and runtime version) within `verify.ready_timeout_s`;
-2. golden replay: the build's greedy continuations (enginewright.golden) asked again, exact-match share;
+2. golden replay: the build's greedy continuations (enginewright.serving.golden) asked again, exact-match share;
 3. subset: the build's lettered evaluation subset asked through lm-eval's `local-completions` model, answers paired
    per document with the build's (agreement; exact McNemar on correctness) — this checks the deployment, not the
    quantization again (the gate did that);
@@ -24,7 +24,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from enginewright.errors import InputError
-from enginewright.golden import (
+from enginewright.serving.golden import (
     ANSWER_MAX_TOKENS,
     AnswerComparison,
     Golden,
@@ -34,10 +34,10 @@ from enginewright.golden import (
     compare_continuations,
     requests_of,
 )
-from enginewright.monitoring import build_throughput
-from enginewright.openai_endpoint import Endpoint, EndpointError, Readiness, wait_until_serving
-from enginewright.serving_runtimes import simulation_mismatch
-from enginewright.targets import DeployTarget
+from enginewright.serving.monitoring import build_throughput
+from enginewright.serving.openai_endpoint import Endpoint, EndpointError, Readiness, wait_until_serving
+from enginewright.serving.serving_runtimes import simulation_mismatch
+from enginewright.serving.targets import DeployTarget
 
 
 @dataclass

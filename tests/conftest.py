@@ -23,7 +23,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS",
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
-from enginewright.settings import Settings  # noqa: E402
+from enginewright.config.settings import Settings  # noqa: E402
 from tests.tiny_model import make_tiny_llama, save_smollm2_tokenizer  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     whole run: pytest-xdist's workers share one conversion, under a lock in the run's common temporary directory."""
     from filelock import FileLock
 
-    from enginewright.gguf_import import convert_gguf, smollm2_gguf_path
+    from enginewright.quant.gguf_import import convert_gguf, smollm2_gguf_path
 
     shared = run_temp(tmp_path_factory) / "smollm2"
     with FileLock(str(shared) + ".lock"):
@@ -116,8 +116,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def quantized_and_exported(fmt: str, tiny_model: Path, tokenizer_dir: Path, shared_data: Path, root: Path):
     """The tiny Llama calibrated (2 × 16 tokens of tiny Shakespeare), quantized to `fmt` and exported:
     (quantized state, exported checkpoint)."""
-    from enginewright.spec import CalibrationSpec, QuantizationSpec
-    from enginewright.work_dir import WorkDir
+    from enginewright.config.spec import CalibrationSpec, QuantizationSpec
+    from enginewright.keys.work_dir import WorkDir
     from tasks.calibration import build_calibration_set
     from tasks.export import export_checkpoint
     from tasks.quantize import calibrate_and_quantize

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from enginewright.bundle_store import bundle_location, store_bundle
-from enginewright.manifest import write_manifest
-from enginewright.settings import Settings
-from enginewright.spec import RuntimeSpec
+from enginewright.bundle.bundle_store import bundle_location, store_bundle
+from enginewright.bundle.manifest import write_manifest
+from enginewright.config.settings import Settings
+from enginewright.config.spec import RuntimeSpec
 from tasks.register import RegisteredVersion, RunRecord, log_build_run, register_version
 from tasks.runtime_config import write_llm_api_yaml
 
@@ -54,8 +54,8 @@ def record_golden_of(bundle: Path, data_dir: Path, max_new_tokens: int = 12) -> 
     """Recorded as a build records them for a runtime that can generate: by the computation that will serve them —
     here the serving stand-ins' (a ModelOpt export dequantized from its codes, its inputs quantized with the exported
     scales; a plain checkpoint as it is)."""
-    from enginewright.golden import GOLDEN_PROMPTS, write_golden
-    from enginewright.models import load_tokenizer
+    from enginewright.quant.models import load_tokenizer
+    from enginewright.serving.golden import GOLDEN_PROMPTS, write_golden
     from tasks.golden import record_golden
     from tests.standins.openai_server import load_served_model
 

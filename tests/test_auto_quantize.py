@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from enginewright.config.formats import FORMATS
+from enginewright.config.spec import CalibrationSpec
 from enginewright.errors import InputError
-from enginewright.formats import FORMATS
-from enginewright.spec import CalibrationSpec
 from tasks.auto_quantize import (
     _formats_of,
     _recipe_name,
@@ -73,7 +73,7 @@ def test_the_minimum_is_modelopts_own_figure(searched, tiny_model: Path, tmp_pat
     """ModelOpt refuses an infeasible target at search time with its minimum; ours, from the state, is the same."""
     import modelopt.torch.quantization as mtq
 
-    from enginewright.models import load_model
+    from enginewright.quant.models import load_model
 
     state, *_ = searched
     floor = minimum_effective_bits(load_search_state(state))
@@ -87,10 +87,10 @@ def test_the_minimum_is_modelopts_own_figure(searched, tiny_model: Path, tmp_pat
 
 
 def test_the_checkpoints_headers_give_modelopts_bits_before_any_search(searched, tiny_model: Path) -> None:
-    """enginewright/effective_bits.py reads only safetensors headers; its minimum is the search state's, and a
+    """enginewright/quant/effective_bits.py reads only safetensors headers; its minimum is the search state's, and a
     plain format's figure is what ModelOpt's cost model gives that format on every group (lm_head at 16)."""
-    from enginewright.effective_bits import minimum_effective_bits as minimum_before_search
-    from enginewright.effective_bits import plain_effective_bits
+    from enginewright.quant.effective_bits import minimum_effective_bits as minimum_before_search
+    from enginewright.quant.effective_bits import plain_effective_bits
 
     state, *_ = searched
     search_state = load_search_state(state)

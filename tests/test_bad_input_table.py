@@ -77,7 +77,7 @@ def fill(text: str, values: dict[str, str]) -> str:
 
 
 def run_row(command: str, values: dict[str, str], capsys, monkeypatch) -> tuple[int, str]:
-    from enginewright.cli import main
+    from enginewright.cli.main import main
 
     words = shlex.split(fill(command, values))
     while words and re.match(r"^[A-Z][A-Z0-9_]*=", words[0]):  # leading VAR=value: the environment of this row

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from enginewright.build_key import compute_build_key
-from enginewright.settings import Settings
-from enginewright.spec import build_spec
+from enginewright.config.settings import Settings
+from enginewright.config.spec import build_spec
+from enginewright.keys.build_key import compute_build_key
 
 TOOLS = {"nvidia-modelopt": "0.47.0", "transformers": "5.14.1", "torch": "2.13.0", "tensorrt-llm": "absent", "cuda": "none"}
 

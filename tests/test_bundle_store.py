@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.bundle_store import bundle_location, fetch_bundle, store_bundle
+from enginewright.bundle.bundle_store import bundle_location, fetch_bundle, store_bundle
+from enginewright.bundle.manifest import write_manifest
+from enginewright.bundle.s3 import S3Location
+from enginewright.config.settings import MAX_PARTS, MiB, TransferSettings
 from enginewright.errors import EnginewrightError, InputError
-from enginewright.manifest import write_manifest
-from enginewright.s3 import MAX_PARTS, MiB, S3Location, TransferSettings
 
 
 def test_s3_locations_parse_and_join() -> None:

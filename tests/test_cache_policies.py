@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from enginewright import cache_policies
-from enginewright.cache_policies import STEPS, identity_of, module_closure, step_code_version, step_policy
-from enginewright.spec import CalibrationSpec
-from enginewright.work_dir import WorkDir
+from enginewright.config.spec import CalibrationSpec
+from enginewright.keys import cache_policies
+from enginewright.keys.cache_policies import (
+    STEPS,
+    identity_of,
+    module_closure,
+    step_code_version,
+    step_policy,
+)
+from enginewright.keys.work_dir import WorkDir
 
 
 def downstream_of(step: str) -> set[str]:
@@ -38,7 +44,7 @@ def changed_module(monkeypatch: pytest.MonkeyPatch):
     step_code_version.cache_clear()
 
 
-@pytest.mark.parametrize("module", ["tasks.quantize", "tasks.gate", "tasks.export", "enginewright.paired_stats"])
+@pytest.mark.parametrize("module", ["tasks.quantize", "tasks.gate", "tasks.export", "enginewright.gate.paired_stats"])
 def test_a_changed_module_moves_the_steps_that_run_it_and_every_step_after_them(changed_module, module) -> None:
     before = {s: step_code_version(s) for s in STEPS}
     changed_module(module)
@@ -53,8 +59,8 @@ def test_a_changed_module_moves_the_steps_that_run_it_and_every_step_after_them(
 
 
 def test_a_helper_module_enters_the_closure_of_the_steps_that_import_it() -> None:
-    assert "enginewright.paired_stats" in module_closure("tasks.gate")
-    assert "enginewright.paired_stats" not in module_closure("tasks.quantize")
+    assert "enginewright.gate.paired_stats" in module_closure("tasks.gate")
+    assert "enginewright.gate.paired_stats" not in module_closure("tasks.quantize")
     assert "tasks.calibration" in module_closure("tasks.quantize")  # through `from tasks.calibration import`
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from enginewright.config.spec import CalibrationSpec
 from enginewright.errors import CalibrationError
-from enginewright.spec import CalibrationSpec
 from tasks.calibration import (
     build_calibration_set,
     check_enough_text,
@@ -82,7 +82,7 @@ def test_fingerprint_follows_content_not_path(shakespeare: str, tmp_path: Path) 
 def test_the_preflight_tokenizer_gives_the_stream_transformers_gives(tokenizer_dir: Path, shared_data: Path) -> None:
     """The preflight counts calibration tokens with tokenizer.json directly (milliseconds, not transformers' 4-s
     import): its token stream must be the one the build's AutoTokenizer produces, EOS included."""
-    from enginewright.models import TokenizerFile, preflight_tokenizer
+    from enginewright.quant.models import TokenizerFile, preflight_tokenizer
     from tasks.calibration import token_stream
 
     spec = CalibrationSpec(source=str(shared_data / "calib" / "wikitext2_train.txt"), num_samples=8, seq_len=256)

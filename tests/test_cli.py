@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.cli import main
-from enginewright.settings import Settings
+from enginewright.cli.main import main
+from enginewright.config.settings import Settings
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -70,7 +70,7 @@ def test_a_failed_build_writes_its_report_too(tiny_model: Path, shared_data: Pat
     """The matrix learns why a variant failed from this report, never from scraping its log for 'error'."""
     import json
 
-    from enginewright.cli import main
+    from enginewright.cli.main import main
 
     monkeypatch.setenv("ENGINEWRIGHT_HOME", str(tmp_path / "home"))
     report = tmp_path / "report.json"

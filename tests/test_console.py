@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from enginewright.console import step_line
+from enginewright.ops.console import step_line
 
 
 def record(message: str, **extra: str) -> logging.LogRecord:
@@ -36,7 +36,7 @@ import logging, sys, warnings
 from pathlib import Path
 from prefect import flow, task
 from tqdm import tqdm
-from enginewright.console import progress_bar, to_log_file
+from enginewright.ops.console import progress_bar, to_log_file
 
 @task(name="noisy-step")
 def noisy():

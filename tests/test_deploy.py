@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from enginewright.config.settings import Settings
 from enginewright.errors import DeployRefused, InputError
-from enginewright.fit_check import fit_problems
-from enginewright.registry_client import registry_client
-from enginewright.serving_config import render_release, serving_options
-from enginewright.settings import Settings
-from enginewright.targets import DeployTarget, load_target
+from enginewright.registry.registry_client import registry_client
+from enginewright.serving.fit_check import fit_problems
+from enginewright.serving.serving_config import render_release, serving_options
+from enginewright.serving.targets import DeployTarget, load_target
 from flows.deploy import deploy_version, rollback
 from tasks.deploy import previous_deployed_version
 from tests.registered_bundle import register_bundle
@@ -204,7 +204,7 @@ def test_a_vllm_target_renders_vllm_serve_with_modelopts_loader_and_the_kv_cache
 
 
 def test_the_vllm_contract_refuses_what_vllm_serve_does_not_take() -> None:
-    from enginewright.vllm_contract import VllmContractError, check_vllm_serve_argv
+    from enginewright.serving.vllm_contract import VllmContractError, check_vllm_serve_argv
 
     with pytest.raises(VllmContractError, match="does not take '--extra_llm_api_options'"):
         check_vllm_serve_argv(["vllm", "serve", "m", "--extra_llm_api_options", "x.yaml"])
@@ -285,7 +285,7 @@ def test_rollback_needs_an_earlier_deployed_version(settings: Settings, tmp_path
 def test_a_refused_promotion_moves_the_alias_back_to_the_version_that_serves(settings: Settings, tmp_path: Path) -> None:
     """Before: `production` stayed on the refused version while the old one served, so the registry said one thing
     and the serving host did another. The move back is claimed, so the relay and the poll deploy nothing for it."""
-    from enginewright.promotion import AliasStore
+    from enginewright.registry.promotion import AliasStore
 
     client = registry_client(settings.tracking_uri)
     v1 = register_bundle(settings, tmp_path / "b", "chat", fmt="int4_awq")
@@ -311,7 +311,7 @@ def test_a_vllm_release_of_an_autoquantize_mix_names_vllms_mixed_loader(tmp_path
 
 
 def test_nvfp4_below_blackwell_is_served_weight_only_so_its_golden_records_do_not_judge_it() -> None:
-    from enginewright.serving_runtimes import simulation_mismatch
+    from enginewright.serving.serving_runtimes import simulation_mismatch
 
     assert "served weight-only" in str(simulation_mismatch("nvfp4", (9, 0)))
     assert simulation_mismatch("nvfp4", (10, 0)) is None

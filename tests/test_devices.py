@@ -3,13 +3,13 @@
 import pytest
 from transformers import LlamaConfig
 
-from enginewright.devices import (
+from enginewright.config.spec import CalibrationSpec
+from enginewright.errors import InputError
+from enginewright.quant.devices import (
     bytes_per_calibration_sequence,
     calibration_batch_size,
     check_format_supported,
 )
-from enginewright.errors import InputError
-from enginewright.spec import CalibrationSpec
 
 
 def test_gpu_formats_are_refused_without_such_a_gpu() -> None:

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from enginewright.config.eval_tasks import EVAL_TASK_NAMES, EVAL_TASKS
 from enginewright.errors import EvalDataError
-from enginewright.eval_tasks import EVAL_TASK_NAMES, EVAL_TASKS
 from tasks.eval_data import EVAL_GROUP, check_eval_data, document_order, lm_eval_task_configs
 
 
@@ -57,7 +57,7 @@ def test_stock_task_definitions_read_local_data(shared_data: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("task", EVAL_TASK_NAMES)
 def test_every_task_row_runs_through_data_check_configs_and_order(task: str, shared_data: Path, tmp_path: Path) -> None:
-    """One row of enginewright.eval_tasks is all a task needs: its files checked, lm-eval's stock task pointed at them,
+    """One row of enginewright.config.eval_tasks is all a task needs: its files checked, lm-eval's stock task pointed at them,
     and a seeded order over exactly the documents lm-eval evaluates."""
     from lm_eval.tasks import TaskManager
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.spec import EvaluationSpec, GateSpec
+from enginewright.config.spec import EvaluationSpec, GateSpec
 from tasks.eval_data import check_eval_data, document_order
 from tasks.evaluate import evaluate_documents, evaluate_until_decided, read_records
 from tests.tiny_model import work_dir_with
@@ -51,7 +51,7 @@ def test_lm_eval_labels_an_unsorted_selection_correctly(built) -> None:
     gets the same record (hash, answer) whichever documents share its call."""
     from lm_eval.models.huggingface import HFLM
 
-    from enginewright.models import load_model, load_tokenizer
+    from enginewright.quant.models import load_model, load_tokenizer
 
     model, _, _, data, root = built
     lm = HFLM(pretrained=load_model(model, "bfloat16"), tokenizer=load_tokenizer(model), batch_size=4)
@@ -70,7 +70,7 @@ def test_a_documents_few_shot_context_is_its_own_whichever_documents_share_its_c
     batch and in another batch; and the examples still differ between documents."""
     from lm_eval.models.huggingface import HFLM
 
-    from enginewright.models import load_model, load_tokenizer
+    from enginewright.quant.models import load_model, load_tokenizer
 
     model, _, _, data, root = built
     data = check_eval_data(data.data_dir, ["arc_easy"], 5)
@@ -94,7 +94,7 @@ def test_a_look_shows_its_documents_on_a_bar_and_computes_exactly_as_without_it(
     from lm_eval.models.huggingface import HFLM
     from tqdm import tqdm
 
-    from enginewright.models import load_model, load_tokenizer
+    from enginewright.quant.models import load_model, load_tokenizer
     from tasks.look_progress import LookProgress
 
     model, _, _, _, root = built
@@ -135,7 +135,7 @@ class ScriptedSide:
 def test_a_failed_task_stops_the_undecided_ones_at_its_look(tmp_path: Path) -> None:
     """A build fails when any task fails, so the tasks still undecided stop at that look instead of running out
     their plans (a broken candidate's build spent minutes more on evaluation that could not change its verdict)."""
-    from enginewright.gate_decision import task_plan
+    from enginewright.gate.gate_decision import task_plan
     from tasks.evaluate import Sequence, evaluate_looks
 
     tasks = ["arc_easy", "hellaswag"]

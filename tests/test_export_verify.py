@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from enginewright.config.spec import CalibrationSpec, QuantizationSpec
 from enginewright.errors import ExportVerificationError
-from enginewright.spec import CalibrationSpec, QuantizationSpec
 from tasks.calibration import build_calibration_set
 from tasks.export import export_checkpoint
 from tasks.export_verify import unpack_int4, verify_exported_checkpoint

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from enginewright.config.spec import EvaluationSpec, GateSpec
 from enginewright.errors import EnginewrightError
-from enginewright.gate_decision import TaskPlan, allowed_drop, tie_rate
-from enginewright.spec import EvaluationSpec, GateSpec
+from enginewright.gate.gate_decision import TaskPlan, allowed_drop, tie_rate
 from tasks.gate import evaluate_gate, gate_markdown, write_gate_outputs
 
 EVAL = EvaluationSpec(data_dir=Path("."))

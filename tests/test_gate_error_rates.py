@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from enginewright.paired_stats import PairedCounts, look_plan, sequential_decision, sequential_power
+from enginewright.gate.paired_stats import PairedCounts, look_plan, sequential_decision, sequential_power
 
 ALPHA = 0.025
 TRIALS = 2000

@@ -1,4 +1,4 @@
-"""The gate's error rates, exactly (enginewright/gate_exact.py): the dynamic program against brute force on a plan
+"""The gate's error rates, exactly (enginewright/gate/gate_exact.py): the dynamic program against brute force on a plan
 small enough to enumerate, against a statistician's independent exact figures, and then the rule itself — its
 false-pass rate held to α on the margin over a grid, with no Monte-Carlo error for a 0.3-point regression to hide in."""
 
@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from enginewright.gate_exact import exact_rates, rates_at, tango_z
-from enginewright.paired_stats import PairedCounts, look_plan, sequential_decision, tango_statistic
+from enginewright.gate.gate_exact import exact_rates, rates_at, tango_z
+from enginewright.gate.paired_stats import PairedCounts, look_plan, sequential_decision, tango_statistic
 
 ALPHA = 0.025
 

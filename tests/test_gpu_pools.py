@@ -9,8 +9,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from enginewright import gpu_pools
 from enginewright.errors import InputError
+from enginewright.ops import gpu_pools
 
 WORK_POOLS = Path(__file__).resolve().parents[1] / "infra" / "work-pools"
 

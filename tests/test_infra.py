@@ -1,5 +1,5 @@
 """infra/, docker/ and prefect.yaml parse, and what they name exists in the project: images built by docker/,
-ports and settings of enginewright/settings.py, pools and flows of prefect.yaml, GPU requests for the gpu pool.
+ports and settings of enginewright/config/settings.py, pools and flows of prefect.yaml, GPU requests for the gpu pool.
 (No Docker engine or Kubernetes cluster here: this checks the files, not a running deployment.)"""
 
 import importlib
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from enginewright.settings import Settings
+from enginewright.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = re.compile(r"^enginewright/(?P<name>[a-z-]+):")
@@ -86,7 +86,7 @@ def test_prefect_yaml_deployments_point_at_flows_with_those_parameters() -> None
     by_name = {d["name"]: d for d in config["deployments"]}
     for scheduled in ("watch", "promote-poll"):
         assert by_name[scheduled]["work_pool"]["name"] == "cpu" and by_name[scheduled]["schedules"][0]["cron"]
-    from enginewright.promotion import ALIAS_EVENT
+    from enginewright.registry.promotion import ALIAS_EVENT
     from flows.watch import EVENT
 
     assert {ALIAS_EVENT, EVENT} == {t["expect"][0] for d in config["deployments"] for t in d.get("triggers", [])}
@@ -96,7 +96,7 @@ def test_the_build_deployment_builds_from_its_defaults_and_from_what_the_watcher
         settings, tiny_model: Path, tmp_path: Path) -> None:
     """A manual run with the deployment's default parameters must yield a valid spec (it did not: a local source
     with `revision: main` was refused), and so must the parameters a watcher's event fills in."""
-    from enginewright.spec import build_spec
+    from enginewright.config.spec import build_spec
     from tasks.revisions import revision_spec, watched_spec_yaml
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())

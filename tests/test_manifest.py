@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from enginewright.bundle.manifest import MANIFEST_NAME, safe_relative_path, verify_bundle, write_manifest
 from enginewright.errors import EnginewrightError
-from enginewright.manifest import MANIFEST_NAME, safe_relative_path, verify_bundle, write_manifest
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from enginewright.config.formats import CPU_FORMATS, FORMATS
+from enginewright.config.spec import CalibrationSpec, QuantizationSpec
 from enginewright.errors import InputError
-from enginewright.formats import CPU_FORMATS, FORMATS
-from enginewright.memory_plan import (
+from enginewright.quant.memory_plan import (
     Device,
     GiB,
     MemoryNeed,
@@ -23,7 +24,6 @@ from enginewright.memory_plan import (
     probe_worker,
     read_footprint,
 )
-from enginewright.spec import CalibrationSpec, QuantizationSpec
 from tasks.calibration import build_calibration_set
 
 # An 8B-shaped model in bfloat16 (Llama-3-8B: 32 layers of 218 M parameters, 1.05 B beside them), calibrated with
@@ -54,7 +54,7 @@ def test_two_gpus_share_a_model_too_big_for_one() -> None:
 def test_one_small_gpu_calibrates_layer_at_a_time() -> None:
     plan = choose_plan(LLAMA8B, gpus(12, limited=True), "fp8")
     assert (plan.kind, plan.spill, plan.layerwise) == ("layerwise_offload", "cpu", True)
-    assert plan.device_limit_bytes == 12 * GiB  # enforced on the GPU by enginewright.placement.enforce_device_limit
+    assert plan.device_limit_bytes == 12 * GiB  # enforced on the GPU by enginewright.quant.placement.enforce_device_limit
     assert plan.device_budget_bytes[0] < 12 * GiB * 0.9 - LLAMA8B.non_layer  # what is left for resident layers
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from enginewright.monitoring import RUNTIME_METRICS
-from enginewright.serving_config import render_release
-from enginewright.targets import DeployTarget
+from enginewright.serving.monitoring import RUNTIME_METRICS
+from enginewright.serving.serving_config import render_release
+from enginewright.serving.targets import DeployTarget
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import binomtest, norm
 from statsmodels.stats.contingency_tables import mcnemar
 
-from enginewright.paired_stats import (
+from enginewright.gate.paired_stats import (
     PairedCounts,
     crossing_probability,
     documents_for_power,
@@ -113,7 +113,7 @@ def test_counts_of_arrays() -> None:
 def test_power_figures_stay_finite_for_a_margin_near_the_whole_scale() -> None:
     """Found on the H200 run: a 100-point margin (what the benchmarks use to let random weights pass) made the
     constrained variance negative (math domain error in the gate's 'documents needed'). Clamped, it stays finite."""
-    from enginewright.paired_stats import documents_for_power, sequential_power
+    from enginewright.gate.paired_stats import documents_for_power, sequential_power
 
     for discordance in (0.0016006003001500751, 0.05, 0.3):  # the first rounds to -2.2e-16 at a margin of 1.0
         for margin in (0.9, 0.99, 1.0):

@@ -1,4 +1,4 @@
-"""The temporary Prefect server `build` starts before it imports its flow (enginewright/prefect_server.py)."""
+"""The temporary Prefect server `build` starts before it imports its flow (enginewright/ops/prefect_server.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import urllib.request
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from enginewright.prefect_server import (
+from enginewright.ops.prefect_server import (
     TemporaryServer,
     free_port,
     on_temporary_server,

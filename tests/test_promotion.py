@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
-from enginewright.promotion import AliasStore, make_relay, mlflow_signature, poll_aliases
-from enginewright.registry_client import registry_client
-from enginewright.settings import Settings
+from enginewright.config.settings import Settings
+from enginewright.registry.promotion import AliasStore, make_relay, mlflow_signature, poll_aliases
+from enginewright.registry.registry_client import registry_client
 from tasks.deploy import move_alias_back
 from tests.registered_bundle import register_bundle
 

@@ -4,18 +4,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from enginewright.config.formats import CPU_FORMATS, FORMATS
+from enginewright.config.spec import CalibrationSpec, QuantizationSpec
 from enginewright.errors import InputError
-from enginewright.formats import CPU_FORMATS, FORMATS
-from enginewright.spec import CalibrationSpec, QuantizationSpec
+from enginewright.quant.calibrate import choose_awq_block_size, quant_config
 from tasks.calibration import build_calibration_set
 from tasks.export import export_checkpoint, exported_quant_algo
 from tasks.export_verify import read_exported, verify_exported_checkpoint
-from tasks.quantize import (
-    calibrate_and_quantize,
-    choose_awq_block_size,
-    quant_config,
-    restore_quantized,
-)
+from tasks.quantize import calibrate_and_quantize, restore_quantized
 from tasks.runtimes.simulated import load_candidate
 
 # What ModelOpt writes into hf_quant_config.json for each CPU format (TensorRT-LLM reads it): the table's rows.
@@ -34,7 +30,7 @@ def test_every_format_has_a_modelopt_preset() -> None:
 
     import modelopt.torch.quantization as mtq
 
-    from enginewright.spec import QuantFormat
+    from enginewright.config.spec import QuantFormat
 
     assert set(typing.get_args(QuantFormat)) == set(FORMATS)
     assert all(isinstance(getattr(mtq, f.modelopt_preset), dict) for f in FORMATS.values())
@@ -123,11 +119,11 @@ def test_folded_weights_give_the_same_logits(fmt: str, tiny_model: Path, calib, 
 LEAK_PROBE = """
 import gc, sys, weakref
 from pathlib import Path
-import enginewright.models as models
+import enginewright.quant.models as models
 import tasks.export as export
 import tasks.quantize as quantize
 from tasks.calibration import CalibrationSet
-from enginewright.spec import QuantizationSpec
+from enginewright.config.spec import QuantizationSpec
 loaded = []
 def load_and_watch(*args, **kwargs):
     model = real_load(*args, **kwargs)

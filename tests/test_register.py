@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enginewright.registry_client import registry_client
+from enginewright.registry.registry_client import registry_client
 from tasks.register import CANDIDATE_ALIAS, RunRecord, log_build_run, register_version
 
 

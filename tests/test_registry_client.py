@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from enginewright.registry_client import registry_client
+from enginewright.registry.registry_client import registry_client
 
 _OPEN_AND_WRITE = """
 import sys
-from enginewright.registry_client import registry_client
+from enginewright.registry.registry_client import registry_client
 registry_client(sys.argv[1]).create_experiment(sys.argv[2])
 """
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from enginewright.errors import BundleVerificationError, ExportVerificationError, InputError, StoreError
-from enginewright.retries import retry_unless_input_error
+from enginewright.ops.retries import retry_unless_input_error
 
 
 def failed_with(exc: Exception) -> SimpleNamespace:
@@ -36,8 +36,8 @@ def test_the_deploy_pull_does_not_retry_a_failed_verification() -> None:
 
 
 def test_the_build_summary_never_prints_a_password_of_the_tracking_uri(capsys, monkeypatch) -> None:
-    from enginewright.cli import print_summary
-    from enginewright.settings import Settings
+    from enginewright.cli.main import print_summary
+    from enginewright.config.settings import Settings
 
     monkeypatch.setenv("ENGINEWRIGHT_MLFLOW_TRACKING_URI", "http://builder:hunter2@mlflow.internal:5000")
     gate = {"tasks": [], "message": "all tasks pass", "overall": "pass"}
@@ -88,10 +88,10 @@ def test_one_setting_is_the_retry_count_of_mlflow_and_s3_requests(retries: int, 
     from botocore.exceptions import ClientError
     from mlflow.exceptions import MlflowException
 
-    from enginewright.process_env import prepare_process
-    from enginewright.registry_client import registry_client
-    from enginewright.s3 import s3_client
-    from enginewright.settings import Settings
+    from enginewright.bundle.s3 import s3_client
+    from enginewright.config.settings import Settings
+    from enginewright.ops.process_env import prepare_process
+    from enginewright.registry.registry_client import registry_client
 
     monkeypatch.setenv("ENGINEWRIGHT_SERVER_RETRIES", str(retries))
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # the setting wins over MLflow's own knob
@@ -112,8 +112,8 @@ def test_one_setting_is_the_retry_count_of_mlflow_and_s3_requests(retries: int, 
 
 
 def test_the_documented_outage_budget_is_the_formula() -> None:
-    from enginewright.retries import outage_wait_s
-    from enginewright.settings import Settings
+    from enginewright.config.settings import Settings
+    from enginewright.ops.retries import outage_wait_s
 
     description = Settings.model_fields["server_retries"].description or ""
     assert outage_wait_s(2) == 32 and "32 s at N = 2" in description

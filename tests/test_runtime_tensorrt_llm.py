@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.spec import EvaluationSpec, GateSpec, RuntimeSpec
+from enginewright.config.spec import EvaluationSpec, GateSpec, RuntimeSpec
+from enginewright.errors import RuntimeLaneFailed
 from tasks import runtimes
-from tasks.runtimes import RuntimeChoice, RuntimeLaneFailed
+from tasks.runtimes import RuntimeChoice
 from tests.tiny_model import assert_loglikelihoods_match_hflm, work_dir_with
 
 STANDINS = Path(__file__).parent / "standins"
@@ -81,7 +82,7 @@ def test_bundle_lm_loads_the_bundle_with_its_yaml_and_matches_hflm_loglikelihood
 
 
 def test_an_unknown_sampling_field_is_refused_before_it_reaches_tensorrt_llm() -> None:
-    from enginewright.trtllm_contract import ContractError, check_sampling_params
+    from enginewright.serving.trtllm_contract import ContractError, check_sampling_params
 
     check_sampling_params({"max_tokens": 1, "prompt_logprobs": 1, "temperature": 0.0})
     with pytest.raises(ContractError, match="no field prompt_logprob;"):

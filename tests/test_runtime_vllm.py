@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.runtimes import RuntimeLaneFailed
+from enginewright.errors import RuntimeLaneFailed
 from tests.tiny_model import assert_loglikelihoods_match_hflm
 
 STANDINS = Path(__file__).parent / "standins"
@@ -27,7 +27,7 @@ def vllm_standin(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.mark.parametrize("algo, expected", [("FP8", "modelopt"), ("FP8_PER_CHANNEL_PER_TOKEN", "modelopt"),
                                             ("NVFP4", "modelopt_fp4"), ("MIXED_PRECISION", "modelopt_mixed")])
 def test_the_checkpoints_format_picks_vllms_loader(tmp_path: Path, algo: str, expected: str) -> None:
-    from tasks.runtimes.vllm import quantization_of
+    from enginewright.serving.vllm_contract import quantization_of
 
     assert quantization_of(tmp_path) is None  # a plain checkpoint
     (tmp_path / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": algo}}))
@@ -35,7 +35,7 @@ def test_the_checkpoints_format_picks_vllms_loader(tmp_path: Path, algo: str, ex
 
 
 def test_a_format_vllm_does_not_load_falls_back_with_the_reason(tmp_path: Path) -> None:
-    from tasks.runtimes.vllm import quantization_of
+    from enginewright.serving.vllm_contract import quantization_of
 
     (tmp_path / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "INT8_SQ"}}))
     with pytest.raises(RuntimeLaneFailed, match="does not load INT8_SQ"):
@@ -43,7 +43,7 @@ def test_a_format_vllm_does_not_load_falls_back_with_the_reason(tmp_path: Path) 
 
 
 def test_without_a_vllm_environment_the_runtime_says_how_to_get_one(tiny_model: Path, monkeypatch) -> None:
-    from enginewright.models import load_tokenizer
+    from enginewright.quant.models import load_tokenizer
     from tasks.runtimes.vllm import VllmLM
 
     monkeypatch.delenv("ENGINEWRIGHT_VLLM_PYTHON", raising=False)
@@ -54,7 +54,7 @@ def test_without_a_vllm_environment_the_runtime_says_how_to_get_one(tiny_model: 
 def test_vllm_lm_matches_hflm_loglikelihoods_and_generates_through_the_scorer(vllm_standin, tiny_model) -> None:
     from lm_eval.api.instance import Instance
 
-    from enginewright.models import load_tokenizer
+    from enginewright.quant.models import load_tokenizer
     from tasks.runtimes.vllm import VllmLM
 
     lm = VllmLM(str(tiny_model), load_tokenizer(tiny_model), python=vllm_standin)
@@ -108,8 +108,8 @@ def test_golden_records_of_a_vllm_candidate_are_recorded_by_vllm(vllm_standin, t
     import torch
     from transformers import AutoModelForCausalLM
 
-    from enginewright.golden import GOLDEN_PROMPTS
-    from enginewright.models import load_tokenizer
+    from enginewright.quant.models import load_tokenizer
+    from enginewright.serving.golden import GOLDEN_PROMPTS
     from tasks.golden import record_golden, record_golden_on_runtime
     from tasks.runtimes.vllm import VllmLM
 

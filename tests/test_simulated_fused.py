@@ -10,7 +10,7 @@ import pytest
 import torch
 from modelopt.torch.quantization.tensor_quant import _fp8_eager
 
-from enginewright.spec import CalibrationSpec, QuantizationSpec
+from enginewright.config.spec import CalibrationSpec, QuantizationSpec
 from tasks.calibration import build_calibration_set
 from tasks.quantize import calibrate_and_quantize
 from tasks.runtimes.simulated import FUSED_FP8_BACKEND, _fused_fp8_entrypoint, load_candidate

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from enginewright.config.spec import SourceSpec
 from enginewright.errors import CheckpointError
-from enginewright.spec import SourceSpec
 from tasks.sources import resolve_source
 from tests.conftest import copy_tree
 

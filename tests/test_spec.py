@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from enginewright.config.settings import Settings
+from enginewright.config.spec import BuildSpec, build_spec, default_model_name
 from enginewright.errors import InputError
-from enginewright.settings import Settings
-from enginewright.spec import BuildSpec, build_spec, default_model_name
 
 SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
 
@@ -73,7 +73,7 @@ def test_default_model_name() -> None:
 def test_an_autoquantize_recipe_is_written_without_the_unused_format_and_a_plain_one_as_before() -> None:
     """What is written validates again (the matrix hands each variant its spec as YAML), and a one-format spec dumps
     exactly the fields it had before AutoQuantize existed, so its build key did not move."""
-    from enginewright.spec import AutoQuantizeSpec, QuantizationSpec, variant_quantization
+    from enginewright.config.spec import AutoQuantizeSpec, QuantizationSpec, variant_quantization
 
     plain = QuantizationSpec(format="int8_sq")
     assert set(plain.model_dump()) == {"format", "kv_cache", "awq_block_size"}

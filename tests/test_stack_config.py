@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enginewright.settings import Settings
-from enginewright.stack import Stack
+from enginewright.config.settings import Settings
+from enginewright.stack.servers import Stack
 
 
 def mlflow_component(stack: Stack):

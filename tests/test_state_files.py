@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from enginewright.hashing import sha256_file
+from enginewright.keys.hashing import sha256_file
 
 
 class Payload:
@@ -29,7 +29,7 @@ def pickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
 
 
 def test_the_offloaded_models_state_refuses_a_pickled_payload(pickled, monkeypatch) -> None:
-    from enginewright import placement
+    from enginewright.quant import placement
 
     path, mark = pickled
     monkeypatch.setattr(placement, "is_offloaded", lambda model: True)

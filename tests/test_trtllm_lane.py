@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.environment import key_tool_versions
+from enginewright.config.spec import RuntimeSpec
 from enginewright.errors import EnginewrightError
-from enginewright.spec import RuntimeSpec
-from enginewright.trtllm_contract import (
+from enginewright.keys.environment import key_tool_versions
+from enginewright.serving.trtllm_contract import (
     ContractError,
     check_bench_argv,
     check_llm_api_options,
@@ -161,7 +161,7 @@ def test_the_llm_stand_in_refuses_an_option_the_real_llm_args_forbid(lane) -> No
 
 
 def test_the_engine_build_config_passes_only_fields_the_real_buildconfig_has() -> None:
-    from enginewright.trtllm_contract import check_build_config
+    from enginewright.serving.trtllm_contract import check_build_config
 
     check_build_config({"max_batch_size": 8, "max_num_tokens": 1024})
     with pytest.raises(ContractError, match="BuildConfig field max_tokens is not one"):
@@ -176,7 +176,7 @@ def test_every_serve_command_shown_to_people_is_the_one_the_script_runs() -> Non
 
     root = Path(__file__).resolve().parents[1]
     texts = {p.relative_to(root): p.read_text() for p in [root / "README.md", root / "tasks" / "model_card.py",
-                                                           root / "enginewright" / "serving_config.py",
+                                                           root / "enginewright" / "serving" / "serving_config.py",
                                                            *sorted((root / "docs").glob("*.md"))]}
     commands = [(path, c) for path, text in texts.items() for c in re.findall(r"`(trtllm-serve [^`]*)`", text)]
     with_options = [(path, c) for path, c in commands if "llm_api" in c]

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from enginewright.config.settings import Settings
 from enginewright.errors import InputError, VerificationFailed
-from enginewright.golden import (
+from enginewright.ops.prefect_server import free_port
+from enginewright.registry.promotion import AliasStore
+from enginewright.registry.registry_client import registry_client
+from enginewright.serving.golden import (
     Answer,
     Continuation,
     answer_letter,
@@ -20,10 +24,6 @@ from enginewright.golden import (
     compare_continuations,
     read_golden,
 )
-from enginewright.prefect_server import free_port
-from enginewright.promotion import AliasStore
-from enginewright.registry_client import registry_client
-from enginewright.settings import Settings
 from flows.deploy import deploy_version
 from flows.verify import verify_release
 from tests.registered_bundle import register_bundle
@@ -91,8 +91,8 @@ def test_a_good_release_is_verified_and_a_wrong_checkpoint_rolls_back(settings: 
         prometheus = v1_release / "prometheus"
         assert f"chat version {v1.version} on cpu" in (prometheus / "alerts.yml").read_text()
         # the release's llm_api.yaml asks for return_perf_metrics, so the endpoint mounts what the rules read
-        from enginewright.openai_endpoint import Endpoint
-        from enginewright.targets import load_target
+        from enginewright.serving.openai_endpoint import Endpoint
+        from enginewright.serving.targets import load_target
 
         status, exposition = Endpoint(str(load_target(target).endpoint)).get("/prometheus/metrics")
         assert status == 200 and "trtllm_request_success_total" in str(exposition)
@@ -162,9 +162,9 @@ def test_the_standin_serves_a_modelopt_export_and_refuses_what_trtllm_serve_refu
     import urllib.error
     import urllib.request
 
-    from enginewright.golden import GOLDEN_PROMPTS, compare_continuations
-    from enginewright.models import load_tokenizer
-    from enginewright.openai_endpoint import Endpoint, wait_until_serving
+    from enginewright.quant.models import load_tokenizer
+    from enginewright.serving.golden import GOLDEN_PROMPTS, compare_continuations
+    from enginewright.serving.openai_endpoint import Endpoint, wait_until_serving
     from tasks.runtimes.simulated import load_candidate
     from tasks.smoke import greedy_continuations
     from tests.serving_host import STANDINS_BIN
@@ -203,9 +203,9 @@ def test_the_standin_serves_a_modelopt_export_and_refuses_what_trtllm_serve_refu
 def test_a_check_that_cannot_finish_fails_the_release(monkeypatch, tmp_path: Path) -> None:
     """A verifier that breaks (AIPerf missing, lm-eval raising) must not leave a release as if verified."""
     import tasks.verify as verify
-    from enginewright.golden import Golden
-    from enginewright.openai_endpoint import Readiness
-    from enginewright.targets import load_target
+    from enginewright.serving.golden import Golden
+    from enginewright.serving.openai_endpoint import Readiness
+    from enginewright.serving.targets import load_target
 
     def broken(*args, **kwargs):
         raise RuntimeError("aiperf: command not found")
@@ -223,7 +223,7 @@ def test_a_check_that_cannot_finish_fails_the_release(monkeypatch, tmp_path: Pat
 def test_the_load_test_is_judged_on_its_own_latency_never_on_a_saturation_benchmark(tmp_path: Path) -> None:
     """trtllm-bench's tokens/s is measured at unbounded concurrency: a concurrency-4 test can never reach it (vLLM on
     an H100: 1,155 output tok/s at 4, 9,431 at 256), so comparing them rolled back every GPU release."""
-    from enginewright.targets import load_target
+    from enginewright.serving.targets import load_target
     from tasks.verify import VerificationReport, judge
 
     target = load_target(write_target(tmp_path / "t.yaml", free_port(), max_ttft_p99_s=0.5))

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from enginewright.monitoring import RUNTIME_METRICS
-from enginewright.openai_endpoint import Endpoint, EndpointError, serving_state, wait_until_serving
+from enginewright.serving.monitoring import RUNTIME_METRICS
+from enginewright.serving.openai_endpoint import Endpoint, EndpointError, serving_state, wait_until_serving
 from tests.test_monitoring import promtool, rendered
 
 RECORDING = json.loads((Path(__file__).parent / "fixtures" / "vllm-0.26.0" / "responses.json").read_text())

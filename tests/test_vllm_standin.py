@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from enginewright.config.settings import Settings
 from enginewright.errors import VerificationFailed
-from enginewright.openai_endpoint import Endpoint, wait_until_serving
-from enginewright.registry_client import registry_client
-from enginewright.settings import Settings
+from enginewright.registry.registry_client import registry_client
+from enginewright.serving.openai_endpoint import Endpoint, wait_until_serving
 from flows.deploy import deploy_version
 from tests.registered_bundle import register_bundle
 from tests.serving_host import STANDINS_BIN, ServingHost, shuffled_weights
@@ -108,7 +108,7 @@ def test_the_standin_answers_as_the_recorded_real_server_did(served: Endpoint, i
 def test_the_standins_metrics_are_the_real_servers_names_types_and_labels(served: Endpoint) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from enginewright.monitoring import RUNTIME_METRICS
+    from enginewright.serving.monitoring import RUNTIME_METRICS
 
     http(served, "POST", "/v1/completions", {"model": RECORDED_ID, "prompt": "Hello", "max_tokens": 3, "temperature": 0})
     real_text = next(e["body"] for e in RECORDING["exchanges"] if e["path"] == "/metrics")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from enginewright.config.settings import Settings
 from enginewright.errors import CheckpointError, InputError
-from enginewright.settings import Settings
-from enginewright.watchlist import WatchStore
+from enginewright.registry.watchlist import WatchStore
 from tasks.revisions import latest_revision
 
 
@@ -109,7 +109,7 @@ def test_watch_add_keeps_an_absolute_checkpoint_path_and_the_spec_content(
         tmp_path: Path, tiny_model: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """A relative path would mean another directory on the worker that polls it; a spec path another file (or
     none) there: the watch keeps the absolute checkpoint path and the spec's content."""
-    from enginewright.cli import main
+    from enginewright.cli.main import main
 
     monkeypatch.chdir(tiny_model.parent)
     spec = spec_file(tmp_path)
@@ -178,7 +178,7 @@ def test_a_tick_announces_a_new_sha_once_and_retries_an_unreachable_hub(
     hub: HubStandIn, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, prefect_server
 ) -> None:
     import flows.watch as watch
-    from enginewright.cli import main
+    from enginewright.cli.main import main
 
     monkeypatch.setenv("ENGINEWRIGHT_HUB_ENDPOINT", hub.url)
     monkeypatch.setenv("ENGINEWRIGHT_WATCH_TIMEOUT_S", "1")  # the stand-in's slow mode answers after 3 s
@@ -211,7 +211,7 @@ def test_the_hub_webhook_relay_checks_the_secret_and_announces_once(tmp_path: Pa
     import urllib.error
     import urllib.request
 
-    from enginewright.hub_relay import make_server
+    from enginewright.registry.hub_relay import make_server
 
     store = WatchStore(f"sqlite:///{tmp_path / 'watch.db'}")
     store.add("org/model", spec_file(tmp_path).read_text(), "spec.yaml")

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from enginewright.gguf_import import smollm2_gguf_path
+from enginewright.quant.gguf_import import smollm2_gguf_path
 
 
 def save_smollm2_tokenizer(out_dir: Path) -> None:
@@ -40,7 +40,7 @@ def work_dir_with(int8_sq_state, root: Path, key: str):
     import dataclasses
     import shutil
 
-    from enginewright.work_dir import WorkDir
+    from enginewright.keys.work_dir import WorkDir
 
     state, checkpoint = int8_sq_state
     work = WorkDir.open(root / "builds", key)
@@ -56,7 +56,7 @@ def assert_loglikelihoods_match_hflm(lm: Any, model_dir: Path) -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from enginewright.models import load_model, load_tokenizer
+    from enginewright.quant.models import load_model, load_tokenizer
 
     pairs = [("Question: what is red?\nAnswer:", " an apple"), ("The sky is", " blue"), ("", "Hello there"),
              ("A long context " * 5, " ends here")]

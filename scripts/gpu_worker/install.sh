@@ -51,7 +51,7 @@ fi
 if [ "$lane" = build ]; then
   # enginewright from this checkout (no build backend needed offline): on the path, with its console command
   echo "$repo" > "$env_site/enginewright-checkout.pth"
-  printf '#!%s\nimport sys\nfrom enginewright.cli import main\nsys.exit(main())\n' "$env_dir/bin/python" > "$env_dir/bin/enginewright"
+  printf '#!%s\nimport sys\nfrom enginewright.cli.main import main\nsys.exit(main())\n' "$env_dir/bin/python" > "$env_dir/bin/enginewright"
   chmod +x "$env_dir/bin/enginewright"
 fi
 "$env_dir/bin/python" -c "import torch; $probe; print('torch', torch.__version__, '| CUDA', torch.cuda.is_available())" | sed 's/^/install: /'

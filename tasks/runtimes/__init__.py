@@ -19,14 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from enginewright.errors import EnginewrightError
-from enginewright.trtllm_contract import PROMPT_TOKEN_LOGPROBS_SINCE, version_at_least
+from enginewright.errors import RuntimeLaneFailed
+from enginewright.serving.trtllm_contract import PROMPT_TOKEN_LOGPROBS_SINCE, version_at_least
+from enginewright.serving.vllm_contract import quantization_of
 
 RuntimeName = Literal["simulated", "tensorrt_llm", "vllm"]
-
-
-class RuntimeLaneFailed(EnginewrightError):
-    """A runtime could not evaluate the candidate; the evaluation falls back to the simulated one."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +61,6 @@ def vllm_version(python: str) -> str:
 
 
 def choose_vllm(python: str, checkpoint: Path, no_tensorrt_llm: str) -> RuntimeChoice:
-    from tasks.runtimes.vllm import quantization_of
-
     try:
         version = vllm_version(python)
         quantization = quantization_of(checkpoint)

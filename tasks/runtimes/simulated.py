@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from enginewright.spec import EvaluationSpec
+from enginewright.config.spec import EvaluationSpec
+from enginewright.quant.calibrate import QuantizedState
 from tasks.export_verify import load_exported_weights
-from tasks.quantize import QuantizedState, restore_quantized
+from tasks.quantize import restore_quantized
 
 FUSED_FP8_BACKEND = "enginewright-fused-fp8"  # a ModelOpt quantizer backend (register_quant_backend)
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 `BundleLM` loads the bundle's checkpoint with the LLM API and the bundle's `llm_api.yaml`, merged as trtllm-serve
 merges it (tasks.trtllm_build.llm_api_kwargs), so what is evaluated is what serves. A continuation's log-likelihood
 comes from the prompt log-probabilities TensorRT-LLM returns, which are aligned to the *next* token: entry i is the
-distribution that predicted token i + 1 (enginewright.trtllm_contract). lm-eval's stock `trtllm` class reads entry i
+distribution that predicted token i + 1 (enginewright.serving.trtllm_contract). lm-eval's stock `trtllm` class reads entry i
 for token i and builds its own `LLM(...)` without the bundle's options; this class is what replaces it.
 
 It needs TensorRT-LLM ≥ 1.3.0rc11, where every prompt token is in its entry; on older lines `runtimes.choose` never
@@ -25,9 +25,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import resolve_max_length
 from tqdm import tqdm
 
-from enginewright.models import load_tokenizer
-from enginewright.trtllm_contract import TOKENS_PROMPT_KEY, check_sampling_params
-from tasks.runtimes import RuntimeLaneFailed
+from enginewright.errors import RuntimeLaneFailed
+from enginewright.quant.models import load_tokenizer
+from enginewright.serving.trtllm_contract import TOKENS_PROMPT_KEY, check_sampling_params
 from tasks.runtimes.tokenized_lm import TokenizedLM
 
 
@@ -105,7 +105,7 @@ class BundleLM(TokenizedLM):
         return texts
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        raise RuntimeLaneFailed("BundleLM scores multiple-choice loglikelihood tasks only (enginewright.eval_tasks); "
+        raise RuntimeLaneFailed("BundleLM scores multiple-choice loglikelihood tasks only (enginewright.config.eval_tasks); "
                                 "rolling loglikelihood (perplexity tasks) is not implemented")
 
     def shutdown(self) -> None:

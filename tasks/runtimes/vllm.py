@@ -24,27 +24,12 @@ from typing import Any
 
 from lm_eval.models.utils import resolve_max_length
 
-from enginewright.vllm_contract import QUANTIZATION_BY_FORMAT
-from tasks.runtimes import RuntimeLaneFailed
+from enginewright.errors import RuntimeLaneFailed
+from enginewright.serving.vllm_contract import quantization_of
 from tasks.runtimes.tokenized_lm import TokenizedLM
 
 SCORER = Path(__file__).with_name("vllm_scorer.py")
 PYTHON_ENV = "ENGINEWRIGHT_VLLM_PYTHON"
-
-
-def quantization_of(checkpoint: Path) -> str | None:
-    """vLLM's `quantization` for a ModelOpt export (its hf_quant_config.json), None for a plain checkpoint."""
-    config = checkpoint / "hf_quant_config.json"
-    if not config.is_file():
-        return None
-    algo = str(json.loads(config.read_text())["quantization"]["quant_algo"]).lower()
-    named = {"fp8": "fp8", "fp8_per_channel_per_token": "fp8_pcpt", "nvfp4": "nvfp4", "mxfp8": "mxfp8"}
-    if algo == "mixed_precision":
-        return "modelopt_mixed"
-    if algo not in named:
-        raise RuntimeLaneFailed(f"vLLM's ModelOpt loader does not load {algo.upper()} checkpoints "
-                                "(enginewright.serving_runtimes)")
-    return QUANTIZATION_BY_FORMAT[named[algo]]
 
 
 class VllmLM(TokenizedLM):

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from enginewright.settings import Settings
-from enginewright.stack import Stack, port_in_use
+from enginewright.config.settings import Settings
+from enginewright.stack.servers import Stack, port_in_use
 
 
 def wait_for(condition, timeout_s: float, what: str):

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from mlflow.artifacts import download_artifacts
 
-from enginewright.golden import GOLDEN_PROMPTS, read_golden
-from enginewright.manifest import verify_bundle
-from enginewright.registry_client import registry_client
-from enginewright.settings import Settings
-from enginewright.spec import build_spec
+from enginewright.bundle.manifest import verify_bundle
+from enginewright.config.settings import Settings
+from enginewright.config.spec import build_spec
+from enginewright.registry.registry_client import registry_client
+from enginewright.serving.golden import GOLDEN_PROMPTS, read_golden
 from flows.build import run_build
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
 
     from transformers import AutoModelForCausalLM
 
-    loads: list[str] = []  # every load of the source weights (enginewright.models.load_model and its callers)
+    loads: list[str] = []  # every load of the source weights (enginewright.quant.models.load_model and its callers)
     load = AutoModelForCausalLM.from_pretrained
 
     def counted(*args, **kwargs):
@@ -87,7 +87,7 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
     assert first.registered_now and first.registered.version == "1"
     assert first.gate["overall"] == "pass" and first.registered.aliases == ["candidate"]
     assert states["evaluate"] == "Completed" and states["gate"] == "Completed"
-    work = settings.builds_dir / first.build_key[:16]  # enginewright.work_dir.WorkDir.open
+    work = settings.builds_dir / first.build_key[:16]  # enginewright.keys.work_dir.WorkDir.open
     smoke = json.loads((work / "evaluation" / "smoke.json").read_text())["result"]
     assert smoke["verdict"] == "not-informative" and len(smoke["prompts"]) == 4  # a random model: its baseline loops
     assert "| arc_easy | acc_norm | 4 of 4 (look 1/1) |" in gate_artifact_markdown(first_state.state_details.flow_run_id)
@@ -163,7 +163,7 @@ def test_build_registers_a_verified_bundle_and_a_rerun_is_fully_cached(
 def test_pull_verifies_and_refuses_a_corrupted_bundle(
     tiny_model: Path, shared_data: Path, settings: Settings, tmp_path: Path, capsys
 ) -> None:
-    from enginewright.cli import main
+    from enginewright.cli.main import main
 
     spec = build_spec(settings, None, {
         "source": {"model": str(tiny_model)},
@@ -200,7 +200,7 @@ def test_a_changed_step_recomputes_with_every_step_after_it_and_nothing_before(
 ) -> None:
     """An upgrade that changes the gate's code (here: its source as the cache policies read it) must never return
     the old gate report: the gate and the steps after it run again, every step before it comes from the cache."""
-    from enginewright import cache_policies
+    from enginewright.keys import cache_policies
 
     spec = build_spec(settings, None, {
         "source": {"model": str(tiny_model)},

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.registry_client import registry_client
+from enginewright.registry.registry_client import registry_client
 
 pytestmark = pytest.mark.e2e
 
@@ -38,12 +38,12 @@ def prefect_api(stack) -> dict[str, str]:
 
 def build(home: Path, spec: Path, log: Path, prefect_api: dict[str, str]) -> subprocess.Popen:
     env = {**os.environ, **prefect_api, "ENGINEWRIGHT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "enginewright.cli", "build", "--spec", str(spec)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "enginewright.cli.main", "build", "--spec", str(spec)], env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def step_lines(terminal: str, message: str) -> list[str]:
-    """The terminal's step lines (enginewright/console.py) whose message is exactly `message`."""
+    """The terminal's step lines (enginewright/ops/console.py) whose message is exactly `message`."""
     return [line for line in terminal.splitlines() if re.match(rf"^\d\d:\d\d:\d\d  \S+ +{re.escape(message)}$", line)]
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
+from enginewright.bundle.manifest import MANIFEST_NAME
+from enginewright.bundle.s3 import S3Location, list_objects
+from enginewright.config.settings import MiB, Settings, TransferSettings
 from enginewright.errors import RegistryError, StoreError
-from enginewright.manifest import MANIFEST_NAME
-from enginewright.s3 import MiB, S3Location, TransferSettings, list_objects
-from enginewright.settings import Settings
-from enginewright.stack import Stack
+from enginewright.stack.servers import Stack
 from tasks.register import LoggedRun, log_build_run, register_task, store_bundle_task
 from tests.e2e.test_registry_stack import client_settings, make_bundle, record_for, s3
 
@@ -47,7 +47,7 @@ def test_s3_killed_mid_upload_leaves_no_manifest_and_a_rerun_with_retries_comple
     failure: list[BaseException] = []
 
     def upload():
-        from enginewright.bundle_store import store_bundle
+        from enginewright.bundle.bundle_store import store_bundle
 
         try:
             store_bundle(bundle, manifest, uri, stack.s3_url, SMALL_PARTS)
@@ -80,7 +80,7 @@ def test_a_store_out_of_disk_fails_the_upload_in_one_line_and_takes_it_once_spac
     """A SeaweedFS of its own, its data on a 64 MB tmpfs filled up to the last 256 KiB (mounting needs root, which
     this machine and CI have): the store answers InternalError, boto3 retries, then one StoreError line; no
     manifest is stored. With the filler removed the same upload completes and verifies."""
-    from enginewright.bundle_store import store_bundle
+    from enginewright.bundle.bundle_store import store_bundle
     from tests.e2e.conftest import free_port_block, wait_for
 
     port = free_port_block(13)
@@ -137,7 +137,7 @@ def register_flow(record, run_id: str, uri: str, tracking_uri: str):
 
 def test_mlflow_down_at_registration_fails_clearly_and_a_rerun_registers_one_version(
         stack: Stack, tmp_path: Path, monkeypatch) -> None:
-    from enginewright.bundle_store import store_bundle
+    from enginewright.bundle.bundle_store import store_bundle
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # MLflow's own client retries, kept short here
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -159,7 +159,7 @@ def test_mlflow_down_at_registration_fails_clearly_and_a_rerun_registers_one_ver
     first = register_flow(record, run.run_id, uri, settings.tracking_uri)
     again = register_flow(record, run.run_id, uri, settings.tracking_uri)
     assert first.created and not again.created and again.version == first.version
-    from enginewright.registry_client import registry_client
+    from enginewright.registry.registry_client import registry_client
 
     versions = registry_client(settings.tracking_uri).search_model_versions("name = 'outage-model'")
     assert [str(v.version) for v in versions] == [first.version]
@@ -178,7 +178,7 @@ def test_postgresql_restarted_while_versions_are_registered_loses_and_doubles_no
     threading.Timer(2, lambda: restarted.append(subprocess.run(restart, capture_output=True, text=True))).start()
     registered = [register_bundle(settings, tmp_path / "b", "through-restart", fmt="fp8") for _ in range(12)]
     assert restarted and restarted[0].returncode == 0, restarted
-    from enginewright.registry_client import registry_client
+    from enginewright.registry.registry_client import registry_client
 
     versions = registry_client(settings.tracking_uri).search_model_versions("name = 'through-restart'")
     assert sorted(int(v.version) for v in versions) == sorted(int(r.version) for r in registered)
@@ -189,7 +189,7 @@ def test_a_store_refusing_the_deployer_fails_the_deploy_run_without_refusing_the
         stack: Stack, tmp_path: Path, monkeypatch) -> None:
     """The deployer's S3 key is wrong (the store answers 403 at once): the deploy run fails with one line naming
     the store, the version is not marked refused (the bundle is fine), and nothing is left in the serving tree."""
-    from enginewright.registry_client import registry_client
+    from enginewright.registry.registry_client import registry_client
     from flows.deploy import deploy_version
     from tests.registered_bundle import register_bundle
 

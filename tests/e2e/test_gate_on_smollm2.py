@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.cli import main
-from enginewright.registry_client import registry_client
-from enginewright.settings import Settings
+from enginewright.cli.main import main
+from enginewright.config.settings import Settings
+from enginewright.registry.registry_client import registry_client
 
 pytestmark = pytest.mark.e2e
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.cli import main
-from enginewright.registry_client import registry_client
-from enginewright.settings import Settings
+from enginewright.cli.main import main
+from enginewright.config.settings import Settings
+from enginewright.registry.registry_client import registry_client
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +77,7 @@ def test_a_matrix_of_autoquantize_budgets_searches_once_and_recommends_the_fewes
     versions = {v.tags["quantization.format"]: v for v in client.search_model_versions("name = 'tiny-auto'")}
     assert versions.keys() == {"fp8", "auto-15.75", "auto-15.8", "auto-15.85"}
     bits = {name: float(v.tags["quantization.effective_bits"]) for name, v in versions.items()}
-    from enginewright.effective_bits import plain_effective_bits
+    from enginewright.quant.effective_bits import plain_effective_bits
 
     assert bits["fp8"] == pytest.approx(plain_effective_bits(tiny_model, "fp8"), abs=0.005) == pytest.approx(15.82, abs=0.01)
     assert bits["auto-15.75"] <= 15.75 and bits["auto-15.8"] <= 15.8 and bits["auto-15.85"] <= 15.85

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from mlflow.server.auth.client import AuthServiceClient
 
-from enginewright.settings import Settings
-from enginewright.stack import Stack
+from enginewright.config.settings import Settings
+from enginewright.stack.servers import Stack
 from tests.e2e.conftest import wait_for
 from tests.e2e.test_watch_service import deployment_pools, prefect_cli, stop_worker
 from tests.registered_bundle import register_bundle
@@ -154,7 +154,7 @@ def test_setting_production_in_the_mlflow_ui_renders_the_serving_config(stack: S
             assert refused[0].state_type.value == "FAILED"
             browser.close()
 
-        from enginewright.registry_client import registry_client
+        from enginewright.registry.registry_client import registry_client
 
         tags = registry_client(stack.mlflow_url).get_model_version(MODEL, too_new.version).tags
         assert tags["deploy.h100.status"] == "refused"
@@ -186,7 +186,7 @@ def test_promoting_a_good_version_ends_verified_and_a_broken_one_rolls_back(stac
     alias, tags, history — with its reason on the version page. Prints click → verified and click → rolled back."""
     from playwright.sync_api import sync_playwright
 
-    from enginewright.registry_client import registry_client
+    from enginewright.registry.registry_client import registry_client
     from tests.serving_host import ServingHost
     from tests.test_verify import free_port, write_target
 

@@ -13,13 +13,13 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from enginewright.bundle_store import bundle_location, store_bundle
+from enginewright.bundle.bundle_store import bundle_location, store_bundle
+from enginewright.bundle.manifest import MANIFEST_NAME, verify_bundle, write_manifest
+from enginewright.bundle.s3 import S3Location, list_objects, verify_object
+from enginewright.config.settings import MiB, Settings, TransferSettings
 from enginewright.errors import UploadError
-from enginewright.manifest import MANIFEST_NAME, verify_bundle, write_manifest
-from enginewright.registry_client import registry_client
-from enginewright.s3 import MiB, S3Location, TransferSettings, list_objects, verify_object
-from enginewright.settings import Settings
-from enginewright.stack import Stack
+from enginewright.registry.registry_client import registry_client
+from enginewright.stack.servers import Stack
 from tasks.register import RunRecord, register_version
 
 pytestmark = pytest.mark.e2e
@@ -128,7 +128,7 @@ def test_a_file_changed_after_its_manifest_is_not_uploaded_and_nothing_is_left_o
 
 
 def test_register_and_pull_through_the_mlflow_server(stack: Stack, tmp_path: Path, capsys, monkeypatch) -> None:
-    from enginewright.cli import main
+    from enginewright.cli.main import main
 
     settings = client_settings(stack, tmp_path / "home")
     bundle, manifest = make_bundle(tmp_path)
@@ -163,7 +163,7 @@ def test_register_and_pull_through_the_mlflow_server(stack: Stack, tmp_path: Pat
 
 def _register_concurrently(settings_fields: dict, bundle: str, manifest: dict, run_id: str, barrier, results) -> None:
     settings = Settings(**settings_fields)
-    from enginewright.bundle_store import delete_bundle
+    from enginewright.bundle.bundle_store import delete_bundle
 
     uri = store_bundle(Path(bundle), manifest, bundle_location(settings.bundle_root, manifest["bundle_id"], run_id),
                        settings.s3_endpoint_url, SMALL_PARTS)
@@ -218,7 +218,7 @@ def test_data_survives_a_restart_and_down_stops_only_what_it_started(stack: Stac
     after = {(v.name, str(v.version), v.source) for v in mlflow.search_model_versions("")}
     assert after == before
     pulled = tmp_path / "after-restart"
-    from enginewright.bundle_store import fetch_bundle
+    from enginewright.bundle.bundle_store import fetch_bundle
 
     source = mlflow.get_model_version_by_alias("raced-model", "candidate").source
     fetch_bundle(source, pulled, settings.s3_endpoint_url, settings.transfer, settings.tracking_uri)
@@ -228,7 +228,7 @@ def test_data_survives_a_restart_and_down_stops_only_what_it_started(stack: Stac
 def test_the_build_flow_in_production_mode_uploads_to_s3_and_registers_through_the_server(
     stack: Stack, tiny_model: Path, shared_data: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from enginewright.spec import build_spec
+    from enginewright.config.spec import build_spec
     from flows.build import run_build
 
     for name, value in stack.client_env().items():
@@ -254,7 +254,7 @@ def test_the_build_flow_in_production_mode_uploads_to_s3_and_registers_through_t
     artifacts = {a.path for a in mlflow.list_artifacts(version.run_id)}
     assert artifacts == {"evaluation", "gate"}
     pulled = tmp_path / "pulled"
-    from enginewright.bundle_store import fetch_bundle
+    from enginewright.bundle.bundle_store import fetch_bundle
 
     manifest = fetch_bundle(version.source, pulled, settings.s3_endpoint_url, settings.transfer, settings.tracking_uri)
     assert manifest["build_key"]["digest"] == outcome.build_key
@@ -287,7 +287,7 @@ def test_a_checkpoint_in_s3_builds_at_the_revision_the_watcher_announces(
 ) -> None:
     """A watched `s3://` prefix was announced but could not be built. Now resolve downloads it once per revision,
     and its revision is the watcher's: the announced revision is the one that is built."""
-    from enginewright.spec import build_spec
+    from enginewright.config.spec import build_spec
     from flows.build import run_build
     from tasks.checkpoint_sources import source_context
     from tasks.revisions import latest_revision

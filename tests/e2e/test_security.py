@@ -25,7 +25,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from enginewright.stack import Stack, database_url
+from enginewright.stack.servers import Stack, database_url
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,7 @@ def test_no_secret_in_anything_a_production_build_writes(stack: Stack, tmp_path:
                     "gate: {max_drop_points: 100, smoke: false}\nregistry: {model_name: secret-scan}\n")
     env = {**os.environ, **stack.client_env(), **values, **login, "ENGINEWRIGHT_HOME": str(home),
            "PREFECT_HOME": str(tmp_path / "prefect")}
-    done = subprocess.run([sys.executable, "-m", "enginewright.cli", "build", "--spec", str(spec)], env=env,
+    done = subprocess.run([sys.executable, "-m", "enginewright.cli.main", "build", "--spec", str(spec)], env=env,
                           capture_output=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "secret-scan v1" in done.stdout.decode()
@@ -104,7 +104,7 @@ def test_no_secret_in_anything_a_production_build_writes(stack: Stack, tmp_path:
 
 
 def test_mlflow_basic_auth_with_credentials_from_mlflows_variables(stack: Stack, tmp_path: Path, monkeypatch) -> None:
-    from enginewright.settings import Settings
+    from enginewright.config.settings import Settings
     from flows.deploy import deploy_version
     from tests.registered_bundle import register_bundle
 
@@ -129,7 +129,7 @@ def test_mlflow_basic_auth_with_credentials_from_mlflows_variables(stack: Stack,
     assert outcome.status == "deployed"
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
-    done = subprocess.run([sys.executable, "-m", "enginewright.cli", "deploy", "guarded", "--version", "1"],
+    done = subprocess.run([sys.executable, "-m", "enginewright.cli.main", "deploy", "guarded", "--version", "1"],
                           env={**os.environ, "PREFECT_API_URL": stack.prefect_url}, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2

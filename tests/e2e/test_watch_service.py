@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from enginewright.settings import Settings
-from enginewright.stack import Stack, port_in_use
+from enginewright.config.settings import Settings
+from enginewright.stack.servers import Stack, port_in_use
 from tests.test_watch import HubStandIn
 
 pytestmark = pytest.mark.e2e
@@ -135,7 +135,7 @@ def test_a_new_hub_sha_starts_exactly_one_build_run_with_that_revision(service) 
     env, home, hub, tmp_path = service
     spec = tmp_path / "spec.yaml"
     spec.write_text("quantization: {format: fp8}\nregistry: {model_name: watched}\n")
-    subprocess.run([sys.executable, "-m", "enginewright.cli", "watch", "add", "org/model", "--spec", str(spec)],
+    subprocess.run([sys.executable, "-m", "enginewright.cli.main", "watch", "add", "org/model", "--spec", str(spec)],
                    env=env, check=True, capture_output=True)
 
     hub.sha = "1" * 40
@@ -170,12 +170,12 @@ def test_a_matrix_in_service_mode_submits_each_variant_to_the_build_deployment_o
     `build-report` artifacts, and one is recommended."""
     import yaml
 
-    from enginewright.registry_client import registry_client
+    from enginewright.registry.registry_client import registry_client
     from tests.e2e.test_matrix import write_spec
 
     env, home, _hub, tmp_path = service
     done = subprocess.run(
-        [sys.executable, "-m", "enginewright.cli", "matrix", "--model", str(tiny_model),
+        [sys.executable, "-m", "enginewright.cli.main", "matrix", "--model", str(tiny_model),
          "--quant", "fp8,int8_wo,nvfp4", "--calib", str(shared_data / "calib" / "tiny_shakespeare.txt"),
          "--calib-samples", "4", "--calib-seq-len", "32", "--tasks", "arc_easy", "--limit", "6",
          "--model-name", "svc-matrix", "--spec", str(write_spec(tmp_path / "matrix.yaml")),

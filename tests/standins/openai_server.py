@@ -1,7 +1,7 @@
 """The body of tests/standins/bin/trtllm-serve: TensorRT-LLM's OpenAI-compatible server, standing in on the CPU.
 
 It stands for `trtllm-serve MODEL --host H --port P --extra_llm_api_options FILE` (TensorRT-LLM 1.3.0rc20, the pinned
-worker image) and takes only what that takes: the command line is checked by enginewright.trtllm_contract
+worker image) and takes only what that takes: the command line is checked by enginewright.serving.trtllm_contract
 (`check_serve_argv`, commands/serve.py), the options file by `check_llm_api_options`, every completion body by
 `completion_request_problem` (openai_protocol.py's CompletionRequest, extra="forbid": a 400 otherwise). It answers
 the routes `SERVE_ROUTES` lists, with the real responses' shapes, read in NVIDIA/TensorRT-LLM:
@@ -15,7 +15,7 @@ the routes `SERVE_ROUTES` lists, with the real responses' shapes, read in NVIDIA
   `stream_options.include_usage` (`completion_stream_post_processor`); the closing `data: [DONE]` is the OpenAI
   streaming convention lm-eval and AIPerf read, not a line read in TensorRT-LLM's source;
 - the Prometheus series of tensorrt_llm/metrics/collector.py @ 050f80def8df236e326949c8bd9dee10fd896a83
-  (enginewright.monitoring.RUNTIME_METRICS).
+  (enginewright.serving.monitoring.RUNTIME_METRICS).
 
 What it serves is the checkpoint MODEL names, on the CPU: a plain checkpoint as it is; a ModelOpt export as the
 runtime computes it in principle — weights dequantized from the exported codes (tasks/export_verify.read_exported),
@@ -45,8 +45,9 @@ from typing import Any
 import torch
 import yaml
 
-from enginewright.monitoring import RUNTIME_METRICS
-from enginewright.trtllm_contract import (
+from enginewright.registry.webhook_server import send_body
+from enginewright.serving.monitoring import RUNTIME_METRICS
+from enginewright.serving.trtllm_contract import (
     PROMETHEUS_PATH,
     ContractError,
     check_llm_api_options,
@@ -54,9 +55,8 @@ from enginewright.trtllm_contract import (
     completion_request_problem,
     served_model_id,
 )
-from enginewright.webhook_server import send_body
 
-VERSION = "1.3.0rc20"  # the release it stands for (enginewright.serving_runtimes.DEFAULT_VERSIONS)
+VERSION = "1.3.0rc20"  # the release it stands for (enginewright.serving.serving_runtimes.DEFAULT_VERSIONS)
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions when max_tokens is unset
 
 
@@ -83,7 +83,7 @@ def load_served_model(path: Path) -> torch.nn.Module:
 
 
 # quant_algo → how the runtime quantizes a layer's input (ModelOpt 0.47's formats: modelopt/torch/export/
-# model_config.py QUANTIZATION_* and the formats table, enginewright/formats.py).
+# model_config.py QUANTIZATION_* and the formats table, enginewright/config/formats.py).
 ACTIVATIONS = {"FP8": "fp8", "W4A8_AWQ": "fp8", "W8A8_SQ_PER_CHANNEL": "int8", "FP8_PER_CHANNEL_PER_TOKEN": "fp8_token",
                "W4A16_AWQ": None, "W8A16": None}
 
@@ -122,7 +122,7 @@ def quantize_inputs(module: torch.nn.Module, algo: str, pre_quant_scale, input_s
 
 
 class Metrics:
-    """trtllm_* series as collector.py exports them (names from enginewright.monitoring.RUNTIME_METRICS)."""
+    """trtllm_* series as collector.py exports them (names from enginewright.serving.monitoring.RUNTIME_METRICS)."""
 
     def __init__(self, model_name: str) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -266,7 +266,7 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
             if self.path == "/metrics":
                 return self._json(200, [])
             if self.path == PROMETHEUS_PATH and engine.options.get("return_perf_metrics"):
-                # mounted only with return_perf_metrics (enginewright.trtllm_contract.LlmApiOptions)
+                # mounted only with return_perf_metrics (enginewright.serving.trtllm_contract.LlmApiOptions)
                 return send_body(self, 200, engine.metrics.exposition(), "text/plain; version=0.0.4")
             return self._json(404, {"detail": "Not Found"})
 

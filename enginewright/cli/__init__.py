@@ -1,0 +1,1 @@
+"""The enginewright command line, on top of flows, tasks and the core domains."""

@@ -1,0 +1,1 @@
+"""The MLflow registry and what answers it: the client, the store database, the watch list, promotion, events, webhooks, relays, pulls."""
