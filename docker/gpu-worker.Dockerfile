@@ -3,7 +3,7 @@
 #   docker build -f docker/gpu-worker.Dockerfile -t enginewright/gpu-worker:0.1.0 .
 # Pinned on 1.3.0rc20: the first line whose prompt log-probabilities hold every prompt token (>= 1.3.0rc11: the
 # runtime evaluation, tasks/runtimes/tensorrt_llm.py), with `trtllm-bench prepare-dataset`, NVFP4 on Hopper, and
-# the last with the TensorRT-engine lane (enginewright.serving.trtllm_contract). Its version enters every build key
+# the last with the TensorRT-engine lane (enginewright.serving.runtimes.tensorrt_llm). Its version enters every build key
 # (enginewright.keys.environment.KEY_TOOLS). Unverified: no machine here can pull or run the image.
 ARG TRTLLM_IMAGE=nvcr.io/nvidia/tensorrt-llm/release:1.3.0rc20
 FROM ${TRTLLM_IMAGE}

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from enginewright.config.spec import BuildSpec
 from enginewright.keys.hashing import sha256_json
-from enginewright.serving.trtllm_contract import OUTPUT_THROUGHPUT
+from enginewright.serving.runtimes.tensorrt_llm import OUTPUT_THROUGHPUT
 
 RECOMMENDED_ALIAS = "recommended"
-THROUGHPUT_KEY = f"bench.{OUTPUT_THROUGHPUT}"  # trtllm-bench's report (enginewright.serving.trtllm_contract), GPU workers only
+THROUGHPUT_KEY = f"bench.{OUTPUT_THROUGHPUT}"  # trtllm-bench's report (enginewright.serving.runtimes.tensorrt_llm), GPU workers only
 
 
 class RecommendationPolicy(BaseModel):

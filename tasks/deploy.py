@@ -25,7 +25,8 @@ from enginewright.ops.retries import STEP_RETRIES, STEP_RETRY_DELAY_S, retry_unl
 from enginewright.registry.promotion import AliasStore, alias_now
 from enginewright.registry.registry_client import registry_client
 from enginewright.serving.fit_check import fit_problems
-from enginewright.serving.serving_config import render_release, serving_options, switch_current
+from enginewright.serving.runtimes import RUNTIMES
+from enginewright.serving.serving_config import render_release, switch_current
 from enginewright.serving.targets import DeployTarget
 
 HISTORY_KEEP = 30  # entries kept in the registered model's history tag (MLflow tag values are at most 5000 chars)
@@ -96,7 +97,7 @@ def check_bundle_task(source: str, bundle_dir: Path, tags: dict[str, str], targe
     except EnginewrightError as exc:
         shutil.rmtree(bundle_dir, ignore_errors=True)
         raise DeployRefused(f"bundle verification failed: {exc}") from None
-    problems = fit_problems(manifest, tags, target, serving_options(bundle_dir, target))
+    problems = fit_problems(manifest, tags, target, RUNTIMES[target.runtime].parallelism(bundle_dir, target))
     if problems:
         raise DeployRefused("; ".join(problems))
     return manifest
@@ -147,11 +148,7 @@ def record_rollout_task(tracking_uri: str, name: str, version: str, tags: dict[s
         client.set_model_version_tag(name, previous, f"{prefix}.superseded_at", deployment["rendered_at"])
     append_history(client, name, target, {"version": version, "action": action, "status": "deployed",
                                           "time": deployment["rendered_at"]})
-    if deployment.get("runtime") == "vllm":
-        serving = f"- vllm serve: `{' '.join(deployment['vllm_serve'])}`\n"
-    else:
-        serving = (f"- trtllm-serve: `{' '.join(deployment['trtllm_serve'])}`\n"
-                   f"- Triton model repository: `{release / 'triton'}`\n")
+    serving = RUNTIMES[deployment["runtime"]].describe(deployment, release)
     create_markdown_artifact(
         key=f"deployment-{target.name}", description=f"{name} v{version} on {target.name}",
         markdown=(f"# {name} version {version} → {target.name} ({target.gpu})\n\n"

@@ -2,7 +2,7 @@
 
 Keys follow `tensorrt_llm.llmapi` (LlmArgs, KvCacheConfig, CudaGraphConfig, SchedulerConfig) so that
 `trtllm-serve checkpoint/ --extra_llm_api_options llm_api.yaml` and `LLM(model=..., **yaml)` both accept the file;
-every rendered file is checked against the contract taken from TensorRT-LLM's source (trtllm_contract.py).
+every rendered file is checked against the contract taken from TensorRT-LLM's source (enginewright/serving/runtimes/tensorrt_llm.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from prefect import task
 from enginewright.config.spec import RuntimeSpec
 from enginewright.keys.cache_policies import step_policy
 from enginewright.keys.work_dir import WorkDir
-from enginewright.serving.trtllm_contract import check_llm_api_options
+from enginewright.serving.runtimes.tensorrt_llm import check_llm_api_options
 
 
 def llm_api_options(spec: RuntimeSpec, kv_cache_fp8: bool) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def llm_api_options(spec: RuntimeSpec, kv_cache_fp8: bool) -> dict[str, Any]:
 
 
 def write_llm_api_yaml(spec: RuntimeSpec, kv_cache_fp8: bool, out_file: Path) -> Path:
-    """Written only if TensorRT-LLM would take it (enginewright.serving.trtllm_contract.LlmApiOptions)."""
+    """Written only if TensorRT-LLM would take it (enginewright.serving.runtimes.tensorrt_llm.LlmApiOptions)."""
     options = llm_api_options(spec, kv_cache_fp8)
     check_llm_api_options(options)
     out_file.write_text(yaml.safe_dump(options, sort_keys=False))

@@ -36,7 +36,7 @@ from prefect.states import Completed
 from enginewright.errors import EnginewrightError
 from enginewright.keys.cache_policies import step_policy
 from enginewright.keys.work_dir import WorkDir
-from enginewright.serving.trtllm_contract import (
+from enginewright.serving.runtimes.tensorrt_llm import (
     LAST_ENGINE_RELEASE,
     check_bench_argv,
     check_bench_report,
@@ -109,7 +109,7 @@ def load_and_smoke(bundle_dir: Path, prompts: list[str], max_new_tokens: int) ->
 
 
 def legacy_engine_supported(version: str | None) -> bool:
-    """The TensorRT (engine) backend exists up to LAST_ENGINE_RELEASE (enginewright.serving.trtllm_contract)."""
+    """The TensorRT (engine) backend exists up to LAST_ENGINE_RELEASE (enginewright.serving.runtimes.tensorrt_llm)."""
     return version_at_most(version, LAST_ENGINE_RELEASE)
 
 
@@ -142,7 +142,7 @@ def bench_command_lines(bundle_dir: Path, work: Path, requests: int = 256, isl: 
     """The two `trtllm-bench` runs: a synthetic dataset, then throughput with the bundle's own llm_api.yaml.
 
     `--model` is the checkpoint directory, not a registry name: prepare-dataset loads its tokenizer from
-    `--model` before `--model_path`, and builds run offline (enginewright.serving.trtllm_contract)."""
+    `--model` before `--model_path`, and builds run offline (enginewright.serving.runtimes.tensorrt_llm)."""
     checkpoint = str(bundle_dir / "checkpoint")
     dataset, report = work / "dataset.jsonl", work / "report.json"
     base = ["--model", checkpoint, "--model_path", checkpoint, "--workspace", str(work)]

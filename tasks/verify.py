@@ -36,6 +36,7 @@ from enginewright.serving.golden import (
 )
 from enginewright.serving.monitoring import build_throughput
 from enginewright.serving.openai_endpoint import Endpoint, EndpointError, Readiness, wait_until_serving
+from enginewright.serving.runtimes import RUNTIMES
 from enginewright.serving.serving_runtimes import simulation_mismatch
 from enginewright.serving.targets import DeployTarget
 
@@ -89,10 +90,7 @@ def require_endpoint(target: DeployTarget) -> None:
 
 def expected_model_id(deployment: dict[str, Any]) -> str:
     """The id the release's serving command makes the endpoint report on /v1/models."""
-    if deployment.get("runtime") == "vllm":
-        argv = deployment["vllm_serve"]
-        return argv[argv.index("--served-model-name") + 1]
-    return Path(deployment.get("served_as") or deployment["served_path"]).name  # trtllm-serve: the directory's name
+    return RUNTIMES[deployment["runtime"]].served_model_id(deployment)
 
 
 def replay_golden(endpoint: Endpoint, model_id: str, golden: Golden) -> ReplayReport:

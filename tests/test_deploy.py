@@ -16,7 +16,8 @@ from enginewright.config.settings import Settings
 from enginewright.errors import DeployRefused, InputError
 from enginewright.registry.registry_client import registry_client
 from enginewright.serving.fit_check import fit_problems
-from enginewright.serving.serving_config import render_release, serving_options
+from enginewright.serving.runtimes.tensorrt_llm import serving_options
+from enginewright.serving.serving_config import render_release
 from enginewright.serving.targets import DeployTarget, load_target
 from flows.deploy import deploy_version, rollback
 from tasks.deploy import previous_deployed_version
@@ -204,7 +205,7 @@ def test_a_vllm_target_renders_vllm_serve_with_modelopts_loader_and_the_kv_cache
 
 
 def test_the_vllm_contract_refuses_what_vllm_serve_does_not_take() -> None:
-    from enginewright.serving.vllm_contract import VllmContractError, check_vllm_serve_argv
+    from enginewright.serving.runtimes.vllm import VllmContractError, check_vllm_serve_argv
 
     with pytest.raises(VllmContractError, match="does not take '--extra_llm_api_options'"):
         check_vllm_serve_argv(["vllm", "serve", "m", "--extra_llm_api_options", "x.yaml"])
@@ -316,3 +317,30 @@ def test_nvfp4_below_blackwell_is_served_weight_only_so_its_golden_records_do_no
     assert "served weight-only" in str(simulation_mismatch("nvfp4", (9, 0)))
     assert simulation_mismatch("nvfp4", (10, 0)) is None
     assert simulation_mismatch("fp8", (9, 0)) is None and simulation_mismatch(None, (9, 0)) is None
+
+
+def test_every_serving_runtime_is_one_module_behind_the_interface() -> None:
+    """A runtime is one module: the registry, the targets' choices and each module's own name agree, and every row of
+    a runtime names a format the formats table knows."""
+    import typing
+
+    from enginewright.config.formats import FORMATS
+    from enginewright.serving.runtimes import RUNTIMES, RuntimeName
+    from enginewright.serving.runtimes.base import ServingRuntime
+
+    assert set(typing.get_args(RuntimeName)) == set(RUNTIMES)
+    for name, runtime in RUNTIMES.items():
+        assert isinstance(runtime, ServingRuntime) and runtime.name == name
+        assert runtime.rows and {row.format for row in runtime.rows} <= set(FORMATS), name
+        assert runtime.script.endswith(".sh") and runtime.metrics.metrics_path.startswith("/")
+
+
+def test_a_vllm_target_is_sized_by_its_own_tensor_parallel_size_not_tensorrt_llms_options(tmp_path: Path) -> None:
+    """The fit check asked TensorRT-LLM's llm_api.yaml how many GPUs a vLLM release takes; vLLM is given only the
+    target's --tensor-parallel-size."""
+    from enginewright.serving.runtimes import RUNTIMES
+
+    (tmp_path / "llm_api.yaml").write_text("tensor_parallel_size: 8\n")
+    one = target(runtime="vllm")
+    assert RUNTIMES["vllm"].parallelism(tmp_path, one) == {"tensor_parallel_size": 1}
+    assert RUNTIMES["tensorrt_llm"].parallelism(tmp_path, one)["tensor_parallel_size"] == 8

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from enginewright.serving.monitoring import RUNTIME_METRICS
+from enginewright.serving.runtimes import RUNTIMES
 from enginewright.serving.serving_config import render_release
 from enginewright.serving.targets import DeployTarget
 
@@ -51,7 +51,7 @@ def test_the_rendered_rules_pass_promtools_check_and_tests(tmp_path: Path, runti
     config = promtool("check", "config", "scrape.yml", cwd=folder)
     assert config.returncode == 0, config.stdout + config.stderr
     scrape = yaml.safe_load((folder / "scrape.yml").read_text())["scrape_configs"][0]
-    assert scrape["metrics_path"] == RUNTIME_METRICS[runtime].metrics_path
+    assert scrape["metrics_path"] == RUNTIMES[runtime].metrics.metrics_path
     assert scrape["static_configs"][0]["targets"] == ["serving-7:8000"]
     for rule in yaml.safe_load((folder / "alerts.yml").read_text())["groups"][0]["rules"]:
         assert rule["annotations"]["summary"].endswith("chat version 12 on h200"), rule

@@ -82,7 +82,7 @@ def test_bundle_lm_loads_the_bundle_with_its_yaml_and_matches_hflm_loglikelihood
 
 
 def test_an_unknown_sampling_field_is_refused_before_it_reaches_tensorrt_llm() -> None:
-    from enginewright.serving.trtllm_contract import ContractError, check_sampling_params
+    from enginewright.serving.runtimes.tensorrt_llm import ContractError, check_sampling_params
 
     check_sampling_params({"max_tokens": 1, "prompt_logprobs": 1, "temperature": 0.0})
     with pytest.raises(ContractError, match="no field prompt_logprob;"):

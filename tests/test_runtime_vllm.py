@@ -27,7 +27,7 @@ def vllm_standin(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.mark.parametrize("algo, expected", [("FP8", "modelopt"), ("FP8_PER_CHANNEL_PER_TOKEN", "modelopt"),
                                             ("NVFP4", "modelopt_fp4"), ("MIXED_PRECISION", "modelopt_mixed")])
 def test_the_checkpoints_format_picks_vllms_loader(tmp_path: Path, algo: str, expected: str) -> None:
-    from enginewright.serving.vllm_contract import quantization_of
+    from enginewright.serving.runtimes.vllm import quantization_of
 
     assert quantization_of(tmp_path) is None  # a plain checkpoint
     (tmp_path / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": algo}}))
@@ -35,7 +35,7 @@ def test_the_checkpoints_format_picks_vllms_loader(tmp_path: Path, algo: str, ex
 
 
 def test_a_format_vllm_does_not_load_falls_back_with_the_reason(tmp_path: Path) -> None:
-    from enginewright.serving.vllm_contract import quantization_of
+    from enginewright.serving.runtimes.vllm import quantization_of
 
     (tmp_path / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "INT8_SQ"}}))
     with pytest.raises(RuntimeLaneFailed, match="does not load INT8_SQ"):

@@ -13,7 +13,7 @@ import pytest
 from enginewright.config.spec import RuntimeSpec
 from enginewright.errors import EnginewrightError
 from enginewright.keys.environment import key_tool_versions
-from enginewright.serving.trtllm_contract import (
+from enginewright.serving.runtimes.tensorrt_llm import (
     ContractError,
     check_bench_argv,
     check_llm_api_options,
@@ -161,7 +161,7 @@ def test_the_llm_stand_in_refuses_an_option_the_real_llm_args_forbid(lane) -> No
 
 
 def test_the_engine_build_config_passes_only_fields_the_real_buildconfig_has() -> None:
-    from enginewright.serving.trtllm_contract import check_build_config
+    from enginewright.serving.runtimes.tensorrt_llm import check_build_config
 
     check_build_config({"max_batch_size": 8, "max_num_tokens": 1024})
     with pytest.raises(ContractError, match="BuildConfig field max_tokens is not one"):

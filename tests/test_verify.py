@@ -214,7 +214,7 @@ def test_a_check_that_cannot_finish_fails_the_release(monkeypatch, tmp_path: Pat
     monkeypatch.setattr(verify, "replay_golden", broken)
     target = load_target(write_target(tmp_path / "t.yaml", free_port()))
     golden = Golden("p", 8, [Continuation("p", "h", [1], " x")], None, [])
-    deployment = {"model": "m", "version": "3", "served_path": str(tmp_path / "checkpoint")}
+    deployment = {"model": "m", "version": "3", "runtime": "tensorrt_llm", "served_path": str(tmp_path / "checkpoint")}
     report = verify.verify_release_task.fn(deployment, golden, {}, target, tmp_path)
     assert not report.passed
     assert report.reasons == ["verification could not finish: RuntimeError: aiperf: command not found"]

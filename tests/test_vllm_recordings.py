@@ -18,8 +18,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from enginewright.serving.monitoring import RUNTIME_METRICS
 from enginewright.serving.openai_endpoint import Endpoint, EndpointError, serving_state, wait_until_serving
+from enginewright.serving.runtimes import RUNTIMES
 from tests.test_monitoring import promtool, rendered
 
 RECORDING = json.loads((Path(__file__).parent / "fixtures" / "vllm-0.26.0" / "responses.json").read_text())
@@ -120,7 +120,7 @@ def real_families() -> dict[str, Any]:
 
 
 def test_every_metric_the_vllm_row_names_is_in_the_real_exposition_with_its_type() -> None:
-    families, names = real_families(), RUNTIME_METRICS["vllm"]
+    families, names = real_families(), RUNTIMES["vllm"].metrics
     expected = {names.success: "counter", names.generation_tokens: "counter", names.e2e_latency: "histogram",
                 names.ttft: "histogram", names.time_per_output_token: "histogram", names.queue_time: "histogram",
                 names.waiting: "gauge", names.kv_cache_usage: "gauge"}
@@ -145,7 +145,7 @@ def test_every_series_the_rendered_vllm_rules_read_is_one_the_real_server_export
 def promtool_series(job: str) -> list[dict[str, str]]:
     """The real exposition's series of the families the rules read, labels as scraped (+ Prometheus' `job`), its
     totals reached at a constant rate over 20 minutes; gauges held at their scraped value."""
-    families, names = real_families(), RUNTIME_METRICS["vllm"]
+    families, names = real_families(), RUNTIMES["vllm"].metrics
     wanted = {n.removesuffix("_total") for n in (names.success, names.generation_tokens, names.ttft, names.waiting,
                                                  names.time_per_output_token)}
     out = [{"series": f'up{{job="{job}"}}', "values": "1x30"}]

@@ -108,7 +108,7 @@ def test_the_standin_answers_as_the_recorded_real_server_did(served: Endpoint, i
 def test_the_standins_metrics_are_the_real_servers_names_types_and_labels(served: Endpoint) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from enginewright.serving.monitoring import RUNTIME_METRICS
+    from enginewright.serving.runtimes import RUNTIMES
 
     http(served, "POST", "/v1/completions", {"model": RECORDED_ID, "prompt": "Hello", "max_tokens": 3, "temperature": 0})
     real_text = next(e["body"] for e in RECORDING["exchanges"] if e["path"] == "/metrics")
@@ -119,7 +119,7 @@ def test_the_standins_metrics_are_the_real_servers_names_types_and_labels(served
                 for f in text_string_to_metric_families(text) if f.name.startswith("vllm:")}
 
     real, mine = families(real_text), families(mine_text)
-    names = RUNTIME_METRICS["vllm"]
+    names = RUNTIMES["vllm"].metrics
     for name in (names.success, names.e2e_latency, names.ttft, names.time_per_output_token, names.queue_time,
                  names.waiting, names.generation_tokens, names.kv_cache_usage):
         family = name.removesuffix("_total")

@@ -8,7 +8,7 @@
 - a legacy TensorRT engine, when the target asks to serve one: the bundle must carry an engine built on the
   same GPU architecture and TensorRT version, because an engine runs nowhere else;
 - parallelism: one model instance takes tensor × pipeline parallel GPUs, as the release serves them
-  (enginewright.serving.serving_config.serving_options: the bundle's llm_api.yaml with the target's overrides), and the
+  (each runtime module's `parallelism`: for TensorRT-LLM the bundle's llm_api.yaml with the target's overrides), and the
   target's node must have that many.
 """
 

@@ -4,7 +4,7 @@
     releases/v3-…/prometheus/alerts.yml    alerting rules, each summary naming the model and version
     releases/v3-…/prometheus/alerts_test.yml   `promtool test rules` cases on synthetic series (CI runs them)
 
-Every metric name comes from the runtime's source (cited in `RUNTIME_METRICS`); one row per runtime. Thresholds:
+Every metric name comes from the runtime's source (each runtime module's `METRICS`, cited there). Thresholds:
 - p99 time per output token above the target's `alerts.tpot_p99_s` (each reply streaming too slowly). There is no
   rule on total tokens/s: live traffic's tokens/s follows the traffic, and the build's trtllm-bench figure is a
   saturation ceiling (unbounded concurrency), so "below the benchmark" would page on every quiet hour;
@@ -21,57 +21,9 @@ from typing import Any
 
 import yaml
 
+from enginewright.serving.runtimes import RUNTIMES
+from enginewright.serving.runtimes.tensorrt_llm import OUTPUT_THROUGHPUT
 from enginewright.serving.targets import AlertPolicy
-from enginewright.serving.trtllm_contract import OUTPUT_THROUGHPUT
-
-
-@dataclass(frozen=True)
-class RuntimeMetrics:
-    metrics_path: str
-    success: str  # counter of finished requests, label `finished_reason` (stop | length | abort ...)
-    errors: str | None  # counter of failed requests, where the runtime has one
-    e2e_latency: str  # histogram base names (…_bucket, …_sum, …_count)
-    ttft: str
-    time_per_output_token: str
-    queue_time: str
-    waiting: str  # gauge: requests queued
-    generation_tokens: str  # counter of generated tokens
-    kv_cache_usage: str  # gauge, 1 = full
-    source: str
-
-
-RUNTIME_METRICS: dict[str, RuntimeMetrics] = {
-    # NVIDIA/TensorRT-LLM tensorrt_llm/metrics/collector.py @ 050f80def8df236e326949c8bd9dee10fd896a83
-    # (`metric_prefix = "trtllm_"`; counters gain `_total` in the exposition), served at /prometheus/metrics
-    # (tensorrt_llm/serve/openai_server.py; TensorRT-LLM PRs #12545, #12636). The same collector at
-    # @ 89fd9b74ab7ae753b4c6b3db25a400dca7ea54a0 has no prefix: `TRTLLM_UNPREFIXED` below renames those series.
-    "tensorrt_llm": RuntimeMetrics(
-        metrics_path="/prometheus/metrics", success="trtllm_request_success_total", errors="trtllm_request_error_total",
-        e2e_latency="trtllm_e2e_request_latency_seconds", ttft="trtllm_time_to_first_token_seconds",
-        time_per_output_token="trtllm_time_per_output_token_seconds", queue_time="trtllm_request_queue_time_seconds",
-        waiting="trtllm_num_requests_waiting", generation_tokens="trtllm_generation_tokens_total",
-        kv_cache_usage="trtllm_kv_cache_utilization", source="tensorrt_llm/metrics/collector.py @ 050f80d"),
-    # vllm-project/vllm vllm/v1/metrics/loggers.py at tag v0.26.0 (commit ffd46bfab; the released wheel the GPU
-    # worker runs), at /metrics; every name checked against the exposition scraped from a live `vllm serve` 0.26.0 on
-    # an H100 (tests/fixtures/vllm-0.26.0/responses.json, tests/test_vllm_recordings.py). The time per output token
-    # is `vllm:request_time_per_output_token_seconds` there: the `vllm:time_per_output_token_seconds` read earlier
-    # (@ 005a810) does not exist in 0.26.0, so a rule on it would never have fired.
-    # vLLM has no error counter: failures are `vllm:request_success_total{finished_reason=~"abort|error"}`
-    # (vllm/v1/engine/__init__.py `FinishReason` at v0.26.0: abort = aborted by the client, error = request-level
-    # internal error, answered 500; both label values are exported at 0 from the start, as the recording shows).
-    "vllm": RuntimeMetrics(
-        metrics_path="/metrics", success="vllm:request_success_total", errors=None,
-        e2e_latency="vllm:e2e_request_latency_seconds", ttft="vllm:time_to_first_token_seconds",
-        time_per_output_token="vllm:request_time_per_output_token_seconds",
-        queue_time="vllm:request_queue_time_seconds",
-        waiting="vllm:num_requests_waiting", generation_tokens="vllm:generation_tokens_total",
-        kv_cache_usage="vllm:kv_cache_usage_perc", source="vllm/v1/metrics/loggers.py @ v0.26.0"),
-}
-# Older TensorRT-LLM exports the collector's names without the prefix (collector.py @ 89fd9b7): the scrape config
-# renames them, so one rule file serves both.
-TRTLLM_UNPREFIXED = ("request_success_total", "e2e_request_latency_seconds_(bucket|sum|count)",
-                     "time_to_first_token_seconds_(bucket|sum|count)",
-                     "time_per_output_token_seconds_(bucket|sum|count)", "request_queue_time_seconds_(bucket|sum|count)")
 
 
 @dataclass(frozen=True)
@@ -92,20 +44,19 @@ def build_throughput(manifest: dict[str, Any]) -> float | None:
 
 
 def scrape_config(runtime: str, labels: ReleaseLabels, address: str, interval: str = "15s") -> dict[str, Any]:
-    metrics = RUNTIME_METRICS[runtime]
+    metrics = RUNTIMES[runtime].metrics
     job: dict[str, Any] = {
         "job_name": labels.job, "metrics_path": metrics.metrics_path, "scrape_interval": interval,
         "static_configs": [{"targets": [address], "labels": {"model": labels.model, "version": labels.version,
                                                               "deploy_target": labels.target}}],
     }
-    if runtime == "tensorrt_llm":
-        job["metric_relabel_configs"] = [{"source_labels": ["__name__"], "regex": f"({'|'.join(TRTLLM_UNPREFIXED)})",
-                                          "target_label": "__name__", "replacement": "trtllm_${1}"}]
+    if metrics.relabel:
+        job["metric_relabel_configs"] = [dict(r) for r in metrics.relabel]
     return {"scrape_configs": [job]}
 
 
 def alert_rules(runtime: str, labels: ReleaseLabels, thresholds: AlertPolicy) -> dict[str, Any]:
-    m, t, w = RUNTIME_METRICS[runtime], thresholds, thresholds.window
+    m, t, w = RUNTIMES[runtime].metrics, thresholds, thresholds.window
     sel = f'job="{labels.job}"'
     who = labels.summary_suffix()
     finished = f"sum(rate({m.success}{{{sel}}}[{w}]))"
@@ -145,7 +96,7 @@ def _rule(name: str, expr: str, for_: str, summary: str, labels: ReleaseLabels) 
 def rules_test(runtime: str, labels: ReleaseLabels, thresholds: AlertPolicy) -> dict:
     """`promtool test rules` cases on synthetic series: a healthy release alerts nothing; a sick one fires every
     rendered rule, each with its summary naming the version. Counters grow per minute; the window is 5 minutes."""
-    m, t = RUNTIME_METRICS[runtime], thresholds
+    m, t = RUNTIMES[runtime].metrics, thresholds
     job = f'job="{labels.job}"'
     slow_bucket = f"{t.ttft_p99_s * 4:g}"
     fast_bucket = f"{t.ttft_p99_s / 4:g}"
@@ -198,7 +149,7 @@ def rules_test(runtime: str, labels: ReleaseLabels, thresholds: AlertPolicy) -> 
 
 def render_monitoring(runtime: str, labels: ReleaseLabels, address: str, thresholds: AlertPolicy) -> dict[str, str]:
     """File name → YAML text of the release's prometheus/ folder."""
-    head = f"# Rendered by enginewright deploy for {labels.summary_suffix()}; metric names: {RUNTIME_METRICS[runtime].source}\n"
+    head = f"# Rendered by enginewright deploy for {labels.summary_suffix()}; metric names: {RUNTIMES[runtime].metrics.source}\n"
     return {
         "scrape.yml": head + yaml.safe_dump(scrape_config(runtime, labels, address), sort_keys=False),
         "alerts.yml": head + yaml.safe_dump(alert_rules(runtime, labels, thresholds), sort_keys=False, width=200),

@@ -2,7 +2,7 @@
 
 Readiness is what the runtime itself reports: `GET /health` answers 200, `GET /v1/models` lists the model id the
 release's serving command gives (trtllm-serve: the name of the directory it was given, the release's
-`<model>-v<version>` link, enginewright.serving.trtllm_contract `served_model_id`; `vllm serve --served-model-name NAME`: NAME), and trtllm-serve's `GET /version` the runtime
+`<model>-v<version>` link, enginewright.serving.runtimes.tensorrt_llm `served_model_id`; `vllm serve --served-model-name NAME`: NAME), and trtllm-serve's `GET /version` the runtime
 version the target names. Neither runtime reports the quantization it serves; the golden replay is what tells one
 checkpoint from another.
 """

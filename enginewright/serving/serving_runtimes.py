@@ -9,80 +9,41 @@ newer TensorRT-LLM than on Blackwell). A pair without rows is not served at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from packaging.version import InvalidVersion, Version
 
-RuntimeName = Literal["tensorrt_llm", "vllm"]
-RUNTIME_LABELS: dict[str, str] = {"tensorrt_llm": "TensorRT-LLM", "vllm": "vLLM"}
-
-# The serving image a deploy target assumes when it names no version. TensorRT-LLM: the worker image's pin
-# (docker/gpu-worker.Dockerfile). vLLM: the release the project's GPU worker installs and runs
-# (scripts/gpu_worker/vllm.lock), whose ModelOpt loader the rows below were read in.
-DEFAULT_VERSIONS: dict[str, str] = {"tensorrt_llm": "1.3.0rc20", "vllm": "0.26.0"}
-
-BLACKWELL, HOPPER, ADA, TURING = (10, 0), (9, 0), (8, 9), (7, 5)
+from enginewright.serving.runtimes import RUNTIMES
+from enginewright.serving.runtimes.base import BLACKWELL, ServingRow
 
 
-@dataclass(frozen=True)
-class ServingRow:
-    format: str
-    runtime: RuntimeName
-    since: str  # the oldest runtime version known to serve it
-    capability: tuple[int, int] | None  # the GPU it needs; None: any CUDA GPU the runtime supports
-    source: str  # where the fact was read
+def _rows(fmt: str, runtime: str) -> list[ServingRow]:
+    return [r for r in RUNTIMES[runtime].rows if r.format == fmt] if runtime in RUNTIMES else []
 
 
-_TRTLLM = "NVIDIA/TensorRT-LLM; ../shared/FIELD_NOTES.md"
-# vllm-project/vllm vllm/model_executor/layers/quantization/modelopt.py at tag v0.26.0 (commit ffd46bfab, from the
-# released wheel's vllm/_version.py; the wheel is what scripts/gpu_worker installs and what ran on the H100):
-# QUANT_ALGOS = FP8, FP8_PER_CHANNEL_PER_TOKEN, FP8_PB_WO, NVFP4, W4A16_NVFP4, MXFP8, MIXED_PRECISION;
-# ModelOptFp8Config.get_min_capability() = 89, ModelOptNvFp4Config 75 (Marlin W4A16 below Blackwell: FP4 weights,
-# 16-bit activations), ModelOptMxFp8Config 80 (Marlin), ModelOptMixedPrecisionConfig 75; no INT4-AWQ, W4A8-AWQ,
-# INT8-SQ. (An earlier reading at c9a5990 dated these "since 0.33.0" and refused MIXED_PRECISION: 0.26.0 has both.)
-_VLLM = "vllm modelopt.py @ v0.26.0 (ffd46bfab)"
-
-ROWS: tuple[ServingRow, ...] = (
-    ServingRow("fp8", "tensorrt_llm", "1.0", ADA, _TRTLLM),
-    ServingRow("int8_sq", "tensorrt_llm", "1.0", None, _TRTLLM),
-    ServingRow("int4_awq", "tensorrt_llm", "1.0", None, _TRTLLM),
-    ServingRow("w4a8_awq", "tensorrt_llm", "1.0", ADA, _TRTLLM),
-    ServingRow("int8_wo", "tensorrt_llm", "1.0", None, _TRTLLM),
-    ServingRow("fp8_pcpt", "tensorrt_llm", "1.0", ADA, _TRTLLM),
-    ServingRow("nvfp4", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
-    ServingRow("nvfp4", "tensorrt_llm", "1.3.0rc20", HOPPER, _TRTLLM + " (Marlin NVFP4 kernels for Hopper)"),
-    ServingRow("nvfp4_awq", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
-    ServingRow("mxfp8", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
-    ServingRow("mxfp4", "tensorrt_llm", "1.0", BLACKWELL, _TRTLLM),
-    ServingRow("fp8", "vllm", "0.26.0", ADA, _VLLM),
-    ServingRow("fp8_pcpt", "vllm", "0.26.0", ADA, _VLLM),
-    ServingRow("nvfp4", "vllm", "0.26.0", TURING, _VLLM + " (W4A16 through Marlin below compute capability 10.0)"),
-    ServingRow("mxfp8", "vllm", "0.26.0", (8, 0), _VLLM + " (Marlin)"),
-)
+def _label(runtime: str) -> str:
+    return RUNTIMES[runtime].label if runtime in RUNTIMES else runtime
 
 
 def parse_version(runtime: str, version: str) -> Version:
     """A runtime version the table can compare; ValueError naming what it knows otherwise."""
-    oldest = min((Version(r.since) for r in ROWS if r.runtime == runtime), default=None)
-    if oldest is None:
-        raise ValueError(f"runtime {runtime!r} is not in the serving table; known: {', '.join(RUNTIME_LABELS)}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r} is not in the serving table; known: {', '.join(RUNTIMES)}")
+    oldest = min(Version(r.since) for r in RUNTIMES[runtime].rows)
     try:
         parsed = Version(version)
     except InvalidVersion:
-        raise ValueError(f"{version!r} is not a version (for example {DEFAULT_VERSIONS[runtime]!r})") from None
+        raise ValueError(f"{version!r} is not a version (for example {RUNTIMES[runtime].default_version!r})") from None
     if parsed < oldest:
-        raise ValueError(f"{RUNTIME_LABELS[runtime]} {version} is older than any version the serving table knows "
+        raise ValueError(f"{_label(runtime)} {version} is older than any version the serving table knows "
                          f"({oldest}+)")
     return parsed
 
 
 def serving_problem(fmt: str, runtime: str, version: str, capability: tuple[int, int]) -> str | None:
     """None when `runtime` at `version` serves `fmt` on a GPU of `capability`; else the reason, in words."""
-    label = RUNTIME_LABELS.get(runtime, runtime)
-    rows = [r for r in ROWS if r.format == fmt and r.runtime == runtime]
+    label = _label(runtime)
+    rows = _rows(fmt, runtime)
     if not rows:
-        servers = sorted({RUNTIME_LABELS[r.runtime] for r in ROWS if r.format == fmt})
+        servers = sorted(r.label for r in RUNTIMES.values() if _rows(fmt, r.name))
         return f"{label} cannot load {fmt} checkpoints" + (f" (served by {', '.join(servers)})" if servers else "")
     parsed = parse_version(runtime, version)
     released = [r for r in rows if Version(r.since) <= parsed]
@@ -99,12 +60,12 @@ def serving_problem(fmt: str, runtime: str, version: str, capability: tuple[int,
 
 def serving_summary(fmt: str) -> list[str]:
     """One line per runtime that serves `fmt`: from which version, on which GPUs."""
-    return [f"{label}: {runtime_summary(fmt, runtime)}" for runtime, label in RUNTIME_LABELS.items()]
+    return [f"{r.label}: {runtime_summary(fmt, r.name)}" for r in RUNTIMES.values()]
 
 
 def runtime_summary(fmt: str, runtime: str) -> str:
     """Where `runtime` serves `fmt`: "not served", or each row's version and GPUs."""
-    rows = [r for r in ROWS if r.format == fmt and r.runtime == runtime]
+    rows = _rows(fmt, runtime)
     if not rows:
         return "not served"
     return "; ".join(f"≥ {r.since} on " + (f"compute capability {r.capability[0]}.{r.capability[1]}+" if r.capability
@@ -112,24 +73,16 @@ def runtime_summary(fmt: str, runtime: str) -> str:
 
 
 # A MIXED_PRECISION checkpoint (an AutoQuantize mix) names a quant_algo per layer in hf_quant_config.json's
-# `quantized_layers`. TensorRT-LLM's PyTorch backend reads each into that layer's own QuantConfig
-# (NVIDIA/TensorRT-LLM tensorrt_llm/_torch/model_config.py @ 008e0af8980fc560003631ba4ac37828836a91c8,
-# ModelConfig._build_modelopt_quant_config) and a fused q/k/v or gate/up Linear takes its first member's
-# (tensorrt_llm/_torch/models/modeling_utils.py @ 000a01de66f0eab4ab05640711f0253f50f5209c,
-# DecoderModelForCausalLM.__post_init__); the version is the pinned worker image's, the oldest checked. vLLM 0.26.0
-# loads it as `modelopt_mixed` (ModelOptMixedPrecisionConfig: FP8, NVFP4, W4A16_NVFP4 and MXFP8 layers; vllm
-# modelopt.py @ v0.26.0), overriding any --quantization given for such a checkpoint (vllm/config/model.py
-# `_verify_quantization`).
-MIXED_PRECISION_SINCE: dict[str, str] = {"tensorrt_llm": "1.3.0rc20", "vllm": "0.26.0"}
+# `quantized_layers`; each runtime module says from which version it loads one (`mixed_precision_since`).
 
 
 def mix_serving_problem(groups: dict[str, str], runtime: str, version: str, capability: tuple[int, int]) -> str | None:
     """None when `runtime` serves this mix (layer group → format, "none" for 16-bit); else the first reason, naming
     the layer and its format."""
-    label = RUNTIME_LABELS.get(runtime, runtime)
-    since = MIXED_PRECISION_SINCE.get(runtime)
+    label = _label(runtime)
+    since = RUNTIMES[runtime].mixed_precision_since if runtime in RUNTIMES else None
     if since is None:
-        servers = ", ".join(RUNTIME_LABELS[r] for r in MIXED_PRECISION_SINCE)
+        servers = ", ".join(r.label for r in RUNTIMES.values() if r.mixed_precision_since)
         return f"{label} cannot load MIXED_PRECISION (AutoQuantize) checkpoints (served by {servers})"
     if parse_version(runtime, version) < Version(since):
         return f"a MIXED_PRECISION checkpoint needs {label} ≥ {since}; the target runs {version}"
@@ -143,13 +96,13 @@ def mix_serving_problem(groups: dict[str, str], runtime: str, version: str, capa
 def mix_serving_summary(formats: list[str]) -> list[str]:
     """`serving_summary` for a mix of `formats`: one line per runtime."""
     lines = []
-    for runtime, label in RUNTIME_LABELS.items():
-        since = MIXED_PRECISION_SINCE.get(runtime)
+    for runtime in RUNTIMES.values():
+        since = runtime.mixed_precision_since
         if since is None:
-            lines.append(f"{label}: not served (no MIXED_PRECISION loader)")
+            lines.append(f"{runtime.label}: not served (no MIXED_PRECISION loader)")
             continue
-        per_format = [f"{fmt} {runtime_summary(fmt, runtime)}" for fmt in formats]
-        lines.append(f"{label}: MIXED_PRECISION ≥ {since}, where each layer's format is served: " + "; ".join(per_format))
+        per_format = [f"{fmt} {runtime_summary(fmt, runtime.name)}" for fmt in formats]
+        lines.append(f"{runtime.label}: MIXED_PRECISION ≥ {since}, where each layer's format is served: " + "; ".join(per_format))
     return lines
 
 

@@ -26,7 +26,8 @@ from pydantic import (
 
 from enginewright.config.spec import read_yaml_mapping
 from enginewright.errors import InputError, describe_validation_error
-from enginewright.serving.serving_runtimes import DEFAULT_VERSIONS, RuntimeName, parse_version
+from enginewright.serving.runtimes import RUNTIMES, RuntimeName
+from enginewright.serving.serving_runtimes import parse_version
 
 
 class VerifyPolicy(BaseModel):
@@ -136,7 +137,7 @@ class DeployTarget(BaseModel):
 
     @property
     def served_runtime_version(self) -> str:
-        return self.runtime_version or DEFAULT_VERSIONS[self.runtime]
+        return self.runtime_version or RUNTIMES[self.runtime].default_version
 
     @property
     def metrics_address(self) -> str:

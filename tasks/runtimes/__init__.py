@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from enginewright.errors import RuntimeLaneFailed
-from enginewright.serving.trtllm_contract import PROMPT_TOKEN_LOGPROBS_SINCE, version_at_least
-from enginewright.serving.vllm_contract import quantization_of
+from enginewright.serving.runtimes.tensorrt_llm import PROMPT_TOKEN_LOGPROBS_SINCE, version_at_least
+from enginewright.serving.runtimes.vllm import quantization_of
 
 RuntimeName = Literal["simulated", "tensorrt_llm", "vllm"]
 

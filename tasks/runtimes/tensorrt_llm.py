@@ -3,7 +3,7 @@
 `BundleLM` loads the bundle's checkpoint with the LLM API and the bundle's `llm_api.yaml`, merged as trtllm-serve
 merges it (tasks.trtllm_build.llm_api_kwargs), so what is evaluated is what serves. A continuation's log-likelihood
 comes from the prompt log-probabilities TensorRT-LLM returns, which are aligned to the *next* token: entry i is the
-distribution that predicted token i + 1 (enginewright.serving.trtllm_contract). lm-eval's stock `trtllm` class reads entry i
+distribution that predicted token i + 1 (enginewright.serving.runtimes.tensorrt_llm). lm-eval's stock `trtllm` class reads entry i
 for token i and builds its own `LLM(...)` without the bundle's options; this class is what replaces it.
 
 It needs TensorRT-LLM ≥ 1.3.0rc11, where every prompt token is in its entry; on older lines `runtimes.choose` never
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from enginewright.errors import RuntimeLaneFailed
 from enginewright.quant.models import load_tokenizer
-from enginewright.serving.trtllm_contract import TOKENS_PROMPT_KEY, check_sampling_params
+from enginewright.serving.runtimes.tensorrt_llm import TOKENS_PROMPT_KEY, check_sampling_params
 from tasks.runtimes.tokenized_lm import TokenizedLM
 
 

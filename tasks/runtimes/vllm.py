@@ -25,7 +25,7 @@ from typing import Any
 from lm_eval.models.utils import resolve_max_length
 
 from enginewright.errors import RuntimeLaneFailed
-from enginewright.serving.vllm_contract import quantization_of
+from enginewright.serving.runtimes.vllm import quantization_of
 from tasks.runtimes.tokenized_lm import TokenizedLM
 
 SCORER = Path(__file__).with_name("vllm_scorer.py")

@@ -1,7 +1,7 @@
 """The body of tests/standins/bin/trtllm-serve: TensorRT-LLM's OpenAI-compatible server, standing in on the CPU.
 
 It stands for `trtllm-serve MODEL --host H --port P --extra_llm_api_options FILE` (TensorRT-LLM 1.3.0rc20, the pinned
-worker image) and takes only what that takes: the command line is checked by enginewright.serving.trtllm_contract
+worker image) and takes only what that takes: the command line is checked by enginewright.serving.runtimes.tensorrt_llm
 (`check_serve_argv`, commands/serve.py), the options file by `check_llm_api_options`, every completion body by
 `completion_request_problem` (openai_protocol.py's CompletionRequest, extra="forbid": a 400 otherwise). It answers
 the routes `SERVE_ROUTES` lists, with the real responses' shapes, read in NVIDIA/TensorRT-LLM:
@@ -15,7 +15,7 @@ the routes `SERVE_ROUTES` lists, with the real responses' shapes, read in NVIDIA
   `stream_options.include_usage` (`completion_stream_post_processor`); the closing `data: [DONE]` is the OpenAI
   streaming convention lm-eval and AIPerf read, not a line read in TensorRT-LLM's source;
 - the Prometheus series of tensorrt_llm/metrics/collector.py @ 050f80def8df236e326949c8bd9dee10fd896a83
-  (enginewright.serving.monitoring.RUNTIME_METRICS).
+  (enginewright.serving.runtimes.tensorrt_llm.METRICS).
 
 What it serves is the checkpoint MODEL names, on the CPU: a plain checkpoint as it is; a ModelOpt export as the
 runtime computes it in principle — weights dequantized from the exported codes (tasks/export_verify.read_exported),
@@ -46,8 +46,8 @@ import torch
 import yaml
 
 from enginewright.registry.webhook_server import send_body
-from enginewright.serving.monitoring import RUNTIME_METRICS
-from enginewright.serving.trtllm_contract import (
+from enginewright.serving.runtimes import RUNTIMES
+from enginewright.serving.runtimes.tensorrt_llm import (
     PROMETHEUS_PATH,
     ContractError,
     check_llm_api_options,
@@ -56,7 +56,7 @@ from enginewright.serving.trtllm_contract import (
     served_model_id,
 )
 
-VERSION = "1.3.0rc20"  # the release it stands for (enginewright.serving.serving_runtimes.DEFAULT_VERSIONS)
+VERSION = "1.3.0rc20"  # the release it stands for (enginewright.serving.runtimes.tensorrt_llm.RUNTIME.default_version)
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions when max_tokens is unset
 
 
@@ -127,7 +127,7 @@ class Metrics:
     def __init__(self, model_name: str) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        names = RUNTIME_METRICS["tensorrt_llm"]
+        names = RUNTIMES["tensorrt_llm"].metrics
         self.registry = CollectorRegistry()
         labels = {"model_name": model_name, "engine_type": "pytorch"}
         self.labels = labels
@@ -266,7 +266,7 @@ def make_server(engine: Engine, host: str, port: int) -> ThreadingHTTPServer:
             if self.path == "/metrics":
                 return self._json(200, [])
             if self.path == PROMETHEUS_PATH and engine.options.get("return_perf_metrics"):
-                # mounted only with return_perf_metrics (enginewright.serving.trtllm_contract.LlmApiOptions)
+                # mounted only with return_perf_metrics (enginewright.serving.runtimes.tensorrt_llm.LlmApiOptions)
                 return send_body(self, 200, engine.metrics.exposition(), "text/plain; version=0.0.4")
             return self._json(404, {"detail": "Not Found"})
 

@@ -1,13 +1,13 @@
 """The body of tests/standins/bin/vllm: `vllm serve MODEL` (vLLM 0.26.0, what the GPU worker installs) standing in
 on the CPU, so CI can run a vLLM release's own `vllm-serve.sh` through deploy, verify and rollback.
 
-What it accepts: the command line enginewright renders, checked by enginewright.serving.vllm_contract (which cites
+What it accepts: the command line enginewright renders, checked by enginewright.serving.runtimes.vllm (which cites
 vllm-project/vllm at v0.26.0); completion bodies as vLLM's OpenAI server takes them — fields it does not use are
 ignored, as vLLM ignores (and logs) unknown fields; `max_tokens` < 1 and an unknown model are refused.
 What it answers is what the real server answered on the project's H100 (tests/fixtures/vllm-0.26.0/
 responses.json, recorded by benchmarks/vllm_lane.py serve): the same routes, status codes, body keys, error bodies,
 streaming chunks and Prometheus series names and labels (`vllm:` prefix, labels engine and model_name;
-enginewright.serving.monitoring.RUNTIME_METRICS["vllm"]). tests/test_vllm_standin.py asks it what was asked of the real
+enginewright.serving.monitoring.RUNTIMES["vllm"].metrics). tests/test_vllm_standin.py asks it what was asked of the real
 server and compares the answers' shapes with the recordings, so a stand-in that drifts from vLLM fails a test.
 
 Like the real server it refuses to start `--quantization modelopt` on a checkpoint without ModelOpt's
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from enginewright.registry.webhook_server import send_body
-from enginewright.serving.monitoring import RUNTIME_METRICS
-from enginewright.serving.vllm_contract import VllmContractError, check_vllm_serve_argv
+from enginewright.serving.runtimes import RUNTIMES
+from enginewright.serving.runtimes.vllm import VllmContractError, check_vllm_serve_argv
 from tests.standins.openai_server import Engine, EventStream, stop_strings
 
 VERSION = "0.26.0"
@@ -45,7 +45,7 @@ class VllmMetrics:
     def __init__(self, model_name: str) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        names = RUNTIME_METRICS["vllm"]
+        names = RUNTIMES["vllm"].metrics
         self.registry = CollectorRegistry()
         self.labels = {"engine": "0", "model_name": model_name}
         keys = list(self.labels)

@@ -1,7 +1,7 @@
 """Stand-in for `tensorrt_llm` (see ../README.md): LLM, SamplingParams, BuildConfig, recording their calls.
 
 `LLM(**kwargs)` accepts what NVIDIA/TensorRT-LLM's LLM-API arguments accept as far as enginewright passes them
-(enginewright.serving.trtllm_contract.LlmApiOptions, read from tensorrt_llm/llmapi/llm_args.py @
+(enginewright.serving.runtimes.tensorrt_llm.LlmApiOptions, read from tensorrt_llm/llmapi/llm_args.py @
 0004396720054fd8e205cbf616f21f0b57c6b412), plus `model`; an unknown or mistyped key raises as pydantic's
 `extra="forbid"` does there. `SamplingParams` is a kw-only dataclass of the fields enginewright passes, with the real
 defaults (tensorrt_llm/sampling_params.py @ a98a9061d72f6fd39f5d055ebdd2c6878a100e2c): an unknown keyword is a
@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from enginewright.serving.trtllm_contract import SAMPLING_PARAMS_FIELDS, LlmApiOptions
+from enginewright.serving.runtimes.tensorrt_llm import SAMPLING_PARAMS_FIELDS, LlmApiOptions
 
 CALLS: list[tuple[str, object]] = []
 PROMPT_TOKEN_IN_ENTRY = True
@@ -38,7 +38,7 @@ class SamplingParams:
 
 
 @dataclass(kw_only=True)
-class BuildConfig:  # the fields of enginewright.serving.trtllm_contract.BUILD_CONFIG_FIELDS; another keyword is a TypeError
+class BuildConfig:  # the fields of enginewright.serving.runtimes.tensorrt_llm.BUILD_CONFIG_FIELDS; another keyword is a TypeError
     max_batch_size: int = 2048
     max_num_tokens: int = 8192
     max_seq_len: int | None = None

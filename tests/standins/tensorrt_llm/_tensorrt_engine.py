@@ -4,7 +4,7 @@ Real one: `from tensorrt_llm._tensorrt_engine import LLM`, as NVIDIA/TensorRT-LL
 tensorrt_llm/bench/benchmark/throughput.py @ 000a01de66f0eab4ab05640711f0253f50f5209c and
 tensorrt_llm/commands/serve.py @ 00209af149e7774406881a37283dce303571eb11 (backend "tensorrt"). Its
 `LLM(model=..., build_config=BuildConfig(...))` / `save(dir)` / `shutdown()` calls are in the contract
-(enginewright/serving/trtllm_contract.py, from tensorrt_llm/_tensorrt_engine/llm.py @ e3cc74ce); the lane is still
+(enginewright/serving/runtimes/tensorrt_llm.py, from tensorrt_llm/_tensorrt_engine/llm.py @ e3cc74ce); the lane is still
 unverified: nothing here builds an engine.
 """
 

@@ -3,10 +3,10 @@
 Real one: NVIDIA/TensorRT-LLM tensorrt_llm/llmapi/llm_args.py `update_llm_args_with_extra_dict(llm_args,
 llm_args_dict, extra_llm_api_options=None)`, which turns known sub-configs (kv_cache_config, scheduler_config,
 ...) into their pydantic classes (extra="forbid") and merges. Here: the dict is validated against the same
-contract (enginewright.serving.trtllm_contract.LlmApiOptions) and merged; nested configs stay dicts.
+contract (enginewright.serving.runtimes.tensorrt_llm.LlmApiOptions) and merged; nested configs stay dicts.
 """
 
-from enginewright.serving.trtllm_contract import LlmApiOptions
+from enginewright.serving.runtimes.tensorrt_llm import LlmApiOptions
 
 
 def update_llm_args_with_extra_dict(llm_args, llm_args_dict, extra_llm_api_options=None):

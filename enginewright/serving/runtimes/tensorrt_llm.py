@@ -1,5 +1,7 @@
-"""What TensorRT-LLM accepts and returns, as far as enginewright passes or reads it: the contract the TensorRT-LLM
-lane is written against, and the only thing the test stand-ins (tests/standins/) may accept.
+"""TensorRT-LLM as a serving runtime and build lane: what it accepts and returns, as far as enginewright passes or
+reads it — the contract the TensorRT-LLM lane is written against, and the only thing the test stand-ins
+(tests/standins/) may accept — the formats it serves, its metric names, the release it renders (`llm_api.yaml`,
+`trtllm-serve.sh`, a Triton model repository) and the model id it reports.
 
 Nothing here can be run on a machine without TensorRT-LLM, so every name below was read in TensorRT-LLM's own
 source; each group cites repository, path and commit. A name our code uses that is not here is a contract gap:
@@ -9,13 +11,27 @@ command lines against `check_bench_argv` before they run.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from enginewright.errors import EnginewrightError
+from enginewright.serving.runtimes.base import (
+    ADA,
+    BLACKWELL,
+    HOPPER,
+    ReleaseFiles,
+    RuntimeMetrics,
+    ServingRow,
+    ServingRuntime,
+    ServingTarget,
+    write_script,
+)
 
 
 class ContractError(EnginewrightError):
@@ -93,7 +109,7 @@ def check_llm_api_options(options: dict[str, Any]) -> LlmApiOptions:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ContractError(f"llm_api.yaml key {where!r}: {first['msg']} (TensorRT-LLM's LLM-API arguments; "
-                            "enginewright/serving/trtllm_contract.py)") from None
+                            "enginewright/serving/runtimes/tensorrt_llm.py)") from None
 
 
 # --- trtllm-bench ---------------------------------------------------------------------------------------------
@@ -219,7 +235,7 @@ def check_serve_argv(argv: list[str]) -> None:
 # (200, empty body), GET /version ({"version": ...}), GET /v1/models, POST /v1/completions, POST
 # /v1/chat/completions, GET /metrics (iteration stats as JSON); Prometheus text at /prometheus/metrics
 # only where the LLM arguments set `return_perf_metrics: true` (openai_server.py @ 00057725…, `mount_metrics`; a
-# release's llm_api.yaml always does: enginewright.serving.serving_config.MONITORING_OPTIONS). `get_model`: the one ModelCard's id is the *name* of the model
+# release's llm_api.yaml always does: MONITORING_OPTIONS below). `get_model`: the one ModelCard's id is the *name* of the model
 # directory when MODEL is a directory (`Path(self.model).name`), else MODEL as given; owned_by "tensorrt_llm".
 SERVE_ROUTES = {"GET": ("/health", "/version", "/v1/models", "/metrics", "/prometheus/metrics"),
                 "POST": ("/v1/completions", "/v1/chat/completions")}
@@ -330,3 +346,125 @@ def check_build_config(kwargs: dict[str, Any]) -> None:
     if unknown:
         raise ContractError(f"BuildConfig field {', '.join(unknown)} is not one enginewright may pass; it passes "
                             f"{', '.join(BUILD_CONFIG_FIELDS)} (tensorrt_llm/_tensorrt_engine/llm.py)")
+
+
+# --- what it serves ---------------------------------------------------------------------------------------------
+_SOURCE = "NVIDIA/TensorRT-LLM; ../shared/FIELD_NOTES.md"
+ROWS = (
+    ServingRow("fp8", "1.0", ADA, _SOURCE),
+    ServingRow("int8_sq", "1.0", None, _SOURCE),
+    ServingRow("int4_awq", "1.0", None, _SOURCE),
+    ServingRow("w4a8_awq", "1.0", ADA, _SOURCE),
+    ServingRow("int8_wo", "1.0", None, _SOURCE),
+    ServingRow("fp8_pcpt", "1.0", ADA, _SOURCE),
+    ServingRow("nvfp4", "1.0", BLACKWELL, _SOURCE),
+    ServingRow("nvfp4", "1.3.0rc20", HOPPER, _SOURCE + " (Marlin NVFP4 kernels for Hopper)"),
+    ServingRow("nvfp4_awq", "1.0", BLACKWELL, _SOURCE),
+    ServingRow("mxfp8", "1.0", BLACKWELL, _SOURCE),
+    ServingRow("mxfp4", "1.0", BLACKWELL, _SOURCE),
+)
+# A MIXED_PRECISION checkpoint (an AutoQuantize mix) names a quant_algo per layer in hf_quant_config.json's
+# `quantized_layers`. TensorRT-LLM's PyTorch backend reads each into that layer's own QuantConfig
+# (NVIDIA/TensorRT-LLM tensorrt_llm/_torch/model_config.py @ 008e0af8980fc560003631ba4ac37828836a91c8,
+# ModelConfig._build_modelopt_quant_config) and a fused q/k/v or gate/up Linear takes its first member's
+# (tensorrt_llm/_torch/models/modeling_utils.py @ 000a01de66f0eab4ab05640711f0253f50f5209c,
+# DecoderModelForCausalLM.__post_init__); the version is the pinned worker image's, the oldest checked.
+MIXED_PRECISION_SINCE = "1.3.0rc20"
+
+# NVIDIA/TensorRT-LLM tensorrt_llm/metrics/collector.py @ 050f80def8df236e326949c8bd9dee10fd896a83
+# (`metric_prefix = "trtllm_"`; counters gain `_total` in the exposition), served at /prometheus/metrics
+# (tensorrt_llm/serve/openai_server.py; TensorRT-LLM PRs #12545, #12636). The same collector at
+# @ 89fd9b74ab7ae753b4c6b3db25a400dca7ea54a0 has no prefix: the scrape job renames those series (`relabel`), so one
+# rule file serves both.
+UNPREFIXED = ("request_success_total", "e2e_request_latency_seconds_(bucket|sum|count)",
+              "time_to_first_token_seconds_(bucket|sum|count)",
+              "time_per_output_token_seconds_(bucket|sum|count)", "request_queue_time_seconds_(bucket|sum|count)")
+METRICS = RuntimeMetrics(
+    metrics_path="/prometheus/metrics", success="trtllm_request_success_total", errors="trtllm_request_error_total",
+    e2e_latency="trtllm_e2e_request_latency_seconds", ttft="trtllm_time_to_first_token_seconds",
+    time_per_output_token="trtllm_time_per_output_token_seconds", queue_time="trtllm_request_queue_time_seconds",
+    waiting="trtllm_num_requests_waiting", generation_tokens="trtllm_generation_tokens_total",
+    kv_cache_usage="trtllm_kv_cache_utilization", source="tensorrt_llm/metrics/collector.py @ 050f80d",
+    relabel=({"source_labels": ["__name__"], "regex": f"({'|'.join(UNPREFIXED)})", "target_label": "__name__",
+              "replacement": "trtllm_${1}"},))
+
+
+# --- the release it renders -------------------------------------------------------------------------------------
+# Every release renders Prometheus rules (prometheus/), so its server must export what they read: trtllm-serve mounts
+# /prometheus/metrics only with return_perf_metrics, and its queue and KV-cache gauges need the iteration stats
+# (LlmApiOptions above cites both). Without them every alert would be blind.
+MONITORING_OPTIONS = {"return_perf_metrics": True, "enable_iter_perf_stats": True}
+TRITON_MODEL = "tensorrt_llm"
+TRITON_TEMPLATE_FILES = ("config.pbtxt", "1/model.py", "1/helpers.py")
+# Triton's LLM-API model keeps these two keys for itself; the rest of model.yaml is LLM() arguments.
+TRITON_CONFIG = {"max_batch_size": 0, "decoupled": False}
+
+
+def serving_options(bundle_dir: Path, target: ServingTarget) -> dict[str, Any]:
+    """The bundle's llm_api.yaml with the target's overrides and the monitoring switches applied."""
+    options = yaml.safe_load((bundle_dir / "llm_api.yaml").read_text()) or {}
+    options.update(MONITORING_OPTIONS)
+    if target.tensor_parallel_size is not None:
+        options["tensor_parallel_size"] = target.tensor_parallel_size
+    options["trust_remote_code"] = False
+    if target.serve_legacy_engine:
+        options["backend"] = "tensorrt"
+    check_llm_api_options(options)
+    return options
+
+
+def served_path(bundle_dir: Path, target: ServingTarget) -> Path:
+    """What TensorRT-LLM loads: the legacy engine folder where the target serves engines, else the checkpoint."""
+    return bundle_dir / ("engine" if target.serve_legacy_engine else "checkpoint")
+
+
+def serve_command(model_path: Path, llm_api_yaml: Path, target: ServingTarget) -> list[str]:
+    argv = ["trtllm-serve", str(model_path), "--host", target.host, "--port", str(target.port),
+            "--extra_llm_api_options", str(llm_api_yaml)]
+    check_serve_argv(argv)
+    return argv
+
+
+def render(folder: Path, bundle_dir: Path, manifest: Mapping[str, Any], target: ServingTarget, served_as: str,
+           model_path: Path) -> ReleaseFiles:
+    options = serving_options(bundle_dir, target)
+    (folder / "llm_api.yaml").write_text(yaml.safe_dump(options, sort_keys=False))
+    command = serve_command(Path(served_as), Path("llm_api.yaml"), target)
+    write_script(folder / "trtllm-serve.sh", "serve with TensorRT-LLM's OpenAI-compatible server, from this folder.",
+                 command)
+    _render_triton(folder / "triton", model_path, options, target)
+    return ReleaseFiles(command, {"trtllm_serve": command, "triton_model_repository": "triton"})
+
+
+def _render_triton(repository: Path, model_path: Path, options: dict[str, Any], target: ServingTarget) -> None:
+    model = repository / TRITON_MODEL
+    (model / "1").mkdir(parents=True)
+    model_yaml = {"model": str(model_path), **options, "triton_config": dict(TRITON_CONFIG)}
+    (model / "1" / "model.yaml").write_text(yaml.safe_dump(model_yaml, sort_keys=False))
+    if target.triton_llmapi_template is not None:
+        for name in TRITON_TEMPLATE_FILES:
+            shutil.copy2(target.triton_llmapi_template / name, model / name)
+        return
+    (repository / "README.md").write_text(
+        "Triton model repository for TensorRT-LLM's LLM-API model. Before starting Triton, copy `config.pbtxt`,\n"
+        "`1/model.py` and `1/helpers.py` from `triton_backend/all_models/llmapi/tensorrt_llm/` of the TensorRT-LLM\n"
+        "release your Triton image runs into `tensorrt_llm/` (or set the target's `triton_llmapi_template` and\n"
+        "deploy again), then: `tritonserver --model-repository=<this folder>`.\n")
+
+
+def release_model_id(deployment: Mapping[str, Any]) -> str:
+    """trtllm-serve reports the served directory's name (`served_model_id`): the release's model link."""
+    return Path(deployment.get("served_as") or deployment["served_path"]).name
+
+
+def describe(deployment: Mapping[str, Any], release: Path) -> str:
+    return (f"- trtllm-serve: `{' '.join(deployment['trtllm_serve'])}`\n"
+            f"- Triton model repository: `{release / 'triton'}`\n")
+
+
+RUNTIME = ServingRuntime(
+    name="tensorrt_llm", label="TensorRT-LLM",
+    default_version="1.3.0rc20",  # the worker image's pin (docker/gpu-worker.Dockerfile)
+    rows=ROWS, mixed_precision_since=MIXED_PRECISION_SINCE, metrics=METRICS, script="trtllm-serve.sh",
+    served_path=served_path, parallelism=serving_options, render=render, served_model_id=release_model_id,
+    describe=describe)
