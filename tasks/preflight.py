@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,11 +10,14 @@ from enginewright.bundle.s3 import S3Location, s3_client
 from enginewright.config.settings import Settings
 from enginewright.config.spec import BuildSpec, QuantizationSpec
 from enginewright.errors import CheckpointError, InputError, RegistryError, StoreError
+from enginewright.ops.disk import require_writable_dir
 from enginewright.quant.devices import check_format_supported
 from enginewright.quant.effective_bits import minimum_effective_bits
+from enginewright.quant.memory_plan import MemoryPlan
 from tasks.calibration import calibration_files, check_enough_text, check_fits_context
 from tasks.checkpoint_sources import source_context
 from tasks.eval_data import EvalData, check_eval_data, document_count
+from tasks.plan import plan_memory
 from tasks.sources import check_checkpoint_dir, locate_source
 
 
@@ -192,3 +196,45 @@ def _check_bucket(store: str, endpoint_url: str | None, timeout_s: float) -> Non
     except BotoCoreError as exc:
         raise StoreError(f"{where} does not answer ({str(exc).splitlines()[0]}); start it or fix "
                          "ENGINEWRIGHT_S3_ENDPOINT_URL before building") from None
+
+
+@dataclass(frozen=True)
+class Preflight:
+    power: str  # the gate's power table, markdown
+    warning: str | None  # set when the plan is under 80 % power to pass a harmless candidate
+
+
+def check_before_work(spec: BuildSpec, settings: Settings) -> Preflight:
+    """Every input checked before anything is written (InputError, exit 2); offline mode when nothing is on the Hub."""
+    require_writable_dir(settings.home, f"ENGINEWRIGHT_HOME {str(settings.home)!r}:",
+                         "set ENGINEWRIGHT_HOME to a directory you can write in")
+    check_default_model(spec, settings)
+    if uses_only_local_inputs(spec):
+        # Nothing this build reads is on the Hub: never try to reach it (libraries read these at import).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    data = check_inputs(spec, settings)
+    check_stores(settings)
+    power = gate_power(spec, data)
+    return Preflight(power_markdown(power, spec), underpowered(power))
+
+
+def plan_memory_before_work(spec: BuildSpec, settings: Settings) -> MemoryPlan | None:
+    """The memory plan of a local checkpoint, refusing a model that fits no plan (exit 2) before anything is
+    written; None for a checkpoint not downloaded yet (the build plans it after the download)."""
+    checkpoint = Path(spec.source.model).expanduser()
+    if not checkpoint.is_dir():
+        return None
+    return plan_memory(checkpoint, spec, settings.device_memory_limit, settings.builds_dir)
+
+
+def uses_only_local_inputs(spec: BuildSpec) -> bool:
+    return Path(spec.source.model).expanduser().is_dir() and Path(spec.calibration.source).expanduser().exists()
+
+
+def check_default_model(spec: BuildSpec, settings: Settings) -> None:
+    if spec.source.model == str(settings.default_model_dir) and not settings.default_model_dir.exists():
+        raise InputError(
+            f"default model {settings.default_model_dir} does not exist yet; run `enginewright convert-gguf` "
+            "first, or pass --model"
+        )

@@ -144,6 +144,60 @@ def build_report(outcome) -> dict:
     }
 
 
+def write_report(outcome, path: Path) -> None:
+    """`build --report-json`: the build's outcome for programs (the matrix's variant processes write it)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(build_report(outcome), indent=2, default=str))
+
+
+def write_failure_report(exc: Exception, path: Path) -> None:
+    """`build --report-json` of a build that did not register: its status, exit code and one-line error."""
+    import json
+
+    from enginewright.errors import EnginewrightError, GateFailed
+
+    code = exc.exit_code if isinstance(exc, EnginewrightError) else 1
+    status = "gate failed" if isinstance(exc, GateFailed) else "refused" if code == 2 else "failed"
+    error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    path.write_text(json.dumps({"status": status, "exit_code": code, "error": error}, indent=2))
+
+
+def service_job_variables(submit_to: str | None, gpu_class: str | None, gpu_count: int | None) -> dict[str, object]:
+    """The job variables of service mode's variant runs, checked before any work: a Prefect server, a deployment
+    that exists on it, a GPU class of the table and a GPU count its nodes have."""
+    from enginewright.errors import InputError
+
+    if submit_to is None:
+        if gpu_class is not None or gpu_count is not None:
+            raise InputError("--gpu-class and --gpu-count are job variables of service mode; add --submit-to "
+                             "DEPLOYMENT (e.g. build_revision/build)")
+        return {}
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from enginewright.ops.gpu_pools import DEFAULT_CLASS, check_gpu_count
+    from enginewright.ops.gpu_pools import gpu_class as gpu_class_row
+    from enginewright.registry.events import require_prefect_server
+
+    require_prefect_server("matrix --submit-to")
+    row = gpu_class_row(gpu_class or DEFAULT_CLASS)
+    count = 1 if gpu_count is None else gpu_count
+    check_gpu_count(row, count)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(submit_to)
+        except ObjectNotFound:
+            raise InputError(f"--submit-to {submit_to!r}: no such deployment on {client.api_url}; give "
+                             "<flow name>/<deployment name> (prefect.yaml: build_revision/build), deployed with "
+                             "`prefect --no-prompt deploy --all`") from None
+    variables: dict[str, object] = {"gpu_count": count}
+    if gpu_class is not None:
+        variables["gpu_class"] = row.name
+    return variables
+
+
 def publish_build_report(outcome) -> None:
     """The report as a table artifact of the current flow run, one row per field (values JSON-encoded)."""
     import json

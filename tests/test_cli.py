@@ -56,7 +56,7 @@ def test_help_describes_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--model", "--quant", "--calib-samples", "--tasks", "--limit", "--eval-data", "--kv-quant"):
         assert flag in out
     assert "int4_awq (W4A16 AWQ)" in out
-    auto_bits = " ".join(out.split("--auto-bits AUTO_BITS")[-1].split("--auto-formats", 1)[0].split())
+    auto_bits = " ".join(out.split("--auto-bits EFFECTIVE_BITS")[-1].split("--quantization.auto.method", 1)[0].split())
     assert "none unless given" in auto_bits and "[default:" not in auto_bits  # AutoQuantize runs only when asked
     flat = " ".join(out.split()).replace("wikitext 2", "wikitext2")  # argparse wraps long words
     for embedded in ("--model MODEL Hugging Face repo id (org/name) or a local checkpoint directory. [default: "
@@ -79,3 +79,70 @@ def test_a_failed_build_writes_its_report_too(tiny_model: Path, shared_data: Pat
     written = json.loads(report.read_text())
     assert code == 2 and written["status"] == "refused" and written["exit_code"] == 2
     assert written["error"].startswith("quantization.format='nvfp4' needs an NVIDIA GPU with compute capability 9.0+")
+
+
+def _subcommand(name: str):
+    import argparse
+
+    from enginewright.cli.main import parser
+
+    top = parser()
+    return next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+
+def test_every_spec_field_is_a_build_flag_with_its_own_description() -> None:
+    from enginewright.cli.spec_flags import ALIASES, spec_flags
+
+    build = _subcommand("build")
+    by_option = {option: action for action in build._actions for option in action.option_strings}
+    flags = list(spec_flags())
+    assert len(flags) >= 50  # every leaf of BuildSpec, quantization.auto's included
+    for flag in flags:
+        action = by_option[f"--{flag.path}"]
+        assert (flag.info.description or "")[:40].replace("%", "%%") in action.help, flag.path
+        if flag.path in ALIASES:
+            assert by_option[ALIASES[flag.path]] is action
+    assert set(ALIASES) <= {flag.path for flag in flags}  # an alias names a real field
+
+
+def test_spec_flags_become_the_overrides_the_spec_validates(tmp_path: Path) -> None:
+    from enginewright.cli.main import parser
+    from enginewright.cli.spec_flags import overrides_from_args
+    from enginewright.config.settings import Settings
+    from enginewright.config.spec import build_spec
+
+    args = parser().parse_args([
+        "build", "--limit", "none", "--tasks", "arc_easy,hellaswag", "--no-gate.smoke", "--batch-size", "4",
+        "--gate.tasks", '{"arc_easy": {"max_drop_points": 3}}', "--gate.smoke_prompts", "Hi, there",
+        "--gate.smoke_prompts", "2 + 2 =", "--calibration.batch_size", "auto", "--auto-bits", "5.0"])
+    overrides = overrides_from_args(args)
+    assert overrides == {
+        "evaluation": {"limit": None, "tasks": ["arc_easy", "hellaswag"], "batch_size": 4},
+        "gate": {"smoke": False, "tasks": {"arc_easy": {"max_drop_points": 3}},
+                 "smoke_prompts": ["Hi, there", "2 + 2 ="]},
+        "calibration": {"batch_size": "auto"}, "quantization": {"auto": {"effective_bits": 5.0}}}
+    spec = build_spec(Settings(), None, overrides)
+    assert spec.gate.tasks["arc_easy"].max_drop_points == 3 and spec.quantization.auto is not None
+    assert spec.evaluation.limit is None and spec.calibration.batch_size == "auto"
+
+
+def test_the_matrix_takes_its_own_lists_instead_of_the_fields_a_variant_sets() -> None:
+    matrix = _subcommand("matrix")
+    options = {option for action in matrix._actions for option in action.option_strings}
+    assert "--quantization.format" not in options and "--reevaluate" not in options
+    assert {"--quant", "--auto-bits", "--auto-formats", "--policy"} <= options
+
+
+def test_each_action_is_a_subcommand_argparse_checks(capsys) -> None:
+    from enginewright.cli.main import main
+
+    for argv, message in ((["stack", "sideways"], "invalid choice: 'sideways'"),
+                          (["watch", "add", "org/model"], "the following arguments are required: --spec"),
+                          (["pools", "render", "--gpu-class", "h100"], "unrecognized arguments: --gpu-class"),
+                          (["promote", "webhook"], "the following arguments are required: --url")):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2 and message in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("enginewright ")

@@ -344,3 +344,21 @@ def test_a_vllm_target_is_sized_by_its_own_tensor_parallel_size_not_tensorrt_llm
     one = target(runtime="vllm")
     assert RUNTIMES["vllm"].parallelism(tmp_path, one) == {"tensor_parallel_size": 1}
     assert RUNTIMES["tensorrt_llm"].parallelism(tmp_path, one)["tensor_parallel_size"] == 8
+
+
+def test_versions_lists_verdict_format_aliases_and_deploy_status(settings: Settings, tmp_path: Path, capsys) -> None:
+    from enginewright.cli.main import main
+
+    client = registry_client(settings.tracking_uri)
+    v1 = register_bundle(settings, tmp_path / "b", "chat", fmt="int4_awq")
+    v2 = register_bundle(settings, tmp_path / "b", "chat", fmt="int8_sq", verdict="fail")
+    client.set_registered_model_alias("chat", "production", v1.version)
+    client.set_model_version_tag("chat", v1.version, "deploy.a100.status", "deployed")
+    assert main(["versions", "chat"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "chat: 2 version(s)"
+    newest, oldest = lines[2].split(), lines[3].split()
+    assert newest[:3] == [v2.version, "fail", "int8_sq"] and "@production" not in newest
+    assert oldest[:3] == [v1.version, "pass", "int4_awq"] and "@production" in oldest and "a100: deployed" in lines[3]
+    assert main(["versions", "nope"]) == 2
+    assert "no registered model 'nope'; registered: chat" in capsys.readouterr().err

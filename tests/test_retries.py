@@ -36,8 +36,8 @@ def test_the_deploy_pull_does_not_retry_a_failed_verification() -> None:
 
 
 def test_the_build_summary_never_prints_a_password_of_the_tracking_uri(capsys, monkeypatch) -> None:
-    from enginewright.cli.main import print_summary
     from enginewright.config.settings import Settings
+    from tasks.summary import build_summary
 
     monkeypatch.setenv("ENGINEWRIGHT_MLFLOW_TRACKING_URI", "http://builder:hunter2@mlflow.internal:5000")
     gate = {"tasks": [], "message": "all tasks pass", "overall": "pass"}
@@ -45,8 +45,7 @@ def test_the_build_summary_never_prints_a_password_of_the_tracking_uri(capsys, m
                                                          run_id="r"),
                               registered_now=True, build_key="k", engine={"status": "skipped"}, gate=gate,
                               bundle_bytes=1, evaluated_again=None, evaluation_run_id="r")
-    print_summary(outcome, Settings())
-    out = capsys.readouterr().out
+    out = build_summary(outcome, Settings().tracking_uri)
     assert "hunter2" not in out and "http://builder:***@mlflow.internal:5000" in out
 
 

@@ -109,3 +109,17 @@ def to_log_file(path: Path) -> Iterator[TextIO]:
             for fd in saved:
                 os.close(fd)
             screen.close()
+
+
+@contextmanager
+def command_log(home: Path, command: str) -> Iterator[Path]:
+    """A command's work with its output in a log file: the terminal gets step lines, and on failure the path of the
+    log beside the one-line error."""
+    log = log_path(home, command)
+    print(f"log: {log} (Prefect's records, tracebacks and the libraries' output)", file=sys.stderr)
+    try:
+        with to_log_file(log):
+            yield log
+    except BaseException:
+        print(f"full log: {log}", file=sys.stderr)
+        raise

@@ -129,3 +129,15 @@ def on_temporary_server(server: TemporaryServer) -> Iterator[None]:
     server.used = True
     with temporary_settings(updates={PREFECT_API_URL: api}):
         yield
+
+
+def flow_run_link(flow_run_id: object) -> str:
+    """Where a person finds a flow run and its `accuracy-gate` artifact; what happened to them without a server."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        return ("Prefect's temporary server, stopped with the build: the accuracy-gate artifact went with it (the "
+                "MLflow run keeps the same report under gate/). To keep runs and artifacts, build against a Prefect "
+                "server: `enginewright stack up`, then load its env (README)")
+    return f"{api.rstrip('/').removesuffix('/api')}/runs/flow-run/{flow_run_id} (artifact accuracy-gate)"
