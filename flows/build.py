@@ -20,7 +20,7 @@ from prefect.settings import (
 )
 
 from enginewright.bundle.manifest import bundle_bytes
-from enginewright.config.schemas import GateReport
+from enginewright.config.schemas import EngineLane, GateReport
 from enginewright.config.settings import Settings, load_settings
 from enginewright.config.spec import BuildSpec
 from enginewright.ops.process_env import prepare_process
@@ -57,7 +57,7 @@ class BuildOutcome:
     baseline: EvalResult
     candidate: EvalResult
     gate: GateReport
-    engine: dict[str, Any]
+    engine: EngineLane
     bundle_bytes: int  # sum of the manifest's file sizes (the checkpoint dominates)
     registered_now: bool  # False when this run found the version already registered (or cached)
     version_verdict: str = ""  # the verdict the version stands on: this run's, unless it only evaluated it again
@@ -93,7 +93,7 @@ def build_engine(spec: BuildSpec, settings: Settings | None = None) -> BuildOutc
         exported = export_task(work, source.path, state, spec.dtype, memory)
         runtime_config_task(work, spec.runtime, spec.quantization.kv_cache)
         # A Completed state named Skipped (or the lane's status); its data is the status either way.
-        engine: dict[str, Any] = trtllm_build_task(
+        engine: EngineLane = trtllm_build_task(
             work, spec.gate.smoke_prompts, spec.gate.smoke_max_new_tokens, spec.runtime.legacy_engine,
             spec.runtime.max_batch_size, spec.runtime.max_num_tokens, return_state=True,
         ).result()

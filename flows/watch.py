@@ -18,7 +18,7 @@ from enginewright.ops.process_env import prepare_process
 from enginewright.registry.events import announce_event
 from enginewright.registry.watchlist import WatchStore
 from tasks.revisions import latest_revision, revision_spec
-from tasks.variants import publish_build_report
+from tasks.variants import publish_build_report, publish_failure_report
 
 EVENT = "enginewright.checkpoint.updated"
 GPU_BUILDS_LIMIT = "gpu-builds"
@@ -62,7 +62,12 @@ def build_revision(spec_yaml: str = "", source: str | None = None, revision: str
     spec = revision_spec(settings, spec_yaml, source, revision)
     # One build per GPU: a slot of the global concurrency limit `gpu-builds` (sized to the GPUs; where it does
     # not exist, e.g. on Prefect's ephemeral API, this does not wait).
+    # The build's report is published either way: what a matrix in service mode reads (tasks/variants.py).
     with concurrency(GPU_BUILDS_LIMIT, occupy=1, strict=False):
-        outcome = build_engine(spec, settings)
-    publish_build_report(outcome)  # what a matrix in service mode reads (tasks/variants.py)
+        try:
+            outcome = build_engine(spec, settings)
+        except Exception as exc:
+            publish_failure_report(exc)
+            raise
+    publish_build_report(outcome)
     return outcome

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from enginewright.config.schemas import BuildReport
 from enginewright.config.spec import BuildSpec
 from enginewright.keys.hashing import sha256_json
 from enginewright.serving.runtimes.tensorrt_llm import OUTPUT_THROUGHPUT
 
 RECOMMENDED_ALIAS = "recommended"
-THROUGHPUT_KEY = f"bench.{OUTPUT_THROUGHPUT}"  # trtllm-bench's report (enginewright.serving.runtimes.tensorrt_llm), GPU workers only
 
 
 class RecommendationPolicy(BaseModel):
@@ -45,7 +45,8 @@ class VariantResult:
     format: str
     status: VariantStatus
     reason: str = ""
-    report: dict[str, Any] = field(default_factory=dict)  # the build's --report-json, when it finished
+    # the registered build's report (--report-json, or the build deployment's artifact); empty otherwise
+    report: BuildReport = field(default_factory=lambda: cast(BuildReport, {}))
 
     @property
     def verdict(self) -> str:
@@ -77,7 +78,8 @@ class VariantResult:
 
     @property
     def throughput(self) -> float | None:
-        return self.report.get("engine", {}).get(THROUGHPUT_KEY)
+        # trtllm-bench's report (enginewright.serving.runtimes.tensorrt_llm), GPU workers only
+        return self.report.get("engine", {}).get("bench", {}).get(OUTPUT_THROUGHPUT)
 
 
 def recommend(variants: list[VariantResult], policy: RecommendationPolicy) -> tuple[VariantResult | None, str]:

@@ -22,6 +22,7 @@ import torch
 from prefect import get_run_logger, task
 
 from enginewright.config.eval_tasks import EVAL_TASKS
+from enginewright.config.schemas import EngineLane
 from enginewright.config.spec import EvaluationSpec, GateSpec
 from enginewright.errors import RuntimeLaneFailed
 from enginewright.gate.gate_decision import TaskPlan, decide, metric_of, paired_sequence, task_plan
@@ -523,7 +524,7 @@ def baseline_task(checkpoint: Path, source_identity: str, dtype: str, spec: Eval
     tools=("lm-eval",)))
 def evaluate_task(
     work: WorkDir, checkpoint: Path, source_identity: str, state: QuantizedState, dtype: str, spec: EvaluationSpec,
-    gate: GateSpec, data: EvalData, cache_dir: Path, store_dir: Path, engine: dict[str, Any],
+    gate: GateSpec, data: EvalData, cache_dir: Path, store_dir: Path, engine: EngineLane,
     vllm_python: str | None = None,
 ) -> Evaluation:
     """Baseline and candidate, look by look; the candidate on the runtime this worker has (tasks.runtimes)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from enginewright.config.schemas import EngineLane
 from enginewright.serving.serving_runtimes import mix_serving_summary, serving_summary
 from tasks.evaluate import EvalResult
 
@@ -28,7 +29,7 @@ named by its first module (q/k/v and gate/up share one format); lm_head{' and ' 
 
 def render_model_card(
     model_name: str, build_key: str, source: dict[str, Any], quantization: dict[str, Any],
-    calibration: dict[str, Any], baseline: EvalResult, engine: dict[str, Any],
+    calibration: dict[str, Any], baseline: EvalResult, engine: EngineLane,
     evaluation: dict[str, Any], gate_markdown: str, export_verified: str,
 ) -> str:
     mix = quantization.get("mix")

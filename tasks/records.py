@@ -7,7 +7,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from enginewright.bundle.manifest import bundle_bytes
-from enginewright.config.schemas import CalibrationDoc, GateReport, Manifest, QuantizationDoc, SourceDoc
+from enginewright.config.schemas import (
+    CalibrationDoc,
+    EngineLane,
+    GateReport,
+    Manifest,
+    QuantizationDoc,
+    SourceDoc,
+)
 from enginewright.config.spec import BuildSpec
 from enginewright.keys.build_key import BuildKey
 from enginewright.keys.environment import environment_fingerprint
@@ -56,7 +63,7 @@ def lineage_docs(source: ResolvedSource, spec: BuildSpec, calib: CalibrationSet,
 
 def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: ResolvedSource, calib: CalibrationSet,
                    calibration_fingerprint: str, state: QuantizedState, verification: ExportVerification,
-                   baseline: EvalResult, candidate: EvalResult, engine: dict[str, Any],
+                   baseline: EvalResult, candidate: EvalResult, engine: EngineLane,
                    gate: GateReport, exported_plan: MemoryPlan | None = None) -> BuildDescription:
     """`exported_plan`: the export step's memory plan (the quantize step's is in `state`); both come from the steps'
     results, so a cached rerun records the plans that ran, not this worker's free memory now."""
@@ -75,7 +82,7 @@ def describe_build(spec: BuildSpec, key: BuildKey, work: WorkDir, source: Resolv
 
 
 def run_record(spec: BuildSpec, work: WorkDir, description: BuildDescription, baseline: EvalResult,
-               candidate: EvalResult, gate: GateReport, engine: dict[str, Any], manifest: Manifest,
+               candidate: EvalResult, gate: GateReport, engine: EngineLane, manifest: Manifest,
                gate_plan: str) -> RunRecord:
     fields = description.manifest_fields
     return RunRecord(
@@ -107,7 +114,7 @@ def run_params(spec: BuildSpec) -> dict[str, str]:
     }
 
 
-def run_metrics(baseline: EvalResult, candidate: EvalResult, gate: GateReport, engine: dict[str, Any]) -> dict[str, float]:
+def run_metrics(baseline: EvalResult, candidate: EvalResult, gate: GateReport, engine: EngineLane) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for result in (baseline, candidate):
         for task_name, values in result.metrics.items():
@@ -116,6 +123,7 @@ def run_metrics(baseline: EvalResult, candidate: EvalResult, gate: GateReport, e
         if result.docs_evaluated:
             metrics[f"{result.label}.docs_per_second"] = result.docs_per_second
     metrics.update({f"engine.{k}": float(v) for k, v in engine.items() if isinstance(v, int | float)})
+    metrics.update({f"engine.bench.{k}": v for k, v in engine.get("bench", {}).items()})
     for row in gate["tasks"]:
         metrics[f"gate.{row['task']}.difference_points"] = float(row["difference_points"])
         metrics[f"gate.{row['task']}.ci_low_points"] = float(row["ci_low_points"])
@@ -153,7 +161,7 @@ def gate_tags(gate: GateReport) -> dict[str, str]:
 
 
 def lineage_tags(digest: str, source: SourceDoc, quantization: QuantizationDoc, calibration: CalibrationDoc,
-                 environment: dict[str, str], engine: dict[str, Any]) -> dict[str, str]:
+                 environment: dict[str, str], engine: EngineLane) -> dict[str, str]:
     return {
         "build_key": digest,
         "source.model": str(source["model"]), "source.kind": str(source["kind"]),

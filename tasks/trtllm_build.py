@@ -33,6 +33,7 @@ import yaml
 from prefect import task
 from prefect.states import Completed
 
+from enginewright.config.schemas import EngineLane
 from enginewright.errors import EnginewrightError
 from enginewright.keys.cache_policies import step_policy
 from enginewright.keys.work_dir import WorkDir
@@ -60,7 +61,7 @@ def tensorrt_version() -> str | None:
         return None
 
 
-def engine_lane_status() -> dict[str, str]:
+def engine_lane_status() -> EngineLane:
     """{"status": "skipped", "reason": ...}, or {"status": "available"} on a GPU worker with TensorRT-LLM."""
     if not torch.cuda.is_available():
         return {"status": "skipped", "reason": "no CUDA GPU on this worker"}
@@ -81,7 +82,7 @@ def llm_api_kwargs(checkpoint_dir: Path, llm_api_yaml: Path) -> dict[str, Any]:
     return update_llm_args_with_extra_dict({"model": str(checkpoint_dir)}, options)
 
 
-def load_and_smoke(bundle_dir: Path, prompts: list[str], max_new_tokens: int) -> dict[str, Any]:
+def load_and_smoke(bundle_dir: Path, prompts: list[str], max_new_tokens: int) -> EngineLane:
     """Load the bundle with the LLM API, warm up, generate greedily; the smoke verdict and timings."""
     from tensorrt_llm import LLM, SamplingParams
 
@@ -99,7 +100,7 @@ def load_and_smoke(bundle_dir: Path, prompts: list[str], max_new_tokens: int) ->
     degenerate = sum(is_degenerate(ids, text) for ids, text in completions)
     new_tokens = sum(len(ids) for ids, _ in completions)
     return {
-        "load_seconds": round(loaded - started, 3), "warmup_seconds": round(warmed - loaded, 3),
+        "status": "loaded", "load_seconds": round(loaded - started, 3), "warmup_seconds": round(warmed - loaded, 3),
         "generate_seconds": round(generated - warmed, 3),
         "generate_tokens_per_second": round(new_tokens / max(generated - warmed, 1e-9), 1),
         # Recorded, not judged: the flow's smoke check compares candidate and baseline continuations.
@@ -168,8 +169,8 @@ def trtllm_bench(bundle_dir: Path, work: Path) -> dict[str, Any]:
 
 
 def bench_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """The throughput figures of a trtllm-bench JSON report (numeric leaves whose name says throughput), e.g.
-    `bench.performance.system_output_throughput_tok_s` (what the matrix's `fastest` policy reads)."""
+    """The throughput figures of a trtllm-bench JSON report (numeric leaves whose name says throughput) by report
+    path, e.g. `performance.system_output_throughput_tok_s` (what the matrix's `fastest` policy reads)."""
     found: dict[str, float] = {}
 
     def walk(node: Any, path: str) -> None:
@@ -177,27 +178,28 @@ def bench_metrics(report: dict[str, Any]) -> dict[str, float]:
             for key, value in node.items():
                 walk(value, f"{path}.{key}" if path else str(key))
         elif isinstance(node, int | float) and "throughput" in path.lower():
-            found[f"bench.{path}"] = float(node)
+            found[path] = float(node)
 
     walk(report, "")
     return found
 
 
 def run_engine_lane(bundle_dir: Path, prompts: list[str], max_new_tokens: int, legacy_engine: bool,
-                    max_batch_size: int, max_num_tokens: int, work: Path) -> dict[str, Any]:
+                    max_batch_size: int, max_num_tokens: int, work: Path) -> EngineLane:
     status = engine_lane_status()
     if status["status"] == "skipped":
         if legacy_engine:
             status["reason"] += "; runtime.legacy_engine asked for an engine, none was built"
         return status
-    result: dict[str, Any] = {"status": "loaded", "tensorrt_llm": tensorrt_llm_version(),
-                              **load_and_smoke(bundle_dir, prompts, max_new_tokens)}
-    result.update(bench_metrics(trtllm_bench(bundle_dir, work / "trtllm-bench")))
+    result = load_and_smoke(bundle_dir, prompts, max_new_tokens)
+    result["tensorrt_llm"] = tensorrt_llm_version() or "unknown"
+    result["bench"] = bench_metrics(trtllm_bench(bundle_dir, work / "trtllm-bench"))
     if legacy_engine:
         build_legacy_engine(bundle_dir, max_batch_size, max_num_tokens)
         # An engine runs only on this SM and this TensorRT: recorded for the deploy flow's fit check.
         major, minor = torch.cuda.get_device_capability(0)
-        result.update(status="built", compute_capability=f"{major}.{minor}", tensorrt=tensorrt_version())
+        result["status"], result["compute_capability"] = "built", f"{major}.{minor}"
+        result["tensorrt"] = tensorrt_version() or "unknown"
     return result
 
 

@@ -20,13 +20,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from enginewright.config.schemas import BuildReport, FailedBuildReport
 from enginewright.config.spec import BuildSpec, variant_quantization
 from enginewright.registry.registry_client import registry_client
-from tasks.compare import RECOMMENDED_ALIAS, RecommendationPolicy, VariantResult, VariantStatus
+from tasks.compare import RECOMMENDED_ALIAS, RecommendationPolicy, VariantResult
 from tasks.register import experiment_id
 
 MATRIX_EXPERIMENT = "enginewright-matrices"
@@ -80,11 +81,10 @@ def _result(running: _Running) -> VariantResult:
 
     code = running.process.returncode
     if running.report.is_file():  # the build writes its report on success and on failure
-        report = json.loads(running.report.read_text())
-        if report.get("status") == "registered":
+        report: BuildReport | FailedBuildReport = json.loads(running.report.read_text())
+        if report["status"] == "registered":
             return VariantResult(running.fmt, "registered", report=report)
-        status: VariantStatus = report.get("status", "failed")
-        return VariantResult(running.fmt, status, reason=str(report.get("error", ""))[:300])
+        return VariantResult(running.fmt, report["status"], reason=report["error"][:300])
     reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}, no report"  # it died before writing one
     return VariantResult(running.fmt, "failed", reason=f"{reason} (see {running.log})")
 
@@ -128,7 +128,7 @@ def record_comparison(variants: list[VariantResult], chosen: VariantResult | Non
     return run.info.run_id
 
 
-def build_report(outcome) -> dict:
+def build_report(outcome) -> BuildReport:
     """A finished build's outcome for programs (flows.build.BuildOutcome): `build --report-json` writes it, a build
     run of the deployment publishes it as its `build-report` artifact; the matrix reads either."""
     reg = outcome.registered
@@ -152,16 +152,23 @@ def write_report(outcome, path: Path) -> None:
     path.write_text(json.dumps(build_report(outcome), indent=2, default=str))
 
 
-def write_failure_report(exc: Exception, path: Path) -> None:
-    """`build --report-json` of a build that did not register: its status, exit code and one-line error."""
-    import json
-
+def failure_report(exc: BaseException) -> FailedBuildReport:
+    """A build that registered nothing, classified by its exception's type: GateFailed a gate that failed, bad input
+    (exit code 2, e.g. a format this worker cannot calibrate) a refused variant, anything else a failure."""
     from enginewright.errors import EnginewrightError, GateFailed
 
     code = exc.exit_code if isinstance(exc, EnginewrightError) else 1
-    status = "gate failed" if isinstance(exc, GateFailed) else "refused" if code == 2 else "failed"
-    error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    path.write_text(json.dumps({"status": status, "exit_code": code, "error": error}, indent=2))
+    status: Literal["gate failed", "refused", "failed"] = (
+        "gate failed" if isinstance(exc, GateFailed) else "refused" if code == 2 else "failed")
+    return {"status": status, "exit_code": code,
+            "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+
+
+def write_failure_report(exc: BaseException, path: Path) -> None:
+    """`build --report-json` of a build that did not register: its status, exit code and one-line error."""
+    import json
+
+    path.write_text(json.dumps(failure_report(exc), indent=2))
 
 
 def service_job_variables(submit_to: str | None, gpu_class: str | None, gpu_count: int | None) -> dict[str, object]:
@@ -200,11 +207,19 @@ def service_job_variables(submit_to: str | None, gpu_class: str | None, gpu_coun
 
 def publish_build_report(outcome) -> None:
     """The report as a table artifact of the current flow run, one row per field (values JSON-encoded)."""
+    publish_report(build_report(outcome))
+
+
+def publish_failure_report(exc: BaseException) -> None:
+    """A failed build's report as the same artifact: the matrix reads why, never Prefect's exception text."""
+    publish_report(failure_report(exc))
+
+
+def publish_report(report: BuildReport | FailedBuildReport) -> None:
     import json
 
     from prefect.artifacts import create_table_artifact
 
-    report = build_report(outcome)
     create_table_artifact(key=BUILD_REPORT_ARTIFACT, description="The build's outcome (enginewright matrix reads it)",
                           table=[{"field": k, "value": json.dumps(v, default=str)} for k, v in report.items()])
 
@@ -238,7 +253,7 @@ def submit_variants(spec: BuildSpec, formats: list[str], deployment: str, job_va
     return [done[fmt] for fmt in formats]
 
 
-def read_build_report(client, flow_run_id) -> dict | None:
+def read_build_report(client, flow_run_id) -> BuildReport | FailedBuildReport | None:
     import json
 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
@@ -248,20 +263,18 @@ def read_build_report(client, flow_run_id) -> dict | None:
     if not artifacts:
         return None
     rows = json.loads(artifacts[0].data) if isinstance(artifacts[0].data, str) else artifacts[0].data
-    return {row["field"]: json.loads(row["value"]) for row in rows}
+    report: BuildReport | FailedBuildReport = {row["field"]: json.loads(row["value"]) for row in rows}  # type: ignore[assignment]  # publish_report wrote it
+    return report
 
 
-def variant_of_run(fmt: str, run, report: dict | None) -> VariantResult:
-    """A variant's outcome from its flow run's final state. A failed run's message is Prefect's
-    "Flow run encountered an exception: <Type>: <message>" (prefect/flow_engine.py, prefect/states.py
-    ::exception_to_failed_state and ::format_exception, prefect 3.9.1): GateFailed is a gate that failed, InputError a
-    refused variant (e.g. a format the worker cannot calibrate)."""
+def variant_of_run(fmt: str, run, report: BuildReport | FailedBuildReport | None) -> VariantResult:
+    """A variant's outcome from the build report its flow run published (flows/watch.py::build_revision publishes one
+    on success and on failure); a run that ended without one (crashed, cancelled) failed, with its state's words."""
     state = run.state
-    if state.is_completed() and report is not None:
+    if report is not None and report["status"] == "registered" and state.is_completed():
         return VariantResult(fmt, "registered", report=report)
-    message = (state.message or state.name or "").removeprefix("Flow run encountered an exception:").strip()
-    status: VariantStatus = ("gate failed" if message.startswith("GateFailed") else
-                             "refused" if message.startswith("InputError") else "failed")
-    if state.is_completed():
-        message = "completed without a build-report artifact"
-    return VariantResult(fmt, status, reason=f"{message[:300]} (flow run {run.id})")
+    if report is not None and report["status"] != "registered":
+        return VariantResult(fmt, report["status"], reason=f"{report['error'][:300]} (flow run {run.id})")
+    message = "completed without a build-report artifact" if state.is_completed() else (
+        f"{state.name}: {state.message or 'no report'}")
+    return VariantResult(fmt, "failed", reason=f"{message[:300]} (flow run {run.id})")

@@ -18,7 +18,7 @@ def variant(fmt: str, verdict: str, size_mb: float, diffs: list[float], throughp
     tasks = [{"task": f"t{i}", "difference_points": d, "ci_low_points": d - 1, "ci_high_points": d + 1,
               "verdict": verdict, "allowed_drop_points": 1.0} for i, d in enumerate(diffs)]
     # As the lane records it: bench_metrics over a report with trtllm-bench's real performance key.
-    engine = bench_metrics({"performance": {"system_output_throughput_tok_s": throughput}}) if throughput else {}
+    engine = {"bench": bench_metrics({"performance": {"system_output_throughput_tok_s": throughput}})} if throughput else {}
     return VariantResult(fmt, status, report={"gate": {"overall": verdict, "tasks": tasks}, "version": fmt[-1],
                                               "bundle_bytes": int(size_mb * 1e6), "engine": engine,
                                               "effective_bits": bits, "mix": {"budget": bits} if "auto" in fmt else None})
@@ -145,3 +145,27 @@ def test_a_version_evaluated_again_is_recommended_on_its_own_verdict_and_the_tab
     assert recommend([lucky], RecommendationPolicy())[0] is None
     table = comparison_markdown([kept, lucky], "-")
     assert f"| inconclusive | not measured (no GPU) | {again} |" in table
+
+
+def test_a_service_variant_is_read_from_its_typed_report_never_from_exception_text() -> None:
+    """A service-mode variant's outcome came from parsing Prefect's "Flow run encountered an exception: GateFailed…";
+    the build deployment now publishes a report on failure too, and a run without one is just failed."""
+    from types import SimpleNamespace
+
+    from enginewright.errors import GateFailed, InputError
+    from tasks.variants import failure_report, variant_of_run
+
+    def run(completed: bool, message: str = "") -> SimpleNamespace:
+        state = SimpleNamespace(is_completed=lambda: completed, name="Completed" if completed else "Failed",
+                                message=message)
+        return SimpleNamespace(id="r1", state=state)
+
+    assert failure_report(GateFailed("arc_easy dropped 6.0 points")) == {
+        "status": "gate failed", "exit_code": 1, "error": "arc_easy dropped 6.0 points"}
+    assert failure_report(InputError("nvfp4 needs a Hopper GPU"))["status"] == "refused"
+    refused = variant_of_run("nvfp4", run(False, "anything"), failure_report(InputError("nvfp4 needs a Hopper GPU")))
+    assert refused.status == "refused" and refused.reason.startswith("nvfp4 needs a Hopper GPU")
+    crashed = variant_of_run("fp8", run(False, "Flow run encountered an exception: GateFailed: words"), None)
+    assert crashed.status == "failed" and "GateFailed: words" in crashed.reason  # reported, not parsed
+    report = {"status": "registered", "version": "3", "gate": {"overall": "pass", "tasks": []}}
+    assert variant_of_run("fp8", run(True), report).status == "registered"  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ def rendered(tmp_path: Path, runtime: str, engine: dict) -> Path:
 @pytest.mark.parametrize("runtime, engine, rules", [
     # the same six rules whether or not the build measured tokens/s on a GPU: no rule compares live traffic with a
     # saturation benchmark
-    ("tensorrt_llm", {"status": "loaded", "bench.performance.system_output_throughput_tok_s": 5123.0}, 6),
+    ("tensorrt_llm", {"status": "loaded", "bench": {"performance.system_output_throughput_tok_s": 5123.0}}, 6),
     ("tensorrt_llm", {"status": "skipped"}, 6),
     ("vllm", {"status": "skipped"}, 6),
 ])

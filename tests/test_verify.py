@@ -227,7 +227,7 @@ def test_the_load_test_is_judged_on_its_own_latency_never_on_a_saturation_benchm
     from tasks.verify import VerificationReport, judge
 
     target = load_target(write_target(tmp_path / "t.yaml", free_port(), max_ttft_p99_s=0.5))
-    manifest = {"engine": {"bench.performance.system_output_throughput_tok_s": 9431.0}}
+    manifest = {"engine": {"bench": {"performance.system_output_throughput_tok_s": 9431.0}}}
     load = {"output_tokens_per_s": 1155.0, "concurrency": 4, "ttft_p99_s": 0.04, "errors": 0, "requests": 32}
     calm = judge(VerificationReport("m", "1", "t", "http://x", load=load), target, manifest)
     assert calm.passed and any("unbounded concurrency" in note for note in calm.notes)

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, Required, TypedDict
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -47,6 +47,25 @@ class CalibrationDoc(TypedDict):
     tokens_sha256: str  # of the sampled token ids
 
 
+class EngineLane(TypedDict, total=False):
+    """The TensorRT-LLM step's result (tasks/trtllm_build.py), the manifest's `engine`: "skipped" with the reason, or
+    what loaded, generated, was benchmarked and (legacy lane) built on this GPU worker."""
+
+    status: Required[Literal["skipped", "available", "loaded", "built"]]
+    reason: str  # why it was skipped
+    tensorrt_llm: str  # the version that loaded the bundle
+    load_seconds: float
+    warmup_seconds: float
+    generate_seconds: float
+    generate_tokens_per_second: float
+    smoke_degenerate: str  # "<n> of <prompts>"
+    smoke_texts: list[str]
+    # trtllm-bench's throughput figures by report path, e.g. "performance.system_output_throughput_tok_s"
+    bench: dict[str, float]
+    compute_capability: str  # of the GPU a legacy engine was built on
+    tensorrt: str  # the TensorRT a legacy engine was built with
+
+
 class Manifest(TypedDict):
     schema_version: int  # MANIFEST_SCHEMA_VERSION
     bundle_id: str  # == build_key.digest
@@ -55,7 +74,7 @@ class Manifest(TypedDict):
     quantization: QuantizationDoc
     calibration: CalibrationDoc
     environment: dict[str, str]  # python, platform, torch, transformers, modelopt, lm_eval, cuda, gpu, ...
-    engine: dict[str, Any]  # status of the TensorRT-LLM engine lane: "skipped" + reason, or what was built
+    engine: EngineLane  # the TensorRT-LLM step's result
     export_verification: dict[str, float]  # tensors, scales, config_fields compared; codes_differing (share)
     memory_plan: NotRequired[dict[str, Any]]  # {"quantize", "export"}: enginewright.quant.memory_plan.MemoryPlan of each step
     golden: NotRequired[str]  # sha256 of golden/ (enginewright.serving.golden): what a deployed release is compared with
@@ -134,3 +153,35 @@ class SmokeResult(TypedDict):
 
 
 
+
+
+class BuildReport(TypedDict):
+    """A registered build's outcome for programs (`build --report-json`, the `build-report` artifact of a build
+    deployment's run; tasks/variants.py::build_report): what the matrix compares."""
+
+    status: Literal["registered"]
+    build_key: str
+    model_name: str
+    version: str
+    aliases: list[str]
+    source: str  # the bundle's URI
+    run_id: str
+    registered_now: bool
+    version_verdict: Verdict  # the verdict the version stands on (a re-evaluation leaves it unchanged)
+    evaluated_again: str | None  # the note of a re-evaluation under another plan, else None
+    evaluation_run_id: str
+    bundle_bytes: int
+    gate: GateReport
+    engine: EngineLane
+    effective_bits: float | None
+    mix: dict[str, Any] | None
+    candidate_docs_per_second: float
+    baseline_seconds: float  # 0 when every task came from the baseline store
+
+
+class FailedBuildReport(TypedDict):
+    """A build that registered nothing (tasks/variants.py::failure_report): written and published like BuildReport."""
+
+    status: Literal["gate failed", "refused", "failed"]
+    exit_code: int  # 1 failed or gate failed, 2 refused (bad input)
+    error: str  # the one-line error

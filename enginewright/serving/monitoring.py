@@ -39,7 +39,7 @@ class ReleaseLabels:
 
 def build_throughput(manifest: dict[str, Any]) -> float | None:
     """The build's GPU-measured output tokens/s (trtllm-bench, engine lane), or None."""
-    value = (manifest.get("engine") or {}).get(f"bench.{OUTPUT_THROUGHPUT}")
+    value = ((manifest.get("engine") or {}).get("bench") or {}).get(OUTPUT_THROUGHPUT)
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from enginewright.config.schemas import EngineLane
 from enginewright.errors import RuntimeLaneFailed
 from enginewright.serving.runtimes.tensorrt_llm import PROMPT_TOKEN_LOGPROBS_SINCE, version_at_least
 from enginewright.serving.runtimes.vllm import quantization_of
@@ -37,7 +38,7 @@ class RuntimeChoice:
         return {"runtime": self.runtime, "reason": self.reason, "version": self.version}
 
 
-def choose(engine: dict[str, Any], vllm_python: str | None = None, checkpoint: Path | None = None) -> RuntimeChoice:
+def choose(engine: EngineLane, vllm_python: str | None = None, checkpoint: Path | None = None) -> RuntimeChoice:
     """The runtime for the candidate: TensorRT-LLM where its step loaded the bundle on this worker, else vLLM where
     `vllm_python` (Settings.vllm_python) names a vLLM environment that loads the exported `checkpoint`."""
     status, version = engine.get("status"), engine.get("tensorrt_llm")
