@@ -2,10 +2,13 @@
 
 Starts a private stack (SeaweedFS, an MLflow server with `--artifacts-destination s3://…`, databases in the
 local PostgreSQL) in a temporary home, writes bundle-shaped directories of random bytes (weights in shards of
-at most 512 MiB, plus small config files), and uploads each, in one run, five ways:
+at most 512 MiB, plus small config files), and uploads each, in one run, six ways:
 
-- ours:   `enginewright.bundle.bundle_store.store_bundle` — parallel multipart, every part's sha256 checked by the
-          store, every object's composite checksum compared after upload (verification included in the time);
+- ours:   `enginewright.bundle.bundle_store.store_bundle` — boto3's transfer manager (every file at once, parallel
+          parts, each part's sha256 checked by the store), our own read of each file beside it (its sha256 against
+          the manifest, its part digests), every object's checksum compared after upload (included in the time);
+- previous: the hand-written multipart uploader `store_bundle` used before (benchmarks/previous_s3_uploader.py),
+          with the same verification, on the same bytes;
 - boto3:  `client.upload_file` per file, one after another, with boto3's default TransferConfig;
 - boto3-sha256: the same with `ChecksumAlgorithm=SHA256`: the store checks each part's sha256 as it does
           for ours (boto3's default is CRC32), without our post-upload verification;
@@ -90,6 +93,24 @@ def main() -> None:
         def ours(bundle: Path, manifest: dict) -> None:
             store_bundle(bundle, manifest, f"s3://{bucket}/bench/ours", stack.s3_url, transfer)
 
+        def previous(bundle: Path, manifest: dict) -> None:
+            from previous_s3_uploader import (
+                upload_verified_previous,  # this folder is on sys.path (common.py)
+            )
+
+            from enginewright.bundle.manifest import MANIFEST_NAME, safe_relative_path
+            from enginewright.bundle.s3 import UploadItem
+            from enginewright.keys.hashing import sha256_file
+
+            target = S3Location(bucket, "bench/previous")
+            items = [UploadItem(bundle / safe_relative_path(f["path"]), target.child(f["path"]), f["size"],
+                                f["sha256"]) for f in manifest["files"]]
+            path = bundle / MANIFEST_NAME
+            last = UploadItem(path, target.child(MANIFEST_NAME), path.stat().st_size, sha256_file(path))
+            boto = s3_client(stack.s3_url, transfer.concurrency, attempts=transfer.attempts)
+            for batch in (items, [last]):  # as store_bundle did: the manifest last
+                upload_verified_previous(boto, batch, transfer)
+
         def boto3_plain(bundle: Path, manifest: dict) -> None:
             for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
                 client.upload_file(str(path), bucket, f"bench/boto3/{path.relative_to(bundle).as_posix()}")
@@ -111,7 +132,7 @@ def main() -> None:
             finally:
                 del os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"]
 
-        methods = {"ours": ours, "boto3": boto3_plain, "boto3-sha256": boto3_sha256}
+        methods = {"ours": ours, "previous": previous, "boto3": boto3_plain, "boto3-sha256": boto3_sha256}
         if not args.skip_proxied:
             methods["proxied"] = proxied
             # MLflow 3.17's default: files ≥ MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE go to S3 through presigned
@@ -141,7 +162,7 @@ def main() -> None:
     finally:
         stack.down(purge=True, say=lambda line: None)
 
-    print(f"\nours: part size {transfer.part_size // MiB} MiB, {transfer.concurrency} parallel parts; "
+    print(f"\nours and previous: part size {transfer.part_size // MiB} MiB, {transfer.concurrency} parallel parts; "
           "boto3: upload_file defaults (8 MiB parts, 10 threads), files one after another\n")
     names = list(rows[0][3])
     header = f"{'bundle':>8} {'files':>6}" + "".join(f"{n + ' MB/s':>19}" for n in names) + \

@@ -1,13 +1,14 @@
 """Bundle bytes to and from S3 directly (never through the MLflow server), each object checked by sha256.
 
-Upload, per file: one sequential read computes the whole file's sha256 (compared with the manifest before the
-object is completed) and each part's sha256. Parts go up in parallel, one thread pool for every part of every
-file, each carrying its digest as `x-amz-checksum-sha256`: the store recomputes it on receipt and refuses a
-mismatch (BadDigest). After completion a HEAD with checksum mode returns the object's composite checksum (the
-sha256 of the part digests, `-N` suffixed), compared with the one computed from the bytes we read. A store that
-keeps no checksums is verified by reading the object back instead. Any failure aborts the open multipart uploads
-and raises; nothing is reported uploaded that was not verified. An upload left open by a process that was killed
-(or by a store that was down when it was aborted) is aborted by the next upload of the same key.
+Upload: boto3's transfer manager (s3transfer's `TransferManager`: every file of a batch at once, large ones in
+parallel parts) with `ChecksumAlgorithm="SHA256"`, so each part carries its sha256 and the store recomputes it on
+receipt and refuses a mismatch (BadDigest). Beside the transfer, our own read of each file computes its sha256
+(compared with the manifest) and its part digests at the part size the transfer manager uses; after the upload a
+HEAD with checksum mode returns the object's checksum (one digest, or the sha256 of the part digests, `-N`
+suffixed), compared with ours. A store that keeps no checksums is verified by reading the object back instead. Any
+failure deletes what this call stored and raises: nothing is reported uploaded that was not verified. A multipart
+upload left open by a process that was killed (or by a store that was down when it was aborted) is aborted by the
+next upload of the same key.
 
 Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, instance
 roles); they are never passed through this module's arguments, so they cannot end up in logs or parameters.
@@ -17,11 +18,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from enginewright.config.settings import MiB, TransferSettings
@@ -90,118 +90,66 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _read_parts(path: Path, part_size: int) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := handle.read(part_size):
-            yield chunk
+def transfer_config(settings: TransferSettings):
+    """boto3's TransferConfig for our settings: parts of `part_size` (grown by s3transfer where a file would need
+    more than S3's 10,000), `concurrency` requests at once."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=settings.part_size, multipart_chunksize=settings.part_size,
+                          max_concurrency=settings.concurrency)
 
 
-@dataclass
-class _OpenObject:
-    item: UploadItem
-    upload_id: str | None = None  # None: a single PUT
-    parts: list[Future] = field(default_factory=list)  # each gives (CompleteMultipartUpload part, sha256 digest)
+def part_size(settings: TransferSettings, size: int) -> int:
+    """The part size the transfer manager uploads a file of `size` bytes with (s3transfer's own adjustment)."""
+    from s3transfer.utils import ChunksizeAdjuster
+
+    return ChunksizeAdjuster().adjust_chunksize(settings.part_size, size)
 
 
-class _Uploader:
-    def __init__(self, client, settings: TransferSettings, progress: Callable[[int], None]):
-        self.client = client
-        self.settings = settings
-        self.progress = progress
-        self.pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="s3-upload")
-        # Parts read but not yet sent: bounds memory to (concurrency + 2) × part size.
-        self.in_flight = threading.BoundedSemaphore(settings.concurrency + 2)
-        self.open: list[_OpenObject] = []
-
-    def run(self, items: list[UploadItem]) -> None:
-        try:
-            for item in items:
-                self._send(item)
-            completions = [self.pool.submit(self._complete_and_verify, obj) for obj in self.open]
-            for done in completions:
-                done.result()
-        except BaseException:
-            self._abort_open()
-            raise
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def _send(self, item: UploadItem) -> None:
-        part_size = self.settings.part_size_for(item.size)
-        obj = _OpenObject(item)
-        self.open.append(obj)
-        if item.size > part_size:
-            self._abort_leftovers(item.target)
-            obj.upload_id = self.client.create_multipart_upload(
-                Bucket=item.target.bucket, Key=item.target.key, ChecksumAlgorithm="SHA256",
-                Metadata={"sha256": item.sha256},
-            )["UploadId"]
-        whole = hashlib.sha256()  # in this thread, in file order; the parts are hashed by the workers
-        for number, chunk in enumerate(_read_parts(item.path, part_size) if item.size else [b""], start=1):
-            whole.update(chunk)
-            self.in_flight.acquire()
-            obj.parts.append(self.pool.submit(self._send_part, obj, number, chunk))
-        if whole.hexdigest() != item.sha256:
-            raise UploadError(f"{item.path} changed since its manifest was written (sha256 differs); not uploaded")
-
-    def _send_part(self, obj: _OpenObject, number: int, chunk: bytes) -> tuple[dict, bytes]:
-        try:
-            digest = hashlib.sha256(chunk).digest()  # hashlib releases the GIL: parts hash in parallel
-            target = obj.item.target
-            if obj.upload_id is None:
-                self.client.put_object(Bucket=target.bucket, Key=target.key, Body=chunk, ChecksumSHA256=_b64(digest),
-                                       Metadata={"sha256": obj.item.sha256})
-                answer = {}
-            else:
-                answer = self.client.upload_part(Bucket=target.bucket, Key=target.key, UploadId=obj.upload_id,
-                                                 PartNumber=number, Body=chunk, ChecksumSHA256=_b64(digest))
-            self.progress(len(chunk))
-            return {"PartNumber": number, "ETag": answer.get("ETag"), "ChecksumSHA256": _b64(digest)}, digest
-        finally:
-            self.in_flight.release()
-
-    def _complete_and_verify(self, obj: _OpenObject) -> None:
-        results = [part.result() for part in obj.parts]
-        parts, digests = [r[0] for r in results], [r[1] for r in results]
-        target = obj.item.target
-        if obj.upload_id is not None:
-            self.client.complete_multipart_upload(Bucket=target.bucket, Key=target.key, UploadId=obj.upload_id,
-                                                  MultipartUpload={"Parts": parts})
-            obj.upload_id = None
-            expected = f"{_b64(hashlib.sha256(b''.join(digests)).digest())}-{len(parts)}"
-        else:
-            expected = _b64(digests[0])
-        verify_object(self.client, target, obj.item.size, obj.item.sha256, expected)
-
-    def _abort_leftovers(self, target: S3Location) -> None:
-        """A multipart upload of this key that a killed earlier attempt left open (its abort could not reach the
-        store, and no lifecycle rule expires it) is aborted before a new one starts. Keys hold the bundle id and
-        the run id, and one build key builds at a time, so an open upload of the key is such a leftover."""
-        from botocore.exceptions import ClientError
-
-        try:
-            listing = self.client.list_multipart_uploads(Bucket=target.bucket, Prefix=target.key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NotImplemented":
-                return  # a store without the listing: nothing to find
-            raise
-        for upload in listing.get("Uploads", []):
-            if upload["Key"] == target.key:
-                self.client.abort_multipart_upload(Bucket=target.bucket, Key=target.key, UploadId=upload["UploadId"])
-
-    def _abort_open(self) -> None:
-        for obj in self.open:
-            if obj.upload_id is not None:
-                try:
-                    self.client.abort_multipart_upload(Bucket=obj.item.target.bucket, Key=obj.item.target.key,
-                                                       UploadId=obj.upload_id)
-                except Exception:  # the store may be the thing that failed: the next upload of the key aborts it
-                    pass
+@dataclass(frozen=True)
+class _Digests:
+    whole: str  # hex sha256 of the file
+    parts: list[bytes]  # sha256 of each part, at the transfer manager's part size
 
 
-def verify_object(client, target: S3Location, size: int, sha256_hex: str, expected_checksum: str) -> None:
+def _digests(path: Path, chunk: int) -> _Digests:
+    whole = hashlib.sha256()
+    parts = []
+    with path.open("rb") as handle:  # hashlib releases the GIL: files hash in parallel with the upload
+        while block := handle.read(chunk):
+            whole.update(block)
+            parts.append(hashlib.sha256(block).digest())
+    return _Digests(whole.hexdigest(), parts or [hashlib.sha256(b"").digest()])
+
+
+def _expected_checksum(digests: _Digests, stored: str | None) -> str:
+    """The checksum the store must report for our bytes: a single object's digest, or a multipart one's composite."""
+    if stored is not None and "-" in stored:
+        return f"{_b64(hashlib.sha256(b''.join(digests.parts)).digest())}-{len(digests.parts)}"
+    return _b64(bytes.fromhex(digests.whole))
+
+
+def _abort_leftovers(client, target: S3Location) -> None:
+    """A multipart upload of this key that a killed earlier attempt left open (its abort could not reach the
+    store, and no lifecycle rule expires it) is aborted before a new one starts. Keys hold the bundle id and
+    the run id, and one build key builds at a time, so an open upload of the key is such a leftover."""
+    from botocore.exceptions import ClientError
+
+    try:
+        listing = client.list_multipart_uploads(Bucket=target.bucket, Prefix=target.key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NotImplemented":
+            return  # a store without the listing: nothing to find
+        raise
+    for upload in listing.get("Uploads", []):
+        if upload["Key"] == target.key:
+            client.abort_multipart_upload(Bucket=target.bucket, Key=target.key, UploadId=upload["UploadId"])
+
+
+def verify_object(client, target: S3Location, size: int, sha256_hex: str, expected_checksum: str,
+                  head: dict | None = None) -> None:
     """The stored object has `size` bytes and the checksum of our bytes; without store checksums, read it back."""
-    head = client.head_object(Bucket=target.bucket, Key=target.key, ChecksumMode="ENABLED")
+    head = head or client.head_object(Bucket=target.bucket, Key=target.key, ChecksumMode="ENABLED")
     if head["ContentLength"] != size:
         raise UploadError(f"{target.uri} holds {head['ContentLength']} bytes, the manifest says {size}")
     stored = head.get("ChecksumSHA256")
@@ -218,8 +166,51 @@ def verify_object(client, target: S3Location, size: int, sha256_hex: str, expect
 
 def upload_verified(client, items: list[UploadItem], settings: TransferSettings,
                     progress: Callable[[int], None] = lambda n: None) -> None:
-    """Upload every item in parallel parts and verify each stored object; raises UploadError (or boto's) on failure."""
-    _Uploader(client, settings, progress).run(items)
+    """Upload every item through the transfer manager and verify each stored object (see the module's docstring);
+    raises UploadError (or boto's) on failure, with what this call stored deleted."""
+    from s3transfer.manager import TransferManager
+    from s3transfer.subscribers import BaseSubscriber
+
+    class Progress(BaseSubscriber):
+        def on_progress(self, future, bytes_transferred: int, **kwargs) -> None:
+            progress(bytes_transferred)
+
+    config = transfer_config(settings)
+    for item in items:
+        if item.size >= config.multipart_threshold:
+            _abort_leftovers(client, item.target)
+    stored: list[UploadItem] = []
+    try:
+        with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="s3-hash") as hashing, \
+                TransferManager(client, config) as manager:
+            digests = [hashing.submit(_digests, item.path, part_size(settings, item.size)) for item in items]
+            uploads = [manager.upload(str(item.path), item.target.bucket, item.target.key,
+                                      extra_args={"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": item.sha256}},
+                                      subscribers=[Progress()]) for item in items]
+            failure: BaseException | None = None
+            for item, upload in zip(items, uploads, strict=True):
+                try:
+                    upload.result()
+                    stored.append(item)
+                except BaseException as exc:  # the rest still finish (or fail) before the manager closes
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
+            for item, computed in zip(items, digests, strict=True):
+                ours = computed.result()
+                if ours.whole != item.sha256:
+                    raise UploadError(f"{item.path} changed since its manifest was written (sha256 differs); "
+                                      "not kept")
+                head = client.head_object(Bucket=item.target.bucket, Key=item.target.key, ChecksumMode="ENABLED")
+                verify_object(client, item.target, item.size, item.sha256,
+                              _expected_checksum(ours, head.get("ChecksumSHA256")), head)
+    except BaseException:
+        for item in stored:
+            try:
+                client.delete_object(Bucket=item.target.bucket, Key=item.target.key)
+            except Exception:  # the store may be the thing that failed: the object was never reported stored
+                pass
+        raise
 
 
 def list_objects(client, prefix: S3Location) -> list[tuple[str, int]]:
@@ -234,9 +225,7 @@ def list_objects(client, prefix: S3Location) -> list[tuple[str, int]]:
 def download_prefix(client, prefix: S3Location, dest: Path, settings: TransferSettings,
                     accept: Callable[[str], Path], progress: Callable[[int], None] = lambda n: None) -> None:
     """Download every object under `prefix` into `dest`, in parallel; `accept` maps a key to a safe local path."""
-    from boto3.s3.transfer import TransferConfig
-
-    config = TransferConfig(multipart_chunksize=settings.part_size, max_concurrency=settings.concurrency)
+    config = transfer_config(settings)
     objects = list_objects(client, prefix)
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="s3-download") as pool:
         futures = []

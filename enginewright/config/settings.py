@@ -24,7 +24,6 @@ from enginewright.config.redact import redact_url
 from enginewright.errors import InputError, describe_validation_error
 
 MiB = 1024 * 1024
-MAX_PARTS = 10_000  # S3's limit per multipart upload
 
 
 @dataclass(frozen=True)
@@ -32,9 +31,6 @@ class TransferSettings:
     part_size: int = 64 * MiB
     concurrency: int = 8
     attempts: int = 3  # boto3's attempts per request: 1 + Settings.server_retries
-
-    def part_size_for(self, size: int) -> int:
-        return max(self.part_size, -(-size // MAX_PARTS))
 
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
