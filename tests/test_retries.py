@@ -118,3 +118,21 @@ def test_the_documented_outage_budget_is_the_formula() -> None:
     assert outage_wait_s(2) == 32 and "32 s at N = 2" in description
     assert outage_wait_s(4) == 104 and "104 s at N = 4" in description
     assert outage_wait_s(0) == outage_wait_s(1) == 20  # two 10-s waits between the step's attempts
+
+
+def test_the_mlflow_knobs_set_before_mlflow_loads_are_mlflows_own_names() -> None:
+    import mlflow.environment_variables as knobs
+
+    from enginewright.ops import mlflow_env
+
+    names = {k: v for k, v in vars(mlflow_env).items() if k.startswith("MLFLOW_")}
+    assert len(names) == 5 and all(getattr(knobs, k).name == v for k, v in names.items())
+
+
+def test_the_stack_names_enginewright_settings_from_the_settings_model() -> None:
+    from enginewright.config.settings import env_name, env_of
+
+    assert env_name("mlflow_tracking_uri") == "ENGINEWRIGHT_MLFLOW_TRACKING_URI"
+    assert env_of(home="/h") == {"ENGINEWRIGHT_HOME": "/h"}
+    with pytest.raises(KeyError, match="no setting 'mlflow_uri'"):
+        env_name("mlflow_uri")  # a name the settings do not read is an error, not a variable nobody reads

@@ -251,12 +251,23 @@ def _shown_default(value: object) -> str:
     return text.replace(str(Path.home()), "~")
 
 
+def env_name(field: str) -> str:
+    """The environment variable of a setting (`home` → ENGINEWRIGHT_HOME): the one place such a name is made."""
+    if field not in Settings.model_fields:
+        raise KeyError(f"no setting {field!r}")
+    return f"{Settings.model_config.get('env_prefix', '')}{field.upper()}"
+
+
+def env_of(**values: str) -> dict[str, str]:
+    """Settings as the environment a child process reads them from: {ENGINEWRIGHT_<FIELD>: value}."""
+    return {env_name(field): value for field, value in values.items()}
+
+
 def settings_markdown() -> str:
     """The README's settings table, generated from the fields (tests/test_settings_doc.py keeps them equal)."""
-    prefix = Settings.model_config.get("env_prefix", "")
     rows = ["| variable | default | |", "|---|---|---|"]
     for name, info in Settings.model_fields.items():
-        rows.append(f"| `{prefix}{name.upper()}` | `{_shown_default(info.default)}` | "
+        rows.append(f"| `{env_name(name)}` | `{_shown_default(info.default)}` | "
                     f"{(info.description or '').replace('|', '/')} |")
     return "\n".join(rows) + "\n"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from enginewright.config.settings import Settings
+from enginewright.ops import mlflow_env
 from enginewright.ops.retries import apply_server_retries
 
 
@@ -15,10 +16,10 @@ def prepare_process(settings: Settings) -> None:
     for the retries (one setting, not two)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault(mlflow_env.MLFLOW_DISABLE_TELEMETRY, "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # One bar per file ("Downloading artifacts", ten for a ten-file bundle) is MLflow's; ours label whole steps.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault(mlflow_env.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR, "false")
     apply_server_retries(settings.server_retries)
     if settings.s3_endpoint_url:  # MLflow's own S3 access (run artifacts) uses the same store as the bundles
-        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", settings.s3_endpoint_url)
+        os.environ.setdefault(mlflow_env.MLFLOW_S3_ENDPOINT_URL, settings.s3_endpoint_url)

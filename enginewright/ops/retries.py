@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from enginewright.errors import BundleVerificationError, ExportVerificationError, InputError
+from enginewright.ops import mlflow_env
 
 # Never better on a second try: bad input, and bytes that fail verification (a tampered bundle was downloaded
 # three times before it was refused).
@@ -49,5 +50,5 @@ def outage_wait_s(server_retries: int) -> float:
 def apply_server_retries(server_retries: int) -> None:
     """MLflow's client takes its retries only from the environment: this process's MLflow requests retry
     `server_retries` times (boto3 clients take theirs from TransferSettings.attempts)."""
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(server_retries)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(MLFLOW_BACKOFF_FACTOR)
+    os.environ[mlflow_env.MLFLOW_HTTP_REQUEST_MAX_RETRIES] = str(server_retries)
+    os.environ[mlflow_env.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR] = str(MLFLOW_BACKOFF_FACTOR)

@@ -40,7 +40,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from enginewright.config.redact import redact_url
-from enginewright.config.settings import Settings
+from enginewright.config.settings import Settings, env_of
 from enginewright.errors import StackError
 
 HOST = "127.0.0.1"
@@ -140,23 +140,26 @@ class Stack:
         """MLflow's own login variables for the stack's admin; empty when the stack runs MLflow without auth."""
         if not self.settings.stack_mlflow_auth:
             return {}
-        return {"MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN, "MLFLOW_TRACKING_PASSWORD": self.secrets["mlflow_admin_password"]}
+        import mlflow.environment_variables as mlflow_env
+
+        return {mlflow_env.MLFLOW_TRACKING_USERNAME.name: MLFLOW_ADMIN,
+                mlflow_env.MLFLOW_TRACKING_PASSWORD.name: self.secrets["mlflow_admin_password"]}
 
     def client_env(self) -> dict[str, str]:
         """What a client needs to use the stack (enginewright, mlflow and prefect CLIs, boto3)."""
+        import mlflow.environment_variables as mlflow_env
+
         return {
-            "ENGINEWRIGHT_MLFLOW_TRACKING_URI": self.mlflow_url,
-            "ENGINEWRIGHT_BUNDLE_STORE": f"s3://{self.settings.stack_bucket}/bundles",
-            "ENGINEWRIGHT_S3_ENDPOINT_URL": self.s3_url,
-            "MLFLOW_TRACKING_URI": self.mlflow_url,
-            "MLFLOW_S3_ENDPOINT_URL": self.s3_url,
+            **env_of(mlflow_tracking_uri=self.mlflow_url, bundle_store=f"s3://{self.settings.stack_bucket}/bundles",
+                     s3_endpoint_url=self.s3_url, mlflow_webhook_secret=self.secrets["mlflow_webhook_secret"],
+                     watch_db=database_url(self.settings.stack_postgres_url, self.databases["watch"],
+                                           "postgresql+psycopg2")),
+            mlflow_env.MLFLOW_TRACKING_URI.name: self.mlflow_url,
+            mlflow_env.MLFLOW_S3_ENDPOINT_URL.name: self.s3_url,
             "AWS_ACCESS_KEY_ID": self.secrets["s3_access_key"],
             "AWS_SECRET_ACCESS_KEY": self.secrets["s3_secret_key"],
             "AWS_DEFAULT_REGION": "us-east-1",
             "PREFECT_API_URL": self.prefect_url,
-            "ENGINEWRIGHT_WATCH_DB": database_url(self.settings.stack_postgres_url, self.databases["watch"],
-                                                  "postgresql+psycopg2"),
-            "ENGINEWRIGHT_MLFLOW_WEBHOOK_SECRET": self.secrets["mlflow_webhook_secret"],
             **self.mlflow_credentials(),
         }
 
@@ -179,16 +182,19 @@ class Stack:
                       "--workers", "1",
                       "--backend-store-uri", database_url(s.stack_postgres_url, self.databases["mlflow"], "postgresql+psycopg2"),
                       "--artifacts-destination", f"s3://{s.stack_bucket}/mlflow"]
-        mlflow_env = {**creds, "MLFLOW_S3_ENDPOINT_URL": self.s3_url, "MLFLOW_DISABLE_TELEMETRY": "true",
+        import mlflow.environment_variables as knobs  # MLflow's own names for its environment variables
+
+        mlflow_env = {**creds, knobs.MLFLOW_S3_ENDPOINT_URL.name: self.s3_url, knobs.MLFLOW_DISABLE_TELEMETRY.name: "true",
                       "AWS_DEFAULT_REGION": "us-east-1",
                       # Registry webhooks to receivers on this machine (the promotion relay), secrets kept across restarts.
-                      "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-                      "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": self.secrets["mlflow_webhook_encryption_key"]}
+                      knobs._MLFLOW_WEBHOOK_ALLOWED_SCHEMES.name: "http,https",
+                      knobs._MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS.name: "true",
+                      knobs.MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY.name: self.secrets["mlflow_webhook_encryption_key"]}
         if s.stack_mlflow_auth:
             mlflow_cmd += ["--app-name", "basic-auth"]
-            mlflow_env.update({"MLFLOW_AUTH_CONFIG_PATH": str(self.dir / "mlflow-auth.ini"),
-                               "MLFLOW_AUTH_ADMIN_PASSWORD": self.secrets["mlflow_admin_password"],
-                               "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets["mlflow_flask_secret_key"]})
+            mlflow_env.update({knobs.MLFLOW_AUTH_CONFIG_PATH.name: str(self.dir / "mlflow-auth.ini"),
+                               knobs.MLFLOW_AUTH_ADMIN_PASSWORD.name: self.secrets["mlflow_admin_password"],
+                               knobs.MLFLOW_FLASK_SERVER_SECRET_KEY.name: self.secrets["mlflow_flask_secret_key"]})
         prefect_cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST,
                        "--port", str(s.stack_prefect_port)]
         prefect_env = {
@@ -198,7 +204,7 @@ class Stack:
             "PREFECT_UI_API_URL": self.prefect_url,
         }
         relay_cmd = [sys.executable, "-m", "enginewright.cli.main", "promote", "relay", "--port", str(s.stack_relay_port)]
-        relay_env = {**self.client_env(), "ENGINEWRIGHT_HOME": str(s.home), "PREFECT_HOME": str(self.dir / "prefect")}
+        relay_env = {**self.client_env(), **env_of(home=str(s.home)), "PREFECT_HOME": str(self.dir / "prefect")}
         return [
             Component("s3", self.s3_url, port, weed_cmd, creds, self._s3_ready, 60),
             Component("mlflow", self.mlflow_url, s.stack_mlflow_port, mlflow_cmd, mlflow_env,
