@@ -136,3 +136,10 @@ def test_the_stack_names_enginewright_settings_from_the_settings_model() -> None
     assert env_of(home="/h") == {"ENGINEWRIGHT_HOME": "/h"}
     with pytest.raises(KeyError, match="no setting 'mlflow_uri'"):
         env_name("mlflow_uri")  # a name the settings do not read is an error, not a variable nobody reads
+
+
+def test_the_device_setting_picks_the_gpus_this_process_sees() -> None:
+    from enginewright.ops.process_env import visible_devices
+
+    assert visible_devices("cpu") == "" and visible_devices("cuda:0,2") == "0,2"
+    assert visible_devices("cuda") is None and visible_devices(None) is None  # every GPU: left as it is

@@ -46,6 +46,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_spec_flags(build, "YAML build spec (see specs/); flags override its values")
     build.add_argument("--dry-run", action="store_true", help="validate the spec and inputs, print it, build nothing")
     build.add_argument("--report-json", type=Path, help="also write the outcome (version, gate, sizes) as JSON here")
+    build.add_argument("--device", help="cpu, cuda or cuda:N[,M…]: where this build computes (the setting "
+                       "ENGINEWRIGHT_DEVICE for this build; cuda:N makes only those GPUs visible)")
     build.add_argument("--export-dir", "--output", type=Path, dest="export_dir",
                        help="also copy the registered bundle (checkpoint, llm_api.yaml, manifest, card) into this new "
                        "or empty folder, verified against its manifest")

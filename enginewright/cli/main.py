@@ -30,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = load_settings()
+        device = getattr(args, "device", None)  # a flag that is a setting: validated with the others
+        settings = load_settings(**({"device": device} if device is not None else {}))
         prepare_process(settings)
         return args.run(args, settings)
     except EnginewrightError as exc:

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         "waiting: 32 s at N = 2, 104 s at N = 4 (enginewright/retries.outage_wait_s), plus request timeouts "
         "where it hangs instead of refusing.",
     )
+    device: str | None = Field(
+        default=None,
+        description="Where a build computes: `cpu` (no GPU, even on a GPU worker), `cuda` (every GPU this process "
+        "sees) or `cuda:N[,M…]` (those GPUs only; CUDA_VISIBLE_DEVICES is set before torch starts). Unset: every GPU, "
+        "else the CPU. `build --device` sets it for one build.",
+    )
     device_memory_limit: ByteSize | None = Field(
         default=None,
         description="Most memory a build may plan to use on each GPU (on a CPU worker: of host memory), e.g. `12GiB`; "
@@ -135,6 +141,13 @@ class Settings(BaseSettings):
         default=_REPO_ROOT.parent / "shared" / "data",
         description="Offline copies of the evaluation and calibration data (defaults of the embedded spec).",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"cpu|cuda(:\d+(,\d+)*)?", value):
+            raise ValueError("expected cpu, cuda or cuda:N[,M…], e.g. cuda:0")
+        return value
 
     @field_validator("bundle_store")
     @classmethod
@@ -232,10 +245,11 @@ class Settings(BaseSettings):
         return self.models_dir / "SmolLM2-135M-Instruct"
 
 
-def load_settings() -> Settings:
-    """Settings from the environment; a bad value is one InputError naming the variable's field and the value."""
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and `overrides`, from command-line flags that are settings); a bad value is one
+    InputError naming the variable's field and the value."""
     try:
-        return Settings()
+        return Settings(**overrides)  # type: ignore[arg-type]  # validated here, like the environment's values
     except ValidationError as exc:
         raise InputError(describe_validation_error(exc, "setting (ENGINEWRIGHT_<FIELD>)")) from None
 

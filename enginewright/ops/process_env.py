@@ -21,5 +21,15 @@ def prepare_process(settings: Settings) -> None:
     # One bar per file ("Downloading artifacts", ten for a ten-file bundle) is MLflow's; ours label whole steps.
     os.environ.setdefault(mlflow_env.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR, "false")
     apply_server_retries(settings.server_retries)
+    visible = visible_devices(settings.device)
+    if visible is not None:  # before torch initializes CUDA: later it has no effect
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
     if settings.s3_endpoint_url:  # MLflow's own S3 access (run artifacts) uses the same store as the bundles
         os.environ.setdefault(mlflow_env.MLFLOW_S3_ENDPOINT_URL, settings.s3_endpoint_url)
+
+
+def visible_devices(device: str | None) -> str | None:
+    """CUDA_VISIBLE_DEVICES for Settings.device: "" for cpu, "0,2" for cuda:0,2; None leaves it as it is."""
+    if device is None or device == "cuda":
+        return None
+    return "" if device == "cpu" else device.removeprefix("cuda:")
