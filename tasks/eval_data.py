@@ -200,6 +200,16 @@ def document_order(data: EvalData, task: str, seed: int) -> list[tuple[str, int]
     return [(f"{task}_{stratum}", index) for _, stratum, index in keyed]
 
 
+def document_clusters(data: EvalData, task: str, order: list[tuple[str, int]]) -> tuple[str, ...] | None:
+    """The cluster of each document of `order` (the task table's `cluster` field), None for independent documents."""
+    field_name = EVAL_TASKS[task].cluster
+    if field_name is None:
+        return None
+    with Path(data.files[task][EVAL_TASKS[task].eval_split]).open(encoding="utf-8") as handle:
+        values = [str(json.loads(line)[field_name]) for line in handle if line.strip()]
+    return tuple(values[index] for _, index in order)
+
+
 def task_family(lm_eval_task: str) -> str:
     """`mmlu_nutrition` → `mmlu`; other names are their own family."""
     return "mmlu" if lm_eval_task.startswith("mmlu_") else lm_eval_task

@@ -35,7 +35,14 @@ from enginewright.quant.calibrate import QuantizedState
 from enginewright.quant.models import load_model, load_tokenizer, pick_device
 from enginewright.serving.golden import read_golden, subset_task, write_golden
 from tasks import runtimes
-from tasks.eval_data import EvalData, document_count, document_order, lm_eval_task_configs, task_family
+from tasks.eval_data import (
+    EvalData,
+    document_clusters,
+    document_count,
+    document_order,
+    lm_eval_task_configs,
+    task_family,
+)
 from tasks.fewshot import FEWSHOT_SEED, check_drawn, document_seeded_sampler
 from tasks.golden import golden_of
 from tasks.look_progress import LookProgress
@@ -435,7 +442,7 @@ def evaluate_until_decided(
     lane has no greedy generation here, so both use the simulated candidate there)."""
     tasks = list(spec.tasks)
     orders = {t: document_order(data, t, spec.sample_seed) for t in tasks}
-    plans = {t: task_plan(t, len(orders[t]), spec) for t in tasks}
+    plans = {t: task_plan(t, len(orders[t]), spec, document_clusters(data, t, orders[t])) for t in tasks}
     tokenizer = load_tokenizer(checkpoint)
     baseline = (baseline_side(checkpoint, dtype, tokenizer, spec),
                 baseline_sequences(source_identity, dtype, spec, data, store_dir, log))

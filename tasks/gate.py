@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
+from enginewright.config.eval_tasks import EVAL_TASKS
 from enginewright.config.schemas import (
     GATE_REPORT_SCHEMA_VERSION,
     CandidateRuntimeDoc,
@@ -59,6 +60,8 @@ def judge_task(task_name: str, baseline: list[dict], candidate: list[dict], plan
         documents_needed=documents_for_power(max(counts.discordance, 1 / counts.n), decided.allowed, alpha_pass)
         if decided.allowed > 0 else plan.available,
         tie_rate_baseline=tie_rate(base_records[:counts.n]), tie_rate_candidate=tie_rate(cand_records[:counts.n]),
+        clustered_by=EVAL_TASKS[task_name].cluster if plan.clusters else None, clusters=counts.clusters,
+        design_effect=counts.design_effect,
     )
 
 
@@ -125,11 +128,15 @@ def gate_markdown(report: GateReport) -> str:
         f"**{r['verdict']}** |"
         for r in report["tasks"]
     )
+    clustered = "".join(
+        f"{r['task']}: documents clustered by {r['clustered_by']} ({r['clusters']} clusters in {r['n']} documents); "
+        f"the statistic's variance is cluster-robust, {r['design_effect']:.2f} × the independent one.\n\n"
+        for r in report["tasks"] if r.get("clustered_by"))
     return (f"## Accuracy gate: **{report['overall']}**\n\n{report['message']}\n\n"
             f"| task | metric | documents | baseline % | candidate % | Δ points [interval] | allowed | "
             f"p non-inferiority (pass at) | verdict |\n|---|---|---|---|---|---|---|---|---|\n{rows}\n\n"
             f"{report['method']}; each task's pass test at α = {report['alpha_pass']:.3g}, fail test at "
-            f"α = {report['alpha_fail']:.3g}.\n\n{runtime_markdown(report['candidate_runtime'])}\n")
+            f"α = {report['alpha_fail']:.3g}.\n\n{clustered}{runtime_markdown(report['candidate_runtime'])}\n")
 
 
 VERDICT_COLOURS = {"pass": "#16a34a", "fail": "#dc2626", "inconclusive": "#d97706"}

@@ -136,3 +136,29 @@ def test_outputs_json_markdown_and_plot(tmp_path: Path) -> None:
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = gate_markdown(report)
     assert "| arc_easy | acc_norm | 100 of 100 (look 1/1) |" in markdown and "**fail**" in markdown
+
+
+def test_a_clustered_task_is_judged_with_the_cluster_robust_variance_and_says_so(tmp_path: Path) -> None:
+    """HellaSwag's documents come in clusters (endings of one source): the same records whose discordant pairs come
+    four at a time from one cluster pass when read as independent and are not shown non-inferior once the clusters
+    are known; the report names the clustering and the design effect."""
+    rng = np.random.default_rng(5)
+    n = 800
+    base = (rng.random(n) < 0.5).astype(int)
+    cand = base.copy()
+    chosen = rng.choice(np.arange(0, n, 4), size=30, replace=False)  # 30 clusters whose four documents move together
+    for start in chosen[:13]:  # the candidate loses a whole cluster
+        base[start:start + 4], cand[start:start + 4] = 1, 0
+    for start in chosen[13:]:  # or gains one
+        base[start:start + 4], cand[start:start + 4] = 0, 1
+    labels = tuple(str(i // 4) for i in range(n))
+    files = pair(tmp_path, base.tolist(), cand.tolist(), "hellaswag")
+    spec = GateSpec(max_drop_points=2)
+    independent = evaluate_gate(*files, {"hellaswag": TaskPlan("hellaswag", (n,), n)}, spec, EVAL)["tasks"][0]
+    clustered = evaluate_gate(*files, {"hellaswag": TaskPlan("hellaswag", (n,), n, labels)}, spec, EVAL)["tasks"][0]
+    assert clustered["design_effect"] > 2 and clustered["clusters"] == 200
+    assert clustered["clustered_by"] == "source_id" and independent.get("clustered_by") is None
+    assert clustered["ci_low_points"] < independent["ci_low_points"]  # a wider interval for the same records
+    assert independent["verdict"] == "pass" and clustered["verdict"] == "inconclusive"
+    report = evaluate_gate(*files, {"hellaswag": TaskPlan("hellaswag", (n,), n, labels)}, spec, EVAL)
+    assert "documents clustered by source_id (200 clusters in 800 documents)" in gate_markdown(report)

@@ -23,6 +23,10 @@ class EvalTaskInfo:
     # Whether the stock task draws its examples at random (lm-eval's "default" sampler: the stream is then re-seeded
     # per document, tasks/fewshot.py) or takes the split's first ones (MMLU's `sampler: first_n`, the same file).
     fewshot_random: bool
+    # A field whose equal values mark documents that are not independent draws: HellaSwag's `source_id` (the
+    # endings of one ActivityNet/WikiHow source, up to 5 documents each in the local split). The gate's variance is
+    # then cluster-robust (enginewright.gate.paired_stats.PairedCounts.design_effect); None: independent documents.
+    cluster: str | None = None
 
 
 _ROWS = (
@@ -30,7 +34,8 @@ _ROWS = (
     EvalTaskInfo("arc_easy", "arc_easy", ("train", "validation", "test"), "test", "acc_norm", None, "train", True),
     EvalTaskInfo("arc_challenge", "arc_challenge", ("train", "validation", "test"), "test", "acc_norm", None, "train",
                  True),
-    EvalTaskInfo("hellaswag", "hellaswag", ("validation",), "validation", "acc_norm", None, "train", True),
+    EvalTaskInfo("hellaswag", "hellaswag", ("validation",), "validation", "acc_norm", None, "train", True,
+                 cluster="source_id"),
 )
 EVAL_TASKS: dict[str, EvalTaskInfo] = {row.name: row for row in _ROWS}
 EVAL_TASK_NAMES: tuple[str, ...] = tuple(EVAL_TASKS)

@@ -81,7 +81,7 @@ class Manifest(TypedDict):
     files: list[ManifestFile]  # every file of the bundle except manifest.json itself
 
 
-GATE_REPORT_SCHEMA_VERSION = 3  # 3: candidate_runtime
+GATE_REPORT_SCHEMA_VERSION = 4  # 3: candidate_runtime; 4: clustered_by, clusters, design_effect
 Verdict = str  # "pass" | "fail" | "inconclusive"
 
 
@@ -112,6 +112,9 @@ class GateTaskResult(TypedDict):
     documents_needed: int  # for 80 % power to pass a harmless candidate at this margin and discordance
     tie_rate_baseline: float  # share of documents whose top choice ties another exactly in log-likelihood
     tie_rate_candidate: float
+    clustered_by: NotRequired[str | None]  # the field whose equal values are one cluster (HellaSwag: source_id)
+    clusters: NotRequired[int | None]  # clusters behind n
+    design_effect: NotRequired[float]  # the variance the statistic used, over Tango's independent one (≥ 1)
 
 
 class GateReport(TypedDict):

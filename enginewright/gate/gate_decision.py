@@ -22,19 +22,22 @@ class TaskPlan:
     task: str
     looks: tuple[int, ...]
     available: int  # documents the local data has
+    # the cluster of each document in sequence order (eval_tasks' `cluster` field), None: independent documents
+    clusters: tuple[str, ...] | None = None
 
     @property
     def planned(self) -> int:
         return self.looks[-1]
 
 
-def task_plan(task: str, available: int, spec: EvaluationSpec) -> TaskPlan:
+def task_plan(task: str, available: int, spec: EvaluationSpec, clusters: tuple[str, ...] | None = None) -> TaskPlan:
     from enginewright.gate.paired_stats import look_plan
 
     planned = min(spec.limit or available, available)
     if planned < 1:
         raise EnginewrightError(f"task {task}: the local data has no documents to evaluate")
-    return TaskPlan(task=task, looks=look_plan(planned, spec.look_size or planned), available=available)
+    return TaskPlan(task=task, looks=look_plan(planned, spec.look_size or planned), available=available,
+                    clusters=clusters)
 
 
 def metric_of(task: str, spec: GateSpec) -> str:
@@ -81,8 +84,10 @@ def alphas(spec: GateSpec, task_count: int) -> tuple[float, float]:
 
 
 def counts_at_looks(base: np.ndarray, cand: np.ndarray, plan: TaskPlan) -> list[PairedCounts]:
-    """Cumulative paired counts at each planned look the records reach."""
-    return [PairedCounts.of(base[:n], cand[:n]) for n in plan.looks if n <= base.size]
+    """Cumulative paired counts at each planned look the records reach (with the design effect of the documents'
+    clusters where the task has them)."""
+    return [PairedCounts.of(base[:n], cand[:n], plan.clusters[:n] if plan.clusters else None)
+            for n in plan.looks if n <= base.size]
 
 
 @dataclass(frozen=True)
