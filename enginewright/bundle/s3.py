@@ -7,8 +7,8 @@ file computes its sha256, compared with the manifest; the file's size and mtime 
 upload to after it, so the bytes boto3 sent are the bytes we hashed. After the upload a HEAD with checksum mode
 returns the object's checksum: a single object's must be the file's sha256; a multipart object's is the composite
 of the part digests the store checked (`-N` suffixed), and N must be the file's part count. A store that keeps no
-checksums is verified by reading the object back instead. (The uploader this replaced also computed every part's
-digest itself: a third sha256 pass over every byte, 7 % of the 2 GB throughput on a 2-core machine.) Any
+checksums is verified by reading the object back instead. (Computing every part's digest ourselves as well — a
+third sha256 pass over every byte — cost 7 % of the 2 GB throughput on a 2-core machine: docs/results.md.) Any
 failure deletes what this call stored and raises: nothing is reported uploaded that was not verified. A multipart
 upload left open by a process that was killed (or by a store that was down when it was aborted) is aborted by the
 next upload of the same key.
