@@ -26,6 +26,7 @@ import yaml
 
 from enginewright.config.schemas import BuildReport, FailedBuildReport
 from enginewright.config.spec import BuildSpec, variant_quantization
+from enginewright.ops.prefect_server import PARENT_SERVER_IS_TEMPORARY, runs_on_temporary_server
 from enginewright.registry.registry_client import registry_client
 from tasks.compare import RECOMMENDED_ALIAS, RecommendationPolicy, VariantResult
 from tasks.register import experiment_id
@@ -48,11 +49,14 @@ def variant_spec(spec: BuildSpec, variant: str) -> BuildSpec:
     return spec.model_copy(update={"quantization": variant_quantization(spec.quantization, variant)})
 
 
-def worker_env(slot: int, parallel: int, api_url: str) -> dict[str, str]:
-    """Environment of one variant process: the parent's Prefect API, its GPU or its share of the CPU cores."""
+def worker_env(slot: int, parallel: int, api_url: str, temporary_server: bool = False) -> dict[str, str]:
+    """Environment of one variant process: the parent's Prefect API (and whether it stops with the parent, so the
+    variant prints no link into it), its GPU or its share of the CPU cores."""
     import torch
 
     env = {**os.environ, "PREFECT_API_URL": api_url}
+    if temporary_server:
+        env[PARENT_SERVER_IS_TEMPORARY] = "1"
     gpus = torch.cuda.device_count()
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
@@ -71,7 +75,8 @@ def _start(spec: BuildSpec, fmt: str, run_dir: Path, slot: int, parallel: int, a
     with log.open("w") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "enginewright.cli.main", "build", "--spec", str(spec_file), "--report-json", str(report)],
-            stdout=handle, stderr=subprocess.STDOUT, env=worker_env(slot, parallel, api_url),
+            stdout=handle, stderr=subprocess.STDOUT,
+            env=worker_env(slot, parallel, api_url, runs_on_temporary_server()),
         )
     return _Running(fmt, slot, process, report, log)
 

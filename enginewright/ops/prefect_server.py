@@ -131,13 +131,27 @@ def on_temporary_server(server: TemporaryServer) -> Iterator[None]:
         yield
 
 
+# Set by a parent (the matrix) in the environment of the builds it starts when its Prefect server is a temporary one:
+# their runs are on it, and it stops with the parent, so a link to them would point at nothing.
+PARENT_SERVER_IS_TEMPORARY = "ENGINEWRIGHT_PARENT_PREFECT_SERVER_IS_TEMPORARY"
+
+
+def runs_on_temporary_server() -> bool:
+    """Whether this process's flow runs live on a Prefect server that stops with the command (its own, Prefect's
+    ephemeral one, or its parent's temporary one)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return not PREFECT_API_URL.value() or os.environ.get(PARENT_SERVER_IS_TEMPORARY) == "1"
+
+
 def flow_run_link(flow_run_id: object) -> str:
     """Where a person finds a flow run and its `accuracy-gate` artifact; what happened to them without a server."""
     from prefect.settings import PREFECT_API_URL
 
     api = PREFECT_API_URL.value()
-    if not api:
-        return ("Prefect's temporary server, stopped with the build: the accuracy-gate artifact went with it (the "
+    if runs_on_temporary_server():
+        return ("Prefect's temporary server, stopped when the command ended (this build's, or its matrix's): the "
+                "accuracy-gate artifact went with it (the "
                 "MLflow run keeps the same report under gate/). To keep runs and artifacts, build against a Prefect "
                 "server: `enginewright stack up`, then load its env (README)")
     return f"{api.rstrip('/').removesuffix('/api')}/runs/flow-run/{flow_run_id} (artifact accuracy-gate)"
