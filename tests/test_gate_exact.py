@@ -39,17 +39,19 @@ def test_the_program_agrees_with_enumerating_every_outcome() -> None:
         looks = [PairedCounts(n, outcome[:n].count(1), outcome[:n].count(-1)) for n in plan]
         probability[sequential_decision(looks, plan, margin, ALPHA, ALPHA).verdict] += p
     exact = exact_rates(plan, up, down, margin, ALPHA, ALPHA)
-    assert min(probability.values()) > 0.01  # every verdict reachable: the comparison means something
+    assert min(probability.values()) > 0.005  # every verdict reachable: the comparison means something
     assert math.isclose(exact.passed, probability["pass"], abs_tol=1e-12)
     assert math.isclose(exact.failed, probability["fail"], abs_tol=1e-12)
 
 
 def test_a_statisticians_independent_exact_figures_are_reproduced(monkeypatch) -> None:
-    """Computed outside the project with other code (issue 33), with the fail test's correction of then (half a
-    discordant pair): the power cell 1 pt / 2 % / n = 250, a 4.75-point drop failing on the main job's plan, and the
-    fail test's worst corner (one look of 800, discordance = margin). Then today's correction (one pair) on both."""
+    """Computed outside the project with other code (issue 33), with the corrections of then (none for the pass test,
+    half a discordant pair for the fail test): the power cell 1 pt / 2 % / n = 250, a 4.75-point drop failing on the
+    main job's plan, and the fail test's worst corner (one look of 800, discordance = margin). Then today's
+    corrections (a tenth of a pair, one pair) on the same cells."""
     import enginewright.gate.gate_exact as exact
 
+    monkeypatch.setattr(exact, "PASS_CORRECTION", 0.0)
     assert rates_at(look_plan(250, 100), 0.02, 0.0, 0.01, ALPHA).passed == pytest.approx(0.122, abs=5e-4)
     monkeypatch.setattr(exact, "FAIL_CORRECTION", 0.5)
     # 69.0 % to their one decimal; 68.950 % here
@@ -60,24 +62,19 @@ def test_a_statisticians_independent_exact_figures_are_reproduced(monkeypatch) -
     assert rates_at((800,), 0.03, -0.03, 0.03, ALPHA).failed <= ALPHA
 
 
-@pytest.mark.parametrize("plan", [look_plan(800, 100), (800,), look_plan(250, 100), look_plan(350, 50)],
-                         ids=["800 in looks of 100", "800 at once", "250 in looks of 100", "350 in looks of 50"])
+@pytest.mark.parametrize("plan", [look_plan(800, 100), (800,), look_plan(250, 100), look_plan(350, 50), (50,)],
+                         ids=["800 in looks of 100", "800 at once", "250 in looks of 100", "350 in looks of 50", "50"])
 def test_a_candidate_on_the_margin_passes_at_most_alpha_of_the_time(plan: tuple[int, ...]) -> None:
-    """The guarantee a pass rests on, exactly, for independent documents, over margins of 1 to 5 points. Up to 5 %
-    discordance (FP8 SmolLM2 measured 3.7–5.6 %) it holds: ≤ 2.5 %. Beyond it the score test's discreteness shows:
-    up to 2.529 % (250 documents in looks of 100, 1-point margin, 10 % discordance) — found by this program, not by
-    the Monte-Carlo test, and open (issue 33, with the fail test's corners below); pinned so it cannot grow."""
-    worst_low, worst_high = 0.0, 0.0
-    for margin in (0.01, 0.02, 0.03, 0.05):
+    """The guarantee a pass rests on, exactly, for independent documents, over margins of 0.5 to 5 points and
+    discordance up to 30 %. Without a correction the score test's discreteness reached 2.529 % (250 documents in
+    looks of 100, 1-point margin, 10 % discordance; found by this program, not by the Monte-Carlo test) and 2.95 %
+    at 50 documents; with a tenth of a discordant pair (paired_stats.PASS_CORRECTION) every cell is ≤ α."""
+    worst = 0.0
+    for margin in (0.005, 0.01, 0.02, 0.03, 0.05):
         for discordance in (0.01, 0.02, 0.035, 0.05, 0.1, 0.2, 0.3):
             if margin <= discordance:
-                rate = rates_at(plan, discordance, -margin, margin, ALPHA).passed
-                if discordance <= 0.05:
-                    worst_low = max(worst_low, rate)
-                else:
-                    worst_high = max(worst_high, rate)
-    assert worst_low <= ALPHA, worst_low
-    assert worst_high <= 0.02530, worst_high
+                worst = max(worst, rates_at(plan, discordance, -margin, margin, ALPHA).passed)
+    assert worst <= ALPHA, worst
 
 
 @pytest.mark.parametrize("plan", [(800,), look_plan(800, 100), look_plan(350, 50), look_plan(250, 100), (1000,),

@@ -21,7 +21,13 @@ import numpy as np
 from scipy.signal import fftconvolve
 from scipy.special import gammaln, xlogy
 
-from enginewright.gate.paired_stats import FAIL_CORRECTION, Z_LIMIT, null_variance, spending_boundaries
+from enginewright.gate.paired_stats import (
+    FAIL_CORRECTION,
+    PASS_CORRECTION,
+    Z_LIMIT,
+    null_variance,
+    spending_boundaries,
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def exact_rates(plan: tuple[int, ...], up: float, down: float, margin: float, al
         b = np.arange(undecided.shape[1], dtype=float)[None, :]
         possible = c + b <= n
         with np.errstate(invalid="ignore", divide="ignore"):
-            passes = possible & (tango_z(n, c, b, -margin) >= upper[k])
+            passes = possible & (tango_z(n, c, b, -margin, -PASS_CORRECTION) >= upper[k])
             fails = possible & ~passes & (tango_z(n, c, b, -margin, FAIL_CORRECTION) <= -lower[k])
         passed += float(undecided[passes].sum())
         failed += float(undecided[fails].sum())
