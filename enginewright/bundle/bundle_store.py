@@ -62,7 +62,8 @@ def store_bundle(bundle_dir: Path, manifest: Manifest, uri: str, endpoint_url: s
     client = s3_client(endpoint_url, transfer.concurrency, attempts=transfer.attempts)
     with store_errors(endpoint_url, f"store the bundle at {uri}"), \
             _progress(sum(i.size for i in items) + last.size, f"upload {target.uri}") as bar:
-        upload_verified(client, [items, [last]], transfer, bar.update)  # the manifest last, once the rest is verified
+        for batch in (items, [last]):  # the manifest last, once the rest is verified
+            upload_verified(client, batch, transfer, bar.update)
     return uri
 
 

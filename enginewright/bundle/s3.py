@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -166,11 +166,10 @@ def verify_object(client, target: S3Location, size: int, sha256_hex: str, expect
         raise UploadError(f"{target.uri} read back with sha256 {digest.hexdigest()}, the manifest says {sha256_hex}")
 
 
-def upload_verified(client, batches: Sequence[list[UploadItem]], settings: TransferSettings,
+def upload_verified(client, items: list[UploadItem], settings: TransferSettings,
                     progress: Callable[[int], None] = lambda n: None) -> None:
-    """Upload each batch through one transfer manager and verify each stored object (see the module's docstring)
-    before the next batch starts (a bundle's manifest goes last, once its files are verified); raises UploadError
-    (or boto's) on failure, with everything this call stored deleted."""
+    """Upload every item through the transfer manager and verify each stored object (see the module's docstring);
+    raises UploadError (or boto's) on failure, with what this call stored deleted."""
     from s3transfer.manager import TransferManager
     from s3transfer.subscribers import BaseSubscriber
 
@@ -179,37 +178,34 @@ def upload_verified(client, batches: Sequence[list[UploadItem]], settings: Trans
             progress(bytes_transferred)
 
     config = transfer_config(settings)
+    for item in items:
+        if item.size >= config.multipart_threshold:
+            _abort_leftovers(client, item.target)
     stored: list[UploadItem] = []
+    before = [_unchanged(item.path) for item in items]
     try:
         with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="s3-hash") as hashing, \
                 TransferManager(client, config) as manager:
-            for items in batches:
-                for item in items:
-                    if item.size >= config.multipart_threshold:
-                        _abort_leftovers(client, item.target)
-                before = [_unchanged(item.path) for item in items]
-                digests = [hashing.submit(_file_sha256, item.path) for item in items]
-                uploads = [manager.upload(str(item.path), item.target.bucket, item.target.key,
-                                          extra_args={"ChecksumAlgorithm": "SHA256",
-                                                      "Metadata": {"sha256": item.sha256}},
-                                          subscribers=[Progress()]) for item in items]
-                failure: BaseException | None = None
-                for item, upload in zip(items, uploads, strict=True):
-                    try:
-                        upload.result()
-                        stored.append(item)
-                    except BaseException as exc:  # the rest still finish (or fail) before the manager closes
-                        failure = failure or exc
-                if failure is not None:
-                    raise failure
-                for item, computed, stat in zip(items, digests, before, strict=True):
-                    if computed.result() != item.sha256 or _unchanged(item.path) != stat or stat[0] != item.size:
-                        raise UploadError(f"{item.path} changed since its manifest was written (sha256 differs); "
-                                          "not kept")
-                    head = client.head_object(Bucket=item.target.bucket, Key=item.target.key, ChecksumMode="ENABLED")
-                    verify_object(client, item.target, item.size, item.sha256,
-                                  _expected_checksum(settings, item.size, item.sha256, head.get("ChecksumSHA256")),
-                                  head)
+            digests = [hashing.submit(_file_sha256, item.path) for item in items]
+            uploads = [manager.upload(str(item.path), item.target.bucket, item.target.key,
+                                      extra_args={"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": item.sha256}},
+                                      subscribers=[Progress()]) for item in items]
+            failure: BaseException | None = None
+            for item, upload in zip(items, uploads, strict=True):
+                try:
+                    upload.result()
+                    stored.append(item)
+                except BaseException as exc:  # the rest still finish (or fail) before the manager closes
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
+            for item, computed, stat in zip(items, digests, before, strict=True):
+                if computed.result() != item.sha256 or _unchanged(item.path) != stat or stat[0] != item.size:
+                    raise UploadError(f"{item.path} changed since its manifest was written (sha256 differs); "
+                                      "not kept")
+                head = client.head_object(Bucket=item.target.bucket, Key=item.target.key, ChecksumMode="ENABLED")
+                verify_object(client, item.target, item.size, item.sha256,
+                              _expected_checksum(settings, item.size, item.sha256, head.get("ChecksumSHA256")), head)
     except BaseException:
         for item in stored:
             try:
