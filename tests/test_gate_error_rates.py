@@ -65,25 +65,18 @@ def test_away_from_the_margin_the_wrong_verdict_is_rare_and_the_right_one_common
 
 def clustered_rates(n: int, cluster_size: int, discordance: float, margin: float, shared: float, robust: bool,
                     seed: int) -> dict[str, float]:
-    """Documents in clusters of `cluster_size` (HellaSwag's endings of one source): with probability `shared` a
-    cluster's documents all take one draw (intra-cluster correlation `shared`, design effect 1 + (m − 1)·shared),
-    scattered by a seeded document order as the gate's is; on the margin, four looks."""
-    rng = np.random.default_rng(seed)
-    up, down = (discordance - margin) / 2, (discordance + margin) / 2
-    values, p = np.array([1, -1, 0], dtype=np.int8), [up, down, 1 - discordance]
-    groups = n // cluster_size
-    own = rng.choice(values, size=(TRIALS, n), p=p)
-    common = np.repeat(rng.choice(values, size=(TRIALS, groups), p=p), cluster_size, axis=1)
-    draws = np.where(np.repeat(rng.random((TRIALS, groups)) < shared, cluster_size, axis=1), common, own)
-    order = rng.permutation(n)
-    draws, labels = draws[:, order], np.repeat(np.arange(groups), cluster_size)[order].astype(str)
-    plan = look_plan(n, n // 4)
-    rates = {"pass": 0, "fail": 0, "inconclusive": 0}
-    for row in draws:
-        cand, base = (row == 1).astype(float), (row == -1).astype(float)
-        counts = [PairedCounts.of(base[:k], cand[:k], labels[:k] if robust else None) for k in plan]
-        rates[sequential_decision(counts, plan, margin, ALPHA, ALPHA).verdict] += 1
-    return {k: v / TRIALS for k, v in rates.items()}
+    """On the margin, four looks, through benchmarks/clustered_gate.py's generator (documents in clusters of
+    `cluster_size` that with probability `shared` all take one draw, scattered by a seeded order)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "clustered_gate.py"
+    spec = importlib.util.spec_from_file_location("clustered_gate", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.rates(n=n, size=cluster_size, discordance=discordance, truth=-margin, margin=margin,
+                        shared=shared, robust=robust, trials=TRIALS, seed=seed, looks=4)
 
 
 @pytest.mark.parametrize("shared", [0.05, 0.21])
